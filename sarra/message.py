@@ -1,0 +1,327 @@
+"""v02 messages: the one place that knows the v02 wire syntax.
+
+A v02 message is a topic (the AMQP routing key), a one-line body
+``<pubtime> <baseurl> <relpath>`` (reports add ``<code> <host> <user> <duration>``)
+and a table of string headers.  This module encodes and decodes them and does no I/O.
+
+Facts: ../shared/spec/messages-v02.md and reports.md.
+"""
+
+import calendar
+import dataclasses
+import json
+import re
+import time
+from typing import Dict, Optional, Tuple
+
+from sarra import checksum
+
+#: reference peers refuse header values of this many UTF-8 bytes or more
+MAX_HEADER_BYTES = 253
+#: topics are truncated to at most this many bytes (AMQP short string is 255)
+MAX_TOPIC_BYTES = 253
+
+KINDS = {"post": "post", "report": "report", "log": "report", "pulse": "pulse"}
+
+_ESC = {" ": "%20", "#": "%23"}
+_UNESC = {"%20": " ", "%23": "#"}
+_ESC_RE = re.compile(r"[ #]")
+_UNESC_RE = re.compile(r"%2[03]")
+_TIME_RE = re.compile(r"^(\d{8})T?(\d{6})(?:\.(\S*))?$")
+
+
+class MessageError(ValueError):
+    """A message that cannot be decoded or encoded; names the field and the bad value."""
+
+    def __init__(self, field: str, value, reason: str):
+        self.field = field
+        self.value = value
+        self.reason = reason
+        shown = value if isinstance(value, str) else repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        super().__init__(f"bad v02 message: {field} {shown!r}: {reason}")
+
+
+def escape(text: str) -> str:
+    """Escape exactly space and '#' (the only escapes v2 applies in topics and relpaths)."""
+    return _ESC_RE.sub(lambda m: _ESC[m.group(0)], text)
+
+
+def unescape(text: str) -> str:
+    """Undo only %20 and %23; every other '%' sequence is left as it is."""
+    return _UNESC_RE.sub(lambda m: _UNESC[m.group(0)], text)
+
+
+# ---------------------------------------------------------------- time stamps
+
+def format_time(t: float) -> str:
+    """UTC time as v2 writes it: YYYYMMDDHHMMSS plus the fraction in 9 significant digits."""
+    frac = "{:.9g}".format(t % 1)
+    if "e" in frac:  # the reference would emit an exponent here; write plain digits
+        frac = ("%.9f" % (t % 1)).rstrip("0")
+        if frac in ("0.", "0"):
+            frac = "0"
+    frac = frac[1:]  # drop the leading '0' ('' when the fraction is exactly 0)
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(t)) + frac
+
+
+def parse_time(text: str) -> float:
+    """Parse a v02 time stamp (optional 'T', any number of fraction digits) to epoch seconds."""
+    m = _TIME_RE.match(text.strip()) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(f"not a v02 time stamp (YYYYMMDDHHMMSS[.fff]): {text!r}")
+    day, hms, frac = m.groups()
+    try:
+        tm = time.strptime(day + hms, "%Y%m%d%H%M%S")
+    except ValueError as e:
+        raise ValueError(f"not a valid date/time: {text!r}") from e
+    seconds = float(calendar.timegm(tm))
+    if frac:
+        try:
+            f = float("0." + frac)
+            if 0.0 <= f < 1.0:
+                seconds += f
+        except ValueError:
+            pass  # an unparsable fraction counts as 0 (spec §3.1)
+    return seconds
+
+
+def now() -> str:
+    return format_time(time.time())
+
+
+# ---------------------------------------------------------------- topics
+
+def topic_for(prefix: str, relpath: str, subtopic: Optional[str] = None) -> str:
+    """Routing key for a post: prefix + the directory words of the (escaped) relpath."""
+    if subtopic:
+        words = escape(subtopic)
+    else:
+        parts = relpath.strip("/").split("/")[:-1]
+        words = ".".join(escape(p) for p in parts)
+    topic = prefix + "." + words if words else prefix
+    while ".." in topic:
+        topic = topic.replace("..", ".")
+    return truncate_utf8(topic.rstrip("."), MAX_TOPIC_BYTES)
+
+
+def binding_key(prefix: str, subtopic: str) -> str:
+    """Key to bind a queue with: the two escapes, but a trailing '.#' stays a wildcard."""
+    if subtopic == "#":
+        return prefix + ".#"
+    if subtopic.endswith(".#"):
+        return prefix + "." + escape(subtopic[:-2]) + ".#"
+    return prefix + "." + escape(subtopic)
+
+
+def truncate_utf8(text: str, limit: int) -> str:
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", errors="ignore")
+
+
+# ---------------------------------------------------------------- the message
+
+@dataclasses.dataclass
+class Report:
+    code: int
+    host: str
+    user: str
+    duration: float
+
+
+@dataclasses.dataclass
+class Message:
+    """One v02 message. ``relpath`` is kept escaped, exactly as on the wire."""
+
+    pubtime: str
+    baseurl: str
+    relpath: str
+    headers: Dict[str, str]
+    topic: str = ""
+    exchange: str = ""
+    kind: str = "post"
+    report: Optional[Report] = None
+
+    # -- derived views
+    @property
+    def url(self) -> str:
+        """Download URL: plain concatenation, nothing normalised."""
+        return self.baseurl + self.relpath
+
+    @property
+    def path(self) -> str:
+        """relpath with %20/%23 undone: the name to use on a local disk."""
+        return unescape(self.relpath)
+
+    @property
+    def sum(self) -> checksum.Sum:
+        return checksum.parse_sum(self.headers["sum"])
+
+    @property
+    def parts(self) -> Optional[checksum.Parts]:
+        p = self.headers.get("parts")
+        return checksum.Parts.parse(p) if p else None
+
+    @property
+    def pubtime_epoch(self) -> float:
+        return parse_time(self.pubtime)
+
+    def copy(self) -> "Message":
+        return dataclasses.replace(self, headers=dict(self.headers))
+
+    # -- encoding
+    def encode(self, allow_long_headers: bool = False) -> Tuple[str, str, Dict[str, str]]:
+        """Return (routing_key, body, headers) exactly as they go on the wire."""
+        return encode(self, allow_long_headers)
+
+    def to_report(self, code: int, text: str, host: str, user: str, duration: float) -> "Message":
+        """The report a consumer publishes about this message (reports.md §2)."""
+        headers = {k: v for k, v in self.headers.items() if k not in ("content", "message")}
+        headers["message"] = text
+        words = (self.topic or topic_for("v02.post", self.relpath)).split(".")
+        if len(words) >= 2:
+            words[1] = "report"
+        else:
+            words.append("report")
+        return Message(self.pubtime, self.baseurl, self.relpath, headers,
+                       topic=".".join(words), exchange=self.exchange, kind="report",
+                       report=Report(int(code), host, user, float(duration)))
+
+
+def make_post(pubtime: str, baseurl: str, relpath: str, headers: Dict[str, str],
+              topic_prefix: str = "v02.post", subtopic: Optional[str] = None,
+              exchange: str = "") -> Message:
+    """Build a post; ``relpath`` is the unescaped local form and gets escaped here."""
+    rel = escape(relpath)
+    return Message(pubtime, baseurl, rel, dict(headers),
+                   topic=topic_for(topic_prefix, rel, subtopic), exchange=exchange)
+
+
+def encode(msg: Message, allow_long_headers: bool = False) -> Tuple[str, str, Dict[str, str]]:
+    for field, value in (("pubtime", msg.pubtime), ("baseurl", msg.baseurl), ("relpath", msg.relpath)):
+        if not value or any(c.isspace() for c in value):
+            raise MessageError(field, value, "must be non-empty and contain no whitespace")
+    headers = {}
+    for k, v in msg.headers.items():
+        if v is None:
+            continue
+        if not isinstance(v, str):
+            v = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        if not allow_long_headers and len(v.encode("utf-8")) >= MAX_HEADER_BYTES:
+            raise MessageError(f"header {k}", v, f"{len(v.encode('utf-8'))} bytes; "
+                               f"v02 peers refuse values of {MAX_HEADER_BYTES} bytes or more")
+        headers[k] = v
+    if "sum" not in headers and msg.kind != "pulse":
+        raise MessageError("header sum", None, "missing (mandatory on every post)")
+    body = f"{msg.pubtime} {msg.baseurl} {msg.relpath}"
+    if msg.report is not None:
+        r = msg.report
+        body += f" {int(r.code):03d} {r.host} {r.user} {r.duration:f}"
+    topic = truncate_utf8(msg.topic or topic_for("v02.post", msg.relpath), MAX_TOPIC_BYTES)
+    return topic, body, headers
+
+
+# ---------------------------------------------------------------- decoding
+
+def _text(value, field: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise MessageError(field, bytes(value)[:60], "not valid UTF-8") from None
+    raise MessageError(field, value, f"expected text, got {type(value).__name__}")
+
+
+def _header_value(key: str, value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _text(value, f"header {key}")
+    if isinstance(value, (dict, list)):
+        try:
+            return json.dumps(value)
+        except (TypeError, ValueError):
+            raise MessageError(f"header {key}", value, "not serialisable") from None
+    if isinstance(value, (int, float, bool)):
+        return str(value)
+    raise MessageError(f"header {key}", value, f"unsupported header type {type(value).__name__}")
+
+
+def decode(routing_key, body, headers, exchange: str = "") -> Message:
+    """Decode a received message; any problem raises MessageError naming the field."""
+    try:
+        return _decode(routing_key, body, headers, exchange)
+    except MessageError:
+        raise
+    except Exception as e:  # a guard: nothing but MessageError leaves the decoder
+        raise MessageError("message", str(body)[:60], f"undecodable ({type(e).__name__}: {e})") from None
+
+
+def _decode(routing_key, body, headers, exchange) -> Message:
+    topic = _text(routing_key, "topic")
+    words = topic.split(".")
+    if len(words) < 2 or not words[0].startswith("v0"):
+        raise MessageError("topic", topic, "expected v02.post..., v02.report... or v02.pulse...")
+    kind = KINDS.get(words[1])
+    if kind is None:
+        raise MessageError("topic", topic, f"unknown message type {words[1]!r}")
+    text = _text(body, "body")
+    if headers is None:
+        headers = {}
+    if not isinstance(headers, dict):
+        raise MessageError("headers", headers, "expected a table of headers")
+    hdrs = {}
+    for k, v in headers.items():
+        key = _text(k, "header name")
+        hdrs[key] = _header_value(key, v)
+    line = text.split("\n", 1)[0].strip()
+    if line.startswith("{") or line.startswith("["):
+        raise MessageError("body", line, "JSON (v03) bodies are not v02")
+    fields = line.split()
+    if kind == "pulse":
+        if not fields:
+            raise MessageError("body", text, "empty pulse")
+        return Message(fields[0], "", "", hdrs, topic=topic, exchange=exchange, kind="pulse")
+    if len(fields) < 3:
+        raise MessageError("body", line, "expected '<pubtime> <baseurl> <relpath>'")
+    pubtime, baseurl, relpath = fields[:3]
+    try:
+        parse_time(pubtime)
+    except ValueError as e:
+        raise MessageError("pubtime", pubtime, str(e)) from None
+    report = None
+    looks_like_report = len(fields) >= 7 and re.fullmatch(r"\d{3}", fields[3]) is not None
+    if kind == "report" or looks_like_report:
+        if len(fields) < 7:
+            raise MessageError("body", line, "a report needs 7 fields: "
+                               "<pubtime> <baseurl> <relpath> <code> <host> <user> <duration>")
+        try:
+            code = int(fields[3])
+        except ValueError:
+            raise MessageError("report code", fields[3], "not an integer") from None
+        try:
+            duration = float(fields[6])
+        except ValueError:
+            raise MessageError("report duration", fields[6], "not a number") from None
+        report = Report(code, fields[4], fields[5], duration)
+        kind = "report"
+    if "sum" not in hdrs:
+        raise MessageError("header sum", None, "missing (mandatory on every post)")
+    try:
+        s = checksum.parse_sum(hdrs["sum"])
+    except ValueError as e:
+        raise MessageError("header sum", hdrs["sum"], str(e)) from None
+    if "parts" in hdrs:
+        try:
+            checksum.Parts.parse(hdrs["parts"])
+        except ValueError as e:
+            raise MessageError("header parts", hdrs["parts"], str(e)) from None
+    elif s.algo not in checksum.NO_PARTS_ALGOS and kind == "post":
+        raise MessageError("header parts", None, f"missing (mandatory for sum {s.algo!r})")
+    return Message(pubtime, baseurl, relpath, hdrs, topic=topic, exchange=exchange,
+                   kind=kind, report=report)
