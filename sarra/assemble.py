@@ -1,0 +1,107 @@
+"""Reassembly of files announced in blocks, safe across instances and in any order.
+
+Each block is written at its offset into one temporary file beside the target. A manifest
+(JSON, in the configuration's state directory, protected by an OS file lock) records which
+blocks of which *generation* (bsz, blktot, brem, mtime) are verified. Completion is decided
+under the lock from that record, never from a block number or a file size, so exactly one
+process sees the file become complete: it renames the temporary file to the final name and
+that process alone fires on_file. A completed manifest is kept (tiny) so that a redelivered
+block of a finished file is recognised and not started again.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from typing import Optional
+
+from sarra.checksum import Parts
+
+
+def generation(parts: Parts, mtime: Optional[str]) -> str:
+    return f"{parts.bsz},{parts.blktot},{parts.brem},{mtime or ''}"
+
+
+class Manifest:
+    """The record of verified blocks for one target file."""
+
+    def __init__(self, state_dir: str, final_path: str):
+        os.makedirs(state_dir, exist_ok=True)
+        key = hashlib.sha1(os.path.abspath(final_path).encode("utf-8", "surrogateescape")).hexdigest()
+        self.path = os.path.join(state_dir, key + ".parts")
+        self.final = final_path
+        self.data = {}
+        self._fd = None
+
+    @contextmanager
+    def locked(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = b""
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                raw += chunk
+            try:
+                self.data = json.loads(raw.decode()) if raw else {}
+            except ValueError:
+                self.data = {}   # a torn manifest is rebuilt: blocks are fetched again
+            self._fd = fd
+            yield self
+            out = json.dumps(self.data).encode()
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, out)
+        finally:
+            self._fd = None
+            os.close(fd)   # closing releases the lock
+
+    # -- call these only inside `with manifest.locked():`
+    def state(self, gen: str) -> str:
+        """'complete', 'new' (no record of this generation) or 'partial'."""
+        if self.data.get("gen") != gen:
+            return "new"
+        return "complete" if self.data.get("complete") else "partial"
+
+    def has(self, gen: str, bno: int) -> bool:
+        return self.data.get("gen") == gen and bno in self.data.get("blocks", [])
+
+    def start(self, gen: str, final: str, temp: str) -> None:
+        self.data = {"gen": gen, "final": final, "temp": temp, "blocks": [], "complete": False}
+
+    def add(self, gen: str, bno: int) -> bool:
+        """Record a verified block; True when this call completes the file."""
+        if self.data.get("gen") != gen or self.data.get("complete"):
+            return False
+        blocks = self.data.setdefault("blocks", [])
+        if bno not in blocks:
+            blocks.append(bno)
+        blktot = int(gen.split(",")[1])
+        if len(blocks) >= blktot:
+            self.data["complete"] = True
+            return True
+        return False
+
+    def missing(self, gen: str):
+        blktot = int(gen.split(",")[1])
+        have = set(self.data.get("blocks", [])) if self.data.get("gen") == gen else set()
+        return [b for b in range(blktot) if b not in have]
+
+
+def open_for_blocks(temp: str) -> None:
+    """Create the temporary file if missing, never truncating blocks other instances wrote."""
+    os.makedirs(os.path.dirname(temp) or ".", exist_ok=True)
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
+def finish(temp: str, final: str, filesize: int) -> None:
+    """Cut the temporary file to the announced size, sync it, move it to its final name."""
+    with open(temp, "r+b") as f:
+        f.truncate(filesize)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, final)

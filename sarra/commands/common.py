@@ -1,0 +1,99 @@
+"""What every sr_* command shares: argv splitting, --help, error lines and exit codes.
+
+Exit codes: 0 ok; 1 some items failed; 2 usage or configuration error; 3 broker
+unreachable or authentication refused.
+"""
+
+import logging
+import sys
+
+from sarra import options
+
+OK, SOME_FAILED, USAGE, BROKER = 0, 1, 2, 3
+
+CONSUMER_ACTIONS = ("foreground", "start", "stop", "restart", "status", "sanity", "cleanup",
+                    "declare", "setup", "list", "edit", "add", "remove", "enable", "disable",
+                    "show", "log")
+
+
+class UsageError(Exception):
+    exit_code = USAGE
+
+
+def fail(program: str, text: str, code: int) -> int:
+    print(f"{program}: {text}", file=sys.stderr)
+    return code
+
+
+def split_argv(argv, actions=CONSUMER_ACTIONS):
+    """Separate -options (with their values) from positional words.
+
+    Returns (cli_pairs, positionals, instance_no). A value-less boolean flag (followed by
+    another -option or by the end) gets None, which the config reads as true.
+    """
+    pairs, words, no = [], [], None
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            words += argv[i + 1:]
+            break
+        if a.startswith("-") and len(a) > 1 and not _is_number(a):
+            key = a.lstrip("-")
+            value = None
+            if "=" in key and a.startswith("--"):
+                key, value = key.split("=", 1)
+            else:
+                opt = options.lookup(key)
+                takes_value = not (opt is not None and opt.type == options.BOOL)
+                nxt = argv[i + 1] if i + 1 < len(argv) else None
+                if key in ("no",):
+                    takes_value = True
+                if nxt is not None and (takes_value or nxt.lower() in options.BOOL_WORDS) \
+                        and not (nxt.startswith("-") and len(nxt) > 1 and not _is_number(nxt)):
+                    value = nxt
+                    i += 1
+            if key == "no":
+                try:
+                    no = int(value)
+                except (TypeError, ValueError):
+                    raise UsageError(f"--no needs an instance number, got {value!r}") from None
+            else:
+                pairs.append((key, value))
+        else:
+            words.append(a)
+        i += 1
+    return pairs, words, no
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def wants_help(argv) -> bool:
+    return any(a in ("-h", "--help", "-help", "help") for a in argv)
+
+
+def print_help(program: str, component: str, synopsis: str, actions=()):
+    print(f"usage: {synopsis}\n")
+    print(options.render_help(component, actions))
+    print(f"\nSee man {program} for details.")
+
+
+def setup_cli_logging(level: str = "info"):
+    from sarra import logs
+    return logs.setup_logging(component_for_log(), None, None, level=level or "info", foreground=True)
+
+
+def component_for_log():
+    prog = sys.argv[0].rsplit("/", 1)[-1]
+    return prog[3:] if prog.startswith("sr_") else prog
+
+
+def quiet_third_party():
+    for name in ("amqp", "paramiko", "urllib3", "requests"):
+        logging.getLogger(name).setLevel(logging.WARNING)

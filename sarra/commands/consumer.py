@@ -1,0 +1,186 @@
+"""The command line shared by the consuming components (sr_subscribe, sr_sarra, ...).
+
+    sr_<component> [options] <action> [<config>]     (v2 order; '<config> <action>' too)
+
+Actions: foreground start stop restart status sanity cleanup declare setup list edit add
+remove enable disable show log. An action without a config applies to every config of the
+component (start/stop/restart/status/sanity/cleanup).
+"""
+
+import logging
+import os
+import shutil
+import sys
+
+from sarra import actions, components, config, consumer, instances, logs, paths
+from sarra.broker import Broker, BrokerError
+from sarra.commands import common
+from sarra.credentials import Credentials, CredentialsError
+
+NO_CONFIG_ACTIONS = ("list", "status", "start", "stop", "restart", "sanity", "cleanup")
+FILE_ACTIONS = ("list", "edit", "add", "remove", "enable", "disable")
+
+
+def _split(words):
+    action = name = None
+    extra = []
+    for w in words:
+        if action is None and w in common.CONSUMER_ACTIONS:
+            action = w
+        elif name is None:
+            name = w
+        else:
+            extra.append(w)
+    return action, name, extra
+
+
+def run(component: str, argv=None) -> int:
+    program = f"sr_{component}"
+    argv = sys.argv[1:] if argv is None else argv
+    synopsis = f"{program} [options] <action> [<config>]"
+    if not argv or common.wants_help(argv):
+        common.print_help(program, component, synopsis, common.CONSUMER_ACTIONS)
+        return common.OK if argv else common.USAGE
+    try:
+        pairs, words, no = common.split_argv(argv)
+        action, name, extra = _split(words)
+    except common.UsageError as e:
+        return common.fail(program, str(e), common.USAGE)
+    if action is None:
+        return common.fail(program, f"no action given (one of {', '.join(common.CONSUMER_ACTIONS)})",
+                           common.USAGE)
+    if action in FILE_ACTIONS:
+        return _file_action(component, action, name)
+    if name is None:
+        if action not in NO_CONFIG_ACTIONS:
+            return common.fail(program, f"action {action} needs a config name", common.USAGE)
+        rc = common.OK
+        for cname, enabled in actions.list_configs(component):
+            if enabled:
+                rc = max(rc, _one(component, action, cname, pairs, no))
+        return rc
+    return _one(component, action, name, pairs, no)
+
+
+def _file_action(component, action, name):
+    fn = {"list": actions.list_action, "edit": actions.edit, "add": actions.add,
+          "remove": actions.remove, "enable": actions.enable, "disable": actions.disable}[action]
+    if action == "list":
+        return fn(component, name)
+    if name is None:
+        return common.fail(f"sr_{component}", f"action {action} needs a config name", common.USAGE)
+    return fn(component, name)
+
+
+def _one(component, action, name, pairs, no) -> int:
+    program = f"sr_{component}"
+    try:
+        cfg = config.load(component, name, pairs)
+    except config.ConfigError as e:
+        return common.fail(program, str(e), common.USAGE)
+    cname = cfg.name or name
+    if action == "show":
+        print(cfg.show())
+        return common.OK
+    if action == "foreground":
+        return foreground(component, cfg, no)
+    if action == "start":
+        return _start(component, cfg)
+    if action == "stop":
+        n = instances.stop(component, cname)
+        print(f"{program} {cname}: stopped {n} instance(s)")
+        return common.OK
+    if action == "restart":
+        instances.stop(component, cname)
+        return _start(component, cfg)
+    if action == "status":
+        st = instances.status(component, cname)
+        print(f"{program} {cname}: {instances.state(component, cname)} "
+              f"({len(st.running)}/{max(st.expected, cfg.instances or 1)} instances)")
+        return common.OK
+    if action == "sanity":
+        st = instances.status(component, cname)
+        if st.expected and len(st.running) < st.expected:
+            return _start(component, cfg)
+        return common.OK
+    if action == "log":
+        path = os.path.join(paths.log_dir(), f"sr_{component}_{cname}_01.log")
+        os.execvp("tail", ["tail", "-f", path])
+    if action in ("declare", "setup", "cleanup"):
+        return _broker_action(component, action, cfg)
+    return common.fail(program, f"unknown action {action}", common.USAGE)
+
+
+def _start(component, cfg) -> int:
+    try:
+        pids = instances.start(component, cfg.name, cfg.instances or 1,
+                               module=f"sarra.commands.{component}")
+    except Exception as e:  # an instance that dies at once
+        return common.fail(f"sr_{component}", str(e), common.SOME_FAILED)
+    print(f"sr_{component} {cfg.name}: started {len(pids)} instance(s)")
+    return common.OK
+
+
+def _connect(component, cfg):
+    creds = Credentials.load()
+
+    def lookup(url):
+        c = creds.lookup(url)
+        return c.password if c else None
+
+    b = Broker(cfg.broker, password_lookup=lookup, reconnect=False)
+    b.connect()
+    return b
+
+
+def _broker_action(component, action, cfg) -> int:
+    program = f"sr_{component}"
+    try:
+        b = _connect(component, cfg)
+        try:
+            c = consumer.Consumer(cfg, b)
+            if action == "cleanup":
+                instances.stop(component, cfg.name)
+                c.delete()
+                consumer.forget_queue(cfg)
+                shutil.rmtree(paths.state_dir(component, cfg.name), ignore_errors=True)
+                print(f"{program} {cfg.name}: queue {c.queue} deleted, state removed")
+            else:
+                c.declare(bind=(action == "setup"))
+                print(f"{program} {cfg.name}: queue {c.queue} declared"
+                      + (" and bound" if action == "setup" else ""))
+        finally:
+            b.close()
+    except CredentialsError as e:
+        return common.fail(program, str(e), common.USAGE)
+    except BrokerError as e:
+        return common.fail(program, str(e), common.BROKER)
+    return common.OK
+
+
+def foreground(component, cfg, no=None) -> int:
+    """Run one instance in this process until SIGTERM/SIGINT."""
+    from sarra.flow import Flow
+    program = f"sr_{component}"
+    background = no is not None
+    instance = no or 1
+    log = logs.setup_logging(component, cfg.name, instance if background else None,
+                             level=cfg.loglevel, foreground=not background, logdays=cfg.logdays)
+    common.quiet_third_party()
+    stop = instances.instance_signals(lambda: log.info("stop requested"))
+    if background:
+        instances.write_pid(component, cfg.name, instance)
+    try:
+        flow = Flow(cfg, components.preset(component), logger=log, stop_event=stop, instance=instance)
+        return flow.run()
+    except CredentialsError as e:
+        log.error("%s", e)
+        return common.USAGE
+    except BrokerError as e:
+        log.error("%s", e)
+        print(f"{program}: {e}", file=sys.stderr)
+        return common.BROKER
+    finally:
+        if background:
+            instances.remove_pid(component, cfg.name, instance)
+        logging.shutdown()

@@ -1,0 +1,14 @@
+"""sr_sarra: see man sr_sarra; the work is done by the shared flow (sarra/flow.py) with the
+'sarra' preset of sarra/components.py."""
+
+import sys
+
+from sarra.commands.consumer import run
+
+
+def main(argv=None) -> int:
+    return run("sarra", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

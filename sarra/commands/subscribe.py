@@ -1,0 +1,14 @@
+"""sr_subscribe: see man sr_subscribe; the work is done by the shared flow (sarra/flow.py) with the
+'subscribe' preset of sarra/components.py."""
+
+import sys
+
+from sarra.commands.consumer import run
+
+
+def main(argv=None) -> int:
+    return run("subscribe", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""What each consuming component does differently: a table of presets over one flow.
+
+A preset names the work step (download, send or nothing), whether accepted messages are
+re-posted, whether the component reports, its default plugins, and an optional check run
+on every message before on_message (sr_sarra's source validation). Option defaults that
+differ per component (mirror, inplace, accept_unmatch, ...) live in the options table
+(options.py), not here.
+"""
+
+import dataclasses
+from typing import Callable, Dict, List, Optional
+
+from sarra import download
+from sarra.flow import Outcome
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    component: str
+    work: Optional[Callable] = None          # flow, work -> None (raises Outcome)
+    posts: bool = False                      # re-post what was handled (needs post_broker)
+    reports: bool = True
+    check: Optional[Callable] = None         # flow, work -> None (raises Outcome)
+    default_plugins: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+
+
+def sarra_check(flow, work):
+    """A pump's ingest rule: the source is who posted, whatever the message claims."""
+    msg, cfg = work.msg, flow.cfg
+    if cfg.source_from_exchange and msg.exchange.startswith("xs_"):
+        owner = msg.exchange[3:]
+        suffix = getattr(cfg, "exchange_suffix", None)
+        if suffix and owner.endswith("_" + suffix):
+            owner = owner[: -len(suffix) - 1]
+        claimed = msg.headers.get("source")
+        if claimed and claimed != owner and work.retry_entry is None:
+            raise Outcome(403, f"Forbidden: message from exchange {msg.exchange} claims source {claimed}")
+        msg.headers["source"] = owner
+        msg.headers["from_cluster"] = cfg.cluster or cfg.broker_netloc()
+
+
+PRESETS = {
+    "subscribe": Preset("subscribe", work=download.download, posts=True,
+                        default_plugins={"on_file": ["file_log"]}),
+    "sarra": Preset("sarra", work=download.download, posts=True, check=sarra_check),
+    "shovel": Preset("shovel", posts=True),
+    "winnow": Preset("winnow", posts=True),
+    "report": Preset("report", reports=False),
+}
+
+
+def preset(component: str) -> Preset:
+    return PRESETS[component]
