@@ -1,0 +1,347 @@
+"""Transfer drivers: one class per URL scheme behind one small interface.
+
+A driver instance keeps its connection (HTTP session, SSH session, FTP control
+connection) open across many calls and reconnects only when it has dropped.
+``for_url(url, pool)`` hands out one pooled driver per scheme/host/port/user.
+
+URLs are the plain concatenation ``baseurl + relpath`` of a v02 message.  For
+sftp/ftp/file only ``%20`` and ``%23`` are decoded; for sftp/ftp a path that
+starts with ``//`` is absolute on the server, a single ``/`` is relative to the
+login directory.
+"""
+
+import errno
+import logging
+import os
+import re
+from collections.abc import Mapping
+from urllib.parse import unquote, urlsplit
+
+__all__ = [
+    'Transfer', 'TransferError', 'Endpoint', 'for_url', 'driver_class', 'register',
+    'SCHEMES', 'redact', 'split_url', 'decode_path', 'credential_value', 'credential_flag',
+]
+
+NOT_FOUND = 404
+FAILED = 499
+
+
+class TransferError(Exception):
+    """A transfer failed. ``code`` is 404 (not found) or 499 (anything else)."""
+
+    def __init__(self, code, message):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
+_PASSWORD_RE = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*://)([^/@:]*):[^/@]*@')
+
+
+def redact(url):
+    """Return url with any password removed (``scheme://user:pw@h`` -> ``scheme://user@h``)."""
+    return _PASSWORD_RE.sub(r'\1\2@', str(url), count=1)
+
+
+def decode_path(path):
+    """Decode only the two escapes v02 uses (%20 and %23); keep every other '%'."""
+    return path.replace('%20', ' ').replace('%23', '#')
+
+
+class Endpoint:
+    """The parts of a URL a driver needs: scheme, host, port, user, password, path."""
+
+    __slots__ = ('scheme', 'host', 'port', 'user', 'password', 'path')
+
+    def __init__(self, scheme, host, port, user, password, path):
+        self.scheme, self.host, self.port = scheme, host, port
+        self.user, self.password, self.path = user, password, path
+
+    @property
+    def key(self):
+        return (self.scheme, self.host, self.port, self.user)
+
+
+def split_url(url):
+    """Split ``scheme://[user[:pw]@]host[:port]<path>`` without touching the path.
+
+    The path is everything after the network location, undecoded: no query or
+    fragment handling (file names may contain '?'; '#' travels as %23).
+    ``file:`` URLs give host '' and the local path.
+    """
+    m = re.match(r'([A-Za-z][A-Za-z0-9+.-]*):(.*)\Z', url, re.S)
+    if not m:
+        raise TransferError(FAILED, 'not a URL: %s' % redact(url))
+    scheme, rest = m.group(1).lower(), m.group(2)
+    if scheme == 'file':
+        if rest.startswith('///'):
+            rest = rest[2:]
+        elif rest.startswith('//localhost/'):
+            rest = rest[len('//localhost'):]
+        return Endpoint(scheme, '', None, None, None, rest)
+    if not rest.startswith('//'):
+        raise TransferError(FAILED, 'no host in URL: %s' % redact(url))
+    rest = rest[2:]
+    slash = rest.find('/')
+    netloc, path = (rest, '') if slash < 0 else (rest[:slash], rest[slash:])
+    parts = urlsplit('//' + netloc)
+    try:
+        port = parts.port
+    except ValueError:
+        raise TransferError(FAILED, 'bad port in URL: %s' % redact(url)) from None
+    user = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return Endpoint(scheme, parts.hostname or '', port, user, password, path)
+
+
+def remote_path(path):
+    """URL path -> server path for sftp/ftp: '//abs' is absolute, '/rel' is login-relative."""
+    path = decode_path(path)
+    if path.startswith('/'):
+        path = path[1:]
+    return path or '.'
+
+
+# --- credentials --------------------------------------------------------------------------------
+# A credential entry may be a mapping or an object; values are looked up as attribute/key
+# first, then inside its ``options`` (a mapping, or a list/set of 'flag' / 'key=value' strings).
+
+def _lookup(obj, name):
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        for item in obj:
+            item = str(item)
+            if item == name:
+                return True
+            if item.startswith(name + '='):
+                return item[len(name) + 1:]
+        return None
+    return getattr(obj, name, None)
+
+
+def credential_value(creds, *names):
+    """First non-None value among ``names`` in a credential entry (or its options)."""
+    for name in names:
+        value = _lookup(creds, name)
+        if value is None:
+            value = _lookup(_lookup(creds, 'options'), name)
+        if value is not None:
+            return value
+    return None
+
+
+def credential_flag(creds, *names, default=False):
+    value = credential_value(creds, *names)
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in ('', '1', 'true', 'yes', 'on')
+    return bool(value)
+
+
+def credential_user_password(creds):
+    """(user, password) from a credential entry: explicit fields, else its ``url``."""
+    user = credential_value(creds, 'user', 'username')
+    password = credential_value(creds, 'password', 'passwd')
+    url = _lookup(creds, 'url')
+    if url is not None and (user is None or password is None):
+        if isinstance(url, str):
+            url = urlsplit(url)
+        if user is None and getattr(url, 'username', None):
+            user = unquote(url.username)
+        if password is None and getattr(url, 'password', None):
+            password = unquote(url.password)
+    return user, password
+
+
+# --- local file helpers -------------------------------------------------------------------------
+
+class LocalWriter:
+    """Write into local_path: truncate from 0 (write_offset None) or in place at write_offset."""
+
+    def __init__(self, local_path, write_offset=None, hasher=None):
+        self.path, self.hasher, self.count = local_path, hasher, 0
+        try:
+            if write_offset is None:
+                self.fh = open(local_path, 'wb')
+            else:
+                fd = os.open(local_path, os.O_RDWR | os.O_CREAT, 0o666)
+                self.fh = os.fdopen(fd, 'r+b')
+                self.fh.seek(write_offset)
+        except OSError as e:
+            raise TransferError(FAILED, 'cannot write %s: %s' % (local_path, e.strerror)) from None
+
+    def write(self, data):
+        try:
+            self.fh.write(data)
+        except OSError as e:
+            raise TransferError(FAILED, 'cannot write %s: %s' % (self.path, e.strerror)) from None
+        if self.hasher is not None:
+            self.hasher.update(data)
+        self.count += len(data)
+
+    def close(self):
+        try:
+            self.fh.close()
+        except OSError as e:
+            raise TransferError(FAILED, 'cannot write %s: %s' % (self.path, e.strerror)) from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self.close()
+        else:
+            try:
+                self.fh.close()
+            except OSError:
+                pass
+
+
+def read_local(local_path, offset=0, length=None, bufsize=1 << 20):
+    """Yield the bytes [offset, offset+length) of a local file in chunks of at most bufsize."""
+    try:
+        fh = open(local_path, 'rb')
+    except FileNotFoundError:
+        raise TransferError(NOT_FOUND, 'cannot send %s: 404 Not Found' % local_path) from None
+    except OSError as e:
+        raise TransferError(FAILED, 'cannot read %s: %s' % (local_path, e.strerror)) from None
+    with fh:
+        if offset:
+            fh.seek(offset)
+        left = length
+        while left is None or left > 0:
+            try:
+                data = fh.read(bufsize if left is None else min(bufsize, left))
+            except OSError as e:
+                raise TransferError(FAILED, 'cannot read %s: %s' % (local_path, e.strerror)) from None
+            if not data:
+                break
+            if left is not None:
+                left -= len(data)
+            yield data
+        if left:
+            raise TransferError(FAILED, 'cannot send %s: file shorter than offset %d + length %d'
+                                % (local_path, offset, length))
+
+
+def check_range(offset, length):
+    if offset < 0 or (length is not None and length < 0):
+        raise TransferError(FAILED, 'invalid byte range offset=%r length=%r' % (offset, length))
+
+
+# --- base class and registry --------------------------------------------------------------------
+
+class Transfer:
+    """Common interface of all drivers. Subclasses set ``schemes`` and override what they support."""
+
+    schemes = ()
+
+    def __init__(self, credentials=None, timeout=300, bufsize=1 << 20, logger=None):
+        # credentials: an entry (mapping/object, see credential_value) or a callable url -> entry
+        self.credentials = credentials
+        self.timeout = timeout
+        self.bufsize = bufsize
+        self.logger = logger or logging.getLogger('sarra.transfer')
+
+    def _creds(self, url):
+        c = self.credentials
+        return c(url) if callable(c) else c
+
+    def _scheme(self):
+        return self.schemes[0] if self.schemes else 'transfer'
+
+    def _unsupported(self, what):
+        raise TransferError(FAILED, '%s does not support %s' % (self._scheme(), what))
+
+    def get(self, url, local_path, offset=0, length=None, hasher=None, write_offset=None):
+        """Download bytes [offset, offset+length) of url into local_path; return bytes written."""
+        self._unsupported('get')
+
+    def put(self, local_path, url, offset=0, length=None, remote_offset=None):
+        """Upload local bytes [offset, offset+length) to url (at remote_offset, or truncating)."""
+        self._unsupported('put')
+
+    def delete(self, url):
+        self._unsupported('delete')
+
+    def symlink(self, target, url):
+        """Create (or replace) a symbolic link at url whose content is target."""
+        self._unsupported('symlink')
+
+    def rename(self, old_url, new_url):
+        self._unsupported('rename')
+
+    def mkdirs(self, url):
+        """Create the directory url and its missing parents."""
+        self._unsupported('mkdir')
+
+    def set_attributes(self, url, mode=None, mtime=None, atime=None):
+        """Set permission bits and/or times (seconds since epoch) of url, where supported."""
+        self._unsupported('set_attributes')
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+SCHEMES = {}
+
+
+def register(cls):
+    for scheme in cls.schemes:
+        SCHEMES[scheme] = cls
+    return cls
+
+
+def driver_class(scheme):
+    if not SCHEMES:
+        _load_builtin()
+    cls = SCHEMES.get(scheme.lower())
+    if cls is None:
+        raise TransferError(FAILED, 'unsupported URL scheme: %s' % scheme)
+    return cls
+
+
+def _load_builtin():
+    from . import file, ftp, http, sftp  # noqa: F401  (each module registers its class)
+
+
+def for_url(url, pool, **kw):
+    """Return the pooled driver for url's scheme/host/port/user, creating it with **kw."""
+    ep = split_url(url)
+    cls = driver_class(ep.scheme)
+    key = ep.key
+    drv = pool.get(key)
+    if drv is None:
+        drv = pool[key] = cls(**kw)
+    return drv
+
+
+def close_pool(pool):
+    """Close every driver of a pool (errors are ignored) and empty it."""
+    for drv in list(pool.values()):
+        try:
+            drv.close()
+        except Exception:
+            pass
+    pool.clear()
+
+
+def os_error(scheme, action, target, e):
+    """TransferError for an OSError: 404 for 'no such file', else 499."""
+    code = NOT_FOUND if getattr(e, 'errno', None) == errno.ENOENT else FAILED
+    reason = '404 Not Found' if code == NOT_FOUND else (getattr(e, 'strerror', None) or str(e))
+    return TransferError(code, '%s %s failed: %s %s' % (scheme, action, reason, target))
