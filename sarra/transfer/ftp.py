@@ -43,7 +43,7 @@ class FtpTransfer(Transfer):
         if password is None:
             password = cpassword if cpassword is not None else ('anonymous@' if user == 'anonymous'
                                                                  else '')
-        tls = ep.scheme == 'ftps' or credential_flag(creds, 'tls', 'ssl')
+        tls, prot_p, passive, ascii_mode = ftp_modes(creds, ep.scheme)
         where = '%s@%s:%d' % (user, ep.host, ep.port or 21)
         if tls:
             ctx = ssl.create_default_context()
@@ -56,11 +56,11 @@ class FtpTransfer(Transfer):
         try:
             ftp.connect(ep.host, ep.port or 21)
             ftp.login(user, password)
-            if tls and credential_flag(creds, 'prot_p'):
+            if tls and prot_p:
                 ftp.prot_p()
-            ftp.set_pasv(not credential_flag(creds, 'active'))
-            self._ascii = credential_flag(creds, 'ascii') and not credential_flag(creds, 'binary')
-            ftp.voidcmd('TYPE A' if self._ascii else 'TYPE I')
+            ftp.set_pasv(passive)
+            self._ascii = ascii_mode
+            ftp.voidcmd('TYPE A' if ascii_mode else 'TYPE I')
         except ftplib.error_perm as e:
             _quiet_close(ftp)
             raise TransferError(FAILED, 'ftp login failed for %s: %s' % (where, _line(e))) from None
@@ -246,6 +246,20 @@ class FtpTransfer(Transfer):
                 ftp.quit()
             except Exception:
                 _quiet_close(ftp)
+
+
+def ftp_modes(creds, scheme='ftp'):
+    """(tls, prot_p, passive, ascii) from credential options; defaults: plain, passive, binary.
+
+    Accepts both flag spellings: 'active'/'ascii' set, or 'passive'/'binary' false.
+    """
+    tls = scheme == 'ftps' or credential_flag(creds, 'tls', 'ssl')
+    prot_p = credential_flag(creds, 'prot_p')
+    passive = credential_flag(creds, 'passive', default=True) and \
+        not credential_flag(creds, 'active')
+    ascii_mode = credential_flag(creds, 'ascii') or not credential_flag(creds, 'binary',
+                                                                        default=True)
+    return tls, prot_p, passive, ascii_mode
 
 
 def _from_crlf(data):

@@ -9,7 +9,7 @@ from sarra.transfer import (Transfer, TransferError, close_pool, credential_flag
                             credential_user_password, credential_value, decode_path, for_url,
                             redact, remote_path, split_url)
 from sarra.transfer.file import FileTransfer, local_path_of
-from sarra.transfer.ftp import FtpTransfer
+from sarra.transfer.ftp import FtpTransfer, ftp_modes
 from sarra.transfer.http import HttpTransfer, quote_url
 from sarra.transfer.sftp import SftpTransfer
 
@@ -90,6 +90,31 @@ def test_credential_lookup_forms():
     assert credential_value({'options': ['bt=abc']}, 'bearer_token', 'bt') == 'abc'
     assert credential_flag({'binary': 'no'}, 'binary', default=True) is False
     assert credential_user_password(None) == (None, None)
+
+
+def test_ftp_modes_from_either_option_spelling():
+    class Parsed:                       # options stored as passive/binary booleans
+        def __init__(self, **options):
+            self.options = options
+
+        @property
+        def passive(self):
+            return self.options.get('passive', True)
+
+        @property
+        def binary(self):
+            return self.options.get('binary', True)
+
+        @property
+        def tls(self):
+            return self.options.get('tls', False)
+
+    assert ftp_modes(None) == (False, False, True, False)
+    assert ftp_modes(None, 'ftps') == (True, False, True, False)
+    assert ftp_modes({'options': ['active', 'ascii']}) == (False, False, False, True)
+    assert ftp_modes({'options': {'ssl': True, 'prot_p': True}}) == (True, True, True, False)
+    assert ftp_modes(Parsed(passive=False, binary=False)) == (False, False, False, True)
+    assert ftp_modes(Parsed(tls=True)) == (True, False, True, False)
 
 
 def test_for_url_pools_per_endpoint():
