@@ -1,0 +1,471 @@
+"""Background instances of one configuration: pid/state files, start, stop, status.
+
+Files (config.md §1), in paths.state_dir(component, config):
+  sr_<component>_<config>_NN.pid   pid of instance NN, written by the instance at start
+  sr_<component>_<config>.state    number of instances the last `start` asked for
+An instance is alive when its pid exists, is not a zombie, and its command line names the
+component and the configuration (so a recycled pid is never mistaken for ours).
+"""
+
+import atexit
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+
+import psutil
+
+from sarra import paths
+from sarra.logs import component_name, log_file, program_name
+
+logger = logging.getLogger("sarra.instances")
+
+COMMANDS_PACKAGE = "sarra.commands"
+
+_host: Optional[str] = None
+
+
+def set_host(host: Optional[str]) -> None:
+    """`statehost`: put pid, state and log files under a per-host directory (None: off)."""
+    global _host
+    _host = host or None
+
+
+# ---------------------------------------------------------------- files
+
+def _state_dir(component: str, config: str) -> Path:
+    return Path(paths.state_dir(component_name(component), config, _host, create=False))
+
+
+def pid_file(component: str, config: str, n: int) -> Path:
+    return _state_dir(component, config) / f"{program_name(component)}_{config}_{int(n):02d}.pid"
+
+
+def state_file(component: str, config: str) -> Path:
+    return _state_dir(component, config) / f"{program_name(component)}_{config}.state"
+
+
+def _write(path: Path, text: str) -> None:
+    os.makedirs(path.parent, mode=0o700, exist_ok=True)
+    paths.atomic_write(str(path), text.encode("utf-8"), mode=0o600)
+
+
+def _read_int(path: Path) -> Optional[int]:
+    """Integer in a small state file; None when missing or unreadable (logged)."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        logger.warning("%s: cannot read: %s", path, e.strerror or e)
+        return None
+    try:
+        return int(text.split()[0])
+    except (ValueError, IndexError):
+        logger.warning("%s: not a number: %r (ignored)", path, text[:40])
+        return None
+
+
+def pid_files(component: str, config: str) -> List[Tuple[int, Path]]:
+    """(n, path) of every pid file of the configuration, sorted by n."""
+    d = _state_dir(component, config)
+    prefix = f"{program_name(component)}_{config}_"
+    found = []
+    try:
+        entries = list(d.iterdir())
+    except FileNotFoundError:
+        return []
+    for p in entries:
+        name = p.name
+        if not (name.startswith(prefix) and name.endswith(".pid")):
+            continue
+        num = name[len(prefix):-4]
+        if num.isdigit():
+            found.append((int(num), p))
+    return sorted(found)
+
+
+def read_pid(component: str, config: str, n: int) -> Optional[int]:
+    return _read_int(pid_file(component, config, n))
+
+
+def write_pid(component: str, config: str, n: int, pid: Optional[int] = None,
+              remove_at_exit: bool = True) -> Path:
+    """Record the pid of instance n (the calling process by default).
+
+    With remove_at_exit (and pid being ours) the file is removed at normal interpreter exit,
+    provided it still holds our pid.
+    """
+    pid = os.getpid() if pid is None else int(pid)
+    path = pid_file(component, config, n)
+    _write(path, f"{pid}\n")
+    if remove_at_exit and pid == os.getpid():
+        atexit.register(_remove_if_ours, path, pid)
+    return path
+
+
+def _remove_if_ours(path: Path, pid: int) -> None:
+    if _read_int(path) == pid:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def remove_pid(component: str, config: str, n: int) -> None:
+    try:
+        pid_file(component, config, n).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def read_expected(component: str, config: str) -> int:
+    """Instance count recorded by the last start (0 when none)."""
+    return _read_int(state_file(component, config)) or 0
+
+
+def write_expected(component: str, config: str, count: int) -> None:
+    _write(state_file(component, config), f"{int(count)}\n")
+
+
+# ---------------------------------------------------------------- processes
+
+def _names_config(arg: str, config: str) -> bool:
+    """Is this argument the configuration: 'name', or a path/file 'name.conf'?"""
+    if arg == config:
+        return True
+    base = os.path.basename(arg)
+    for ext in (".conf.off", ".conf"):
+        if base.endswith(ext):
+            return base[: -len(ext)] == config
+    return "/" in arg and base == config
+
+
+def cmdline_matches(cmdline: Sequence[str], component: str, config: str,
+                    n: Optional[int] = None) -> bool:
+    """Does this command line belong to an instance of component/config (number n)?
+
+    The configuration must be one of the arguments and the component name must appear in
+    another one (program path or module name); with n, a ``--no`` value must equal n.
+    """
+    comp = component_name(component)
+    args = list(cmdline)
+    is_conf = [i > 0 and _names_config(a, config) for i, a in enumerate(args)]
+    if not any(is_conf):
+        return False
+    names = [a for i, (a, c) in enumerate(zip(args, is_conf))
+             if not c and not (i == 0 and os.path.basename(a).startswith("python"))]
+    if not any(comp in a for a in names):
+        return False
+    if n is not None and "--no" in args:
+        i = args.index("--no")
+        if i + 1 < len(args) and args[i + 1].isdigit() and int(args[i + 1]) != int(n):
+            return False
+    return True
+
+
+def process_of(pid: Optional[int], component: str, config: str,
+               n: Optional[int] = None) -> Optional[psutil.Process]:
+    """The live process with that pid if it is an instance of component/config."""
+    if not pid or pid <= 0:
+        return None
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if not cmdline_matches(p.cmdline(), component, config, n):
+            return None
+        return p
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def find_processes(component: str, config: str) -> List[psutil.Process]:
+    """Instance processes found in the process table (``--no N`` in their command line),
+    whether or not a pid file names them."""
+    me = os.getpid()
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            info = p.info
+            if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = info["cmdline"] or []
+            if "--no" in cmd and cmdline_matches(cmd, component, config):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@dataclasses.dataclass
+class Status:
+    running: List[Tuple[int, int]]   # (instance number, pid)
+    expected: int                    # count recorded by the last start
+    stale: List[int]                 # instance numbers whose pid file names no live instance
+
+    @property
+    def state(self) -> str:
+        if not self.running:
+            return "stopped"
+        if len(self.running) >= self.expected:
+            return "running"
+        return "partial"
+
+
+def status(component: str, config: str) -> Status:
+    running, stale = [], []
+    for n, path in pid_files(component, config):
+        pid = _read_int(path)
+        if process_of(pid, component, config, n) is not None:
+            running.append((n, pid))
+        else:
+            stale.append(n)
+    return Status(running=running, expected=read_expected(component, config), stale=stale)
+
+
+def state(component: str, config: str) -> str:
+    """'running' (all expected instances alive), 'partial' or 'stopped'."""
+    return status(component, config).state
+
+
+def clean_stale(component: str, config: str) -> List[int]:
+    """Remove the pid files naming no live instance; return their instance numbers."""
+    removed = []
+    for n, path in pid_files(component, config):
+        pid = _read_int(path)
+        if process_of(pid, component, config, n) is None:
+            try:
+                path.unlink()
+                removed.append(n)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                logger.warning("%s: cannot remove stale pid file: %s", path, e.strerror or e)
+    return removed
+
+
+kill_stale = clean_stale
+
+
+# ---------------------------------------------------------------- start
+
+class Started(list):
+    """pids of the instances started and still alive after the start-up wait.
+
+    ``failed`` lists (n, exit code) of the instances that exited during the wait.
+    """
+
+    def __init__(self, pids=(), failed=()):
+        super().__init__(pids)
+        self.failed: List[Tuple[int, int]] = list(failed)
+
+
+def _module_path(component: str, module: Optional[str]) -> str:
+    name = module or component_name(component)
+    return name if "." in name else f"{COMMANDS_PACKAGE}.{name}"
+
+
+def instance_command(component: str, config: str, n: int, argv_extra: Iterable[str] = (),
+                     module: Optional[str] = None) -> List[str]:
+    return [sys.executable, "-m", _module_path(component, module), *argv_extra,
+            "--no", str(int(n)), "foreground", config]
+
+
+def _spawn(cmd: List[str], log_path: Path, env=None) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                                start_new_session=True, close_fds=True, env=env)
+    finally:
+        os.close(fd)
+
+
+def start(component: str, config: str, instances: int, argv_extra: Iterable[str] = (),
+          module: Optional[str] = None, wait: float = 1.0, env=None) -> Started:
+    """Start instances 1..instances that are not running; return the new pids.
+
+    Each child is ``python -m sarra.commands.<module> [argv_extra] --no N foreground
+    <config>``, detached (own session, stdin /dev/null, stdout/stderr appended to its log
+    file).  Its pid file is written at once by us (the child rewrites it).  We then watch
+    the children up to ``wait`` seconds (capped at 2) and report any that exit.
+    """
+    instances = int(instances)
+    argv_extra = list(argv_extra)
+    write_expected(component, config, instances)
+    clean_stale(component, config)
+    prog = program_name(component)
+    children = []
+    for n in range(1, instances + 1):
+        if process_of(read_pid(component, config, n), component, config, n) is not None:
+            continue
+        cmd = instance_command(component, config, n, argv_extra, module)
+        lpath = log_file(component, config, n, _host)
+        try:
+            proc = _spawn(cmd, lpath, env)
+        except OSError as e:
+            logger.error("%s %s: cannot start instance %02d (%s): %s", prog, config, n,
+                         cmd[0], e.strerror or e)
+            children.append((n, None, lpath))
+            continue
+        write_pid(component, config, n, proc.pid, remove_at_exit=False)
+        children.append((n, proc, lpath))
+    return _watch_start(component, config, children, min(max(wait, 0.0), 2.0))
+
+
+def _watch_start(component, config, children, wait) -> Started:
+    prog = program_name(component)
+    deadline = time.monotonic() + wait
+    live = [c for c in children if c[1] is not None]
+    failed = [(n, -1) for n, proc, _ in children if proc is None]
+    exited = {}
+    while True:
+        for n, proc, lpath in live:
+            if n not in exited and proc.poll() is not None:
+                exited[n] = proc.returncode
+        if len(exited) == len(live) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    pids = []
+    for n, proc, lpath in live:
+        if n in exited:
+            code = exited[n]
+            failed.append((n, code))
+            if read_pid(component, config, n) == proc.pid:
+                remove_pid(component, config, n)
+            logger.error("%s %s: instance %02d exited at once with code %s, see %s",
+                         prog, config, n, code, lpath)
+        else:
+            pids.append(proc.pid)
+    return Started(pids, failed)
+
+
+# ---------------------------------------------------------------- stop
+
+def _descendants(procs: Iterable[psutil.Process]) -> List[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            out.extend(p.children(recursive=True))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
+def _signal_all(procs: Iterable[psutil.Process], sig: int) -> None:
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+def _is_gone(p: psutil.Process) -> bool:
+    try:
+        p.wait(timeout=0)        # reaps it when it is our child
+        return True
+    except psutil.TimeoutExpired:
+        pass
+    except psutil.NoSuchProcess:
+        return True
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE   # dead, waiting for its parent
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return True
+
+
+def _wait_gone(procs: List[psutil.Process], timeout: float) -> List[psutil.Process]:
+    """Wait until the processes are dead (zombies count as dead); return the survivors."""
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while True:
+        alive = [p for p in alive if not _is_gone(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def stop(component: str, config: str, timeout: float = 5.0) -> int:
+    """SIGTERM every instance of the configuration, SIGKILL what is left after ``timeout``
+    seconds, then their leftover child processes; remove the pid files.
+
+    Returns the number of instances that were running.
+    """
+    prog = program_name(component)
+    targets = {}
+    for n, path in pid_files(component, config):
+        p = process_of(_read_int(path), component, config, n)
+        if p is not None:
+            targets[p.pid] = p
+    for p in find_processes(component, config):  # instances whose pid file went missing
+        targets.setdefault(p.pid, p)
+    procs = list(targets.values())
+    children = _descendants(procs)
+    _signal_all(procs, signal.SIGTERM)
+    alive = _wait_gone(procs, max(0.0, timeout))
+    if alive:
+        children.extend(_descendants(alive))
+        for p in alive:
+            logger.warning("%s %s: pid %d still running after %.1fs, killing it", prog,
+                           config, p.pid, timeout)
+        _signal_all(alive, signal.SIGKILL)
+        _wait_gone(alive, 2.0)
+    _stop_orphans(children, min(1.0, max(0.1, timeout)))
+    for n, path in pid_files(component, config):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    return len(procs)
+
+
+def _stop_orphans(children: List[psutil.Process], grace: float) -> None:
+    """Children of the instances still alive: SIGTERM, up to grace seconds, SIGKILL."""
+    alive = [c for c in children if not _is_gone(c)]
+    if not alive:
+        return
+    _signal_all(alive, signal.SIGTERM)
+    alive = _wait_gone(alive, grace)
+    _signal_all(alive, signal.SIGKILL)
+    _wait_gone(alive, 1.0)
+
+
+# ---------------------------------------------------------------- inside the instance
+
+def instance_signals(on_stop: Optional[Callable[[], None]] = None,
+                     on_reload: Optional[Callable[[], None]] = None) -> threading.Event:
+    """Install the instance's signal handlers (main thread only); return the stop event.
+
+    SIGTERM/SIGINT: set the event and call on_stop once; a second one exits at once
+    (exit status 128 + signal).  SIGHUP: call on_reload when given.
+    """
+    stopping = threading.Event()
+
+    def _stop(signum, frame):
+        if stopping.is_set():
+            os._exit(128 + signum)
+        stopping.set()
+        if on_stop is not None:
+            try:
+                on_stop()
+            except Exception as e:  # a failing hook must not prevent the stop
+                logger.error("on_stop failed: %s", e)
+
+    def _reload(signum, frame):
+        try:
+            on_reload()
+        except Exception as e:
+            logger.error("reload failed: %s", e)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if on_reload is not None:
+        signal.signal(signal.SIGHUP, _reload)
+    return stopping

@@ -1,0 +1,167 @@
+"""Logging set-up shared by every sr_* command (components.md §1.2, config.md §1).
+
+One logger, ``sarra`` (every module logs to a child of it).  A line looks like::
+
+    2016-01-15 18:05:59,123 [INFO] sr_subscribe/dd_swob/01 downloaded x.txt
+
+Foreground runs log to stderr; background instances log to
+``<log_dir>/sr_<component>_<config>_<NN>.log``, rotated at midnight, ``logdays`` old files
+kept, created with mode ``log_mode`` (0600).  Every line goes through a redaction step that
+masks the password of any ``scheme://user:password@`` it contains.
+"""
+
+import logging
+import logging.handlers
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Optional
+
+from sarra import paths
+
+LOGGER_NAME = "sarra"
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "none": logging.CRITICAL + 10,
+}
+
+LINE_FORMAT = "%(asctime)s [%(levelname)s] %(sarra_who)s %(message)s"
+
+# scheme://user:password@  ->  scheme://user:***@   (user may be empty; the password runs
+# to the last '@' before the next '/' or blank, so an unescaped '@' in it is masked too).
+_URL_SECRET = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<pw>[^\s/]*)@")
+
+
+def redact(text: str) -> str:
+    """Mask the password part of every URL in text."""
+    if "://" not in text:
+        return text
+    return _URL_SECRET.sub(lambda m: m.group("head") + ":***@", text)
+
+
+def program_name(component: str) -> str:
+    """'subscribe' or 'sr_subscribe' -> 'sr_subscribe' (2016 names mapped: log -> report)."""
+    return paths.program_name(component)
+
+
+def component_name(component: str) -> str:
+    """'sr_subscribe' or 'subscribe' -> 'subscribe'."""
+    return paths.canonical_component(component)
+
+
+def parse_level(level) -> int:
+    """Level name (debug|info|warning|error|critical|none) or int -> logging level."""
+    if isinstance(level, int):
+        return level
+    try:
+        return LEVELS[str(level).strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown loglevel {level!r} (use one of debug info warning error "
+                         f"critical none)") from None
+
+
+def log_file(component: str, config: str, instance: int, host: Optional[str] = None) -> Path:
+    """Path of the log of one background instance (host: the `statehost` directory)."""
+    name = f"{program_name(component)}_{config}_{int(instance):02d}.log"
+    return Path(paths.log_dir(host)) / name
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrite a record's message so that no URL password survives (defence in depth)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # bad format args: let the handler report it as usual
+            return True
+        clean = redact(text)
+        if clean != text or record.args:
+            record.msg, record.args = clean, None
+        return True
+
+
+class _WhoFilter(logging.Filter):
+    """Add the '<program>/<config>/<NN>' field to every record."""
+
+    def __init__(self, who: str):
+        super().__init__()
+        self.who = who
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.sarra_who = self.who
+        return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formatter whose whole output (tracebacks included) is redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class _ModeRotatingHandler(logging.handlers.TimedRotatingFileHandler):
+    """Midnight rotation; every file it creates gets the given mode."""
+
+    def __init__(self, filename, file_mode: int, **kw):
+        self._file_mode = file_mode
+        super().__init__(filename, **kw)
+
+    def _open(self):
+        mode = self._file_mode
+
+        def opener(path, flags):
+            return os.open(path, flags, mode)
+
+        stream = open(self.baseFilename, self.mode, encoding=self.encoding,
+                      errors=self.errors, opener=opener)
+        try:
+            os.chmod(self.baseFilename, mode)
+        except OSError:
+            pass
+        return stream
+
+
+def who(component: str, config: Optional[str], instance: Optional[int]) -> str:
+    """The '<program>/<config>[/<NN>]' part of a log line."""
+    text = f"{program_name(component)}/{config or '-'}"
+    if instance is not None:
+        text += f"/{int(instance):02d}"
+    return text
+
+
+def setup_logging(component: str, config: Optional[str], instance: Optional[int],
+                  level="info", foreground: bool = False, logdays: int = 5,
+                  log_mode: int = 0o600, host: Optional[str] = None) -> logging.Logger:
+    """Configure and return the 'sarra' logger; replaces a previous set-up.
+
+    foreground: log to stderr.  Otherwise ``instance`` is required and the log goes to
+    log_file(component, config, instance, host) (directory created as needed).
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    for h in list(logger.handlers):
+        if getattr(h, "_sarra_handler", False):
+            logger.removeHandler(h)
+            h.close()
+    if foreground:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        if instance is None:
+            raise ValueError("background logging needs an instance number")
+        path = log_file(component, config or "-", instance, host)
+        handler = _ModeRotatingHandler(str(path), int(log_mode), when="midnight",
+                                       backupCount=max(0, int(logdays)), encoding="utf-8")
+    handler._sarra_handler = True
+    handler.addFilter(_WhoFilter(who(component, config, instance)))
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(RedactingFormatter(LINE_FORMAT))
+    logger.addHandler(handler)
+    logger.setLevel(parse_level(level))
+    logger.propagate = False
+    return logger
