@@ -390,5 +390,5 @@ class Flow:
 
     def transfer_for(self, url: str):
         from sarra import transfer
-        return transfer.for_url(url, self.transfers, credentials=self.credentials,
+        return transfer.for_url(url, self.transfers, credentials=self.credentials.lookup,
                                 timeout=self.cfg.timeout or 300, logger=self.log)

@@ -112,13 +112,13 @@ def _one(component, action, name, pairs, no) -> int:
 
 
 def _start(component, cfg) -> int:
-    try:
-        pids = instances.start(component, cfg.name, cfg.instances or 1,
-                               module=f"sarra.commands.{component}")
-    except Exception as e:  # an instance that dies at once
-        return common.fail(f"sr_{component}", str(e), common.SOME_FAILED)
+    pids = instances.start(component, cfg.name, cfg.instances or 1,
+                           module=f"sarra.commands.{component}")
+    for n, code in pids.failed:
+        print(f"sr_{component} {cfg.name}: instance {n} exited at once with code {code}; "
+              f"see {logs.log_file(component, cfg.name, n)}", file=sys.stderr)
     print(f"sr_{component} {cfg.name}: started {len(pids)} instance(s)")
-    return common.OK
+    return common.SOME_FAILED if pids.failed else common.OK
 
 
 def _connect(component, cfg):
