@@ -1,0 +1,682 @@
+"""Configuration parser (config.md §1-§3) producing a `Config`.
+
+Read order: default.conf, admin.conf, <component>.conf, the configuration file, then
+command-line options; later wins. Every value remembers where it came from
+(`origin()`, `show()`). `directory`/`mirror`/`strip`/`flatten`/`filename` apply to the
+accept/reject lines that follow them and `exchange`/`topic_prefix` to the subtopic lines
+that follow them; every other option is global (last value wins) and defaults that
+depend on other options are derived once everything is read.
+"""
+
+import datetime
+import logging
+import os
+import random
+import re
+import socket
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Pattern, Sequence, Tuple, Union
+from urllib.parse import unquote, urlsplit
+
+from sarra import options as O
+from sarra import paths
+from sarra.credentials import redact, redact_text
+from sarra.options import parse_cli  # noqa: F401  (part of this module's API)
+
+logger = logging.getLogger(__name__)
+
+RANDID = "%04x" % random.SystemRandom().randint(0, 0xFFFF)
+
+MAX_INCLUDE_DEPTH = 32
+
+ORDER_MASK = ("directory", "mirror", "strip", "flatten", "filename")
+ORDER_BINDING = ("exchange", "topic_prefix")
+
+_VAR_RE = re.compile(r"\$\{([^}]*)\}")
+_DATE_VAR_RE = re.compile(r"^(YYYYMMDD|YYYY|MM|DD|HH|JJJ)(?:([+-])(\d+)([smhdwSMHDW]))?$")
+PER_MESSAGE_VARS = frozenset((
+    "YYYYMMDD", "YYYY", "MM", "DD", "HH", "JJJ", "SOURCE", "BD", "PBD", "PDR", "DR",
+    "T1", "T2", "A1", "A2", "ii", "CCCC", "YY", "GG", "Gg", "BBB",
+    "RYYYY", "RMM", "RDD", "RHH", "RMN", "RSS",
+))
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; one line naming file:line or path."""
+    exit_code = 2
+
+
+@dataclass
+class Mask:
+    pattern: str
+    regex: Pattern
+    accept: bool
+    directory: Optional[str]
+    mirror: bool
+    strip: Union[int, str]
+    flatten: str
+    filename: Optional[str]
+    origin: str
+
+    def match(self, url: str) -> bool:
+        return self.regex.match(url) is not None
+
+
+@dataclass
+class Binding:
+    exchange: str
+    topic_prefix: str
+    subtopic: str
+    origin: str
+
+    @property
+    def key(self) -> str:
+        return self.topic_prefix + "." + self.subtopic
+
+
+def _url_user(url: Optional[str]) -> str:
+    if not url:
+        return "anonymous"
+    try:
+        user = urlsplit(url).username
+    except ValueError:
+        return "anonymous"
+    return unquote(user) if user else "anonymous"
+
+
+def _url_host(url: Optional[str]) -> Optional[str]:
+    try:
+        return urlsplit(url).hostname if url else None
+    except ValueError:
+        return None
+
+
+def random_queue_suffix() -> str:
+    """'<r1>.<r2>': two random integers 0-100000000, zero padded to 8 digits."""
+    r = random.SystemRandom()
+    return "%08d.%08d" % (r.randint(0, 100000000), r.randint(0, 100000000))
+
+
+def is_per_message_var(name: str) -> bool:
+    return name in PER_MESSAGE_VARS or _DATE_VAR_RE.match(name) is not None
+
+
+class Config:
+    """Effective configuration of one component/configuration.
+
+    Options are attributes by canonical name (cfg.broker, cfg.blocksize); unknown
+    options (plugin settings) are attributes holding a list of strings.
+    """
+
+    def __init__(self, component: str, name: Optional[str] = None,
+                 config_path: Optional[str] = None):
+        component = paths.canonical_component(component)
+        values = O.defaults_for(component)
+        self.__dict__.update(
+            component=component, program=paths.program_name(component), name=name,
+            config_path=config_path, _values=values, _origins={}, _explicit=set(),
+            masks=[], bindings=[], paths=[], headers={}, cleared_hooks=set(), unknown={},
+            _unknown_origins={}, files=[], plugins={h: values[h] for h in O.HOOKS},
+            declared={"env": {}, "source": [], "subscriber": [], "exchange": []})
+        self._values["subtopic"] = None
+        self._values["path"] = self.paths
+        self._values["header"] = self.headers
+
+    # -- attribute access ------------------------------------------------
+    def __getattr__(self, attr: str) -> Any:
+        d = self.__dict__
+        values = d.get("_values")
+        if values is None:
+            raise AttributeError(attr)
+        if attr in values:
+            return values[attr]
+        name = O.canonical(attr)
+        if name in values:
+            return values[name]
+        if attr in d.get("unknown", {}):
+            return d["unknown"][attr]
+        raise AttributeError("%s has no option %r" % (self.program, attr))
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        if attr in self._values or O.canonical(attr) in self._values:
+            self.set(attr, value)
+        else:
+            self.__dict__[attr] = value
+
+    def __repr__(self) -> str:
+        return "Config(%s, %s)" % (self.component, self.name)
+
+    def set(self, name: str, value: Any, origin: str = "program") -> None:
+        """Set an option value directly (already converted)."""
+        canon = O.canonical(name) or name
+        self._values[canon] = value
+        if canon in self.plugins:
+            self.plugins[canon] = value
+        self._origins[canon] = origin
+        self._explicit.add(canon)
+
+    def origin(self, name: str) -> str:
+        """'default', 'file:line', 'command line' (or 'program' when set by code)."""
+        canon = O.canonical(name) or name
+        if canon in self._unknown_origins:
+            return self._unknown_origins[canon]
+        return self._origins.get(canon, "default")
+
+    def is_set(self, name: str) -> bool:
+        """True if the option was given explicitly (file, command line, program)."""
+        return (O.canonical(name) or name) in self._explicit
+
+    def values(self) -> Dict[str, Any]:
+        return dict(self._values)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            return default
+
+    def bindings_subtopic(self) -> Optional[str]:
+        """Posters: the last `subtopic` given (overrides the computed topic), else None."""
+        return self._values.get("subtopic")
+
+    # -- derived helpers --------------------------------------------------
+    def broker_user(self) -> str:
+        return _url_user(self._values.get("broker"))
+
+    def post_broker_user(self) -> str:
+        return _url_user(self._values.get("post_broker"))
+
+    def broker_netloc(self) -> Optional[str]:
+        """Host of `broker` plus ':port' if the URL names one (default from_cluster)."""
+        url = self._values.get("broker")
+        return urlsplit(url).netloc.rpartition("@")[2] if url else None
+
+    def queue_name_default(self, random_suffix: Optional[str] = None,
+                           instance: Optional[int] = None) -> str:
+        """q_<brokeruser>.sr_<component>[NN].<config>[.<queue_suffix>].<r1>.<r2>."""
+        prog = self.program
+        if instance and self._values.get("exchange_split"):
+            prog += "%02d" % (instance - 1)
+        parts = ["q_" + self.broker_user(), prog, self.name or "default"]
+        if self._values.get("queue_suffix"):
+            parts.append(self._values["queue_suffix"])
+        parts.append(random_suffix or random_queue_suffix())
+        return ".".join(parts)
+
+    def instance_bindings(self, instance: int) -> List[Binding]:
+        """Bindings of instance N: with exchange_split each binds <exchange>%02d(N-1)."""
+        if not self._values.get("exchange_split"):
+            return list(self.bindings)
+        return [Binding("%s%02d" % (b.exchange, instance - 1), b.topic_prefix, b.subtopic,
+                        b.origin) for b in self.bindings]
+
+    def state_host(self) -> Optional[str]:
+        if not self._values.get("statehost"):
+            return None
+        host = socket.getfqdn()
+        return host.split(".")[0] if self._values.get("hostform") == "short" else host
+
+    def state_dir(self, create: bool = True) -> str:
+        return paths.state_dir(self.component, self.name, self.state_host(), create)
+
+    def log_dir(self, create: bool = True) -> str:
+        return paths.log_dir(self.state_host(), create)
+
+    def queue_name_file(self) -> str:
+        """State file holding the generated queue name."""
+        return os.path.join(self.state_dir(), "%s.%s.%s.qname" % (
+            self.program, self.name or "default", self.broker_user()))
+
+    def filter(self, url: str) -> Tuple[bool, Optional[Mask]]:
+        """(accepted, mask): first matching accept/reject wins, else accept_unmatch."""
+        for m in self.masks:
+            if m.match(url):
+                return m.accept, m
+        return bool(self._values.get("accept_unmatch")), None
+
+    def message_vars(self) -> Dict[str, str]:
+        v = self._values
+        out = {"BD": v.get("base_dir"), "PBD": v.get("post_base_dir"),
+               "PDR": v.get("post_base_dir"), "DR": v.get("post_base_dir") or v.get("base_dir")}
+        return {k: val for k, val in out.items() if val is not None}
+
+    def expand_message_vars(self, text: str, msg_source: Optional[str] = None, now=None,
+                            extra: Optional[Dict[str, Any]] = None) -> str:
+        merged = self.message_vars()
+        merged.update(extra or {})
+        return expand_message_vars(text, msg_source, now, merged)
+
+    def check_unknown(self, declared: Sequence[str] = ()) -> List[str]:
+        """Warn about unknown options not declared by plugins; returns their names."""
+        names = [n for n in self.unknown if n not in set(declared)]
+        for n in names:
+            logger.warning("%s: unknown option '%s'", self._unknown_origins[n], n)
+        return names
+
+    def show(self) -> str:
+        """Every effective option sorted by name: value and origin (passwords masked)."""
+        lines = []
+        for opt in sorted(O.OPTIONS, key=lambda o: o.name):
+            if opt.type in O.SPECIAL_TYPES or opt.name in ("help",):
+                continue
+            value = O.format_value(opt, self._values.get(opt.name))
+            lines.append("%-26s %-40s %s" % (opt.name, redact(value), self.origin(opt.name)))
+        for n in sorted(self.unknown):
+            lines.append("%-26s %-40s %s" % (n, redact(" ".join(self.unknown[n])),
+                                             self._unknown_origins[n]))
+        for m in self.masks:
+            lines.append("%-26s %-40s %s" % (
+                "accept" if m.accept else "reject", m.pattern,
+                "%s (directory=%s mirror=%s strip=%s flatten=%s filename=%s)" % (
+                    m.origin, m.directory, O.format_value(None, m.mirror), m.strip,
+                    m.flatten, m.filename)))
+        for b in self.bindings:
+            lines.append("%-26s %-40s %s" % ("binding", "%s %s" % (b.exchange, b.key),
+                                             b.origin))
+        for k, val in self.headers.items():
+            lines.append("%-26s %-40s" % ("header", "%s=%s" % (k, val)))
+        for p in self.paths:
+            lines.append("%-26s %-40s" % ("path", p))
+        for kind in ("source", "subscriber", "exchange"):
+            for who in self.declared[kind]:
+                lines.append("%-26s %-40s" % ("declare", kind + " " + who))
+        return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ loading
+
+def resolve_config(component: str, config: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """(name, path) of a configuration given as name, name.conf or path."""
+    if not config:
+        return None, None
+    cdir = paths.component_config_dir(component)
+    if "/" in config or config.startswith("~"):
+        path = os.path.abspath(os.path.expanduser(config))
+    else:
+        fname = config if config.endswith((".conf", ".conf.off")) else config + ".conf"
+        path = os.path.join(cdir, fname)
+        if not os.path.exists(path):
+            if os.path.exists(path + ".off"):
+                raise ConfigError("%s.off: configuration '%s' is disabled (use enable)"
+                                  % (path, os.path.basename(fname)[:-5]))
+            if os.path.isfile(config):
+                path = os.path.abspath(config)
+    name = os.path.basename(path)
+    for suffix in (".conf.off", ".conf"):
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+            break
+    return name, path
+
+
+def load(component: str, config: Optional[str] = None, cli=None,
+         warn_unknown: bool = True) -> Config:
+    """Read all configuration layers for `component` and return the effective Config.
+
+    cli: list of (key, value-or-None) pairs, or a raw argv list (see parse_cli).
+    warn_unknown=False defers unknown-option warnings to Config.check_unknown().
+    """
+    component = paths.canonical_component(component)
+    name, path = resolve_config(component, config)
+    cfg = Config(component, name, path)
+    parser = _Parser(cfg, warn_unknown)
+    cdir = paths.config_dir()
+    for fname in ("default.conf", "admin.conf", component + ".conf"):
+        parser.read_file(os.path.join(cdir, fname), required=False)
+    if path:
+        parser.read_file(path, required=True)
+    if cli:
+        if all(isinstance(a, str) for a in cli):
+            pairs, extra = parse_cli(list(cli))
+            if extra:
+                raise ConfigError("command line: unexpected argument '%s'" % extra[0])
+        else:
+            pairs = list(cli)
+        for key, value in pairs:
+            parser.apply(key.lstrip("-"), value, "command line", None, [])
+    parser.finalize()
+    return cfg
+
+
+class _Parser:
+    def __init__(self, cfg: Config, warn_unknown: bool):
+        self.cfg = cfg
+        self.warn_unknown = warn_unknown
+        self._hostname: Optional[str] = None
+        v = cfg._values
+        # Values in force for the order sensitive options (None = derived default).
+        self.cur: Dict[str, Any] = {n: v[n] for n in ORDER_MASK + ORDER_BINDING}
+        self.cur["directory"] = None
+        self.cur["exchange"] = None
+
+    # -- files -----------------------------------------------------------
+    def read_file(self, path: str, required: bool, stack: Optional[List[str]] = None,
+                  origin: Optional[str] = None) -> None:
+        stack = stack or []
+        real = os.path.realpath(path)
+        if real in stack:
+            chain = " -> ".join(stack[stack.index(real):] + [real])
+            raise ConfigError("%s: include loop: %s" % (origin or path, chain))
+        if len(stack) >= MAX_INCLUDE_DEPTH:
+            raise ConfigError("%s: includes nested too deeply" % (origin or path))
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            if not required:
+                return
+            raise ConfigError(self._read_error(path, origin, "No such file or directory"))
+        except OSError as e:
+            raise ConfigError(self._read_error(path, origin, e.strerror or str(e))) from None
+        except UnicodeDecodeError:
+            raise ConfigError(self._read_error(path, origin, "not UTF-8 text")) from None
+        self.cfg.files.append(path)
+        base = os.path.dirname(os.path.abspath(path))
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split(None, 1)
+            value = parts[1] if len(parts) > 1 else None
+            self.apply(parts[0], value, "%s:%d" % (path, lineno), base, stack + [real])
+
+    @staticmethod
+    def _read_error(path: str, origin: Optional[str], reason: str) -> str:
+        where = "%s: include " % origin if origin else ""
+        return "%s%s: cannot read: %s" % (where, path, reason)
+
+    def _include(self, value: str, origin: str, base: Optional[str], stack: List[str]) -> None:
+        if re.match(r"^https?://", value):
+            path = self._fetch(value, origin)
+        else:
+            value = os.path.expanduser(value)
+            if base is None:  # command line: cwd first, then the component dir
+                base = os.getcwd() if os.path.exists(value) else \
+                    paths.component_config_dir(self.cfg.component)
+            path = os.path.join(base, value)
+        self.read_file(path, True, stack, origin)
+
+    def _fetch(self, url: str, origin: str) -> str:
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", redact(url).split("://", 1)[1])
+        cache = os.path.join(paths.cache_dir(), "remote_config", safe)
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                paths.atomic_write(cache, r.read())
+        except (OSError, ValueError) as e:
+            reason = redact_text(str(getattr(e, "reason", e)))
+            if not os.path.exists(cache):
+                raise ConfigError("%s: include %s: %s" % (origin, redact(url), reason)) from None
+            logger.warning("%s: include %s: %s; using cached copy %s", origin, redact(url),
+                           reason, cache)
+        return cache
+
+    # -- variables --------------------------------------------------------
+    def expand(self, text: str) -> str:
+        if "${" not in text:
+            return text
+        return _VAR_RE.sub(self._var, text)
+
+    def _var(self, m: "re.Match") -> str:
+        name = m.group(1)
+        if is_per_message_var(name):
+            return m.group(0)
+        if name == "HOSTNAME":
+            if self._hostname is None:
+                self._hostname = socket.getfqdn()
+            return self._hostname
+        if name == "PROGRAM":
+            return self.cfg.program
+        if name == "CONFIG":
+            return self.cfg.name if self.cfg.name else m.group(0)
+        if name == "RANDID":
+            return RANDID
+        if name == "BROKER_USER":  # deferred to finalize if broker is not known yet
+            return self.cfg.broker_user() if self.cfg.is_set("broker") else m.group(0)
+        return os.environ.get(name, m.group(0))
+
+    # -- one option -------------------------------------------------------
+    def apply(self, keyword: str, value: Optional[str], origin: str, base: Optional[str],
+              stack: List[str]) -> None:
+        cfg = self.cfg
+        opt = O.lookup(keyword)
+        if value is not None:
+            value = self.expand(value.strip())
+        if opt is None:
+            cfg.unknown.setdefault(keyword, []).append(value if value is not None else "")
+            cfg._unknown_origins[keyword] = origin
+            if self.warn_unknown:
+                logger.warning("%s: unknown option '%s'", origin, keyword)
+            return
+        name, t = opt.name, opt.type
+
+        def bad(reason: str) -> ConfigError:
+            return ConfigError("%s: option '%s': %s" % (origin, name, reason))
+
+        if t != O.BOOL and not value:
+            raise bad("missing value")
+        if t == O.INCLUDE:
+            self._include(value, origin, base, stack)
+        elif t == O.DECLARE:
+            self._declare(value, origin, bad)
+        elif t == O.HEADER:
+            key, sep, hval = value.partition("=")
+            if not sep or not key.strip():
+                raise bad("expected name=value, got %r" % value)
+            cfg.headers[key.strip()] = None if hval.strip() == "None" else hval.strip()
+        elif t == O.MASK:
+            words = value.split()
+            try:
+                regex = re.compile(words[0])
+            except re.error as e:
+                raise bad("bad regex %r: %s" % (words[0], e)) from None
+            c = self.cur
+            cfg.masks.append(Mask(words[0], regex, name == "accept", c["directory"],
+                                  c["mirror"], c["strip"], c["flatten"],
+                                  words[1] if len(words) > 1 else c["filename"], origin))
+        elif t == O.SUBTOPIC:
+            cfg.bindings.append(Binding(self.cur["exchange"], self.cur["topic_prefix"],
+                                        value, origin))
+            self._store(name, value, origin)
+        elif t == O.PATH:
+            cfg.paths.append(value)
+            cfg._origins[name] = origin
+        elif t == O.PLUGINS:
+            hooks = cfg.plugins[name]
+            if value.lower() in ("none", "off"):
+                hooks.clear()
+                cfg.cleared_hooks.add(name)
+            else:
+                hooks.append(value)
+            cfg._origins[name] = origin
+            cfg._explicit.add(name)
+        else:
+            try:
+                converted = O.convert(opt, value)
+            except ValueError as e:
+                raise bad(str(e)) from None
+            self._store(name, converted, origin)
+            if name in self.cur:
+                self.cur[name] = converted
+
+    def _store(self, name: str, value: Any, origin: str) -> None:
+        self.cfg._values[name] = value
+        self.cfg._origins[name] = origin
+        self.cfg._explicit.add(name)
+
+    def _declare(self, value: str, origin: str, bad) -> None:
+        words = value.split(None, 1)
+        if len(words) < 2:
+            raise bad("expected 'declare <kind> <value>', got %r" % value)
+        kind, what = words[0].lower(), words[1].strip()
+        kind = {"subscribe": "subscriber", "sources": "source"}.get(kind, kind)
+        if kind == "env":
+            env, sep, val = what.partition("=")
+            if not sep or not env.strip():
+                raise bad("expected 'declare env NAME=value', got %r" % value)
+            os.environ[env.strip()] = val.strip()
+            self.cfg.declared["env"][env.strip()] = val.strip()
+        elif kind in ("source", "subscriber", "exchange"):
+            self.cfg.declared[kind].extend(what.split())
+        else:
+            logger.warning("%s: unknown declare kind '%s' ignored", origin, kind)
+
+    # -- derived defaults ----------------------------------------------------
+    def finalize(self) -> None:
+        cfg, v, comp = self.cfg, self.cfg._values, self.cfg.component
+        explicit = cfg._explicit
+        if v["debug"]:
+            v["loglevel"] = "debug"
+        if comp == "sarra":
+            for refused in ("discard", "save", "restore"):
+                if v[refused]:
+                    raise ConfigError("%s: option '%s' is not allowed for sr_sarra"
+                                      % (cfg.origin(refused), refused))
+        if v["broker"] is None:
+            if comp in ("sarra", "sender", "shovel", "winnow") and v["feeder"]:
+                v["broker"] = v["feeder"]
+            elif comp == "audit" and v["admin"]:
+                v["broker"] = v["admin"]
+        if v["post_broker"] is None and comp in ("sarra", "shovel", "winnow"):
+            v["post_broker"] = v["feeder"] or v["broker"]
+        buser, puser = cfg.broker_user(), cfg.post_broker_user()
+        self._expand_broker_user(buser)
+        pump = {_url_user(v[n]) for n in ("feeder", "admin") if v[n]}
+
+        default_exchange = O.lookup("exchange").default_for(comp)
+        if v["exchange_suffix"]:
+            default_exchange = "xs_%s_%s" % (buser, v["exchange_suffix"])
+        elif comp == "report":
+            default_exchange = "xreport" if buser in pump else "xr_" + buser
+        if "exchange" not in explicit:
+            v["exchange"] = default_exchange
+        if "post_exchange" not in explicit:
+            if v["post_exchange_suffix"]:
+                v["post_exchange"] = "xs_%s_%s" % (puser, v["post_exchange_suffix"])
+            elif comp in O.POSTERS:
+                v["post_exchange"] = "xs_" + puser
+            elif comp == "sarra":
+                v["post_exchange"] = "xpublic"
+            elif comp in ("subscribe", "sender", "shovel", "winnow"):
+                v["post_exchange"] = v["exchange"]
+        if v["to"] is None and v["post_broker"]:
+            v["to"] = _url_host(v["post_broker"])
+        if v["report_exchange"] is None and comp in O.CONSUMERS and comp != "report":
+            v["report_exchange"] = "xreport" if buser in pump else "xs_" + buser
+        if v["retry_ttl"] is None:
+            v["retry_ttl"] = v["expire"]
+        if v["sanity_log_dead"] is None:
+            v["sanity_log_dead"] = 1.5 * v["heartbeat"]
+        if comp in ("subscribe", "sender") and "inflight" not in explicit and v["post_broker"]:
+            v["inflight"] = None
+        if comp == "sender" and v["post_base_url"] is None and v["destination"]:
+            v["post_base_url"] = v["destination"]
+        default_dir = v["post_base_dir"] if comp == "sarra" and v["post_base_dir"] else "."
+        if "directory" not in explicit:
+            v["directory"] = default_dir
+        for m in cfg.masks:
+            if m.directory is None:
+                m.directory = default_dir
+        for b in cfg.bindings:
+            if b.exchange is None:
+                b.exchange = default_exchange
+        if not cfg.bindings and comp in O.CONSUMERS:
+            cfg.bindings.append(Binding(v["exchange"], v["topic_prefix"], "#", "default"))
+        hb = cfg.plugins["on_heartbeat"]
+        if v["suppress_duplicates"] and "on_heartbeat" not in cfg.cleared_hooks \
+                and "hb_cache" not in hb:
+            hb.insert(hb.index("hb_memory") + 1 if "hb_memory" in hb else len(hb), "hb_cache")
+        qn = v["queue_name"]
+        if qn and not qn.startswith("q_" + buser):
+            logger.warning("%s: queue_name '%s' does not start with q_%s; the broker may "
+                           "refuse it", cfg.origin("queue_name"), qn, buser)
+
+    def _expand_broker_user(self, buser: str) -> None:
+        tag = "${BROKER_USER}"
+        cfg = self.cfg
+
+        def fix(s):
+            return s.replace(tag, buser) if isinstance(s, str) else s
+        for k, val in cfg._values.items():
+            if isinstance(val, str) and tag in val:
+                cfg._values[k] = fix(val)
+        for m in cfg.masks:
+            m.directory = fix(m.directory)
+        for b in cfg.bindings:
+            b.exchange, b.subtopic = fix(b.exchange), fix(b.subtopic)
+        cfg.paths[:] = [fix(p) for p in cfg.paths]
+        for k in cfg.unknown:
+            cfg.unknown[k] = [fix(s) for s in cfg.unknown[k]]
+        for k in cfg.headers:
+            cfg.headers[k] = fix(cfg.headers[k])
+
+
+# ------------------------------------------------------------------ per message
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DATE_FORMATS = {"YYYYMMDD": "%Y%m%d", "YYYY": "%Y", "MM": "%m", "DD": "%d", "HH": "%H",
+                 "JJJ": "%j"}
+
+
+def _epoch(now) -> float:
+    if now is None:
+        return time.time()
+    if isinstance(now, datetime.datetime):
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=datetime.timezone.utc)
+        return now.timestamp()
+    return float(now)
+
+
+def expand_message_vars(text: str, msg_source: Optional[str] = None, now=None,
+                        extra: Optional[Dict[str, Any]] = None) -> str:
+    """Expand the per-message variables of config.md §2.1 in `text`.
+
+    Dates are UTC at `now` (epoch seconds or datetime; default: current time), with
+    offset forms like ${YYYYMMDD-1D}. ${SOURCE} is msg_source; `extra` supplies BD, PBD,
+    PDR, DR and Sundew fields (see sundew_vars). Unknown variables are left as is.
+    """
+    if "${" not in text:
+        return text
+    base = _epoch(now)
+    extra = extra or {}
+
+    def repl(m: "re.Match") -> str:
+        name = m.group(1)
+        d = _DATE_VAR_RE.match(name)
+        if d:
+            t = base
+            if d.group(2):
+                delta = int(d.group(3)) * _UNIT_SECONDS[d.group(4).lower()]
+                t += delta if d.group(2) == "+" else -delta
+            when = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+            return when.strftime(_DATE_FORMATS[d.group(1)])
+        if name == "SOURCE" and msg_source:
+            return msg_source
+        if extra.get(name) is not None:
+            return str(extra[name])
+        return m.group(0)
+
+    return _VAR_RE.sub(repl, text)
+
+
+def sundew_vars(filename: str) -> Dict[str, str]:
+    """Fields of a Sundew/WMO style name 'TTAAii_CCCC_YYGGgg_BBB_...:...:YYYYMMDDhhmmss'."""
+    fields = os.path.basename(filename).split(":")
+    head = fields[0].split("_")
+    out: Dict[str, str] = {}
+    if len(head[0]) >= 6:
+        t = head[0]
+        out.update(T1=t[0], T2=t[1], A1=t[2], A2=t[3], ii=t[4:6])
+    if len(head) > 1 and head[1]:
+        out["CCCC"] = head[1]
+    if len(head) > 2 and len(head[2]) >= 6:
+        out.update(YY=head[2][0:2], GG=head[2][2:4], Gg=head[2][4:6])
+    if len(head) > 3 and head[3]:
+        out["BBB"] = head[3]
+    if len(fields) > 1 and re.match(r"^\d{14}$", fields[-1]):
+        r = fields[-1]
+        out.update(RYYYY=r[0:4], RMM=r[4:6], RDD=r[6:8], RHH=r[8:10], RMN=r[10:12],
+                   RSS=r[12:14])
+    return out

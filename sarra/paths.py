@@ -1,0 +1,154 @@
+"""Where sarra keeps configuration, state and logs (config.md §1).
+
+Everything is computed at call time from the environment (HOME, XDG_CONFIG_HOME,
+XDG_CACHE_HOME), so tests can relocate the trees with monkeypatch.
+"""
+
+import os
+import tempfile
+from typing import List, Optional, Union
+
+import appdirs
+
+APPNAME = "sarra"
+
+# Component names as used for directories (program name without 'sr_').
+COMPONENTS = (
+    "post", "watch", "poll", "subscribe", "sarra", "sender", "shovel",
+    "winnow", "report", "audit", "cpost", "cpump",
+)
+# 2016 names of components.
+COMPONENT_ALIASES = {"log": "report", "police": "audit"}
+
+
+def canonical_component(component: str) -> str:
+    """'sr_subscribe' -> 'subscribe', 'log' -> 'report', 'police' -> 'audit'."""
+    name = component
+    if name.startswith("sr_"):
+        name = name[3:]
+    return COMPONENT_ALIASES.get(name, name)
+
+
+def program_name(component: str) -> str:
+    """'subscribe' -> 'sr_subscribe'."""
+    return "sr_" + canonical_component(component)
+
+
+def _usable_xdg(var: str) -> bool:
+    """XDG variables that are empty or relative must be ignored (XDG base dir spec)."""
+    value = os.environ.get(var)
+    return value is None or os.path.isabs(value)
+
+
+def config_dir() -> str:
+    """~/.config/sarra (or $XDG_CONFIG_HOME/sarra)."""
+    if _usable_xdg("XDG_CONFIG_HOME"):
+        return appdirs.user_config_dir(APPNAME)
+    return os.path.join(os.path.expanduser("~/.config"), APPNAME)
+
+
+def cache_dir() -> str:
+    """~/.cache/sarra (or $XDG_CACHE_HOME/sarra)."""
+    if _usable_xdg("XDG_CACHE_HOME"):
+        return appdirs.user_cache_dir(APPNAME)
+    return os.path.join(os.path.expanduser("~/.cache"), APPNAME)
+
+
+def component_config_dir(component: str) -> str:
+    """~/.config/sarra/<component>."""
+    return os.path.join(config_dir(), canonical_component(component))
+
+
+def credentials_path() -> str:
+    """~/.config/sarra/credentials.conf."""
+    return os.path.join(config_dir(), "credentials.conf")
+
+
+def _host_part(host: Optional[str]) -> List[str]:
+    return [host] if host else []
+
+
+def state_dir(component: str, config: Optional[str], host: Optional[str] = None,
+              create: bool = True) -> str:
+    """~/.cache/sarra/[<host>/]<component>/<config>/, created unless create=False.
+
+    config None gives the component level directory. host is given when
+    `statehost` is on (shared home directories across nodes).
+    """
+    parts = [cache_dir()] + _host_part(host) + [canonical_component(component)]
+    if config:
+        parts.append(config)
+    path = os.path.join(*parts)
+    if create:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def log_dir(host: Optional[str] = None, create: bool = True) -> str:
+    """~/.cache/sarra/[<host>/]log/, created unless create=False."""
+    path = os.path.join(*([cache_dir()] + _host_part(host) + ["log"]))
+    if create:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _package_dir(sub: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), sub)
+
+
+def plugin_dirs() -> List[str]:
+    """Plugin search path: user dir, then site dir, then the packaged plugins.
+
+    Directories are listed whether or not they exist; callers test existence.
+    """
+    return [
+        os.path.join(config_dir(), "plugins"),
+        os.path.join(appdirs.site_config_dir(APPNAME), "plugins"),
+        _package_dir("plugins"),
+    ]
+
+
+def sum_dirs() -> List[str]:
+    """Extra checksum algorithm search path (user, site, package)."""
+    return [
+        os.path.join(config_dir(), "sum"),
+        os.path.join(appdirs.site_config_dir(APPNAME), "sum"),
+        _package_dir("sum"),
+    ]
+
+
+def atomic_write(path: str, data: Union[bytes, str], mode: int = 0o600) -> None:
+    """Replace `path` with `data` atomically: temp file in the same dir, fsync, rename.
+
+    Parent directories are created if missing. Readers see either the old or the new
+    content, never a partial file.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
