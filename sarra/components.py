@@ -40,8 +40,7 @@ def sarra_check(flow, work):
 
 
 PRESETS = {
-    "subscribe": Preset("subscribe", work=download.download, posts=True,
-                        default_plugins={"on_file": ["file_log"]}),
+    "subscribe": Preset("subscribe", work=download.download, posts=True),
     "sarra": Preset("sarra", work=download.download, posts=True, check=sarra_check),
     "shovel": Preset("shovel", posts=True),
     "winnow": Preset("winnow", posts=True),

@@ -385,7 +385,6 @@ class Flow:
         if now < self._next_heartbeat:
             return
         self._next_heartbeat = now + (self.cfg.heartbeat or 300)
-        self.log.info("heartbeat: %s retry_queue=%d", self.counters.line(), len(self.retry))
         self.hooks.run("on_heartbeat")
 
     def transfer_for(self, url: str):
