@@ -42,6 +42,8 @@ def parse_sum(text: str) -> Sum:
     if not isinstance(text, str) or not text or text != text.strip():
         raise ValueError("expected '<algo>,<value>'")
     algo, sep, value = text.partition(",")
+    if any(c.isspace() for c in text):
+        raise ValueError("no whitespace allowed in a sum")
     if not algo or "," in value and algo != "z":
         raise ValueError("expected '<algo>,<value>'")
     if algo == "z" and not value:
@@ -145,10 +147,9 @@ def parse_part_suffix(name: str):
     f = name.split(".")
     if len(f) < 7 or f[-1] != "Part":
         return None
-    try:
-        bsz, blktot, brem, bno = (int(x) for x in f[-6:-2])
-    except ValueError:
+    if not all(x.isascii() and x.isdigit() for x in f[-6:-2]):
         return None
+    bsz, blktot, brem, bno = (int(x) for x in f[-6:-2])
     if bsz <= 0 or bno >= blktot or brem >= bsz:
         return None
     return ".".join(f[:-6]), Parts("p", bsz, blktot, brem, bno), f[-2]
@@ -259,8 +260,12 @@ def sums_for_file(path: str, algo: str, parts: List[Parts], basename: str,
         try:
             stored = os.getxattr(path, "user.sr_sum").decode()
             if len(parts) == 1 and stored:
-                return [f"a,{stored}"]
-        except (OSError, AttributeError):
+                if stored.startswith("a,"):
+                    return [stored]
+                if "," not in stored:
+                    return [f"a,{stored}"]
+                # otherwise it is our own cache of another sum: no application value
+        except (OSError, AttributeError, UnicodeDecodeError):
             pass
         algo = "d"
     if algo not in DATA_ALGOS:

@@ -11,7 +11,7 @@ import time
 
 from sarra import assemble, checksum, placement, report
 from sarra.config import expand_message_vars
-from sarra.flow import Outcome
+from sarra.flow import Outcome, download_stopped
 from sarra.message import Message, escape, parse_time, topic_for
 from sarra.transfer import TransferError
 
@@ -95,7 +95,8 @@ def _fetch(flow, work, dest, offset, length, write_offset):
         h = checksum.new_hasher(algo) if hasher is not None else None
         try:
             t = flow.transfer_for(url)
-            n = t.get(url, dest, offset=offset, length=length, hasher=h, write_offset=write_offset)
+            n = t.get(url, dest, offset=offset, length=length, hasher=_Progress(flow, h),
+                      write_offset=write_offset)
             flow.counters["bytes"] += n
             return h.hexdigest() if h is not None else None
         except TransferError as e:
@@ -108,6 +109,29 @@ def _fetch(flow, work, dest, offset, length, write_offset):
         except OSError as e:
             code = "disk full" if e.errno == errno.ENOSPC else e.strerror
             raise Outcome(500, f"cannot write {dest}: {code}", retry=True) from None
+
+
+class _Progress:
+    """Sits in the hasher's place during a transfer: feeds the real hasher, keeps the broker
+    connection alive on long transfers, and aborts the transfer when a stop is requested."""
+
+    def __init__(self, flow, hasher):
+        self.flow, self.hasher = flow, hasher
+        self.next_tick = time.monotonic() + 5.0
+
+    def update(self, data):
+        if self.hasher is not None:
+            self.hasher.update(data)
+        now = time.monotonic()
+        if now >= self.next_tick:
+            self.next_tick = now + 5.0
+            if self.flow.stop_event.is_set():
+                raise Stopped()
+            if self.flow.broker is not None:
+                self.flow.broker.tick()
+
+
+Stopped = download_stopped
 
 
 def _verify(flow, work, digest, temp):

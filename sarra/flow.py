@@ -29,6 +29,10 @@ from sarra.credentials import Credentials
 from sarra.message import Message, MessageError
 
 
+class download_stopped(Exception):
+    """Raised by a work step when a stop request interrupts a transfer."""
+
+
 class Outcome(Exception):
     """Raised by a work step to end a message early with a report code."""
 
@@ -310,7 +314,8 @@ class Flow:
                 self.preset.check(self, work)
             self.fill_defaults(msg)
             if not self.hooks.run("on_message"):
-                work.outcome = "rejected"
+                if work.outcome != "failed":      # msg_to_retry() keeps it for later
+                    work.outcome = "rejected"
                 return
             if self.cache is not None and work.retry_entry is None:
                 key = dupcache.cache_key(msg, self.cfg.suppress_duplicates_basis or "path")
@@ -334,6 +339,9 @@ class Flow:
             else:
                 self.log.info("%s: %s %s", msg.url, o.code, o.text)
             self.reporter.report(msg, o.code, o.text, work.received)
+        except download_stopped:
+            work.outcome = "returned"
+            self.log.info("%s: stop requested during transfer, returned to the queue", msg.url)
         except Exception as e:  # a bug or an unexpected OS error: never lose the message
             work.outcome = "failed"
             self.counters["failed"] += 1
@@ -341,6 +349,11 @@ class Flow:
             self.reporter.report(msg, 503, "Unable to process", work.received)
         finally:
             self.msg = None
+
+    def msg_to_retry(self):
+        """Plugins (e.g. delay) call this to put the current message aside for a later retry."""
+        if self.msg is not None:
+            self.msg.outcome = "failed"
 
     def accept(self, work: Work) -> bool:
         """accept/reject: first matching clause wins; no clause at all accepts everything."""

@@ -37,10 +37,17 @@ class MessageError(ValueError):
         self.field = field
         self.value = value
         self.reason = reason
-        shown = value if isinstance(value, str) else repr(value)
+        shown = value if isinstance(value, str) else _safe_repr(value)
         if len(shown) > 120:
             shown = shown[:117] + "..."
         super().__init__(f"bad v02 message: {field} {shown!r}: {reason}")
+
+
+def _safe_repr(value) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 def escape(text: str) -> str:
@@ -201,6 +208,8 @@ def make_post(pubtime: str, baseurl: str, relpath: str, headers: Dict[str, str],
 
 
 def encode(msg: Message, allow_long_headers: bool = False) -> Tuple[str, str, Dict[str, str]]:
+    if msg.kind == "pulse":
+        return msg.topic, msg.pubtime, {k: str(v) for k, v in msg.headers.items() if v is not None}
     for field, value in (("pubtime", msg.pubtime), ("baseurl", msg.baseurl), ("relpath", msg.relpath)):
         if not value or any(c.isspace() for c in value):
             raise MessageError(field, value, "must be non-empty and contain no whitespace")
@@ -259,7 +268,8 @@ def decode(routing_key, body, headers, exchange: str = "") -> Message:
     except MessageError:
         raise
     except Exception as e:  # a guard: nothing but MessageError leaves the decoder
-        raise MessageError("message", str(body)[:60], f"undecodable ({type(e).__name__}: {e})") from None
+        raise MessageError("message", _safe_repr(body)[:60],
+                           f"undecodable ({type(e).__name__})") from None
 
 
 def _decode(routing_key, body, headers, exchange) -> Message:
@@ -286,7 +296,8 @@ def _decode(routing_key, body, headers, exchange) -> Message:
     if kind == "pulse":
         if not fields:
             raise MessageError("body", text, "empty pulse")
-        return Message(fields[0], "", "", hdrs, topic=topic, exchange=exchange, kind="pulse")
+        # v02.pulse.tick carries a time stamp, v02.pulse.message free text: keep the line whole
+        return Message(line, "", "", hdrs, topic=topic, exchange=exchange, kind="pulse")
     if len(fields) < 3:
         raise MessageError("body", line, "expected '<pubtime> <baseurl> <relpath>'")
     pubtime, baseurl, relpath = fields[:3]

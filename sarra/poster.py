@@ -102,6 +102,8 @@ def file_posts(path: str, opts: PostOptions, pubtime: Optional[str] = None,
             sums = checksum.sums_for_file(path, algo, parts, os.path.basename(path), opts.bufsize)
         except OSError as e:
             raise PostError(f"{path}: cannot read: {e.strerror}") from None
+        except ValueError as e:  # the file shrank while it was read
+            raise PostError(f"{path}: changed while being posted ({e})") from None
         if opts.use_xattr and len(parts) == 1 and algo in checksum.DATA_ALGOS:
             checksum.store_xattr_sum(path, sums[0], st.st_mtime)
     out = []
