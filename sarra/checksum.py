@@ -42,8 +42,8 @@ def parse_sum(text: str) -> Sum:
     if not isinstance(text, str) or not text or text != text.strip():
         raise ValueError("expected '<algo>,<value>'")
     algo, sep, value = text.partition(",")
-    if any(c.isspace() for c in text):
-        raise ValueError("no whitespace allowed in a sum")
+    if any(c.isspace() for c in algo):
+        raise ValueError("no whitespace allowed in the algorithm name")
     if not algo or "," in value and algo != "z":
         raise ValueError("expected '<algo>,<value>'")
     if algo == "z" and not value:
