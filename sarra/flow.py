@@ -120,6 +120,7 @@ class Flow:
             os.path.join(self.user_cache_dir, "sr_%s_%s_%02d.retry" % (cfg.component, cfg.name or "-", instance)),
             ttl=cfg.retry_ttl or cfg.expire or 86400)
         self._since_retry = 0
+        self.last_activity = None
         self._next_heartbeat = time.time() + (cfg.heartbeat or 300)
 
     # ------------------------------------------------------------ plugin helpers
@@ -179,6 +180,7 @@ class Flow:
         self.hooks.run("on_start")
         try:
             self.connect()
+            self.write_stats()
             self.log.info("%s %s started, queue %s", self.cfg.component, self.cfg.name, self.consumer.queue)
             while not self.stop_event.is_set():
                 batch = self.gather()
@@ -208,6 +210,8 @@ class Flow:
                 break
             delivery = self.consumer.get(0)
         self._since_retry += len(batch)
+        if batch:
+            self.last_activity = time.time()
         if not batch or take_retry:
             self._since_retry = 0
             for entry in self.retry.due(limit=1 if batch else limit):
@@ -398,7 +402,20 @@ class Flow:
         if now < self._next_heartbeat:
             return
         self._next_heartbeat = now + (self.cfg.heartbeat or 300)
+        self.write_stats()
         self.hooks.run("on_heartbeat")
+
+    def write_stats(self):
+        """Counters for `sr status` (messages/s, last activity), one small JSON per instance."""
+        import json
+        path = os.path.join(self.user_cache_dir, "sr_%s_%s_%02d.stats" % (
+            self.cfg.component, self.cfg.name or "-", self.no))
+        data = dict(self.counters, time=time.time(), last_activity=self.last_activity,
+                    retry_queue=len(self.retry), pid=os.getpid())
+        try:
+            paths.atomic_write(path, json.dumps(data))
+        except OSError as e:
+            self.log.warning("cannot write %s: %s", path, e)
 
     def transfer_for(self, url: str):
         from sarra import transfer
