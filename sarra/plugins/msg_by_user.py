@@ -1,0 +1,53 @@
+"""msg_by_user (on_message): keep only the reports made by one broker user.
+
+Option: ``msg_by_user <user>`` (repeatable, or a comma-separated list). A report is kept
+when the <user> field of its body (the broker user of the consumer that wrote it) is one of
+them; everything else, posts included, is dropped. sr_police's report routing shovel
+``rr_<user>2xreport`` reads xs_<user> with it: a user can write only to its own xs_
+exchange, so a report there that names somebody else is a forgery and goes no further.
+With no ``msg_by_user`` option every message is dropped (and an error is logged once).
+"""
+
+from sarra.plugin import plugin_logger
+
+_warned = set()
+
+
+def wanted(parent, option):
+    """The set of values of a repeatable plugin option (lists and comma lists merged)."""
+    getter = getattr(parent, "get_option", None)
+    value = getter(option, None) if callable(getter) else getattr(parent, option, None)
+    if value is None:
+        return set()
+    if isinstance(value, str):
+        value = [value]
+    names = set()
+    for item in value:
+        names.update(w for w in str(item).replace(",", " ").split() if w)
+    return names
+
+
+def message_of(parent):
+    """The sarra.message.Message behind parent.msg (a flow Work or a Message)."""
+    work = getattr(parent, "msg", None)
+    return getattr(work, "msg", work)
+
+
+def on_message(parent):
+    users = wanted(parent, "msg_by_user")
+    if not users:
+        if id(parent) not in _warned:
+            _warned.add(id(parent))
+            plugin_logger(parent, "msg_by_user").error(
+                "msg_by_user: no 'msg_by_user <user>' option; dropping every message")
+        return False
+    msg = message_of(parent)
+    report = getattr(msg, "report", None)
+    if report is None:
+        return False
+    if report.user in users:
+        return True
+    plugin_logger(parent, "msg_by_user").info(
+        "msg_by_user: dropped report on %s by user %s (only %s accepted here)",
+        getattr(msg, "relpath", "?"), report.user, ",".join(sorted(users)))
+    return False
