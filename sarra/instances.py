@@ -2,13 +2,20 @@
 
 Files (config.md §1), in paths.state_dir(component, config):
   sr_<component>_<config>_NN.pid   pid of instance NN, written by the instance at start
-  sr_<component>_<config>.state    number of instances the last `start` asked for
+  sr_<component>_<config>.state    number of instances that should run: written by `start`,
+                                   set to 0 by `stop` (so nothing restarts a stopped config)
+  sr_<component>_<config>_NN.stats counters written by the instance at each heartbeat
+  .sr_<component>_<config>.lock    flock taken while instances are started or stopped, so
+                                   that `start`, `stop` and the supervisor never race
 An instance is alive when its pid exists, is not a zombie, and its command line names the
 component and the configuration (so a recycled pid is never mistaken for ours).
 """
 
 import atexit
+import contextlib
 import dataclasses
+import fcntl
+import json
 import logging
 import os
 import signal
@@ -17,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -49,6 +56,54 @@ def pid_file(component: str, config: str, n: int) -> Path:
 
 def state_file(component: str, config: str) -> Path:
     return _state_dir(component, config) / f"{program_name(component)}_{config}.state"
+
+
+def stats_file(component: str, config: str, n: int) -> Path:
+    return _state_dir(component, config) / f"{program_name(component)}_{config}_{int(n):02d}.stats"
+
+
+def read_stats(component: str, config: str, n: int) -> Optional[dict]:
+    """The counters the instance wrote at its last heartbeat (None: none or unreadable)."""
+    try:
+        data = json.loads(stats_file(component, config, n).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+_held: Dict[str, List[int]] = {}     # lock path -> [fd, depth] (re-entrant in a process)
+
+
+@contextlib.contextmanager
+def locked(component: str, config: str, blocking: bool = True) -> Iterator[bool]:
+    """Hold the configuration's start/stop lock; yields False (not held) when blocking is
+    false and another process has it.  Re-entrant within one process."""
+    path = _state_dir(component, config) / f".{program_name(component)}_{config}.lock"
+    key = str(path)
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield True
+        finally:
+            _held[key][1] -= 1
+        return
+    os.makedirs(path.parent, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        yield False
+        return
+    except BaseException:
+        os.close(fd)
+        raise
+    _held[key] = [fd, 1]
+    try:
+        yield True
+    finally:
+        del _held[key]
+        os.close(fd)
 
 
 def _write(path: Path, text: str) -> None:
@@ -288,6 +343,17 @@ def _spawn(cmd: List[str], log_path: Path, env=None) -> subprocess.Popen:
         os.close(fd)
 
 
+def spawn(component: str, config: str, n: int, argv_extra: Iterable[str] = (),
+          module: Optional[str] = None, env=None) -> subprocess.Popen:
+    """Launch instance n detached and record its pid file; the caller holds ``locked()``.
+
+    Raises OSError when the program cannot be run."""
+    cmd = instance_command(component, config, n, argv_extra, module)
+    proc = _spawn(cmd, log_file(component, config, n, _host), env)
+    write_pid(component, config, n, proc.pid, remove_at_exit=False)
+    return proc
+
+
 def start(component: str, config: str, instances: int, argv_extra: Iterable[str] = (),
           module: Optional[str] = None, wait: float = 1.0, env=None) -> Started:
     """Start instances 1..instances that are not running; return the new pids.
@@ -299,24 +365,23 @@ def start(component: str, config: str, instances: int, argv_extra: Iterable[str]
     """
     instances = int(instances)
     argv_extra = list(argv_extra)
-    write_expected(component, config, instances)
-    clean_stale(component, config)
     prog = program_name(component)
     children = []
-    for n in range(1, instances + 1):
-        if process_of(read_pid(component, config, n), component, config, n) is not None:
-            continue
-        cmd = instance_command(component, config, n, argv_extra, module)
-        lpath = log_file(component, config, n, _host)
-        try:
-            proc = _spawn(cmd, lpath, env)
-        except OSError as e:
-            logger.error("%s %s: cannot start instance %02d (%s): %s", prog, config, n,
-                         cmd[0], e.strerror or e)
-            children.append((n, None, lpath))
-            continue
-        write_pid(component, config, n, proc.pid, remove_at_exit=False)
-        children.append((n, proc, lpath))
+    with locked(component, config):
+        write_expected(component, config, instances)
+        clean_stale(component, config)
+        for n in range(1, instances + 1):
+            if process_of(read_pid(component, config, n), component, config, n) is not None:
+                continue
+            lpath = log_file(component, config, n, _host)
+            try:
+                proc = spawn(component, config, n, argv_extra, module, env)
+            except OSError as e:
+                logger.error("%s %s: cannot start instance %02d (%s): %s", prog, config, n,
+                             sys.executable, e.strerror or e)
+                children.append((n, None, lpath))
+                continue
+            children.append((n, proc, lpath))
     return _watch_start(component, config, children, min(max(wait, 0.0), 2.0))
 
 
@@ -394,36 +459,98 @@ def _wait_gone(procs: List[psutil.Process], timeout: float) -> List[psutil.Proce
 
 def stop(component: str, config: str, timeout: float = 5.0) -> int:
     """SIGTERM every instance of the configuration, SIGKILL what is left after ``timeout``
-    seconds, then their leftover child processes; remove the pid files.
+    seconds, then their leftover child processes; remove the pid files.  The recorded
+    instance count becomes 0 first, so that no supervisor or `sanity` restarts them.
 
     Returns the number of instances that were running.
     """
-    prog = program_name(component)
-    targets = {}
-    for n, path in pid_files(component, config):
-        p = process_of(_read_int(path), component, config, n)
+    return stop_many([(component, config)], timeout)[(component, config)]
+
+
+def stop_many(configs: Iterable[Tuple[str, str]], timeout: float = 5.0
+              ) -> Dict[Tuple[str, str], int]:
+    """stop() for several configurations at once (all signalled together, one wait).
+
+    Returns {(component, config): number of instances that were running}.
+    """
+    configs = list(dict.fromkeys((c, n) for c, n in configs))
+    with contextlib.ExitStack() as locks:
+        for comp, name in sorted(configs):
+            locks.enter_context(locked(comp, name))
+        targets: Dict[int, Tuple[psutil.Process, Tuple[str, str]]] = {}
+        for comp, name in configs:
+            if state_file(comp, name).exists():
+                write_expected(comp, name, 0)
+            for n, path in pid_files(comp, name):
+                p = process_of(_read_int(path), comp, name, n)
+                if p is not None:
+                    targets[p.pid] = (p, (comp, name))
+        for p, key in _find_many(configs):   # instances whose pid file went missing
+            targets.setdefault(p.pid, (p, key))
+        _terminate([p for p, _ in targets.values()], timeout,
+                   lambda p: "%s %s" % (program_name(targets[p.pid][1][0]),
+                                        targets[p.pid][1][1]))
+        for comp, name in configs:
+            for n, path in pid_files(comp, name):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+    counts = {key: 0 for key in configs}
+    for _, key in targets.values():
+        counts[key] += 1
+    return counts
+
+
+def stop_instance(component: str, config: str, n: int, timeout: float = 5.0) -> bool:
+    """Stop instance n only (e.g. a hung one), keeping the recorded instance count;
+    return whether it was running."""
+    with locked(component, config):
+        p = process_of(read_pid(component, config, n), component, config, n)
         if p is not None:
-            targets[p.pid] = p
-    for p in find_processes(component, config):  # instances whose pid file went missing
-        targets.setdefault(p.pid, p)
-    procs = list(targets.values())
+            _terminate([p], timeout, lambda p: f"{program_name(component)} {config}")
+        remove_pid(component, config, n)
+    return p is not None
+
+
+def _find_many(configs: List[Tuple[str, str]]) -> List[Tuple[psutil.Process, Tuple[str, str]]]:
+    """Instance processes of these configurations found in the process table."""
+    me = os.getpid()
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            info = p.info
+            if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = info["cmdline"] or []
+            if "--no" not in cmd:
+                continue
+            for comp, name in configs:
+                if cmdline_matches(cmd, comp, name):
+                    found.append((p, (comp, name)))
+                    break
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def _terminate(procs: List[psutil.Process], timeout: float, who: Callable) -> None:
+    """SIGTERM (and SIGCONT, for a stopped process), wait up to timeout, SIGKILL the rest,
+    then end their leftover children."""
+    if not procs:
+        return
     children = _descendants(procs)
     _signal_all(procs, signal.SIGTERM)
+    _signal_all(procs, signal.SIGCONT)
     alive = _wait_gone(procs, max(0.0, timeout))
     if alive:
         children.extend(_descendants(alive))
         for p in alive:
-            logger.warning("%s %s: pid %d still running after %.1fs, killing it", prog,
-                           config, p.pid, timeout)
+            logger.warning("%s: pid %d still running after %.1fs, killing it", who(p),
+                           p.pid, timeout)
         _signal_all(alive, signal.SIGKILL)
         _wait_gone(alive, 2.0)
     _stop_orphans(children, min(1.0, max(0.1, timeout)))
-    for n, path in pid_files(component, config):
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-    return len(procs)
 
 
 def _stop_orphans(children: List[psutil.Process], grace: float) -> None:

@@ -144,21 +144,42 @@ def setup_logging(component: str, config: Optional[str], instance: Optional[int]
     foreground: log to stderr.  Otherwise ``instance`` is required and the log goes to
     log_file(component, config, instance, host) (directory created as needed).
     """
+    path = None
+    if not foreground:
+        if instance is None:
+            raise ValueError("background logging needs an instance number")
+        path = log_file(component, config or "-", instance, host)
+    return _install(who(component, config, instance), path, level, logdays, log_mode)
+
+
+def named_log_file(name: str, host: Optional[str] = None) -> Path:
+    """Log of a process that is no instance, e.g. 'sr_supervisor' -> <log_dir>/sr_supervisor.log."""
+    return Path(paths.log_dir(host)) / f"{name}.log"
+
+
+def setup_named_logging(name: str, path: Optional[Path] = None, level="info",
+                        logdays: int = 5, log_mode: int = 0o600) -> logging.Logger:
+    """Like setup_logging for a process that is no instance (``sr``, the supervisor):
+    lines tagged ``name``, to ``path`` (rotated like instance logs) or to stderr when
+    path is None."""
+    return _install(name, path, level, logdays, log_mode)
+
+
+def _install(who_text: str, path: Optional[Path], level, logdays: int,
+             log_mode: int) -> logging.Logger:
     logger = logging.getLogger(LOGGER_NAME)
     for h in list(logger.handlers):
         if getattr(h, "_sarra_handler", False):
             logger.removeHandler(h)
             h.close()
-    if foreground:
+    if path is None:
         handler = logging.StreamHandler(sys.stderr)
     else:
-        if instance is None:
-            raise ValueError("background logging needs an instance number")
-        path = log_file(component, config or "-", instance, host)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         handler = _ModeRotatingHandler(str(path), int(log_mode), when="midnight",
                                        backupCount=max(0, int(logdays)), encoding="utf-8")
     handler._sarra_handler = True
-    handler.addFilter(_WhoFilter(who(component, config, instance)))
+    handler.addFilter(_WhoFilter(who_text))
     handler.addFilter(RedactingFilter())
     handler.setFormatter(RedactingFormatter(LINE_FORMAT))
     logger.addHandler(handler)
