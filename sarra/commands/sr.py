@@ -232,13 +232,6 @@ def _hung(item: Item, cfg, running: List[Tuple[int, int]], now: float) -> List[i
 
 def do_sanity(items: List[Item]) -> int:
     rc = common.OK
-    if supervisor.state() == "dead":
-        try:
-            pid = supervisor.launch()
-            print(f"{PROG}: supervisor was not running: restarted (pid {pid})")
-        except (RuntimeError, OSError) as e:
-            _err(f"{PROG}: cannot restart the supervisor: {e}")
-            rc = common.SOME_FAILED
     for it in items:
         expected = instances.read_expected(it.component, it.name)
         if expected <= 0:
@@ -262,6 +255,13 @@ def do_sanity(items: List[Item]) -> int:
         gone = [f"{n:02d}" for n in range(1, expected + 1) if n not in up]
         print(f"{it.label}: restarted instance(s) {' '.join(gone)}")
         if started.failed:
+            rc = common.SOME_FAILED
+    if supervisor.state() == "dead":      # after the instances: they are not its to start
+        try:
+            pid = supervisor.launch()
+            print(f"{PROG}: supervisor was not running: restarted (pid {pid})")
+        except (RuntimeError, OSError) as e:
+            _err(f"{PROG}: cannot restart the supervisor: {e}")
             rc = common.SOME_FAILED
     return rc
 
