@@ -1,8 +1,10 @@
 """What each consuming component does differently: a table of presets over one flow.
 
-A preset names the work step (download, send or nothing), whether accepted messages are
-re-posted, whether the component reports, its default plugins, and an optional check run
-on every message before on_message (sr_sarra's source validation). Option defaults that
+A preset names the placement step (where the file goes locally, computed before
+on_message so that plugins can see and change it), the work step (download, send or
+nothing), whether accepted messages are re-posted, whether the component reports, its
+default plugins, and an optional check run on every message before on_message (sr_sarra's
+source validation). Option defaults that
 differ per component (mirror, inplace, accept_unmatch, ...) live in the options table
 (options.py), not here.
 """
@@ -11,12 +13,13 @@ import dataclasses
 from typing import Callable, Dict, List, Optional
 
 from sarra import download
-from sarra.flow import Outcome
+from sarra.work import Outcome
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
     component: str
+    place: Optional[Callable] = None         # flow, work -> local destination, before on_message
     work: Optional[Callable] = None          # flow, work -> None (raises Outcome)
     posts: bool = False                      # re-post what was handled (needs post_broker)
     reports: bool = True
@@ -40,8 +43,10 @@ def sarra_check(flow, work):
 
 
 PRESETS = {
-    "subscribe": Preset("subscribe", work=download.download, posts=True),
-    "sarra": Preset("sarra", work=download.download, posts=True, check=sarra_check),
+    "subscribe": Preset("subscribe", place=download.destination, work=download.download,
+                        posts=True),
+    "sarra": Preset("sarra", place=download.destination, work=download.download, posts=True,
+                    check=sarra_check),
     "shovel": Preset("shovel", posts=True),
     "winnow": Preset("winnow", posts=True),
     "report": Preset("report", reports=False),

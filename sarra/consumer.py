@@ -1,16 +1,15 @@
 """The broker side of a consuming component: its queue, its bindings, and its deliveries.
 
-The queue name is ``q_<user>.sr_<component>.<config>.<random>`` unless ``queue_name`` is
-set. A generated name is saved in the state directory (written atomically under a lock) so
-that every instance and every restart uses the same queue and nothing published while the
-component was down is missed. A name set in the config is used as is and never saved, so
+The queue name is ``q_<user>.sr_<component>.<config>.<r1>.<r2>`` (two random 8-digit
+numbers, as v2) unless ``queue_name`` is set. A generated name is saved in the state
+directory (written atomically under a lock) so that every instance and every restart uses
+the same queue and nothing published while the component was down is missed. A name set in the config is used as is and never saved, so
 renaming the queue in the config needs no clean-up.
 """
 
 import fcntl
 import logging
 import os
-import secrets
 from contextlib import contextmanager
 
 from sarra import message, paths
@@ -29,8 +28,20 @@ def _locked(path: str):
 
 
 def queue_file(cfg) -> str:
+    if hasattr(cfg, "queue_name_file"):
+        return cfg.queue_name_file()
     return os.path.join(paths.state_dir(cfg.component, cfg.name or "-"),
                         f"sr_{cfg.component}.{cfg.name or '-'}.{cfg.broker_user()}.qname")
+
+
+def saved_queue(cfg):
+    """The generated queue name saved in the state directory, or None."""
+    try:
+        with open(queue_file(cfg)) as f:
+            saved = f.read().strip()
+    except OSError:
+        return None
+    return saved if saved.startswith("q_") else None
 
 
 def queue_name(cfg) -> str:
@@ -38,15 +49,11 @@ def queue_name(cfg) -> str:
     if cfg.queue_name:
         return cfg.queue_name
     path = queue_file(cfg)
-    with _locked(path + ".lock"):
-        try:
-            with open(path) as f:
-                saved = f.read().strip()
-            if saved.startswith("q_"):
-                return saved
-        except OSError:
-            pass
-        name = cfg.queue_name_default(secrets.token_hex(4))
+    with _locked(os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock")):
+        saved = saved_queue(cfg)
+        if saved:
+            return saved
+        name = cfg.queue_name_default()
         paths.atomic_write(path, name + "\n")
         return name
 

@@ -1,8 +1,10 @@
-"""The download step of the flow (sr_subscribe, sr_sarra): fetch, verify, place, re-post.
+"""The download step of the flow (sr_subscribe, sr_sarra): place, fetch, verify, re-post.
 
 Every file is written under a temporary name and renamed only after its checksum is
 verified, so a redelivered message never yields a second copy or a corrupt file, and a
-mismatch never leaves anything under the final name.
+mismatch never leaves anything under the final name. A failed or interrupted download
+removes its temporary file. Blocks of a partitioned file go into one temporary file
+(inplace) tracked by a manifest (assemble.py), or each into its own part file.
 """
 
 import errno
@@ -11,22 +13,29 @@ import time
 
 from sarra import assemble, checksum, placement, report
 from sarra.config import expand_message_vars
-from sarra.flow import Outcome, download_stopped
 from sarra.message import Message, escape, parse_time, topic_for
 from sarra.transfer import TransferError
+from sarra.work import Outcome, TransferInterrupted, download_stopped
 
+
+# ------------------------------------------------------------------ placement
 
 def destination(flow, work):
-    """Compute work.new_dir/new_file/local_path from the matched accept clause."""
+    """Set work.root/new_dir/new_file/local_path from the matched accept clause.
+
+    The placement step of the preset: runs before on_message, so that plugins see (and may
+    change) new_dir/new_file. A path outside the target directory is refused (403)."""
     cfg, msg = flow.cfg, work.msg
     m = work.mask
     directory = (m.directory if m is not None and m.directory else None) or cfg.directory or "."
     mirror = m.mirror if m is not None else cfg.mirror
     strip = m.strip if m is not None else cfg.strip
     flatten = (m.flatten if m is not None else cfg.flatten) or "/"
-    root = os.path.abspath(expand_message_vars(directory, msg.headers.get("source"), extra={
-        "BD": cfg.base_dir or "", "PBD": cfg.post_base_dir or "", "PDR": cfg.post_base_dir or "",
-        "DR": cfg.post_base_dir or ""}))
+    if "${" in directory:
+        directory = expand_message_vars(directory, msg.headers.get("source"), extra={
+            "BD": cfg.base_dir or "", "PBD": cfg.post_base_dir or "",
+            "PDR": cfg.post_base_dir or "", "DR": cfg.post_base_dir or ""})
+    root = os.path.abspath(directory)
     try:
         new_dir, new_file = placement.local_name(msg.relpath, root, mirror, strip, flatten,
                                                  msg.headers.get("rename"))
@@ -38,6 +47,8 @@ def destination(flow, work):
 
 
 def _mkdirs(flow, d):
+    if os.path.isdir(d):
+        return
     try:
         os.makedirs(d, mode=flow.cfg.chmod_dir or 0o775, exist_ok=True)
     except OSError as e:
@@ -48,7 +59,7 @@ def _apply_meta(flow, msg, path):
     cfg, h = flow.cfg, msg.headers
     try:
         if cfg.preserve_mode and "mode" in h:
-            os.chmod(path, int(h["mode"], 8) & 0o7777)
+            os.chmod(path, int(h["mode"], 8) & 0o777)   # never setuid/setgid from a message
         elif cfg.chmod:
             os.chmod(path, cfg.chmod)
         if cfg.preserve_time and "mtime" in h:
@@ -59,61 +70,34 @@ def _apply_meta(flow, msg, path):
         flow.log.warning("%s: could not apply mode/time from the message: %s", path, e)
 
 
-def _have(path, parts, s) -> bool:
-    """The local file already holds the announced bytes (same checksum)."""
+def _have(path, s, offset, length, size=None) -> bool:
+    """The local file already holds the announced bytes (same checksum at that range)."""
     if s.algo not in checksum.DATA_ALGOS or not s.value:
         return False
     try:
-        size = os.path.getsize(path)
+        actual = os.path.getsize(path)
     except OSError:
         return False
-    if parts.whole and size != parts.filesize:
-        return False
-    if size < parts.offset + parts.length:
+    if (size is not None and actual != size) or actual < offset + length:
         return False
     try:
-        return checksum.hash_range(path, s.algo, parts.offset, parts.length) == s.value
+        return checksum.hash_range(path, s.algo, offset, length) == s.value
     except (OSError, ValueError):
         return False
 
 
-def _fetch(flow, work, dest, offset, length, write_offset):
-    """Download [offset, offset+length) of the message's URL into dest; returns digest."""
-    msg = work.msg
-    s = msg.sum
-    algo = s.value if s.algo == "z" else s.algo
-    hasher = checksum.new_hasher(algo)
-    url = msg.url
-    if flow.hooks.has("do_download"):
-        handled = flow.hooks.run_first("do_download")
-        if handled is True:
-            return None
-        if handled is False:
-            raise Outcome(499, "do_download plugin failed", retry=True)
-    tries = max(1, flow.cfg.attempts or 1)
-    for attempt in range(1, tries + 1):
-        h = checksum.new_hasher(algo) if hasher is not None else None
-        try:
-            t = flow.transfer_for(url)
-            n = t.get(url, dest, offset=offset, length=length, hasher=_Progress(flow, h),
-                      write_offset=write_offset)
-            flow.counters["bytes"] += n
-            return h.hexdigest() if h is not None else None
-        except TransferError as e:
-            if e.code == 404 or attempt == tries:
-                raise Outcome(e.code if e.code in (404, 499, 503) else 499, e.message, retry=True) from None
-            flow.log.warning("%s: attempt %d/%d failed: %s", url, attempt, tries, e.message)
-            flow.stop_event.wait(min(5.0, 0.5 * attempt))
-        except KeyError:
-            raise Outcome(*report.UNSUPPORTED) from None
-        except OSError as e:
-            code = "disk full" if e.errno == errno.ENOSPC else e.strerror
-            raise Outcome(500, f"cannot write {dest}: {code}", retry=True) from None
+def _discard(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
+
+# ------------------------------------------------------------------ transfer
 
 class _Progress:
-    """Sits in the hasher's place during a transfer: feeds the real hasher, keeps the broker
-    connection alive on long transfers, and aborts the transfer when a stop is requested."""
+    """Sits in the hasher's place during a transfer: feeds the real hasher, aborts the
+    transfer as soon as a stop is requested, and keeps the broker connection alive."""
 
     def __init__(self, flow, hasher):
         self.flow, self.hasher = flow, hasher
@@ -122,19 +106,63 @@ class _Progress:
     def update(self, data):
         if self.hasher is not None:
             self.hasher.update(data)
+        flow = self.flow
+        if flow.stop_event.is_set():
+            raise TransferInterrupted()
         now = time.monotonic()
         if now >= self.next_tick:
             self.next_tick = now + 5.0
-            if self.flow.stop_event.is_set():
-                raise Stopped()
-            if self.flow.broker is not None:
-                self.flow.broker.tick()
+            if flow.broker is not None:
+                flow._interruptible = False      # never interrupt broker I/O
+                try:
+                    flow.broker.tick()
+                finally:
+                    flow._interruptible = True
 
 
-Stopped = download_stopped
+def _fetch(flow, work, dest, offset, length, write_offset):
+    """Download [offset, offset+length) of the message's URL into dest; return the digest
+    of what was received (None when the sum cannot be computed or a plugin did it)."""
+    msg = work.msg
+    s = msg.sum
+    algo = s.value if s.algo == "z" else s.algo
+    url = msg.url
+    if flow.hooks.has("do_download"):
+        handled = flow.hooks.run_first("do_download", scheme=url.split(":", 1)[0])
+        if handled is True:
+            return None
+        if handled is False:
+            raise Outcome(499, "do_download plugin failed", retry=True)
+    tries = max(1, flow.cfg.attempts or 1)
+    for attempt in range(1, tries + 1):
+        h = checksum.new_hasher(algo)
+        try:
+            t = flow.transfer_for(url, msg.baseurl)
+            flow._interruptible = True
+            try:
+                n = t.get(url, dest, offset=offset, length=length, hasher=_Progress(flow, h),
+                          write_offset=write_offset)
+            finally:
+                flow._interruptible = False
+            flow.counters["bytes"] += n
+            return h.hexdigest() if h is not None else None
+        except TransferInterrupted:
+            raise download_stopped() from None
+        except TransferError as e:
+            if e.code == 404 or attempt == tries or flow.stop_event.is_set():
+                raise Outcome(e.code if e.code in (404, 499, 503) else 499, e.message,
+                              retry=True) from None
+            flow.log.warning("%s: attempt %d/%d failed: %s", url, attempt, tries, e.message)
+            flow.stop_event.wait(min(5.0, 0.5 * attempt))
+        except KeyError:
+            raise Outcome(503, f"Service unavailable {url.split(':', 1)[0]}") from None
+        except OSError as e:
+            what = "disk full" if e.errno == errno.ENOSPC else e.strerror
+            raise Outcome(500, f"cannot write {dest}: {what}", retry=True) from None
 
 
-def _verify(flow, work, digest, temp):
+def _check(work, digest, what=""):
+    """Compare the received data's digest with the announced sum (417 on a mismatch)."""
     s = work.msg.sum
     if digest is None:
         return
@@ -142,39 +170,38 @@ def _verify(flow, work, digest, temp):
         work.msg.headers["sum"] = f"{s.value},{digest}"
         return
     if s.algo in checksum.DATA_ALGOS and digest != s.value:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise Outcome(417, f"Expectation Failed: checksum mismatch (announced {s.algo},{s.value}, "
-                           f"received {s.algo},{digest})")
+        raise Outcome(417, f"Expectation Failed: checksum mismatch{what} (announced "
+                           f"{s.algo},{s.value}, received {s.algo},{digest})")
 
+
+def _rename(temp, final):
+    try:
+        os.replace(temp, final)
+    except OSError as e:
+        _discard(temp)
+        raise Outcome(500, f"cannot rename {temp} to {final}: {e.strerror}", retry=True) from None
+
+
+# ------------------------------------------------------------------ the step
 
 def download(flow, work):
     """The work step of sr_subscribe and sr_sarra."""
     msg, cfg = work.msg, flow.cfg
     s = msg.sum
-    final = destination(flow, work)
+    if work.new_file is None:
+        destination(flow, work)
+    final = os.path.join(work.new_dir, work.new_file)
+    work.local_path = final
     if s.algo == "R":
         return _remove(flow, work, final)
     if s.algo == "L":
         return _link(flow, work, final)
-    if s.algo in ("m", "r", "l"):
-        raise Outcome(304, "not modified3: directory operations are not applied")
     parts = msg.parts
+    if s.algo in ("m", "r", "l") or parts is None:
+        raise Outcome(304, "not modified3: directory operations are not applied")
     _mkdirs(flow, work.new_dir)
-    if not cfg.overwrite and _have(final, parts, s):
-        work.file_complete = parts.whole
-        raise Outcome(*report.SAME_CHECKSUM)
     if parts.whole:
-        temp = placement.inflight_path(final, cfg.inflight)
-        _mkdirs(flow, os.path.dirname(temp))
-        digest = _fetch(flow, work, temp, 0, None, None)
-        _verify(flow, work, digest, temp)
-        _apply_meta(flow, msg, temp)
-        os.replace(temp, final)
-        work.code, work.text = report.DOWNLOADED
-        _done(flow, work, final, complete=True)
+        _whole(flow, work, final, parts)
     elif cfg.inplace:
         _block_inplace(flow, work, final, parts)
     else:
@@ -182,27 +209,44 @@ def download(flow, work):
     flow.counters["transferred"] += 1
 
 
+def _whole(flow, work, final, parts):
+    cfg, s = flow.cfg, work.msg.sum
+    if not cfg.overwrite and _have(final, s, 0, parts.filesize, parts.filesize):
+        raise Outcome(*report.SAME_CHECKSUM)
+    temp = placement.inflight_path(final, cfg.inflight)
+    _mkdirs(flow, os.path.dirname(temp))
+    try:
+        digest = _fetch(flow, work, temp, 0, None, None)
+        _check(work, digest)
+    except BaseException:
+        _discard(temp)
+        raise
+    _apply_meta(flow, work.msg, temp)
+    _rename(temp, final)
+    work.code, work.text = report.DOWNLOADED
+    _done(flow, work, final, complete=True)
+
+
 def _block_inplace(flow, work, final, parts):
+    """One block written at its offset into the file's temporary name; the manifest says
+    when every block of this generation is in, and only then is the file renamed."""
     msg = work.msg
     gen = assemble.generation(parts, msg.headers.get("mtime"))
     temp = placement.inflight_path(final, flow.cfg.inflight)
+    _mkdirs(flow, os.path.dirname(temp))
     man = assemble.Manifest(os.path.join(flow.user_cache_dir, "parts"), final)
     with man.locked():
         st = man.state(gen)
-        if (st == "complete" and os.path.exists(final)) or man.has(gen, parts.bno):
+        if st == "complete" and os.path.exists(final):
+            raise Outcome(304, "not modified3: file already assembled")
+        if st == "partial" and man.has(gen, parts.bno) and os.path.exists(temp):
             raise Outcome(304, "not modified3: block already received")
-        if st != "partial":
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
+        if st != "partial" or not os.path.exists(temp):
+            _discard(temp)
             man.start(gen, final, temp)
         assemble.open_for_blocks(temp)
     digest = _fetch(flow, work, temp, parts.offset, parts.length, parts.offset)
-    s = msg.sum
-    if digest is not None and s.algo in checksum.DATA_ALGOS and digest != s.value:
-        raise Outcome(417, f"Expectation Failed: checksum mismatch in block {parts.bno} "
-                           f"(announced {s.value}, received {digest})")
+    _check(work, digest, f" in block {parts.bno}")
     with man.locked():
         if man.state(gen) != "partial":
             raise Outcome(304, "not modified3: file completed by another instance")
@@ -215,13 +259,21 @@ def _block_inplace(flow, work, final, parts):
 
 
 def _block_partfile(flow, work, final, parts):
+    """inplace off: each block is stored as <final>.<bsz>.<blktot>.<brem>.<bno>.<algo>.Part"""
     s = work.msg.sum
     part_path = final + parts.suffix(s.algo)
+    if not flow.cfg.overwrite and _have(part_path, s, 0, parts.length, parts.length):
+        raise Outcome(*report.SAME_CHECKSUM)
     temp = placement.inflight_path(part_path, flow.cfg.inflight)
-    digest = _fetch(flow, work, temp, parts.offset, parts.length, None)
-    _verify(flow, work, digest, temp)
+    _mkdirs(flow, os.path.dirname(temp))
+    try:
+        digest = _fetch(flow, work, temp, parts.offset, parts.length, None)
+        _check(work, digest, f" in block {parts.bno}")
+    except BaseException:
+        _discard(temp)
+        raise
     _apply_meta(flow, work.msg, temp)
-    os.replace(temp, part_path)
+    _rename(temp, part_path)
     work.code, work.text = report.DOWNLOADED
     _done(flow, work, part_path, complete=False, part_file=True)
 
@@ -234,10 +286,7 @@ def _done(flow, work, path, complete: bool, part_file: bool = False):
     if complete and ok:
         ok = flow.hooks.run("on_file")
     if flow.cfg.discard and complete:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        _discard(path)
     if ok and flow.post_broker is not None:
         work.posts.append(repost(flow, work, path, part_file))
 
@@ -261,18 +310,26 @@ def repost(flow, work, path, part_file=False) -> Message:
                    exchange=cfg.post_exchange or "")
 
 
+# ------------------------------------------------------------------ removals and links
+
 def _remove(flow, work, final):
+    cfg = flow.cfg
+    if cfg.events is not None and "delete" not in cfg.events:
+        raise Outcome(304, "not modified3: delete events are not applied (events)")
     newname = work.msg.headers.get("newname")
     if newname:
         try:
-            new_dir, new_file = placement.local_name(escape(newname), work.root, flow.cfg.mirror,
-                                                     flow.cfg.strip, flow.cfg.flatten or "/")
+            new_dir, new_file = placement.local_name(escape(newname), work.root, cfg.mirror,
+                                                     cfg.strip, cfg.flatten or "/")
             target = placement.check_inside(new_dir, new_file, work.root)
         except placement.PlacementError as e:
             raise Outcome(403, f"Forbidden: {e}") from None
         if os.path.lexists(final):
             _mkdirs(flow, new_dir)
-            os.replace(final, target)
+            try:
+                os.replace(final, target)
+            except OSError as e:
+                raise Outcome(500, f"move failed: {final}: {e.strerror}", retry=True) from None
             work.code, work.text = report.MOVED
             return
     try:
@@ -284,7 +341,7 @@ def _remove(flow, work, final):
         raise Outcome(500, f"remove failed: {final} is a directory") from None
     except OSError as e:
         raise Outcome(500, f"remove failed: {final}: {e.strerror}", retry=True) from None
-    if work.posts is not None and flow.post_broker is not None:
+    if flow.post_broker is not None:
         work.posts.append(repost(flow, work, final))
 
 
@@ -300,7 +357,8 @@ def _link(flow, work, final):
         os.symlink(target, tmp)
         os.replace(tmp, final)
     except OSError as e:
-        raise Outcome(500, f"symlink failed: {final}: {e.strerror}") from None
+        _discard(tmp)
+        raise Outcome(500, f"symlink failed: {final}: {e.strerror}", retry=True) from None
     work.code, work.text = report.LINKED
     if flow.post_broker is not None:
         work.posts.append(repost(flow, work, final))

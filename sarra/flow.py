@@ -1,20 +1,31 @@
 """The flow engine shared by every consuming component.
 
     gather (queue, then due retries) → accept/reject → header defaults → component check →
-    on_message → duplicate cache → work (download / send / none) → on_part/on_file →
-    post → report → ack
+    placement → on_message → duplicate cache → work (download / send / none) →
+    on_part/on_file → post → report → ack
 
-Messages are handled in small batches: the posts of a batch are confirmed by the broker
-(pipelined) and the duplicate cache flushed before any message of the batch is acked, so
-an ack always means "finished" or "durably recorded in the retry queue". A failed message
-goes to the on-disk retry queue with exponential backoff; retries are only taken when the
-queue has nothing new (and one every 100 new messages so that they are not starved), so new
-data goes before old retries and nothing is retried in a tight loop.
+Messages are handled in small batches (up to ``prefetch``): the posts of a batch are
+confirmed by the broker (pipelined) and the duplicate cache flushed before any message of
+the batch is acked, so an ack always means "finished" or "durably recorded in the retry
+queue" (an fsynced append, retry.py). A message is acked in exactly one of these cases:
+done (whatever the report code), rejected (filters, on_message), malformed, or written to
+the retry queue. A stop request returns the unfinished messages to the broker instead.
 
-What differs per component (download or not, post or not, source checks) is a preset in
-components.py; this loop has no component-specific branches.
+Retries: a failed message goes to the on-disk retry queue with exponential backoff
+(1 s doubling up to 5 min, plus jitter). Retries are taken only when the broker queue has
+nothing new, and one every 100 new messages so that a busy queue does not starve them, so
+new data goes first and nothing is retried in a tight loop. When the retry is due is
+decided when the queue is looked at (RetryQueue.due), not by a timer.
+
+Duplicate cache: a message is looked up before its work and recorded only once its work
+ended without failure, so a message that crashed half-way or went to the retry queue is
+never mistaken for a duplicate when it comes back. Expiry is decided at lookup.
+
+What differs per component (placement, download or send or nothing, post or not, source
+checks) is a preset in components.py; this loop has no component-specific branches.
 """
 
+import importlib
 import logging
 import os
 import threading
@@ -23,67 +34,18 @@ from typing import List, Optional
 
 from sarra import cache as dupcache
 from sarra import message, paths, plugin, report, retry
-from sarra.broker import Broker, BrokerError
+from sarra.broker import Broker, BrokerError, BrokerStopped
 from sarra.consumer import Consumer
 from sarra.credentials import Credentials
 from sarra.message import Message, MessageError
+from sarra.work import (Counters, Outcome, TransferInterrupted, Work,  # noqa: F401 (API)
+                        download_stopped)
 
-
-class download_stopped(Exception):
-    """Raised by a work step when a stop request interrupts a transfer."""
-
-
-class Outcome(Exception):
-    """Raised by a work step to end a message early with a report code."""
-
-    def __init__(self, code: int, text: str, retry: bool = False):
-        super().__init__(f"{code} {text}")
-        self.code, self.text, self.retry = code, text, retry
-
-
-class Work:
-    """One message on its way through the flow; plugins see it as ``parent.msg``."""
-
-    def __init__(self, msg: Message, delivery=None, retry_entry=None):
-        self.msg = msg
-        self.delivery = delivery
-        self.retry_entry = retry_entry
-        self.received = time.time()
-        self.mask = None
-        self.new_dir: Optional[str] = None
-        self.new_file: Optional[str] = None
-        self.root: Optional[str] = None
-        self.local_path: Optional[str] = None
-        self.posts: List[Message] = []
-        self.code, self.text = 201, "Downloaded"
-        self.outcome = "done"       # done | rejected | failed
-        self.file_complete = False
-
-    # v2 plugin vocabulary
-    headers = property(lambda self: self.msg.headers)
-    topic = property(lambda self: self.msg.topic)
-    exchange = property(lambda self: self.msg.exchange)
-    pubtime = property(lambda self: self.msg.pubtime)
-    baseurl = property(lambda self: self.msg.baseurl)
-    relpath = property(lambda self: self.msg.path)
-    urlstr = property(lambda self: self.msg.url)
-    isRetry = property(lambda self: self.retry_entry is not None)
-    partstr = property(lambda self: self.msg.headers.get("parts"))
-    sumstr = property(lambda self: self.msg.headers.get("sum"))
-
-    def get_elapse(self) -> float:
-        return time.time() - self.received
-
-
-class Counters(dict):
-    NAMES = ("received", "rejected", "accepted", "duplicates", "transferred", "bytes",
-             "posted", "failed", "retried", "malformed")
-
-    def __init__(self):
-        super().__init__({n: 0 for n in self.NAMES})
-
-    def line(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.items())
+#: URL scheme -> transfer driver module, imported on first use (paramiko is big)
+DRIVER_MODULES = {"http": "http", "https": "http", "sftp": "sftp", "ftp": "ftp",
+                  "ftps": "ftp", "file": "file"}
+#: retries are also taken after this many new messages, so a busy queue cannot starve them
+RETRY_EVERY = 100
 
 
 class Flow:
@@ -98,6 +60,8 @@ class Flow:
         self.msg: Optional[Work] = None
         self.counters = Counters()
         self.transfers = {}
+        self._by_base = {}
+        self._interruptible = False
         self.user_cache_dir = paths.state_dir(cfg.component, cfg.name or "-")
         self.credentials = Credentials.load()
         self.hooks = plugin.Hooks(self, self.log)
@@ -117,7 +81,8 @@ class Flow:
                 os.path.join(self.user_cache_dir, "recent_files_%03d.cache" % instance),
                 cfg.suppress_duplicates)
         self.retry = retry.RetryQueue(
-            os.path.join(self.user_cache_dir, "sr_%s_%s_%02d.retry" % (cfg.component, cfg.name or "-", instance)),
+            os.path.join(self.user_cache_dir,
+                         "sr_%s_%s_%02d.retry" % (cfg.component, cfg.name or "-", instance)),
             ttl=cfg.retry_ttl or cfg.expire or 86400)
         self._since_retry = 0
         self.last_activity = None
@@ -145,6 +110,10 @@ class Flow:
         self.broker = Broker(cfg.broker, password_lookup=self._password, logger=self.log,
                              should_stop=stop)
         self.broker.connect()
+        self.reporter = report.Reporter(self.broker, cfg.report_exchange, cfg.broker_user(),
+                                        enabled=bool(cfg.report_back) and self.preset.reports,
+                                        logger=self.log, hooks=self.hooks, parent=self)
+        self.reporter.probe()       # before consuming: a refusal must not touch deliveries
         self.consumer = Consumer(cfg, self.broker, self.log)
         self.consumer.start()
         if self.preset.posts and cfg.post_broker:
@@ -156,10 +125,6 @@ class Flow:
                     self.post_broker.declare_exchange(cfg.post_exchange)
                 except BrokerError as e:
                     self.log.warning("could not declare post exchange %s: %s", cfg.post_exchange, e)
-        rx = cfg.report_exchange
-        self.reporter = report.Reporter(self.broker, rx, cfg.broker_user(),
-                                        enabled=bool(cfg.report_back) and self.preset.reports,
-                                        logger=self.log, hooks=self.hooks, parent=self)
 
     def close(self):
         for t in self.transfers.values():
@@ -168,12 +133,20 @@ class Flow:
             except Exception:
                 pass
         self.transfers.clear()
+        self._by_base.clear()
         for b in (self.post_broker, self.broker):
             if b is not None:
                 try:
                     b.close()
                 except Exception:
                     pass
+
+    def interrupt(self):
+        """Called from the SIGTERM/SIGINT handler after the stop event is set: abort a
+        transfer that is blocked on the network (the message goes back to the queue)."""
+        if self._interruptible:
+            self._interruptible = False
+            raise TransferInterrupted()
 
     # ------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -187,10 +160,13 @@ class Flow:
                 if batch:
                     self.handle(batch)
                 self.heartbeat()
+        except BrokerStopped:
+            self.log.info("stop requested while waiting for the broker")
         finally:
             self.hooks.run("on_stop")
             if self.cache is not None:
                 self.cache.flush()
+            self.retry.close()
             self.close()
             self.log.info("stopped: %s", self.counters.line())
         return 0
@@ -199,7 +175,7 @@ class Flow:
         """Up to ``prefetch`` new messages; due retries when the queue has nothing."""
         limit = max(1, self.cfg.prefetch or 1)
         batch = []
-        take_retry = self._since_retry >= 100
+        take_retry = self._since_retry >= RETRY_EVERY
         wait = 0.0 if take_retry else self._idle_wait()
         delivery = self.consumer.get(wait)
         while delivery is not None:
@@ -239,18 +215,27 @@ class Flow:
             self.log.error("malformed message from exchange %s, key %s: %s (acknowledged and dropped)",
                            delivery.exchange, delivery.routing_key, e)
             self._report_malformed(delivery)
-            self.consumer.ack(delivery)
+            self._safe(self.consumer.ack, delivery)
             return None
         return Work(msg, delivery=delivery)
 
     def _report_malformed(self, delivery):
-        fields = str(delivery.body).split()
-        if len(fields) < 3 or self.reporter is None:
+        """Report 417 about a message that could not be decoded, when its body gives the
+        three fields a report needs (else there is nothing to say it about)."""
+        if self.reporter is None or not self.reporter.enabled:
             return
-        hdrs = {str(k): str(v) for k, v in (delivery.headers or {}).items()}
-        hdrs.setdefault("sum", "0,0000")
-        bad = Message(fields[0], fields[1], fields[2], hdrs, topic=str(delivery.routing_key))
-        self.reporter.report(bad, *report.MALFORMED, time.time())
+        fields = str(delivery.body).split()
+        if len(fields) < 3:
+            return
+        try:
+            hdrs = {str(k): str(v) for k, v in (delivery.headers or {}).items()
+                    if str(k).isprintable()}
+            hdrs.setdefault("sum", "0,0")
+            bad = Message(fields[0], fields[1], fields[2], hdrs,
+                          topic=str(delivery.routing_key) or "v02.post")
+            self.reporter.report(bad, *report.MALFORMED, time.time())
+        except (MessageError, ValueError, TypeError) as e:
+            self.log.warning("no report for the malformed message: %s", e)
 
     def handle(self, batch: List[Work]):
         for i, work in enumerate(batch):
@@ -272,6 +257,9 @@ class Flow:
                         self._safe(self.consumer.requeue, w.delivery)
                 return
         if self.cache is not None:
+            for w in batch:
+                if w.cache_key is not None and w.outcome == "done":
+                    self.cache.check_and_add(w.cache_key)
             self.cache.flush()
         for w in batch:
             if w.outcome == "returned":
@@ -285,7 +273,7 @@ class Flow:
                     try:
                         topic, body, headers = w.msg.encode(allow_long_headers=True)
                         self.retry.add(topic, body, headers, w.msg.exchange)
-                    except OSError as e:
+                    except (OSError, MessageError) as e:
                         self.log.error("cannot record %s for retry (%s); returning it to the queue",
                                        w.msg.path, e)
                         self._safe(self.consumer.requeue, w.delivery)
@@ -299,6 +287,8 @@ class Flow:
     def _safe(self, fn, *args):
         try:
             fn(*args)
+        except BrokerStopped:
+            raise
         except BrokerError as e:
             self.log.warning("%s: %s (the broker will redeliver)", fn.__name__, e)
 
@@ -309,7 +299,9 @@ class Flow:
             return
         self.msg = work
         try:
-            if work.retry_entry is None and not self.accept(work):
+            if not self.accept(work):
+                if work.retry_entry is not None:
+                    self.log.info("%s: no longer accepted, retry dropped", msg.url)
                 work.outcome = "rejected"
                 self.counters["rejected"] += 1
                 return
@@ -317,13 +309,15 @@ class Flow:
             if self.preset.check is not None:
                 self.preset.check(self, work)
             self.fill_defaults(msg)
+            if self.preset.place is not None and not self.cfg.notify_only:
+                self.preset.place(self, work)
             if not self.hooks.run("on_message"):
                 if work.outcome != "failed":      # msg_to_retry() keeps it for later
                     work.outcome = "rejected"
                 return
-            if self.cache is not None and work.retry_entry is None:
-                key = dupcache.cache_key(msg, self.cfg.suppress_duplicates_basis or "path")
-                if not self.cache.check_and_add(key):
+            if self.cache is not None:
+                work.cache_key = dupcache.cache_key(msg, self.cfg.suppress_duplicates_basis or "path")
+                if work.retry_entry is None and work.cache_key in self.cache:
                     self.counters["duplicates"] += 1
                     raise Outcome(*report.DUPLICATE)
             if self.preset.work is not None and not self.cfg.notify_only:
@@ -334,6 +328,7 @@ class Flow:
                 self.post(work)
             self.reporter.report(msg, work.code, work.text, work.received)
         except Outcome as o:
+            work.code, work.text = o.code, o.text
             if o.retry:
                 work.outcome = "failed"
                 self.counters["failed"] += 1
@@ -346,6 +341,9 @@ class Flow:
         except download_stopped:
             work.outcome = "returned"
             self.log.info("%s: stop requested during transfer, returned to the queue", msg.url)
+        except BrokerStopped:
+            work.outcome = "returned"
+            raise
         except Exception as e:  # a bug or an unexpected OS error: never lose the message
             work.outcome = "failed"
             self.counters["failed"] += 1
@@ -417,7 +415,22 @@ class Flow:
         except OSError as e:
             self.log.warning("cannot write %s: %s", path, e)
 
-    def transfer_for(self, url: str):
+    def transfer_for(self, url: str, baseurl: Optional[str] = None):
+        """The pooled transfer driver for url (one per scheme/host/port/user, kept open).
+        Raises KeyError for a scheme no driver handles."""
+        if baseurl is not None:
+            t = self._by_base.get(baseurl)
+            if t is not None:
+                return t
         from sarra import transfer
-        return transfer.for_url(url, self.transfers, credentials=self.credentials.lookup,
-                                timeout=self.cfg.timeout or 300, logger=self.log)
+        scheme = url.split(":", 1)[0].lower()
+        mod = DRIVER_MODULES.get(scheme)
+        if mod is None and scheme not in transfer.SCHEMES:
+            raise KeyError(scheme)
+        if mod is not None:
+            importlib.import_module("sarra.transfer." + mod)
+        t = transfer.for_url(url, self.transfers, credentials=self.credentials.lookup,
+                             timeout=self.cfg.timeout or 300, logger=self.log)
+        if baseurl is not None:
+            self._by_base[baseurl] = t
+        return t

@@ -45,6 +45,9 @@ def local_name(relpath: str, directory: str, mirror: bool = False, strip=0,
     if not comps:
         raise PlacementError(f"relpath {relpath!r} names no file")
     if rename:
+        if rename.startswith("/") or rename.startswith("~"):
+            raise PlacementError(f"rename {rename!r} is an absolute path: refusing to write "
+                                 "outside the target directory")
         rcomps = _components(unescape(rename), "rename")
         if rename.endswith("/"):
             rcomps = rcomps + comps[-1:]

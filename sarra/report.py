@@ -32,7 +32,12 @@ def hostname() -> str:
 
 
 class Reporter:
-    """Publishes reports about consumed messages to ``exchange`` on ``broker``."""
+    """Publishes reports about consumed messages to ``exchange`` on ``broker``.
+
+    probe() checks at start (before consuming) that the exchange exists; the first report
+    is then confirmed by the broker, which catches a refused publish (permissions). Either
+    failure gives one warning and switches reports off for this process.
+    """
 
     def __init__(self, broker, exchange: str, user: str, enabled: bool = True,
                  logger=None, hooks=None, parent=None):
@@ -45,6 +50,32 @@ class Reporter:
         self.hooks = hooks
         self.parent = parent
         self.sent = 0
+        self._confirmed = False
+
+    def _off(self, why) -> None:
+        self.enabled = False
+        self.log.warning("reports switched off: cannot publish to exchange %s (%s); "
+                         "set report_exchange or report_back off", self.exchange, why)
+
+    def probe(self) -> bool:
+        """True if reporting is on and the report exchange exists (passive declare)."""
+        if not self.enabled:
+            return False
+        b = self.broker
+        try:
+            exists = getattr(b, "exchange_exists", None)
+            if exists is not None:
+                if not exists(self.exchange):
+                    self._off("no such exchange")
+            else:
+                # passive exchange.declare (Broker has no public call for it yet)
+                b._do(lambda: b._chan.exchange_declare(self.exchange, "topic", passive=True),
+                      f"check exchange '{self.exchange}'")
+        except Exception as e:  # BrokerError: 404 not found, 403 access refused
+            if type(e).__name__ == "BrokerStopped":
+                raise
+            self._off(e)
+        return self.enabled
 
     def report(self, msg, code: int, text: str, received: float) -> None:
         if not self.enabled or msg is None:
@@ -58,11 +89,18 @@ class Reporter:
                     return
             finally:
                 self.parent.report_msg = saved
-        topic, body, headers = rep.encode(allow_long_headers=True)
+        try:
+            topic, body, headers = rep.encode(allow_long_headers=True)
+        except ValueError as e:   # MessageError: a header a plugin broke
+            self.log.warning("%s: report not sent: %s", msg.relpath, e)
+            return
         try:
             self.broker.publish(self.exchange, topic, body, headers)
+            if not self._confirmed:
+                self.broker.wait_confirms(timeout=30)
+                self._confirmed = True
             self.sent += 1
         except Exception as e:  # BrokerError, access refused, missing exchange
-            self.enabled = False
-            self.log.warning("reports switched off: cannot publish to exchange %s (%s); "
-                             "set report_exchange or report_back off", self.exchange, e)
+            if type(e).__name__ == "BrokerStopped":
+                raise
+            self._off(e)

@@ -10,6 +10,7 @@ component (start/stop/restart/status/sanity/cleanup).
 import logging
 import os
 import shutil
+import signal
 import sys
 
 from sarra import actions, components, config, consumer, instances, logs, paths
@@ -138,14 +139,17 @@ def _broker_action(component, action, cfg) -> int:
     try:
         b = _connect(component, cfg)
         try:
-            c = consumer.Consumer(cfg, b)
             if action == "cleanup":
                 instances.stop(component, cfg.name)
-                c.delete()
+                names = [n for n in (cfg.queue_name, consumer.saved_queue(cfg)) if n]
+                for q in dict.fromkeys(names):
+                    b.delete_queue(q)
                 consumer.forget_queue(cfg)
                 shutil.rmtree(paths.state_dir(component, cfg.name), ignore_errors=True)
-                print(f"{program} {cfg.name}: queue {c.queue} deleted, state removed")
+                print(f"{program} {cfg.name}: queue {' '.join(names) or '(none)'} deleted, "
+                      "state removed")
             else:
+                c = consumer.Consumer(cfg, b)
                 c.declare(bind=(action == "setup"))
                 print(f"{program} {cfg.name}: queue {c.queue} declared"
                       + (" and bound" if action == "setup" else ""))
@@ -172,6 +176,7 @@ def foreground(component, cfg, no=None) -> int:
         instances.write_pid(component, cfg.name, instance)
     try:
         flow = Flow(cfg, components.preset(component), logger=log, stop_event=stop, instance=instance)
+        _interrupt_transfers_on_stop(flow)
         return flow.run()
     except CredentialsError as e:
         log.error("%s", e)
@@ -184,3 +189,19 @@ def foreground(component, cfg, no=None) -> int:
         if background:
             instances.remove_pid(component, cfg.name, instance)
         logging.shutdown()
+
+
+def _interrupt_transfers_on_stop(flow):
+    """Chain Flow.interrupt after the stop handlers of instances.instance_signals: a
+    transfer blocked on a silent server is abandoned (its message returned to the queue)
+    instead of delaying the stop past a few seconds."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum, frame, previous=previous):
+            previous(signum, frame)
+            flow.interrupt()
+
+        signal.signal(sig, handler)

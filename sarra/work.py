@@ -1,0 +1,76 @@
+"""One message on its way through the flow, and the ways its handling can end early.
+
+Kept apart from flow.py so that the work steps (download.py, send.py) and plugins can use
+these without importing the engine.
+"""
+
+import time
+from typing import List, Optional
+
+from sarra.message import Message
+
+
+class download_stopped(Exception):
+    """Raised by a work step when a stop request interrupts a transfer."""
+
+
+class TransferInterrupted(BaseException):
+    """Raised from the signal handler into a transfer blocked on the network (see
+    Flow.interrupt). A BaseException so that drivers' ``except Exception`` clauses let it
+    through; the flow turns it into download_stopped."""
+
+
+class Outcome(Exception):
+    """Raised by a work step to end a message early with a report code."""
+
+    def __init__(self, code: int, text: str, retry: bool = False):
+        super().__init__(f"{code} {text}")
+        self.code, self.text, self.retry = code, text, retry
+
+
+class Work:
+    """One message on its way through the flow; plugins see it as ``parent.msg``."""
+
+    def __init__(self, msg: Message, delivery=None, retry_entry=None):
+        self.msg = msg
+        self.delivery = delivery
+        self.retry_entry = retry_entry
+        self.received = time.time()
+        self.mask = None
+        self.new_dir: Optional[str] = None
+        self.new_file: Optional[str] = None
+        self.root: Optional[str] = None
+        self.local_path: Optional[str] = None
+        self.posts: List[Message] = []
+        self.code, self.text = 201, "Downloaded"
+        self.outcome = "done"       # done | rejected | failed | returned
+        self.file_complete = False
+        self.cache_key = None
+
+    # v2 plugin vocabulary
+    headers = property(lambda self: self.msg.headers)
+    topic = property(lambda self: self.msg.topic)
+    exchange = property(lambda self: self.msg.exchange)
+    pubtime = property(lambda self: self.msg.pubtime)
+    time = property(lambda self: self.msg.pubtime)
+    baseurl = property(lambda self: self.msg.baseurl)
+    relpath = property(lambda self: self.msg.path)
+    urlstr = property(lambda self: self.msg.url)
+    isRetry = property(lambda self: self.retry_entry is not None)
+    isPulse = property(lambda self: self.msg.kind == "pulse")
+    partstr = property(lambda self: self.msg.headers.get("parts"))
+    sumstr = property(lambda self: self.msg.headers.get("sum"))
+
+    def get_elapse(self) -> float:
+        return time.time() - self.received
+
+
+class Counters(dict):
+    NAMES = ("received", "rejected", "accepted", "duplicates", "transferred", "bytes",
+             "posted", "failed", "retried", "malformed")
+
+    def __init__(self):
+        super().__init__({n: 0 for n in self.NAMES})
+
+    def line(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.items())

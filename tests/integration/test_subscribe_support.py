@@ -1,0 +1,269 @@
+"""Shared helpers of the sr_subscribe integration tests (this module holds no test).
+
+`sub_env` gives each test its own exchange, report exchange (with a tap bound to it),
+source and destination trees, a configuration name, and helpers to write the config,
+post with sr_post, publish hand-made v02 messages, run `sr_subscribe foreground` as a
+subprocess and wait for reports or files. Everything it started is stopped and the queue
+removed (`sr_subscribe cleanup`) when the test ends.
+"""
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import amqp
+import pytest
+
+from sarra import message
+from tests.conftest import amqp_connect, command_argv, command_env
+
+PLUGIN_ON_FILE = '''\
+import os
+from sarra.plugin import get_option
+
+def on_file(parent):
+    path = os.path.join(parent.msg.new_dir, parent.msg.new_file)
+    line = ("%d %s\\n" % (os.getpid(), path)).encode()
+    fd = os.open(get_option(parent, "count_file_log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return True
+'''
+
+
+def md5(path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_tree(root: Path, count: int, size: int = 100, subdirs: int = 10, prefix="f"):
+    """count files of about size bytes (distinct content) under root/d<k>/; {rel: md5}."""
+    out = {}
+    for i in range(count):
+        rel = f"d{i % subdirs}/{prefix}{i:05d}.txt"
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        data = (f"{prefix} {i} ".encode() * (size // 8 + 1))[:size]
+        p.write_bytes(data)
+        out[rel] = hashlib.md5(data).hexdigest()
+    return out
+
+
+class Reports:
+    """Reports read from the report exchange tap: parsed 7-field bodies plus headers."""
+
+    def __init__(self, tap):
+        self.tap = tap
+        self.items = []
+
+    def wait(self, count, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while len(self.items) < count and time.monotonic() < deadline:
+            for key, body, headers in self.tap.get(count - len(self.items), timeout=0.5):
+                f = body.split(" ")
+                self.items.append({"key": key, "body": body, "fields": f,
+                                   "code": int(f[3]) if len(f) > 3 and f[3].isdigit() else None,
+                                   "relpath": f[2] if len(f) > 2 else None,
+                                   "headers": {k: (v.decode() if isinstance(v, bytes) else v)
+                                               for k, v in headers.items()}})
+        return self.items
+
+    def settle(self, quiet=1.0):
+        """Read until nothing arrives for `quiet` seconds."""
+        while True:
+            n = len(self.items)
+            self.wait(n + 1, timeout=quiet)
+            if len(self.items) == n:
+                return self.items
+
+    def codes(self, relpath=None):
+        return [r["code"] for r in self.items if relpath is None or r["relpath"] == relpath]
+
+
+class SubEnv:
+    def __init__(self, home, uid, broker_url, amqp_exchange, amqp_tap, tmp_path):
+        self.home, self.uid, self.broker = Path(home), uid, broker_url
+        self.tmp = Path(tmp_path)
+        self.exchange = amqp_exchange(f"xs_guest_sub{uid}", durable=True)
+        self.report_exchange = amqp_exchange(f"xs_guest_rep{uid}")
+        self.reports = Reports(amqp_tap(self.report_exchange))
+        self.src = self.tmp / "src"
+        self.dst = self.tmp / "dst"
+        self.src.mkdir()
+        self.dst.mkdir()
+        self.name = f"t{uid}"
+        self.cfgdir = self.home / ".config" / "sarra" / "subscribe"
+        self.cfgdir.mkdir(parents=True, exist_ok=True)
+        self.plugdir = self.home / ".config" / "sarra" / "plugins"
+        self.plugdir.mkdir(parents=True, exist_ok=True)
+        self.on_file_log = self.tmp / "on_file.log"
+        (self.plugdir / "count_file.py").write_text(PLUGIN_ON_FILE)
+        self.procs = []
+        self.logs = []
+        self._conn = None
+
+    # ---------------------------------------------------------------- config
+    @property
+    def config_path(self) -> Path:
+        return self.cfgdir / f"{self.name}.conf"
+
+    def config(self, extra="", directory=None, report=True, count_files=True, accept=True):
+        lines = [f"broker {self.broker}", f"exchange {self.exchange}", "expire 5m",
+                 f"directory {directory or self.dst}", "heartbeat 2"]
+        if report:
+            lines.append(f"report_exchange {self.report_exchange}")
+        else:
+            lines.append("report_back off")
+        if count_files:
+            lines += ["on_file count_file", f"count_file_log {self.on_file_log}"]
+        lines += [x.strip() for x in extra.strip().splitlines() if x.strip()]
+        if accept:
+            lines.append("accept .*")
+        self.config_path.write_text("\n".join(lines) + "\n")
+        return self.config_path
+
+    def credentials(self, text):
+        p = self.home / ".config" / "sarra" / "credentials.conf"
+        p.write_text(text)
+        os.chmod(p, 0o600)
+
+    # ---------------------------------------------------------------- commands
+    def cmd(self, *args, timeout=60, check=False):
+        argv = command_argv("sr_subscribe") + [str(a) for a in args]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                           env=command_env(), cwd=str(self.home), stdin=subprocess.DEVNULL)
+        if check and r.returncode != 0:
+            raise AssertionError("sr_subscribe %s exited %d\n%s%s" % (
+                " ".join(map(str, args)), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def setup(self):
+        """Declare and bind the queue now, so that posts made before start are kept."""
+        self.cmd("setup", self.name, check=True)
+
+    def foreground(self, *extra):
+        """`sr_subscribe foreground <name>` as a subprocess; stderr kept in a log file."""
+        log = self.tmp / f"fg{len(self.logs) + 1}.log"
+        fh = open(log, "wb")
+        p = subprocess.Popen(command_argv("sr_subscribe") + [*extra, "foreground", self.name],
+                             stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, env=command_env(),
+                             cwd=str(self.home), start_new_session=True)
+        fh.close()
+        self.procs.append(p)
+        self.logs.append(log)
+        return p
+
+    def log_text(self, i=None):
+        logs = self.logs if i is None else [self.logs[i]]
+        return "".join(p.read_text(errors="replace") for p in logs if p.exists())
+
+    def stop(self, p, sig=signal.SIGTERM, timeout=10):
+        if p.poll() is None:
+            p.send_signal(sig)
+        return p.wait(timeout)
+
+    def post(self, *paths, blocksize="0", extra=(), base_url=None):
+        argv = command_argv("sr_post") + [
+            "--post_broker", self.broker, "--post_exchange", self.exchange,
+            "--post_base_url", base_url or self.base_url, "--post_base_dir", str(self.src),
+            "--blocksize", blocksize, *extra, *[str(p) for p in paths]]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                           env=command_env(), cwd=str(self.home), stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    # ---------------------------------------------------------------- raw publishing
+    def channel(self):
+        if self._conn is None:
+            self._conn = amqp_connect(self.broker)
+            self._ch = self._conn.channel()
+        return self._ch
+
+    def publish(self, body, headers, topic=None):
+        """Publish one message as given (bytes/str body, any headers)."""
+        if topic is None:
+            fields = body.split() if isinstance(body, str) else []
+            topic = message.topic_for("v02.post", fields[2]) if len(fields) >= 3 else "v02.post"
+        props = {"application_headers": headers, "delivery_mode": 2,
+                 "content_type": "text/plain", "content_encoding": "utf-8"}
+        self.channel().basic_publish(amqp.Message(body, **props), exchange=self.exchange,
+                                     routing_key=topic)
+
+    def publish_msg(self, msg):
+        topic, body, headers = msg.encode(allow_long_headers=True)
+        self.publish(body, headers, topic)
+
+    def queue_depth(self, queue):
+        _, count, _ = self.channel().queue_declare(queue, passive=True)
+        return count
+
+    # ---------------------------------------------------------------- state
+    def state_dir(self) -> Path:
+        return self.home / ".cache" / "sarra" / "subscribe" / self.name
+
+    def queue_name(self):
+        files = list(self.state_dir().glob("*.qname"))
+        return files[0].read_text().strip() if files else None
+
+    def on_file_lines(self):
+        try:
+            return [line.split(" ", 1)[1] for line in self.on_file_log.read_text().splitlines()]
+        except FileNotFoundError:
+            return []
+
+    def wait_files(self, expected, timeout=60.0, root=None):
+        """Wait until every rel of expected {rel: md5} exists under root with that md5."""
+        root = Path(root or self.dst)
+        pending = dict(expected)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for rel, digest in list(pending.items()):
+                p = root / rel
+                try:
+                    if p.is_file() and md5(p) == digest:
+                        del pending[rel]
+                except OSError:
+                    pass
+            if pending:
+                time.sleep(0.2)
+        return pending
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(10)
+        try:
+            self.cmd("cleanup", self.name, timeout=30)
+        except Exception:
+            pass
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def sub_env(home, uid, broker_url, amqp_exchange, amqp_tap, tmp_path):
+    env = SubEnv(home, uid, broker_url, amqp_exchange, amqp_tap, tmp_path)
+    try:
+        yield env
+    finally:
+        env.close()
+
+
+def files_under(root: Path):
+    """Every file (relative path) under root, temporary names included."""
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file())
