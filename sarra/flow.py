@@ -220,12 +220,16 @@ class Flow:
         return Work(msg, delivery=delivery)
 
     def _report_malformed(self, delivery):
-        """Report 417 about a message that could not be decoded, when its body gives the
-        three fields a report needs (else there is nothing to say it about)."""
+        """Report 417 about a message that could not be decoded, when its body starts with
+        the three fields of a post (else there is nothing to say it about)."""
         if self.reporter is None or not self.reporter.enabled:
             return
         fields = str(delivery.body).split()
         if len(fields) < 3:
+            return
+        try:
+            message.parse_time(fields[0])      # a body that is not a post gets no report
+        except ValueError:
             return
         try:
             hdrs = {str(k): str(v) for k, v in (delivery.headers or {}).items()

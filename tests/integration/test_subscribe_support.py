@@ -9,8 +9,11 @@ removed (`sr_subscribe cleanup`) when the test ends.
 
 import hashlib
 import os
+import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -24,15 +27,24 @@ PLUGIN_ON_FILE = '''\
 import os
 from sarra.plugin import get_option
 
-def on_file(parent):
+
+def _record(parent, hook):
     path = os.path.join(parent.msg.new_dir, parent.msg.new_file)
-    line = ("%d %s\\n" % (os.getpid(), path)).encode()
+    line = ("%d %s %s\\n" % (os.getpid(), hook, path)).encode()
     fd = os.open(get_option(parent, "count_file_log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, line)
     finally:
         os.close(fd)
     return True
+
+
+def on_file(parent):
+    return _record(parent, "on_file")
+
+
+def on_part(parent):
+    return _record(parent, "on_part")
 '''
 
 
@@ -119,11 +131,14 @@ class SubEnv:
         lines = [f"broker {self.broker}", f"exchange {self.exchange}", "expire 5m",
                  f"directory {directory or self.dst}", "heartbeat 2"]
         if report:
-            lines.append(f"report_exchange {self.report_exchange}")
+            rx = report if isinstance(report, str) else self.report_exchange
+            lines.append(f"report_exchange {rx}")
         else:
             lines.append("report_back off")
         if count_files:
             lines += ["on_file count_file", f"count_file_log {self.on_file_log}"]
+            if count_files == "parts":
+                lines.append("on_part count_file")
         lines += [x.strip() for x in extra.strip().splitlines() if x.strip()]
         if accept:
             lines.append("accept .*")
@@ -213,11 +228,21 @@ class SubEnv:
         files = list(self.state_dir().glob("*.qname"))
         return files[0].read_text().strip() if files else None
 
-    def on_file_lines(self):
+    def hook_lines(self, hook="on_file"):
+        """[(pid, path)] recorded by the count_file plugin for that hook."""
         try:
-            return [line.split(" ", 1)[1] for line in self.on_file_log.read_text().splitlines()]
+            text = self.on_file_log.read_text()
         except FileNotFoundError:
             return []
+        out = []
+        for line in text.splitlines():
+            pid, h, path = line.split(" ", 2)
+            if h == hook:
+                out.append((int(pid), path))
+        return out
+
+    def on_file_lines(self):
+        return [path for _, path in self.hook_lines("on_file")]
 
     def wait_files(self, expected, timeout=60.0, root=None):
         """Wait until every rel of expected {rel: md5} exists under root with that md5."""
@@ -262,6 +287,124 @@ def sub_env(home, uid, broker_url, amqp_exchange, amqp_tap, tmp_path):
         yield env
     finally:
         env.close()
+
+
+def post_msg(base_url, relpath, data=b"", headers=None, algo="d"):
+    """A v02 post for data served at base_url+relpath (whole file, md5 by default)."""
+    h = {"sum": f"{algo}," + (hashlib.md5(data).hexdigest() if algo == "d"
+                             else hashlib.sha512(data).hexdigest()),
+         "parts": f"1,{len(data)},1,0,0", "mtime": "20240315123456.5", "mode": "644"}
+    h.update(headers or {})
+    h = {k: v for k, v in h.items() if v is not None}
+    return message.make_post(message.now(), base_url, relpath, h)
+
+
+class HttpStub:
+    """A small keep-alive HTTP/1.1 server in a thread of the test process, for what the
+    module fixture server cannot do: count requests, hold a response half-way until a gate
+    opens (`gates`), trickle a body slowly (`trickle`), serve bytes from memory."""
+
+    def __init__(self):
+        self.files = {}          # path -> bytes
+        self.gates = {}          # path -> threading.Event: half the body, then wait
+        self.trickle = {}        # path -> bytes per 10 ms
+        self.requests = []       # paths asked for, in order
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def count(self, path):
+        return sum(1 for p in self.requests if p == path)
+
+    def close(self):
+        self.closing = True
+        for g in self.gates.values():
+            g.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = b""
+        try:
+            while not self.closing:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                hdrs = {k.strip().lower(): v.strip() for k, _, v in
+                        (line.partition(":") for line in lines[1:])}
+                self.requests.append(path)
+                self._answer(conn, path, hdrs.get("range"))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _answer(self, conn, path, rng):
+        from urllib.parse import unquote
+        data = self.files.get(unquote(path))
+        if data is None:
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            return
+        status = "200 OK"
+        extra = ""
+        m = re.match(r"bytes=(\d+)-(\d*)$", rng or "")
+        if m:
+            start = int(m.group(1))
+            end = int(m.group(2)) if m.group(2) else len(data) - 1
+            extra = f"Content-Range: bytes {start}-{end}/{len(data)}\r\n"
+            data, status = data[start:end + 1], "206 Partial Content"
+        conn.sendall(f"HTTP/1.1 {status}\r\nContent-Length: {len(data)}\r\n{extra}\r\n"
+                     .encode())
+        gate, step = self.gates.get(unquote(path)), self.trickle.get(unquote(path))
+        if gate is not None:
+            conn.sendall(data[:len(data) // 2])
+            gate.wait(60)
+            conn.sendall(data[len(data) // 2:])
+        elif step:
+            for i in range(0, len(data), step):
+                if self.closing:
+                    return
+                conn.sendall(data[i:i + step])
+                time.sleep(0.01)
+        else:
+            conn.sendall(data)
+
+
+@pytest.fixture
+def stub_http():
+    srv = HttpStub()
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+def wait_for(predicate, timeout=20.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
 
 
 def files_under(root: Path):

@@ -1,0 +1,113 @@
+"""Files announced in blocks, delivered in shuffled order: reassembly in place (one and two
+instances, on_file exactly once) and separate part files (inplace off)."""
+
+import hashlib
+import os
+import random
+
+import pytest
+
+from sarra import checksum, message
+from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+    files_under, md5, sub_env, wait_for)
+
+SIZE = 100_000_000          # 100 MB ...
+BSZ = 10 << 20              # ... in 10 MiB blocks: 9 full blocks and a short last one
+
+
+@pytest.fixture(scope="module")
+def big(http_server):
+    """A 100 MB file on the module's HTTP server, with its block posts (unshuffled)."""
+    path = http_server.root / "big.bin"
+    with open(path, "wb") as f:
+        for _ in range(SIZE // (10 << 20) + 1):
+            f.write(os.urandom(min(10 << 20, SIZE - f.tell())))
+    parts = checksum.plan_parts(SIZE, BSZ)
+    sums = checksum.hash_parts(str(path), "d", parts)
+    st = os.stat(path)
+    msgs = [message.make_post(message.now(), http_server.url, "/big.bin", {
+        "sum": "d," + s, "parts": str(p), "mtime": message.format_time(st.st_mtime),
+        "atime": message.format_time(st.st_atime), "mode": "644"})
+        for p, s in zip(parts, sums)]
+    return path, md5(path), msgs
+
+
+def _publish_shuffled(env, msgs, seed):
+    order = list(range(len(msgs)))
+    random.Random(seed).shuffle(order)
+    if order[-1] == len(msgs) - 1:          # the last block must not come last
+        order[-1], order[0] = order[0], order[-1]
+    for i in order:
+        env.publish_msg(msgs[i])
+    return order
+
+
+def test_inplace_shuffled_blocks_one_instance(sub_env, big):
+    env = sub_env
+    path, digest, msgs = big
+    assert len(msgs) == 10 and msgs[-1].parts.length == SIZE - 9 * BSZ
+    env.config(count_files="parts")
+    env.setup()
+    _publish_shuffled(env, msgs, 1)
+    p = env.foreground()
+    reports = env.reports.wait(10, timeout=120)
+    assert [r["code"] for r in reports] == [201] * 10, env.log_text()
+    assert {r["headers"]["message"] for r in reports} == {"Inserted"}
+    final = env.dst / "big.bin"
+    assert md5(final) == digest
+    assert os.stat(final).st_mtime == pytest.approx(os.stat(path).st_mtime, abs=0.01)
+    assert env.on_file_lines() == [str(final)]              # exactly once, when complete
+    assert len(env.hook_lines("on_part")) == 10
+    assert files_under(env.dst) == ["big.bin"]               # no temporary file left
+    # the same blocks again (a redelivery): nothing is rewritten, on_file does not fire
+    for m in msgs[:3]:
+        env.publish_msg(m)
+    later = env.reports.wait(13, timeout=30)[10:]
+    assert [r["code"] for r in later] == [304] * 3
+    assert env.on_file_lines() == [str(final)]
+    assert md5(final) == digest
+    env.stop(p)
+
+
+def test_inplace_shuffled_blocks_two_instances(sub_env, big):
+    env = sub_env
+    path, digest, msgs = big
+    env.config(count_files="parts", extra="instances 2\nprefetch 1")
+    env.setup()
+    r = env.cmd("start", env.name, check=True)
+    assert "started 2 instance(s)" in r.stdout, r.stdout + r.stderr
+    queue = env.queue_name()
+    assert wait_for(lambda: env.channel().queue_declare(queue, passive=True)[2] == 2)
+    _publish_shuffled(env, msgs, 2)
+    reports = env.reports.wait(10, timeout=120)
+    assert [r["code"] for r in reports] == [201] * 10
+    final = env.dst / "big.bin"
+    assert md5(final) == digest
+    assert env.on_file_lines() == [str(final)]
+    pids = {pid for pid, _ in env.hook_lines("on_part")}
+    assert len(pids) == 2, env.hook_lines("on_part")     # both instances wrote blocks
+    assert files_under(env.dst) == ["big.bin"]
+    r = env.cmd("stop", env.name, check=True)
+    assert "stopped 2 instance(s)" in r.stdout
+
+
+def test_part_files_when_inplace_off(sub_env, big):
+    env = sub_env
+    path, digest, msgs = big
+    env.config(count_files="parts", extra="inplace off")
+    env.setup()
+    _publish_shuffled(env, msgs, 3)
+    p = env.foreground()
+    reports = env.reports.wait(10, timeout=120)
+    assert [r["code"] for r in reports] == [201] * 10, env.log_text()
+    brem = SIZE % BSZ
+    names = [f"big.bin.{BSZ}.10.{brem}.{k}.d.Part" for k in range(10)]
+    assert files_under(env.dst) == sorted(names)
+    data = path.read_bytes()
+    for k, name in enumerate(names):
+        block = data[k * BSZ:(k + 1) * BSZ]
+        assert hashlib.md5((env.dst / name).read_bytes()).hexdigest() == \
+            hashlib.md5(block).hexdigest(), name
+    assert env.on_file_lines() == []                  # no whole file was assembled here
+    assert len(env.hook_lines("on_part")) == 10
+    env.stop(p)
