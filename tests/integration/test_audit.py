@@ -320,3 +320,26 @@ def test_reports_reach_their_source_only(pump, home, tmp_path):
                 p.kill()
     rest = procs[-1].stdout.read()
     assert "forged" not in rest and "not-hers" not in rest, rest
+
+
+def test_watchdog_loop_repairs(pump, home, tmp_path):
+    write("audit.conf", open(os.path.join(paths.config_dir(), "audit.conf")).read()
+          + "heartbeat 1\n")
+    proc = _start("sr_police", ["--fix", "foreground"], home, tmp_path)
+    try:
+        junk = pump.api + "exchanges/%s/junk%s" % (pump.vhost, pump.uid)
+        deadline = time.monotonic() + 20
+        while pump.session.get(pump.api + "exchanges/%s/xpublic" % pump.vhost).status_code \
+                != 200:                                # its first pass set the pump up
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        assert pump.session.put(junk, json={"type": "topic", "durable": True}).ok
+        while pump.session.get(junk).status_code != 404:
+            assert time.monotonic() < deadline, "the watchdog did not delete junk"
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    log = (tmp_path / "sr_police.log").read_text()
+    assert "fixed    exchange 'junk%s': name does not start with 'x' -> deleted" % pump.uid \
+        in log, log
