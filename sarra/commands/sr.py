@@ -473,8 +473,10 @@ def do_status(items: List[Item]) -> int:
 
 def do_list(items: List[Item]) -> int:
     print(f"configurations in {paths.config_dir()}:")
+    labels = {it: f"{it.component}/{it.name}" for it in items}
+    width = max([len(v) for v in labels.values()] + [0])
     for it in sorted(items, key=lambda i: (i.component, i.name)):
-        print(f"  {it.component}/{it.name}  {'enabled' if it.enabled else 'disabled'}")
+        print(f"  {labels[it]:<{width}}  {'enabled' if it.enabled else 'disabled'}")
     if not items:
         print("  (none)")
     return common.OK
