@@ -274,7 +274,7 @@ def _readline(proc, timeout):
 
 
 def _start(name, argv, home, logs):
-    log = open(logs / (name + ".log"), "w")
+    log = open(logs / ("%s_%s.log" % (name, argv[-1])), "w")
     return subprocess.Popen(command_argv(name.split(":")[0]) + argv, stdout=subprocess.PIPE,
                             stderr=log, text=True, env=command_env(), cwd=str(home))
 
@@ -340,6 +340,6 @@ def test_watchdog_loop_repairs(pump, home, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
-    log = (tmp_path / "sr_police.log").read_text()
+    log = (tmp_path / "sr_police_foreground.log").read_text()
     assert "fixed    exchange 'junk%s': name does not start with 'x' -> deleted" % pump.uid \
         in log, log
