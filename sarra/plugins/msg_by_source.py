@@ -10,6 +10,9 @@ xr_<source>. With no ``msg_by_source`` option every message is dropped (error lo
 from sarra.plugin import plugin_logger
 from sarra.plugins.msg_by_user import message_of, wanted
 
+#: plugin options this module reads (for unknown-option checks)
+OPTIONS = ("msg_by_source",)
+
 _warned = set()
 
 

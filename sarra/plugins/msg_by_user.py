@@ -10,6 +10,9 @@ With no ``msg_by_user`` option every message is dropped (and an error is logged 
 
 from sarra.plugin import plugin_logger
 
+#: plugin options this module reads (for unknown-option checks)
+OPTIONS = ("msg_by_user",)
+
 _warned = set()
 
 
