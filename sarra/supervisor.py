@@ -394,8 +394,11 @@ class Supervisor:
         comp, name, n = key
         self.dirty = True
         slot.proc, pid, slot.pid, slot.term_at = None, slot.pid, None, None
-        if instances.read_expected(comp, name) < n:
-            self.log.info("%s (pid %d) %s: stopped", self._who(key), pid, what)
+        if instances.read_expected(comp, name) < n or \
+                self._restarted_by_someone(key, slot, now):
+            self.log.info("%s (pid %d) %s: stopped by a stop or restart", self._who(key),
+                          pid, what)
+            slot.delay, slot.next_start = 0.0, now
             return
         slot.delay = next_delay(slot.delay, uptime)
         slot.next_start = now + slot.delay
@@ -403,6 +406,16 @@ class Supervisor:
         slot.last_exit, slot.died = what, now
         self.log.warning("%s (pid %d) %s after %s up; restart in %gs", self._who(key), pid,
                          what, _age(uptime), slot.delay)
+
+    @staticmethod
+    def _restarted_by_someone(key: Key, slot: Slot, now: float) -> bool:
+        """Was the count rewritten (a stop then a start: `sr restart`) after this instance
+        started and shortly before it ended?  Then its end was asked for."""
+        try:
+            changed = instances.state_file(key[0], key[1]).stat().st_mtime
+        except OSError:
+            return False
+        return changed > slot.started + 1.0 and now - changed <= STOP_TIMEOUT + 5
 
     def _start(self, key: Key, slot: Slot, now: float) -> None:
         comp, name, n = key

@@ -250,6 +250,8 @@ def test_pump_start_supervise_sanity_stop(pump, amqp_tap):
     new_a = pump.live_pids("subscribe", a)
     assert len(new_a) == 2 and not set(new_a) & set(old_a)
     assert pump.live_pids("subscribe", b) == old_b
+    time.sleep(0.6)                                # a supervisor pass: not counted as deaths
+    assert table(pump.sr("status", f"subscribe/{a}").stdout)[1][a]["RESTARTS"] == "0"
 
     # ---- stop one config: it stays stopped; its queue fills up
     r = pump.sr("stop", f"shovel/{c}")

@@ -332,3 +332,21 @@ def test_cli_usage_errors(home, capsys):
     assert "unknown option --bogus" in capsys.readouterr().err
     assert sr.main(["--help"]) == 0
     assert "sanity" in capsys.readouterr().out
+
+
+def test_end_asked_by_a_restart_is_no_death(sup, caplog):
+    conf("r")
+    instances.write_expected(COMP, "r", 1)
+    sup.tick()
+    slot = sup.slots[(COMP, "r", 1)]
+    old = slot.pid
+    wait_ready("r", 1)
+    slot.started -= 5                    # it has been up a while
+    # `sr restart` between two passes: count to 0, instance stopped, count back
+    instances.stop(COMP, "r", timeout=3)
+    instances.write_expected(COMP, "r", 1)
+    with caplog.at_level("INFO", logger="test.supervisor"):
+        sup.tick()
+    assert "stopped by a stop or restart" in caplog.text
+    assert slot.restarts == 0 and slot.last_exit is None
+    assert slot.pid not in (None, old) and pids("r") == [slot.pid]   # started again at once
