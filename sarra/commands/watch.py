@@ -240,7 +240,7 @@ class Daemon:
                 if left > 0:
                     self.stop.wait(left)
                 if not self.pending and not self.poller.entries and not self.sink.q:
-                    self.sink.wake.wait(1.0)
+                    self.sink.wake.wait(0.25)
         finally:
             self.hooks.run("on_stop")
             self.state.close()

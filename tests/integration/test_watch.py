@@ -1,0 +1,393 @@
+"""sr_watch against the real broker: events, selection, in-flight files, parts, restarts.
+
+Every behaviour is checked with inotify and with polling (force_polling) where both apply.
+The helpers here (watch_env, Msgs) are shared by the other test_watch_* modules.
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import command_argv, command_env
+
+BASE_URL = "http://127.0.0.1:8090/"
+MODES = ["inotify", "polling"]
+
+
+class WatchProc:
+    """`sr_watch foreground <name>` as a subprocess, output in a file."""
+
+    def __init__(self, home: Path, name: str, lines, wrapper=(), env=None):
+        cdir = home / ".config" / "sarra" / "watch"
+        cdir.mkdir(parents=True, exist_ok=True)
+        (cdir / f"{name}.conf").write_text("\n".join(lines) + "\n")
+        self.out = home / f"{name}.out"
+        with open(self.out, "ab") as fh:
+            self.proc = subprocess.Popen(
+                list(wrapper) + command_argv("sr_watch") + ["foreground", name],
+                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                env=command_env(env), cwd=str(home))
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def wait_for(self, needle: str, timeout: float = 15.0, count: int = 1) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if text.count(needle) >= count:
+                return text
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not in the sr_watch output "
+                             f"(exit {self.proc.poll()}):\n{self.text()[-4000:]}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+class Msgs:
+    """What arrived on the tap: (relpath, headers) with bytes decoded."""
+
+    def __init__(self, tap):
+        self.tap = tap
+
+    def get(self, count, timeout=10.0):
+        out = []
+        for key, body, headers in self.tap.get(count, timeout=timeout):
+            h = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in headers.items()}
+            out.append(Msg(key, body, h))
+        return out
+
+    def none(self, wait=1.5):
+        extra = self.get(1, timeout=wait)
+        assert extra == [], f"unexpected post(s): {extra}"
+
+
+class Msg:
+    def __init__(self, key, body, headers):
+        self.key, self.body, self.h = key, body, headers
+        self.pubtime, self.baseurl, self.relpath = body.split(" ")[:3]
+        self.algo = headers["sum"].split(",")[0]
+
+    def __repr__(self):
+        extra = {k: v for k, v in self.h.items() if k in ("parts", "newname", "oldname", "link")}
+        return f"<{self.algo} {self.relpath} {extra}>"
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+class WatchEnv:
+    def __init__(self, home, uid, broker_url, amqp_exchange, amqp_tap, tmp_path):
+        self.home, self.uid, self.broker = Path(home), uid, broker_url
+        self.base = Path(tmp_path) / "src"
+        self.root = self.base / "watched"
+        self.root.mkdir(parents=True)
+        self.exchange = amqp_exchange(f"xs_guest_w{uid}", durable=True)
+        self.msgs = Msgs(amqp_tap(self.exchange))
+        self.procs = []
+
+    def lines(self, extra=(), root=None, mode="inotify"):
+        lines = [f"post_broker {self.broker}", f"post_base_url {BASE_URL}",
+                 f"post_base_dir {self.base}", f"post_exchange {self.exchange}",
+                 f"path {root or self.root}"]
+        if mode == "polling":
+            lines.append("force_polling on")
+        return lines + list(extra)
+
+    def start(self, extra=(), mode="inotify", name=None, root=None, wrapper=(), ready=True):
+        w = WatchProc(self.home, name or f"w{self.uid}", self.lines(extra, root, mode), wrapper)
+        self.procs.append(w)
+        if ready:
+            w.wait_for("watching ")
+        return w
+
+    def close(self):
+        for w in self.procs:
+            w.stop()
+
+
+@pytest.fixture
+def watch_env(home, uid, broker_url, amqp_exchange, amqp_tap, tmp_path):
+    env = WatchEnv(home, uid, broker_url, amqp_exchange, amqp_tap, tmp_path)
+    yield env
+    env.close()
+
+
+# ---------------------------------------------------------------- events
+
+@pytest.mark.parametrize("mode", MODES)
+def test_events_create_modify_link_rename_subdirs_delete(watch_env, mode):
+    env, root = watch_env, watch_env.root
+    (root / "before").mkdir()
+    (root / "before" / "old.txt").write_text("old\n")
+    env.start(mode=mode)
+    m, = env.msgs.get(1)                                    # post_on_start
+    assert (m.relpath, m.algo) == ("/watched/before/old.txt", "d")
+
+    (root / "file1.txt").write_text("watch me\n")          # the captured v2 sample
+    m, = env.msgs.get(1)
+    assert m.relpath == "/watched/file1.txt" and m.key == "v02.post.watched"
+    assert m.h["sum"] == "d,1fb37c9e3a4f5805a8153ee5779500f7"
+    assert m.h["parts"] == "1,9,1,0,0" and m.h["mode"] == "644" and m.h["to_clusters"]
+    assert m.baseurl == BASE_URL
+
+    with open(root / "file1.txt", "a") as f:
+        f.write("and me\n")
+    m, = env.msgs.get(1)
+    assert m.h["sum"] == "d," + md5(b"watch me\nand me\n") and m.h["parts"] == "1,16,1,0,0"
+
+    os.symlink("file1.txt", root / "link1")
+    m, = env.msgs.get(1)
+    assert (m.relpath, m.algo, m.h["link"]) == ("/watched/link1", "L", "file1.txt")
+    assert "parts" not in m.h
+
+    os.rename(root / "file1.txt", root / "renamed.txt")
+    r, p = env.msgs.get(2)
+    assert (r.relpath, r.algo, r.h["newname"]) == ("/watched/file1.txt", "R",
+                                                  "/watched/renamed.txt")
+    assert r.h["sum"] == "R," + hashlib.sha512(b"file1.txt").hexdigest()
+    assert (p.relpath, p.algo, p.h["oldname"]) == ("/watched/renamed.txt", "d",
+                                                  "/watched/file1.txt")
+    assert r.pubtime <= p.pubtime
+
+    (root / "sub" / "deep").mkdir(parents=True)            # files already inside get posted
+    (root / "sub" / "deep" / "a.txt").write_text("a\n")
+    (root / "sub" / "b.txt").write_text("b\n")
+    got = env.msgs.get(2)
+    assert sorted(x.relpath for x in got) == ["/watched/sub/b.txt", "/watched/sub/deep/a.txt"]
+    (root / "sub" / "deep" / "c.txt").write_text("c\n")    # and the new one is watched
+    m, = env.msgs.get(1)
+    assert m.relpath == "/watched/sub/deep/c.txt"
+
+    os.rename(root / "sub", root / "moved")                 # a directory move: every file
+    got = env.msgs.get(6)
+    rs = {x.relpath: x.h.get("newname") for x in got if x.algo == "R"}
+    assert rs == {"/watched/sub/b.txt": "/watched/moved/b.txt",
+                  "/watched/sub/deep/a.txt": "/watched/moved/deep/a.txt",
+                  "/watched/sub/deep/c.txt": "/watched/moved/deep/c.txt"}
+    ps = {x.relpath: x.h.get("oldname") for x in got if x.algo == "d"}
+    assert ps == {v: k for k, v in rs.items()}
+
+    os.unlink(root / "renamed.txt")
+    os.unlink(root / "link1")
+    shutil.rmtree(root / "before")
+    got = env.msgs.get(3)
+    assert sorted((x.relpath, x.algo) for x in got) == [
+        ("/watched/before/old.txt", "R"), ("/watched/link1", "R"), ("/watched/renamed.txt", "R")]
+    assert all(set(x.h) == {"to_clusters", "sum"} for x in got)
+    env.msgs.none()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_event_selection_and_accept_reject(watch_env, mode):
+    env, root = watch_env, watch_env.root
+    env.start(["events create,link", r"reject .*\.tmp$", r"reject .*/skip/.*", "accept .*"],
+              mode=mode)
+    (root / "a.txt").write_text("1")
+    (root / "b.tmp").write_text("1")
+    (root / "skip").mkdir()
+    (root / "skip" / "c.txt").write_text("1")
+    m, = env.msgs.get(1)
+    assert m.relpath == "/watched/a.txt"
+    env.msgs.none(1.0)
+    (root / "a.txt").write_text("22")                       # modify: not selected
+    os.symlink("a.txt", root / "l")                         # link: selected
+    m, = env.msgs.get(1)
+    assert (m.relpath, m.algo) == ("/watched/l", "L")
+    os.unlink(root / "a.txt")                               # delete: not selected
+    (root / "z.txt").write_text("z")
+    m, = env.msgs.get(1)
+    assert m.relpath == "/watched/z.txt"
+    env.msgs.none(1.0)
+
+
+# ---------------------------------------------------------------- files being written
+
+@pytest.mark.parametrize("mode", MODES)
+def test_file_kept_open_is_posted_once_complete(watch_env, mode):
+    env, root = watch_env, watch_env.root
+    env.start(mode=mode)
+    with open(root / "slow.bin", "wb") as f:
+        f.write(b"first half ")
+        f.flush()
+        assert env.msgs.get(1, timeout=2.5) == []           # still open for writing
+        f.write(b"second half")
+    m, = env.msgs.get(1)
+    assert m.h["sum"] == "d," + md5(b"first half second half")
+    env.msgs.none(1.0)
+
+
+def test_inflight_seconds_waits_for_quiet(watch_env):
+    env, root = watch_env, watch_env.root
+    env.start(["inflight 2"])
+    t0 = time.monotonic()
+    for piece in (b"a" * 10, b"b" * 10, b"c" * 10):        # writer closing after each piece
+        with open(root / "pieces", "ab") as f:
+            f.write(piece)
+        time.sleep(0.6)
+    last = time.monotonic()
+    m, = env.msgs.get(1, timeout=10)
+    assert time.monotonic() - last >= 1.2, "posted before being quiet for inflight seconds"
+    assert m.h["sum"] == "d," + md5(b"a" * 10 + b"b" * 10 + b"c" * 10)
+    assert time.monotonic() - t0 < 8
+    env.msgs.none(1.0)
+
+
+def _blocks(data, bsz):
+    return {i: md5(data[i * bsz:(i + 1) * bsz]) for i in range((len(data) + bsz - 1) // bsz)}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_only_changed_blocks_are_posted_again(watch_env, mode):
+    env, root = watch_env, watch_env.root
+    bsz = 1 << 20
+    env.start(["blocksize 1M"], mode=mode)
+    data = os.urandom(3 * bsz + bsz // 2)
+    (root / "big").write_bytes(data)
+    got = env.msgs.get(4)
+    assert sorted(m.h["parts"] for m in got) == [f"i,{bsz},4,{bsz // 2},{k}" for k in range(4)]
+    assert {int(m.h["parts"].split(",")[4]): m.h["sum"][2:] for m in got} == _blocks(data, bsz)
+    assert len({m.pubtime for m in got}) == 1
+
+    more = os.urandom(bsz)                                  # append: block 3 grows, block 4 new
+    with open(root / "big", "ab") as f:
+        f.write(more)
+    data += more
+    got = env.msgs.get(2)
+    assert sorted(m.h["parts"] for m in got) == [f"i,{bsz},5,{bsz // 2},3", f"i,{bsz},5,{bsz // 2},4"]
+    blocks = _blocks(data, bsz)
+    assert all(m.h["sum"][2:] == blocks[int(m.h["parts"].split(",")[4])] for m in got)
+    env.msgs.none(1.0)
+
+    with open(root / "big", "r+b") as f:                    # rewrite bytes inside block 1
+        f.seek(bsz + 10)
+        f.write(b"X" * 100)
+    data = data[:bsz + 10] + b"X" * 100 + data[bsz + 110:]
+    m, = env.msgs.get(1)
+    assert m.h["parts"] == f"i,{bsz},5,{bsz // 2},1" and m.h["sum"][2:] == md5(data[bsz:2 * bsz])
+    env.msgs.none(1.0)
+
+
+def test_file_written_for_a_long_time_is_posted_at_intervals(watch_env):
+    env, root = watch_env, watch_env.root
+    bsz = 64 * 1024
+    env.start(["blocksize 64K", "snapshot_interval 1"])
+    stop = threading.Event()
+    chunks = []
+
+    def writer():
+        with open(root / "growing", "wb") as f:
+            while not stop.is_set():
+                c = os.urandom(bsz)
+                f.write(c)
+                f.flush()
+                chunks.append(c)
+                time.sleep(0.2)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        early = env.msgs.get(3, timeout=4)                  # while the writer still writes
+    finally:
+        stop.set()
+        t.join()
+    assert early, "nothing posted while the file was being written"
+    data = b"".join(chunks)
+    blocks = _blocks(data, bsz)
+    got = early + env.msgs.get(len(blocks) - len(early), timeout=10)
+    env.msgs.none(1.5)
+    bnos = [int(m.h["parts"].split(",")[4]) for m in got]
+    assert sorted(bnos) == sorted(blocks), "each block exactly once"
+    assert all(m.h["sum"][2:] == blocks[int(m.h["parts"].split(",")[4])] for m in got)
+
+
+# ---------------------------------------------------------------- start-up and restarts
+
+def test_restart_after_crash_posts_only_what_changed(watch_env):
+    env, root = watch_env, watch_env.root
+    for n in "abc":
+        (root / n).write_text(n)
+    w = env.start()
+    assert sorted(m.relpath for m in env.msgs.get(3)) == ["/watched/a", "/watched/b",
+                                                           "/watched/c"]
+    time.sleep(0.5)
+    w.stop(signal.SIGKILL)
+    (root / "b").write_text("bb")                           # changed while down
+    os.unlink(root / "c")                                   # removed while down
+    (root / "d").write_text("d")                            # new while down
+    os.utime(root / "a")                                    # touched: same content
+    w2 = env.start()
+    got = env.msgs.get(3)
+    assert sorted((m.relpath, m.algo) for m in got) == [
+        ("/watched/b", "d"), ("/watched/c", "R"), ("/watched/d", "d")]
+    env.msgs.none(1.0)
+    assert w2.stop() == 0
+    env.start()                                             # clean restart: nothing
+    env.msgs.none(2.0)
+
+
+def test_post_on_start_off(watch_env):
+    env, root = watch_env, watch_env.root
+    (root / "old").write_text("old")
+    env.start(["post_on_start off"])
+    (root / "new").write_text("new")
+    m, = env.msgs.get(1)
+    assert m.relpath == "/watched/new"
+    os.unlink(root / "old")                                 # existed before: removal posted
+    m, = env.msgs.get(1)
+    assert (m.relpath, m.algo) == ("/watched/old", "R")
+    env.msgs.none(1.0)
+
+
+def test_part_files_are_posted_as_method_p(watch_env):
+    env, root = watch_env, watch_env.root
+    env.start()
+    block = os.urandom(1000)
+    (root / "big.grib2.1000.3.500.1.d.Part").write_bytes(block)
+    m, = env.msgs.get(1)
+    assert m.relpath == "/watched/big.grib2.1000.3.500.1.d.Part"
+    assert m.h["parts"] == "p,1000,3,500,1" and m.h["sum"] == "d," + md5(block)
+
+
+def test_actions_start_status_stop_cleanup(watch_env, run_cmd):
+    env, root = watch_env, watch_env.root
+    name = f"a{env.uid}"
+    cdir = env.home / ".config" / "sarra" / "watch"
+    cdir.mkdir(parents=True, exist_ok=True)
+    (cdir / f"{name}.conf").write_text("\n".join(env.lines()) + "\n")
+    try:
+        r = run_cmd(["sr_watch", "start", name], check=True)
+        assert "started 1" in r.stdout
+        (root / "x").write_text("x")
+        m, = env.msgs.get(1, timeout=15)
+        assert m.relpath == "/watched/x"
+        assert "running" in run_cmd(["sr_watch", "status", name], check=True).stdout
+        assert name in run_cmd(["sr_watch", "list"], check=True).stdout
+        assert "post_exchange" in run_cmd(["sr_watch", "show", name], check=True).stdout
+    finally:
+        r = run_cmd(["sr_watch", "stop", name])
+    assert "stopped 1" in r.stdout
+    assert "stopped" in run_cmd(["sr_watch", "status", name]).stdout
+    run_cmd(["sr_watch", "cleanup", name], check=True)
+    assert not (env.home / ".cache" / "sarra" / "watch" / name).exists()
+    r = run_cmd(["sr_watch", "status"])
+    assert r.returncode == 0
+    assert run_cmd(["sr_watch", "frobnicate", name]).returncode == 2
