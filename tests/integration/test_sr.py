@@ -286,6 +286,9 @@ def test_pump_start_supervise_sanity_stop(pump, amqp_tap):
     try:
         with pytest.raises(amqp.exceptions.NotFound):
             conn.channel().queue_declare(pump.queues[2], passive=True)
+        r = pump.sr("declare", f"shovel/{c}")              # and declare makes it again
+        assert r.returncode == 0, r.stderr
+        assert conn.channel().queue_declare(pump.queues[2], passive=True).message_count == 0
     finally:
         conn.close()
 
@@ -343,7 +346,9 @@ def test_works_with_only_home_in_the_environment(pump):
     """As from cron: no tty, no XDG variables, nothing but HOME (and PYTHONPATH, since
     sarra is not installed here)."""
     name = f"k_{pump.uid}"
-    pump.add("subscribe", name, "reject .*\n", instances=1)
+    # quiet: no heartbeat line in the log, but the stats file shows it is alive (not hung)
+    pump.add("subscribe", name, "reject .*\nloglevel warning\nsanity_log_dead 2\n",
+             instances=1)
     env = {"HOME": str(pump.home), "PYTHONPATH": str(REPO)}
 
     def sr(*args):
@@ -355,8 +360,13 @@ def test_works_with_only_home_in_the_environment(pump):
     assert r.returncode == 0, r.stderr
     assert len(pump.live_pids("subscribe", name, 1)) == 1
     assert pump.supervisor_pid()
+    first = pump.pid("subscribe", name, 1)
+    time.sleep(3.5)
     r = sr("status")
     assert r.returncode == 0 and table(r.stdout)[1][name]["RUN/EXP"] == "1/1"
+    assert table(r.stdout)[1][name]["STATE"] == "running"
+    assert pump.pid("subscribe", name, 1) == first and alive(first)
+    assert "[INFO]" not in pump.log(f"sr_subscribe_{name}_01.log")
     r = sr("stop")
     assert r.returncode == 0
     assert not [p for p in pump.seen if alive(p)]
