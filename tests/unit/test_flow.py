@@ -1,0 +1,181 @@
+"""The flow engine's bookkeeping with a fake queue: what is acked, requeued, kept for retry,
+reported and recorded in the duplicate cache, and in which order retries come back."""
+
+import hashlib
+import time
+
+import pytest
+
+from sarra import components, config, message
+from sarra.broker import Delivery, DeliveryTag
+from sarra.flow import Flow
+from sarra.work import Outcome
+
+
+class FakeConsumer:
+    def __init__(self, deliveries=()):
+        self.inbox = list(deliveries)
+        self.acked, self.requeued = [], []
+        self.queue = "q_test"
+
+    def get(self, timeout):
+        return self.inbox.pop(0) if self.inbox else None
+
+    def ack(self, d):
+        self.acked.append(d.body.split()[2])
+
+    def requeue(self, d):
+        self.requeued.append(d.body.split()[2])
+
+
+class FakeReporter:
+    enabled = True
+
+    def __init__(self):
+        self.sent = []
+
+    def report(self, msg, code, text, received):
+        self.sent.append((msg.relpath, code))
+
+
+_tag = iter(range(1, 10**6))
+
+
+def delivery(relpath, body=None, headers=None):
+    data = relpath.encode()
+    h = {"sum": "d," + hashlib.md5(data).hexdigest(), "parts": f"1,{len(data)},1,0,0"}
+    if headers is not None:
+        h = headers
+    m = message.make_post("20240101000000.0", "http://h/", relpath, h)
+    topic, b, hdrs = m.encode()
+    return Delivery("xs_x", topic, body if body is not None else b, b"", hdrs,
+                    DeliveryTag(next(_tag), 0), False, {})
+
+
+def make_flow(home, work, extra=(), deliveries=()):
+    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
+                                          ("directory", str(home / "dst")), *extra])
+    preset = components.Preset("subscribe", work=work, posts=False)
+    flow = Flow(cfg, preset)
+    flow.consumer = FakeConsumer(deliveries)
+    flow.reporter = FakeReporter()
+    return flow
+
+
+def run_batches(flow, n=1):
+    for _ in range(n):
+        batch = flow.gather()
+        if batch:
+            flow.handle(batch)
+
+
+def test_outcomes_decide_ack_retry_and_report(home):
+    def work(flow, w):
+        name = w.msg.path
+        if name == "/fail":
+            raise Outcome(499, "download failed", retry=True)
+        if name == "/bad":
+            raise Outcome(417, "checksum mismatch")
+        if name == "/boom":
+            raise RuntimeError("a bug")
+    flow = make_flow(home, work, deliveries=[delivery(p) for p in
+                                             ("/ok", "/fail", "/bad", "/boom")])
+    run_batches(flow)
+    assert flow.consumer.acked == ["/ok", "/fail", "/bad", "/boom"]
+    assert sorted(flow.reporter.sent) == [("/bad", 417), ("/boom", 503), ("/fail", 499),
+                                          ("/ok", 201)]
+    assert len(flow.retry) == 2          # /fail and /boom kept on disk for later
+    assert flow.counters["failed"] == 2
+
+
+def test_malformed_is_acked_and_dropped(home):
+    bad = delivery("/x", headers={"sum": "d,00", "parts": "1,1,1,0,0"})
+    flow = make_flow(home, lambda f, w: None, deliveries=[bad, delivery("/good")])
+    run_batches(flow)
+    assert flow.consumer.acked == ["/x", "/good"]
+    assert flow.counters["malformed"] == 1
+    assert flow.reporter.sent == [("/x", 417), ("/good", 201)]
+
+
+def test_rejected_messages_are_acked_without_report(home):
+    flow = make_flow(home, lambda f, w: None, extra=[("accept", ".*keep.*")],
+                     deliveries=[delivery("/keep"), delivery("/drop")])
+    run_batches(flow)
+    assert flow.consumer.acked == ["/keep", "/drop"]
+    assert flow.reporter.sent == [("/keep", 201)]
+    assert flow.counters["rejected"] == 1
+
+
+def test_duplicate_recorded_only_after_success(home):
+    calls = []
+
+    def work(flow, w):
+        calls.append(w.msg.path)
+        if len(calls) == 1:
+            raise Outcome(499, "first try fails", retry=True)
+    flow = make_flow(home, work, extra=[("suppress_duplicates", "on")],
+                     deliveries=[delivery("/d"), delivery("/d"), delivery("/d")])
+    flow.cfg.set("prefetch", 1)
+    run_batches(flow, 3)
+    # the failed first copy is not a cache entry: the second copy is downloaded; the third
+    # is a duplicate of the second
+    assert calls == ["/d", "/d"]
+    assert [c for _, c in flow.reporter.sent] == [499, 201, 304]
+
+
+def test_stop_returns_the_rest_of_the_batch(home):
+    def work(flow, w):
+        flow.stop_event.set()
+    flow = make_flow(home, work, deliveries=[delivery("/a"), delivery("/b"), delivery("/c")])
+    run_batches(flow)
+    assert flow.consumer.acked == ["/a"]
+    assert flow.consumer.requeued == ["/b", "/c"]
+
+
+def test_new_messages_before_retries_and_retries_not_starved(home, monkeypatch):
+    seen = []
+
+    def work(flow, w):
+        seen.append((w.msg.path, w.isRetry))
+        if w.msg.path == "/r" and not w.isRetry:
+            raise Outcome(404, "not yet", retry=True)
+    flow = make_flow(home, work, deliveries=[delivery("/r")])
+    run_batches(flow)
+    entry = flow.retry.due(limit=10) or list(flow.retry._entries.values())
+    monkeypatch.setattr(flow.retry, "clock", lambda: time.time() + 5)   # due now
+    flow.consumer.inbox = [delivery(f"/n{i}") for i in range(150)]
+    flow.cfg.set("prefetch", 50)
+    run_batches(flow, 3)
+    # 100 new messages first, then the due retry rides along with the next batch
+    order = [p for p, _ in seen[1:]]
+    assert order[:100] == [f"/n{i}" for i in range(100)]
+    assert ("/r", True) in seen[101:]
+    assert len(flow.retry) == 0 and entry
+
+
+def test_retry_keeps_its_accept_clause_directory(home):
+    where = []
+
+    def work(flow, w):
+        where.append(w.mask.directory if w.mask else None)
+        if not w.isRetry:
+            raise Outcome(499, "later", retry=True)
+    flow = make_flow(home, work, extra=[("directory", "/special"), ("accept", ".*")],
+                     deliveries=[delivery("/x")])
+    run_batches(flow)
+    flow.retry.clock = lambda: time.time() + 5
+    run_batches(flow)
+    assert where == ["/special", "/special"]
+
+
+@pytest.mark.parametrize("raises", [False, True])
+def test_interrupt_only_while_transferring(home, raises):
+    from sarra.work import TransferInterrupted
+    flow = make_flow(home, lambda f, w: None)
+    flow._interruptible = raises
+    if raises:
+        with pytest.raises(TransferInterrupted):
+            flow.interrupt()
+        assert flow._interruptible is False
+    else:
+        flow.interrupt()
