@@ -23,6 +23,7 @@ import fcntl
 import logging
 import os
 import re
+import signal
 import stat
 import threading
 import time
@@ -68,12 +69,22 @@ def temp_name(name: str, inflight=None) -> bool:
     return False
 
 
+_sigio_ignored = False
+
+
 def open_for_writing(path: str) -> Optional[bool]:
     """True if some process has the file open for writing, False if none, None if unknown.
 
     A read lease (F_SETLEASE) is refused with EAGAIN while anyone holds the file open for
     writing; it needs the file's owner or CAP_LEASE and a local file system (else None).
     """
+    global _sigio_ignored
+    if not _sigio_ignored:
+        # a writer opening the file while we hold the lease sends us SIGIO (default: exit)
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
+        _sigio_ignored = True
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:

@@ -177,7 +177,7 @@ class Daemon:
 
     def __init__(self, cfg, log, stop_event, instance=1):
         self.cfg, self.log, self.stop = cfg, log, stop_event
-        self.opts = post_options(cfg)
+        self.opts = dataclasses.replace(post_options(cfg), use_xattr=False)
         self.events = cfg.events or frozenset()
         self.polling = bool(cfg.force_polling)
         self.interval = max(cfg.sleep or 0.0, 0.1)
