@@ -272,7 +272,7 @@ class Slot:
         return {"pid": self.pid, "started": self.started or None, "restarts": self.restarts,
                 "last_exit": self.last_exit, "died": self.died,
                 "next_start": self.next_start if self.pid is None else None,
-                "hung": self.term_at is not None}
+                "hung": self.term_at is not None, "delay": self.delay}
 
 
 class Supervisor:

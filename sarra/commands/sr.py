@@ -146,7 +146,7 @@ def _load(item: Item):
 
 
 def do_start(items: List[Item]) -> int:
-    rc, todo = common.OK, []
+    rc, todo, t0 = common.OK, [], time.time()
     for it in items:
         if not supervisor.has_command(it.component):
             _err(f"{it.label}: {it.prog} is not available in this version (skipped)")
@@ -169,11 +169,12 @@ def do_start(items: List[Item]) -> int:
         for it, count in todo:
             instances.start(it.component, it.name, count)
         rc = max(rc, common.SOME_FAILED)
-    return max(rc, _report_started(todo))
+    return max(rc, _report_started(todo, t0))
 
 
-def _report_started(todo: List[Tuple[Item, int]]) -> int:
-    """Wait until the instances run (and still run SETTLE s later); one line per config."""
+def _report_started(todo: List[Tuple[Item, int]], t0: float) -> int:
+    """Wait until the instances run (and still run SETTLE s later); one line per config,
+    naming the instances that are not running or died since t0."""
     def missing():
         return [(it, c) for it, c in todo
                 if len(instances.status(it.component, it.name).running) < c]
@@ -186,14 +187,17 @@ def _report_started(todo: List[Tuple[Item, int]]) -> int:
     for it, count in todo:
         st = instances.status(it.component, it.name)
         line = f"{it.label}: {len(st.running)}/{count} instance(s) running"
-        if len(st.running) < count:
+        up = {n for n, _ in st.running}
+        bad = False
+        for n in range(1, count + 1):
+            info = summary.get(f"{it.component}/{it.name}/{n:02d}", {})
+            died = (info.get("died") or 0) >= t0
+            if n not in up or died:
+                bad = True
+                line += (f"; {n:02d} {info.get('last_exit') if died else 'not started'}, "
+                         f"see {logs.log_file(it.component, it.name, n)}")
+        if bad:
             rc = common.SOME_FAILED
-            up = {n for n, _ in st.running}
-            for n in range(1, count + 1):
-                info = summary.get(f"{it.component}/{it.name}/{n:02d}", {})
-                if n not in up:
-                    line += (f"; {n:02d} {info.get('last_exit') or 'not started'}, see "
-                             f"{logs.log_file(it.component, it.name, n)}")
             _err(line)
         else:
             print(line)
@@ -387,7 +391,15 @@ def queue_depths(queries: List[Tuple[int, str, str]], timeout: float = QUEUE_TIM
 
 COLUMNS = ("COMPONENT", "CONFIG", "STATE", "RUN/EXP", "QUEUE", "MSG/S", "LAST", "RETRY",
            "RESTARTS")
-PROBLEMS = ("down", "partial", "hung", "error")
+PROBLEMS = ("down", "partial", "hung", "flapping", "error")
+FLAPPING_DELAY = 4.0       # supervisor backoff reached by 3 quick deaths in a row
+
+
+def _flapping(infos: List[dict], now: float) -> List[dict]:
+    """Instances that keep dying soon after their start (backoff at FLAPPING_DELAY or
+    more, last death within that delay plus the time an instance must stay up)."""
+    return [v for v in infos if float(v.get("delay") or 0) >= FLAPPING_DELAY
+            and now - float(v.get("died") or 0) <= float(v["delay"]) + supervisor.STABLE_AFTER]
 
 
 def status_rows(items: List[Item], now: Optional[float] = None,
@@ -413,6 +425,11 @@ def status_rows(items: List[Item], now: Optional[float] = None,
         running, expected = len(st.running), st.expected
         if error and not running:
             state = "error"
+        elif _flapping(mine, now):
+            state = "flapping"
+            last_exit = max(_flapping(mine, now), key=lambda v: v["died"])["last_exit"]
+            notes.append(f"{it.label}: instances keep dying soon after they start "
+                         f"(last: {last_exit}); see its logs")
         elif hung:
             state = "hung"
             notes.append(f"{it.label}: instance(s) {' '.join(f'{n:02d}' for n in hung)} "

@@ -370,3 +370,22 @@ def test_works_with_only_home_in_the_environment(pump):
     r = sr("stop")
     assert r.returncode == 0
     assert not [p for p in pump.seen if alive(p)]
+
+
+def test_instance_that_keeps_dying_is_reported(pump):
+    name = f"p_{pump.uid}"
+    pump.add("subscribe", name, "reject .*\n", instances=1)
+    path = pump.home / ".config/sarra/subscribe" / f"{name}.conf"
+    path.write_text(path.read_text().replace(pump.broker, pump.broker.replace(
+        "@", ":wrong-password@")))
+    r = pump.sr("start")
+    # it dies within a second here, so within start's wait (on a slow machine it may not)
+    if r.returncode:
+        assert r.returncode == 1
+        assert f"/1 instance(s) running; 01 exited with code 3" in r.stderr
+    assert "wrong-password" not in r.stdout + r.stderr
+    assert wait_for(lambda: table(pump.sr("status").stdout)[1][name]["STATE"] == "flapping",
+                    10, 0.5)
+    r = pump.sr("status")
+    assert r.returncode == 1 and "keep dying" in r.stdout
+    assert int(table(r.stdout)[1][name]["RESTARTS"]) >= 3

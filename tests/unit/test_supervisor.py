@@ -350,3 +350,12 @@ def test_end_asked_by_a_restart_is_no_death(sup, caplog):
     assert "stopped by a stop or restart" in caplog.text
     assert slot.restarts == 0 and slot.last_exit is None
     assert slot.pid not in (None, old) and pids("r") == [slot.pid]   # started again at once
+
+
+def test_flapping():
+    now = 1000.0
+    one_kill = {"delay": 1.0, "died": 999.0, "last_exit": "x"}
+    looping = {"delay": 4.0, "died": 990.0, "last_exit": "exited with code 3"}
+    recovered = {"delay": 8.0, "died": 900.0, "last_exit": "y"}   # up 100 s since
+    assert sr._flapping([one_kill, recovered], now) == []
+    assert sr._flapping([one_kill, looping, recovered], now) == [looping]
