@@ -310,6 +310,12 @@ class Daemon:
             self.log.info("%s: readable again, watching it", d)
             self.denied.discard(d)
             self.reported.discard(d)
+            if self.inotify is not None and d not in self.fallback:
+                try:
+                    self.inotify.add(d)          # its own watch: the parent's skipped it
+                except WatchError as e:
+                    self.log.error("%s; polling it instead", e)
+                    self.poll_dir(d, now)
             self.scan_dir(d, now)
         if self.limited and self.inotify is not None and self.fallback \
                 and probe_watch(next(iter(self.fallback))) == 0:
@@ -318,8 +324,9 @@ class Daemon:
             for d in list(self.fallback):
                 self.poller.remove(d)
             self.fallback.clear()
+            for d in list(self.inotify.watches):
+                self.inotify.remove(d)
             for root in list(self.active):
-                self.inotify.remove(root)
                 self.add_root(root, now, initial=False)
 
     # ------------------------------------------------------------------ roots
@@ -443,6 +450,9 @@ class Daemon:
         for d in [d for d in self.fallback if d == path or d.startswith(path + "/")]:
             self.poller.remove(d)
             self.fallback.discard(d)
+        if self.inotify is not None:
+            for d in [d for d in self.inotify.watches if d == path or d.startswith(path + "/")]:
+                self.inotify.remove(d)
 
     def on_dirmove(self, src, dst, now):
         if src in self.active:
@@ -505,8 +515,14 @@ class Daemon:
         if not due:
             return
         watched = inotify_watched()
-        roots = [os.stat(r) for r in self.active if r in self.inotify.watches and os.path.isdir(r)]
-        if watched is None or (roots and not any(dir_key(s) in watched for s in roots)):
+        roots = []
+        for r in self.active:
+            try:
+                if r in self.inotify.watches and os.path.isdir(r):
+                    roots.append(dir_key(os.stat(r)))
+            except OSError:
+                pass
+        if watched is None or (roots and not any(k in watched for k in roots)):
             self.log.debug("cannot check inotify watches in /proc; trusting watchdog")
             self.verify_ok = False
             self.unverified.clear()
