@@ -9,12 +9,14 @@ import dataclasses
 import hashlib
 import os
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, NamedTuple, Optional
 
 BUFSIZE = 4 << 20            # 4 MiB reads
 MIB = 1 << 20
 AUTO_T = 50 * MIB            # the 'T' of automatic partitioning
+SMALL_READ = 64 << 10        # ranges up to this size are read with plain read() calls
 
 #: algorithms computed from the data; only these are compared after a download
 DATA_ALGOS: Dict[str, Callable] = {"d": hashlib.md5, "s": hashlib.sha512}
@@ -185,26 +187,58 @@ def plan_parts(size: int, blocksize: int) -> List[Parts]:
 
 # ---------------------------------------------------------------- hashing files
 
+_local = threading.local()      # one reusable read buffer per thread
+
+
+def _buffer(size: int) -> memoryview:
+    """A writable view of ``size`` bytes of this thread's reusable buffer.
+
+    Allocating (and zeroing) a multi-MiB bytearray per file costs more than hashing a
+    small file; the buffer is kept and only grows.  Threads hashing blocks in parallel
+    (hash_parts) each get their own; it goes away with the thread."""
+    buf = getattr(_local, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _local.buf = bytearray(size)
+    return memoryview(buf)[:size]
+
+
 def hash_range(path: str, algo: str, offset: int = 0, length: Optional[int] = None,
                bufsize: int = BUFSIZE) -> str:
     """Hex digest of bytes [offset, offset+length) of a file (length None = to the end)."""
     h = new_hasher(algo)
     if h is None:
         raise ValueError(f"sum {algo!r} is not computed from data")
-    buf = bytearray(bufsize)
-    view = memoryview(buf)
+    bufsize = max(1, int(bufsize))
     with open(path, "rb", buffering=0) as f:
         if offset:
             f.seek(offset)
         remaining = length
-        while remaining is None or remaining > 0:
-            want = bufsize if remaining is None else min(bufsize, remaining)
-            n = f.readinto(view[:want])
-            if not n:
-                break
-            h.update(view[:n])
-            if remaining is not None:
-                remaining -= n
+        if length is not None and length <= SMALL_READ:
+            # small range (most files): read exactly what is needed, no big buffer
+            while remaining > 0:
+                chunk = f.read(min(bufsize, remaining))
+                if not chunk:
+                    break
+                h.update(chunk)
+                remaining -= len(chunk)
+        else:
+            if length is None:
+                size = os.fstat(f.fileno()).st_size - offset
+                bufsize = min(bufsize, max(size + 1, 1 << 16))   # +1: one read sees EOF
+            else:
+                bufsize = min(bufsize, length)
+            view = _buffer(bufsize)
+            try:
+                while remaining is None or remaining > 0:
+                    n = f.readinto(view if remaining is None or remaining >= bufsize
+                                   else view[:remaining])
+                    if not n:
+                        break
+                    h.update(view[:n])
+                    if remaining is not None:
+                        remaining -= n
+            finally:
+                view.release()
     if remaining:
         raise ValueError(f"{path}: file shorter than announced ({remaining} bytes missing)")
     return h.hexdigest()

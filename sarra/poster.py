@@ -5,6 +5,7 @@ v2 poster would publish, headers in the v2 order (messages-v02.md §1 and §5).
 """
 
 import dataclasses
+import functools
 import os
 import stat
 from typing import Dict, List, Optional
@@ -32,17 +33,25 @@ class PostOptions:
     follow_symlinks: bool = False
     bufsize: int = checksum.BUFSIZE
     use_xattr: bool = True
+    #: the xattr sum cache is only used for files of at least this size (hashing a small
+    #: file costs less than reading, let alone creating, the attributes); 0 = every file
+    xattr_min_size: int = 0
 
 
 class PostError(Exception):
     """A path that cannot be posted (one line naming the path)."""
 
 
+@functools.lru_cache(maxsize=16)
+def _abs_base(base_dir: str) -> str:
+    return os.path.abspath(base_dir)
+
+
 def relpath_of(path: str, base_dir: Optional[str]) -> str:
     """Path relative to post_base_dir with a leading '/', the v2 form."""
     path = os.path.abspath(path)
     if base_dir:
-        base = os.path.abspath(base_dir)
+        base = _abs_base(base_dir) if base_dir[0] == "/" else os.path.abspath(base_dir)
         if path == base:
             raise PostError(f"{path}: is post_base_dir itself, not a file below it")
         if not path.startswith(base.rstrip("/") + "/"):
@@ -93,7 +102,9 @@ def file_posts(path: str, opts: PostOptions, pubtime: Optional[str] = None,
         parts = [p for p in parts if p.bno in only_blocks]
     algo = opts.sum
     sums = None
-    if opts.use_xattr and len(parts) == 1 and algo in checksum.DATA_ALGOS:
+    use_xattr = opts.use_xattr and len(parts) == 1 and algo in checksum.DATA_ALGOS \
+        and st.st_size >= opts.xattr_min_size
+    if use_xattr:
         cached = checksum.xattr_sum(path, st.st_mtime)
         if cached and cached.startswith(algo + ","):
             sums = [cached]
@@ -104,16 +115,20 @@ def file_posts(path: str, opts: PostOptions, pubtime: Optional[str] = None,
             raise PostError(f"{path}: cannot read: {e.strerror}") from None
         except ValueError as e:  # the file shrank while it was read
             raise PostError(f"{path}: changed while being posted ({e})") from None
-        if opts.use_xattr and len(parts) == 1 and algo in checksum.DATA_ALGOS:
+        if use_xattr:
             checksum.store_xattr_sum(path, sums[0], st.st_mtime)
     out = []
+    if opts.preserve_time:
+        mtime = format_time(st.st_mtime)
+        atime = mtime if st.st_atime == st.st_mtime else format_time(st.st_atime)
+    mode = "%o" % (st.st_mode & 0o7777)
     for p, s in zip(parts, sums):
         h = _common(opts)
         if opts.preserve_time:
-            h["mtime"] = format_time(st.st_mtime)
-            h["atime"] = format_time(st.st_atime)
+            h["mtime"] = mtime
+            h["atime"] = atime
         if opts.preserve_mode:
-            h["mode"] = "%o" % (st.st_mode & 0o7777)
+            h["mode"] = mode
         h["parts"] = str(p)
         h["sum"] = s
         if oldname:

@@ -6,6 +6,7 @@ Every post is confirmed by the broker (pipelined publisher confirms) before sr_p
 0. With several paths, the good ones are posted and the exit code is 1 if any failed.
 """
 
+import logging
 import os
 import sys
 
@@ -14,9 +15,13 @@ from sarra.broker import Broker, BrokerError
 from sarra.cache import DupCache, cache_key
 from sarra.commands import common
 from sarra.credentials import Credentials, CredentialsError
-from sarra.poster import PostError, PostOptions, posts_for_path, remove_post, walk
+from sarra.message import escape
+from sarra.poster import PostError, PostOptions, posts_for_path, relpath_of, remove_post, walk
 
 PROGRAM = "sr_post"
+#: the xattr sum cache (user.sr_sum/user.sr_mtime) is used for files of at least this
+#: size: hashing a smaller file costs less than reading and writing the attributes
+XATTR_MIN_SIZE = 64 << 10
 SYNOPSIS = "sr_post [-c config] [--post_broker URL] [--post_base_url URL] [--post_base_dir DIR] " \
            "[--sum d|s|n|0|z,d] [--blocksize SIZE] [options] path ..."
 
@@ -31,7 +36,7 @@ def post_options(cfg) -> PostOptions:
         preserve_mode=cfg.preserve_mode, preserve_time=cfg.preserve_time, rename=cfg.rename,
         headers=dict(cfg.headers), exchange=cfg.post_exchange,
         follow_symlinks=cfg.follow_symlinks, bufsize=cfg.bufsize or (4 << 20),
-        use_xattr=not cfg.xattr_disable)
+        use_xattr=not cfg.xattr_disable, xattr_min_size=XATTR_MIN_SIZE)
 
 
 class Publisher:
@@ -42,6 +47,10 @@ class Publisher:
         self.msg = None
         self.posted = 0
         self.suppressed = 0
+        # read once: Config attribute access is not free and this runs per message
+        self._exchange, self._persistent = cfg.post_exchange, cfg.persistent
+        self._basis = cfg.suppress_duplicates_basis or "path"
+        self._on_post = hooks.has("on_post")
 
     def __getattr__(self, name):  # plugins read options as parent.<option>
         return getattr(self.__dict__["cfg"], name)
@@ -50,15 +59,14 @@ class Publisher:
         if self.cache is not None:
             if msg.sum.algo == "R":
                 self.cache.remove_path(msg.relpath)
-            elif not self.cache.check_and_add(cache_key(msg, self.cfg.suppress_duplicates_basis or "path")):
+            elif not self.cache.check_and_add(cache_key(msg, self._basis)):
                 self.suppressed += 1
                 return False
         self.msg = msg
-        if not self.hooks.run("on_post"):
+        if self._on_post and not self.hooks.run("on_post"):
             return False
         topic, body, headers = msg.encode()
-        self.broker.publish(self.cfg.post_exchange, topic, body, headers,
-                            persistent=self.cfg.persistent)
+        self.broker.publish(self._exchange, topic, body, headers, persistent=self._persistent)
         self.posted += 1
         return True
 
@@ -107,6 +115,8 @@ def main(argv=None) -> int:
     try:
         for hook, names in cfg.plugins.items():
             for n in names:
+                if hook == "on_post" and n == "post_log" and not log.isEnabledFor(logging.INFO):
+                    continue    # it only logs at info level: nothing to do at this loglevel
                 hooks.add(hook, n)
     except plugin.PluginError as e:
         return common.fail(PROGRAM, str(e), common.USAGE)
@@ -118,8 +128,8 @@ def main(argv=None) -> int:
     broker = Broker(cfg.post_broker, password_lookup=lookup, logger=log, reconnect=False)
     cache = None
     if cfg.suppress_duplicates:
-        cache = DupCache(os.path.join(paths.state_dir("post", cfg.name or "-"), "recent_files_001.cache"),
-                         cfg.suppress_duplicates)
+        cache = DupCache(os.path.join(paths.state_dir("post", cfg.name or "-"),
+                                      "recent_files_001.cache"), cfg.suppress_duplicates)
     pub = Publisher(cfg, broker, log, hooks, cache)
     hooks.parent = pub
     opts = post_options(cfg)
@@ -146,6 +156,9 @@ def main(argv=None) -> int:
 def _post_path(path, opts, pub, log, cfg, remove_missing) -> int:
     """Post one command-line path (a directory recursively); returns the number of failures."""
     failed = 0
+    debug = log.isEnabledFor(logging.DEBUG)
+    # accept/reject on post_base_url + relpath (components.md sr_post), before any hashing
+    filtering = bool(cfg.masks) or not cfg.accept_unmatch
     if os.path.isdir(path) and not os.path.islink(path):
         items = walk(path, cfg.follow_symlinks)
     else:
@@ -154,17 +167,27 @@ def _post_path(path, opts, pub, log, cfg, remove_missing) -> int:
         try:
             if isinstance(item, PostError):
                 raise item
+            if filtering and not _accepted(item, opts, cfg, log):
+                continue
             if remove_missing and not os.path.lexists(item):
                 msgs = [remove_post(item, opts)]
             else:
                 msgs = posts_for_path(item, opts)
             for m in msgs:
-                if pub.publish(m):
+                if pub.publish(m) and debug:
                     log.debug("posted %s", m.url)
         except PostError as e:
             print(f"{PROGRAM}: {e}", file=sys.stderr)
             failed += 1
     return failed
+
+
+def _accepted(path, opts, cfg, log) -> bool:
+    url = opts.post_base_url + escape(relpath_of(path, opts.post_base_dir))
+    ok, _ = cfg.filter(url)
+    if not ok and cfg.log_reject:
+        log.info("rejected %s", url)
+    return ok
 
 
 if __name__ == "__main__":
