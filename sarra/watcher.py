@@ -113,17 +113,24 @@ def mark_written(path: str, final: Optional[str] = None, writer: str = "sarra") 
         return False
 
 
-def written_by_sarra(path: str, st: os.stat_result) -> bool:
-    """True if the file carries a marker from mark_written that still describes it (same
-    size, mtime and path): a local change or a local rename makes it stale."""
+def written_path(path: str, st: os.stat_result) -> Optional[str]:
+    """The path a subscriber wrote this file to (mark_written), if the file still has the
+    size and mtime it had then (a local change makes the marker stale); else None."""
     try:
         value = os.getxattr(path, ORIGIN_XATTR, follow_symlinks=False).decode("utf-8")
         size, mtime_ns, _writer, where = value.split(" ", 3)
+        if int(size) != st.st_size or int(mtime_ns) != st.st_mtime_ns:
+            return None
     except (OSError, AttributeError, ValueError):
-        return False
-    if int(size) != st.st_size or int(mtime_ns) != st.st_mtime_ns:
-        return False
-    return where in (os.path.abspath(path), os.path.realpath(path))
+        return None
+    return where
+
+
+def written_by_sarra(path: str, st: os.stat_result) -> bool:
+    """True if a subscriber wrote this file here as it is now (same size, mtime and path):
+    a local change or a local rename makes it ours."""
+    where = written_path(path, st)
+    return where is not None and where in (os.path.abspath(path), os.path.realpath(path))
 
 
 # ---------------------------------------------------------------- inotify coverage

@@ -38,7 +38,7 @@ from sarra.credentials import Credentials, CredentialsError
 from sarra.poster import PostError, file_posts, link_post, relpath_of, remove_post
 from sarra.watcher import (FileState, InotifySource, Pending, PollSource, Rec, Sink, WatchError,
                            dir_key, inotify_watched, limit_message, probe_watch, temp_name,
-                           walk_files, written_by_sarra)
+                           walk_files, written_path)
 
 PROGRAM = "sr_watch"
 COMPONENT = "watch"
@@ -638,11 +638,16 @@ class Daemon:
             self.born.discard(path)
 
     def announce_file(self, path, e, st, now) -> None:
-        if self.ignore_written and written_by_sarra(path, st):
-            self.state.set(path, Rec(st.st_size, st.st_mtime_ns, foreign=True))
-            self.born.discard(path)
-            self.log.debug("%s: written by a sarra subscriber, not posted", path)
-            return
+        if self.ignore_written:
+            where = written_path(path, st)
+            if where is not None and where in (path, os.path.realpath(path)):
+                self.state.set(path, Rec(st.st_size, st.st_mtime_ns, foreign=True))
+                self.born.discard(path)
+                self.log.debug("%s: written by a sarra subscriber, not posted", path)
+                return
+            if where is not None and not e.oldname and where != path \
+                    and not os.path.lexists(where) and self.wanted(where):
+                e.oldname = where                 # a local rename of a subscriber's file
         rec = self.state.get(path)
         new = rec is None or rec.link is not None or rec.foreign
         if e.oldname:
