@@ -351,7 +351,8 @@ class Daemon:
                 self.limited = self.limited or e.errno in (errno.ENOSPC, errno.EMFILE)
         else:
             self.poller.add(root, recursive=True)
-        self.active[root] = (st.st_dev, st.st_ino)
+        # a file root is left to the poller (a replaced or removed file is a change/delete)
+        self.active[root] = (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
         if stat.S_ISDIR(st.st_mode):
             self.scan_dir(root, now, initial)
         elif self.wanted(root) and (not initial or self.cfg.post_on_start or root in self.state):
@@ -366,6 +367,8 @@ class Daemon:
                 self.log.info("%s: appeared, watching it", root)
                 self.add_root(root, now, initial=False)
         for root, key in list(self.active.items()):
+            if key is None:
+                continue
             try:
                 st = os.stat(root)
                 same = (st.st_dev, st.st_ino) == key
@@ -385,8 +388,6 @@ class Daemon:
             self.poller.remove(d)
             self.fallback.discard(d)
         self.on_rmdir(root, now)
-        if root in self.state:                 # a file given as a path to watch
-            self.on_delete(root, now)
 
     # ------------------------------------------------------------------ events
     def wanted(self, path: str) -> bool:

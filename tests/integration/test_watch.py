@@ -391,3 +391,21 @@ def test_actions_start_status_stop_cleanup(watch_env, run_cmd):
     r = run_cmd(["sr_watch", "status"])
     assert r.returncode == 0
     assert run_cmd(["sr_watch", "frobnicate", name]).returncode == 2
+
+
+def test_a_single_file_as_path(watch_env):
+    env = watch_env
+    one = env.base / "one.txt"
+    env.start(root=one)                                     # does not exist yet
+    one.write_text("1")
+    m, = env.msgs.get(1)
+    assert m.relpath == "/one.txt" and m.h["sum"] == "d," + md5(b"1")
+    tmp = env.base / "one.txt.new"
+    tmp.write_text("22")
+    os.replace(tmp, one)                                    # replaced atomically: a change
+    m, = env.msgs.get(1)
+    assert m.relpath == "/one.txt" and m.h["sum"] == "d," + md5(b"22")
+    one.unlink()
+    m, = env.msgs.get(1)
+    assert (m.relpath, m.algo) == ("/one.txt", "R")
+    env.msgs.none(1.0)
