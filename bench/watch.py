@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, broker_url, child_env, median  # noqa: E402
+from common import broker_url, child_env, median  # noqa: E402
 
 import amqp  # noqa: E402
 

@@ -65,7 +65,8 @@ def temp_name(name: str, inflight=None) -> bool:
             return name.startswith(".")
         if inflight.endswith("/"):
             return False
-        return name.endswith(inflight) if inflight.startswith(".") else name.endswith("." + inflight)
+        suffix = inflight if inflight.startswith(".") else "." + inflight
+        return name.endswith(suffix)
     return False
 
 

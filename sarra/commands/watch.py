@@ -401,17 +401,14 @@ class Daemon:
             return True
         return self.cfg.filter(os.path.realpath(path) if self.cfg.realpath_filter else path)[0]
 
-    def on_change(self, path, now):
+    def on_change(self, path, now, closed=False):
         if self.wanted(path):
             if path not in self.state and path not in self.pending:
                 self.born.add(path)
-            self.pending.change(path, now)
+            (self.pending.close if closed else self.pending.change)(path, now)
 
     def on_close(self, path, now):
-        if self.wanted(path):
-            if path not in self.state and path not in self.pending:
-                self.born.add(path)
-            self.pending.close(path, now)
+        self.on_change(path, now, closed=True)
 
     def on_delete(self, path, now):
         self.pending.pop(path)
@@ -472,21 +469,25 @@ class Daemon:
         for p, isdir in walk_files(d, self.follow, self.walk_error):
             if isdir:
                 self.note_dir(p, now)
-                continue
-            if p in self.pending or not self.wanted(p):
-                continue
-            rec = self.state.get(p)
-            if rec is None:
-                if post_new:
-                    self.born.add(p)
-                    self.pending.found(p, now)
-                continue
-            try:
-                st = os.lstat(p)
-            except OSError:
-                continue
-            if rec.link is not None or (rec.size, rec.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            else:
+                self.consider(p, now, post_new)
+
+    def consider(self, p: str, now: float, post_new: bool = True) -> None:
+        """A file or link found by a scan becomes pending unless announced as it is now."""
+        if p in self.pending or not self.wanted(p):
+            return
+        rec = self.state.get(p)
+        if rec is None:
+            if post_new:
+                self.born.add(p)
                 self.pending.found(p, now)
+            return
+        try:
+            st = os.lstat(p)
+        except OSError:
+            return
+        if rec.link is not None or (rec.size, rec.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            self.pending.found(p, now)
 
     def walk_error(self, e: OSError) -> None:
         if isinstance(e, PermissionError):
@@ -566,15 +567,8 @@ class Daemon:
             return
         for n in names:
             p = os.path.join(d, n)
-            if p in self.pending or not self.wanted(p) or os.path.isdir(p):
-                continue
-            rec = self.state.get(p)
-            try:
-                st = os.lstat(p)
-            except OSError:
-                continue
-            if rec is None or (rec.size, rec.mtime_ns) != (st.st_size, st.st_mtime_ns):
-                self.pending.found(p, now)
+            if not os.path.isdir(p) or os.path.islink(p):
+                self.consider(p, now)
 
     # ------------------------------------------------------------------ posting
     def post_path(self, path: str) -> str:
@@ -597,10 +591,12 @@ class Daemon:
         try:
             st = os.lstat(path)
         except OSError as err:
+            if err.errno != errno.ENOENT:
+                return self.report(path, f"{path}: cannot stat: {err.strerror}")
             if e.oldname and "delete" in self.events:       # renamed, then gone at once
                 self.post(lambda: [remove_post(self.post_path(e.oldname), self.opts)], path)
-            if err.errno != errno.ENOENT:
-                self.report(path, f"{path}: cannot stat: {err.strerror}")
+            if path in self.state:                          # a removal to post (again)
+                self.on_delete(path, now)
             return
         if stat.S_ISDIR(st.st_mode):
             self.scan_dir(path, now)
