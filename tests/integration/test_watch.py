@@ -5,6 +5,7 @@ The helpers here (watch_env, Msgs) are shared by the other test_watch_* modules.
 """
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,21 @@ from tests.conftest import command_argv, command_env
 
 BASE_URL = "http://127.0.0.1:8090/"
 MODES = ["inotify", "polling"]
+SAMPLES = Path(os.environ.get("SARRA_SPEC_DIR", "/work/shared/spec")) / "samples"
+FILE_HEADERS = ["to_clusters", "mtime", "atime", "mode", "parts", "sum"]
+CAPTURED = {"create": [FILE_HEADERS], "symlink": [["to_clusters", "link", "sum"]] * 2,
+            "rename": [["to_clusters", "sum", "newname"], FILE_HEADERS + ["oldname"]],
+            "remove": [["to_clusters", "sum"]] * 2}
+
+
+def sample_headers(case):
+    """Header names, in wire order, of the messages of a captured v2 sr_watch sample (the
+    spec's samples/v2_watch_<case>.json; a copy of them when the spec is not there)."""
+    try:
+        with open(SAMPLES / f"v2_watch_{case}.json") as f:
+            return [list(m["headers"]) for m in json.load(f)["messages"]]
+    except FileNotFoundError:
+        return CAPTURED[case]
 
 
 class WatchProc:
@@ -147,6 +163,7 @@ def test_events_create_modify_link_rename_subdirs_delete(watch_env, mode):
     assert m.relpath == "/watched/file1.txt" and m.key == "v02.post.watched"
     assert m.h["sum"] == "d,1fb37c9e3a4f5805a8153ee5779500f7"
     assert m.h["parts"] == "1,9,1,0,0" and m.h["mode"] == "644" and m.h["to_clusters"]
+    assert [list(m.h)] == sample_headers("create")
     assert m.baseurl == BASE_URL
 
     with open(root / "file1.txt", "a") as f:
@@ -157,7 +174,7 @@ def test_events_create_modify_link_rename_subdirs_delete(watch_env, mode):
     os.symlink("file1.txt", root / "link1")
     m, = env.msgs.get(1)
     assert (m.relpath, m.algo, m.h["link"]) == ("/watched/link1", "L", "file1.txt")
-    assert "parts" not in m.h
+    assert list(m.h) == sample_headers("symlink")[0]
 
     os.rename(root / "file1.txt", root / "renamed.txt")
     r, p = env.msgs.get(2)
@@ -167,6 +184,7 @@ def test_events_create_modify_link_rename_subdirs_delete(watch_env, mode):
     assert (p.relpath, p.algo, p.h["oldname"]) == ("/watched/renamed.txt", "d",
                                                   "/watched/file1.txt")
     assert r.pubtime <= p.pubtime
+    assert [list(r.h), list(p.h)] == sample_headers("rename")
 
     (root / "sub" / "deep").mkdir(parents=True)            # files already inside get posted
     (root / "sub" / "deep" / "a.txt").write_text("a\n")
@@ -192,7 +210,7 @@ def test_events_create_modify_link_rename_subdirs_delete(watch_env, mode):
     got = env.msgs.get(3)
     assert sorted((x.relpath, x.algo) for x in got) == [
         ("/watched/before/old.txt", "R"), ("/watched/link1", "R"), ("/watched/renamed.txt", "R")]
-    assert all(set(x.h) == {"to_clusters", "sum"} for x in got)
+    assert all(list(x.h) == sample_headers("remove")[0] for x in got)
     env.msgs.none()
 
 
@@ -408,4 +426,24 @@ def test_a_single_file_as_path(watch_env):
     one.unlink()
     m, = env.msgs.get(1)
     assert (m.relpath, m.algo) == ("/one.txt", "R")
+    env.msgs.none(1.0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_follow_symlinks(watch_env, mode):
+    env, root = watch_env, watch_env.root
+    outside = env.base / "outside"
+    outside.mkdir()
+    (outside / "x.txt").write_text("x")
+    os.symlink("../outside", root / "ln")                  # a linked directory
+    env.start(["follow_symlinks on"], mode=mode)
+    m, = env.msgs.get(1)
+    assert m.relpath == "/watched/ln/x.txt" and m.h["sum"] == "d," + md5(b"x")
+    (outside / "y.txt").write_text("y")                   # watched through the link
+    m, = env.msgs.get(1)
+    assert m.relpath == "/watched/ln/y.txt"
+    os.symlink("ln/x.txt", root / "lf")                    # a link to a file: L, and the data
+    got = env.msgs.get(2)
+    assert [(g.relpath, g.algo) for g in got] == [("/watched/lf", "L"), ("/watched/lf", "d")]
+    assert got[1].h["sum"] == "d," + md5(b"x")
     env.msgs.none(1.0)
