@@ -254,6 +254,8 @@ class InotifySource:
                  "FileClosedEvent", "DirCreatedEvent", "DirDeletedEvent", "DirMovedEvent")
         self.filter = [getattr(wde, n) for n in names if hasattr(wde, n)]
         self.handler = _Handler(self)
+        self.overflowed = threading.Event()     # the kernel dropped events: rescan
+        logging.getLogger("watchdog.observers").addHandler(_OverflowSeen(self))
         self.observer = Observer()
         self.observer.daemon = True
         self.observer.start()
@@ -297,6 +299,19 @@ class InotifySource:
             self.observer.join(2.0)
         except RuntimeError:
             pass
+
+
+class _OverflowSeen(logging.Handler):
+    """watchdog reports an inotify queue overflow (IN_Q_OVERFLOW) only by a log line."""
+
+    def __init__(self, source: InotifySource):
+        super().__init__(logging.WARNING)
+        self.source = source
+
+    def emit(self, record) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.source.overflowed.set()
+            self.source.sink.wake.set()
 
 
 class _Handler:

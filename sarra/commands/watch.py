@@ -260,6 +260,12 @@ class Daemon:
             for d in self.poller.denied - self.denied:
                 self.denied_dir(d)
         self.counters["events"] += len(evs)
+        if self.inotify is not None and self.inotify.overflowed.is_set():
+            self.inotify.overflowed.clear()
+            self.log.warning("inotify event queue overflowed, events were lost: rescanning "
+                             "(raise fs.inotify.max_queued_events to avoid it)")
+            for root in [r for r, key in self.active.items() if key is not None]:
+                self.rescan(root, now)
         for ev in evs:
             handler = getattr(self, "on_" + ev.kind)
             if ev.dest is None:
@@ -354,9 +360,13 @@ class Daemon:
         # a file root is left to the poller (a replaced or removed file is a change/delete)
         self.active[root] = (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
         if stat.S_ISDIR(st.st_mode):
-            self.scan_dir(root, now, initial)
+            self.rescan(root, now, initial)
         elif self.wanted(root) and (not initial or self.cfg.post_on_start or root in self.state):
             self.pending.found(root, now)
+
+    def rescan(self, root: str, now: float, initial: bool = False) -> None:
+        """Compare a tree with what was announced: post changes and removals."""
+        self.scan_dir(root, now, initial)
         for p in self.state.under(root):
             if not os.path.lexists(p):
                 self.on_delete(p, now)
