@@ -22,6 +22,7 @@ the user.sr_origin extended attribute, for two-way synchronisation; default off)
 
 import dataclasses
 import errno
+import json
 import logging
 import os
 import shutil
@@ -217,6 +218,9 @@ class Daemon:
         self.hooks.parent = self.pub
         self._next_poll = self._next_roots = 0.0
         self._next_hb = time.time() + (cfg.heartbeat or 300)
+        self.stats = {"start": time.time(), "pid": os.getpid(), "received": 0,
+                      "last_activity": None, "retry_queue": 0}
+        self.stats_path = instances.stats_file(COMPONENT, cname, instance)
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -229,6 +233,7 @@ class Daemon:
                 except BrokerError as e:
                     self.log.warning("cannot declare exchange %s: %s", self.cfg.post_exchange, e)
             now = time.time()
+            self.write_stats(now)
             for root in self.roots:
                 self.add_root(root, now, initial=True)
             self.log.info("watching %s with %s, events %s", " ".join(self.roots),
@@ -301,12 +306,25 @@ class Daemon:
                 self.pending.change(p, now)
             return
         self.counters["posted"] = self.pub.posted
+        self.stats["last_activity"] = time.time()
         self.state.commit()
         if self.pub.cache is not None:
             self.pub.cache.flush()
 
+    def write_stats(self, now: float) -> None:
+        """For `sr status`: files announced (as 'received'), rate between heartbeats."""
+        st = self.stats
+        if "time" in st:
+            st["prev_time"], st["prev_received"] = st["time"], st["received"]
+        st.update(time=now, received=self.pub.posted, **self.counters)
+        try:
+            paths.atomic_write(str(self.stats_path), json.dumps(st))
+        except OSError as e:
+            self.log.warning("cannot write %s: %s", self.stats_path, e.strerror or e)
+
     def heartbeat(self, now: float) -> None:
         self.counters["watched"] = len(self.state)
+        self.write_stats(now)
         self.hooks.run("on_heartbeat")
         for d in sorted(self.denied):
             try:

@@ -398,6 +398,8 @@ def test_actions_start_status_stop_cleanup(watch_env, run_cmd):
         m, = env.msgs.get(1, timeout=15)
         assert m.relpath == "/watched/x"
         assert "running" in run_cmd(["sr_watch", "status", name], check=True).stdout
+        stats = env.home / ".cache" / "sarra" / "watch" / name / f"sr_watch_{name}_01.stats"
+        assert json.loads(stats.read_text())["pid"] > 0
         assert name in run_cmd(["sr_watch", "list"], check=True).stdout
         assert "post_exchange" in run_cmd(["sr_watch", "show", name], check=True).stdout
     finally:
