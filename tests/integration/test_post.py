@@ -63,6 +63,10 @@ def account(broker_url):
                      timeout=10, json={"configure": ".*", "write": ".*", "read": ".*"}
                      ).raise_for_status()
     except requests.RequestException:
+        try:
+            requests.delete("%s/users/%s" % (api, name), auth=auth, timeout=10)
+        except requests.RequestException:
+            pass
         plain = password if password not in (user, host) else None
         yield Account(user, password, host, port, vhost, plain)
         return
