@@ -19,7 +19,7 @@ import urllib.parse
 
 import amqp
 from amqp import exceptions as amqp_exc
-from amqp import spec
+from amqp import method_framing, spec
 
 __all__ = ['BrokerError', 'BrokerAccessRefused', 'BrokerStopped', 'BrokerURL', 'Delivery',
            'DeliveryTag', 'Broker', 'parse_url', 'redact']
@@ -168,12 +168,41 @@ class _RetryableConnectFailure(Exception):
 
 # ---------------------------------------------------------------------------- broker
 
+class _WriteBuffer:
+    """Stands in for the transport in py-amqp's frame writer: passes writes through, or
+    (while ``active``) collects them and sends them ``limit`` bytes at a time."""
+
+    def __init__(self, limit=8192):
+        self.limit, self.transport, self.active = limit, None, False
+        self.buf = bytearray()
+
+    def reset(self, transport=None):
+        self.transport, self.active = transport, False
+        del self.buf[:]
+
+    def write(self, data):
+        if not self.active:
+            self.flush()
+            self.transport.write(data)
+            return
+        self.buf += data            # copies: py-amqp reuses the memory it hands us
+        if len(self.buf) >= self.limit:
+            self.flush()
+
+    def flush(self):
+        if self.buf:
+            data = bytes(self.buf)
+            del self.buf[:]
+            self.transport.write(data)
+
+
 class Broker:
     """A connection to one broker; see the module docstring."""
 
     def __init__(self, url, password_lookup=None, heartbeat=60, connect_timeout=10,
                  logger=None, reconnect=True, max_inflight=1000, backoff_initial=1.0,
-                 backoff_max=60.0, stop_event=None, should_stop=None, ssl_options=None):
+                 backoff_max=60.0, stop_event=None, should_stop=None, ssl_options=None,
+                 batch_writes=False):
         self.url = url
         self.parsed = parse_url(url)
         self.display = _display(url)
@@ -188,6 +217,10 @@ class Broker:
         self.stop_event = stop_event
         self.should_stop = should_stop
         self.ssl_options = ssl_options
+        # batch_writes: published frames are collected and sent ~8 KiB at a time (and
+        # before anything is read); for callers that end with wait_confirms()/close().
+        self.batch_writes = batch_writes
+        self._wbuf = _WriteBuffer()
         self._conn = None
         self._chan = None
         self._chan_ready = False
@@ -231,6 +264,10 @@ class Broker:
         return self
 
     def close(self):
+        try:
+            self._wbuf.flush()
+        except _CONNECTION_ERRORS:
+            pass
         conn, self._conn = self._conn, None
         self._chan, self._chan_ready = None, False
         if self.unconfirmed:
@@ -358,17 +395,29 @@ class Broker:
         if self._resend and not self._confirming:
             ch.confirm_select()
             self._confirming = True
-        while self._resend:
-            exchange, key, msg = item = self._resend[0]
-            ch.send_method(spec.Basic.Publish, 'Bssbb', (0, exchange, key, False, False), msg)
-            self._resend.popleft()
-            self._seq += 1
-            self._pending[self._seq] = item
-            while len(self._pending) > self.max_inflight:
-                self._drain(1.0)
+        self._wbuf.active = self.batch_writes
+        try:
+            while self._resend:
+                exchange, key, msg = item = self._resend[0]
+                ch.send_method(spec.Basic.Publish, 'Bssbb', (0, exchange, key, False, False),
+                               msg)
+                self._resend.popleft()
+                self._seq += 1
+                self._pending[self._seq] = item
+                if len(self._pending) > self.max_inflight:
+                    # window full: wait until half of it is confirmed (reading confirms in
+                    # bursts lets the broker coalesce them into fewer frames)
+                    while len(self._pending) > self.max_inflight // 2:
+                        self._drain(1.0)
+        finally:
+            self._wbuf.active = False
         now = time.monotonic()
         if now - self._last_tick >= 1.0:
             self._drain(0)
+
+    def _frame_writer(self, connection, transport):
+        self._wbuf.reset(transport)
+        return method_framing.frame_writer(connection, self._wbuf)
 
     def _settle(self, tag, multiple):
         """Remove confirmed tags from the window; return the removed items."""
@@ -477,6 +526,8 @@ class Broker:
         while True:
             try:
                 self._ensure()
+                if operation != self._send_queued:
+                    self._wbuf.flush()
                 return operation()
             except amqp_exc.ChannelError as e:
                 if self._conn is not None and self._conn.connected:
@@ -540,7 +591,8 @@ class Broker:
         conn = amqp.Connection(host=u.hostport, userid=u.user, password=self._password(),
                                virtual_host=u.vhost, login_method='PLAIN', ssl=ssl_opt,
                                connect_timeout=self.connect_timeout,
-                               heartbeat=self.heartbeat or 0)
+                               heartbeat=self.heartbeat or 0,
+                               frame_writer=self._frame_writer)
         try:
             conn.connect()
         except amqp_exc.AccessRefused:
@@ -598,6 +650,7 @@ class Broker:
             self._pending.clear()
 
     def _connection_lost(self, exc, quiet=False):
+        self._wbuf.reset()        # unsent frames: their messages are re-published anyway
         conn, self._conn, self._chan = self._conn, None, None
         self._discard(conn)
         self._reset_channel_state()
@@ -642,6 +695,7 @@ class Broker:
         conn = self._conn
         if conn is None or not conn.connected:
             raise amqp_exc.RecoverableConnectionError('connection already closed')
+        self._wbuf.flush()
         try:
             conn.drain_events(timeout=timeout)
         except socket.timeout:

@@ -125,7 +125,8 @@ def main(argv=None) -> int:
         c = creds.lookup(url)
         return c.password if c else None
 
-    broker = Broker(cfg.post_broker, password_lookup=lookup, logger=log, reconnect=False)
+    broker = Broker(cfg.post_broker, password_lookup=lookup, logger=log, reconnect=False,
+                    batch_writes=True)
     cache = None
     if cfg.suppress_duplicates:
         cache = DupCache(os.path.join(paths.state_dir("post", cfg.name or "-"),
