@@ -581,10 +581,13 @@ class Daemon:
                 self.log.warning("%s: not watched by inotify (reason unknown); polling it", d)
             del self.unverified[d]
             self.poll_dir(d, now)
-        if limited:
-            self.limited = True
+        if limited and not self.limited:
             more = f" ({len(limited) - 1} more directories polled too)" if len(limited) > 1 else ""
             self.log.error("%s%s", limit_message(limited[0]), more)
+        elif limited:
+            self.log.info("inotify watch limit: %d more directories polled (%s...)",
+                          len(limited), limited[0])
+        self.limited = self.limited or bool(limited)
 
     def poll_dir(self, d: str, now: float) -> None:
         self.fallback.add(d)
