@@ -229,8 +229,15 @@ class Sink:
         self.wake = threading.Event()
 
     def put(self, ev: Event) -> None:
-        self.q.append(ev)
-        self.wake.set()
+        q = self.q
+        try:
+            if q[-1] == ev:            # e.g. a write after a write: nothing new
+                return
+        except IndexError:             # empty (or emptied by the reader meanwhile)
+            pass
+        q.append(ev)
+        if not self.wake.is_set():
+            self.wake.set()
 
     def drain(self) -> List[Event]:
         out = []

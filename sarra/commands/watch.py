@@ -36,6 +36,7 @@ from sarra.cache import DupCache
 from sarra.commands import common, consumer
 from sarra.commands.post import Publisher, post_options
 from sarra.credentials import Credentials, CredentialsError
+from sarra.message import escape
 from sarra.poster import PostError, file_posts, link_post, relpath_of, remove_post
 from sarra.watcher import (FileState, InotifySource, Pending, PollSource, Rec, Sink, WatchError,
                            dir_key, inotify_watched, limit_message, probe_watch, temp_name,
@@ -207,6 +208,7 @@ class Daemon:
             for n in names:
                 self.hooks.add(hook, n)
         self.broker = Broker(cfg.post_broker, logger=log, should_stop=stop_event.is_set,
+                             batch_writes=True,           # each batch ends with wait_confirms
                              password_lookup=lambda u: (creds.lookup(u).password
                                                         if creds.lookup(u) else None))
         cache = None
@@ -425,9 +427,18 @@ class Daemon:
         if isinstance(inflight, str) and inflight.endswith("/") and \
                 "/" + inflight.rstrip("/") + "/" in path:
             return False
-        if not self.cfg.masks:
+        if not self.cfg.masks and self.cfg.accept_unmatch:
             return True
-        return self.cfg.filter(os.path.realpath(path) if self.cfg.realpath_filter else path)[0]
+        # like sr_post: accept/reject on post_base_url + relpath
+        p = os.path.realpath(path) if self.cfg.realpath_filter else path
+        try:
+            url = self.opts.post_base_url + escape(relpath_of(p, self.opts.post_base_dir))
+        except PostError:
+            url = p
+        ok = self.cfg.filter(url)[0]
+        if not ok and self.cfg.log_reject:
+            self.log.info("rejected %s", url)
+        return ok
 
     def on_change(self, path, now, closed=False):
         if self.wanted(path):
