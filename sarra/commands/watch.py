@@ -56,11 +56,14 @@ def load_config(name, pairs):
     cfg.check_unknown(list(WATCH_OPTIONS))
     for opt, (conv, default) in WATCH_OPTIONS.items():
         raw = cfg.unknown.get(opt)
-        try:
-            value = conv(raw[-1] or None) if raw else default
-        except ValueError as e:
-            raise config.ConfigError(f"{cfg.origin(opt)}: option '{opt}': {e}") from None
-        cfg.__dict__["watch_" + opt] = value
+        if options.lookup(opt) is not None:          # once in the common option table
+            value = cfg.get(opt, default)
+        else:
+            try:
+                value = conv(raw[-1] or None) if raw else default
+            except ValueError as e:
+                raise config.ConfigError(f"{cfg.origin(opt)}: option '{opt}': {e}") from None
+        cfg.__dict__["watch_" + opt] = default if value is None else value
     return cfg
 
 
