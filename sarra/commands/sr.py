@@ -26,6 +26,8 @@ from typing import Dict, List, Optional, Tuple
 import psutil
 
 from sarra import actions, config, instances, logs, options, paths, supervisor
+
+SINGLE_INSTANCE = ("watch", "poll", "post")
 from sarra.commands import common
 
 PROG = "sr"
@@ -156,7 +158,8 @@ def do_start(items: List[Item]) -> int:
         if cfg is None:
             rc = common.USAGE
             continue
-        count = max(1, int(cfg.instances or 1))
+        # posters and watchers are single-instance: several would post everything twice
+        count = 1 if it.component in SINGLE_INSTANCE else max(1, int(cfg.instances or 1))
         with instances.locked(it.component, it.name):
             instances.write_expected(it.component, it.name, count)
         todo.append((it, count))
