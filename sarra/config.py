@@ -5,16 +5,14 @@ command-line options; later wins. Every value remembers where it came from
 (`origin()`, `show()`). `directory`/`mirror`/`strip`/`flatten`/`filename` apply to the
 accept/reject lines that follow them and `exchange`/`topic_prefix` to the subtopic lines
 that follow them; every other option is global (last value wins) and defaults that
-depend on other options are derived once everything is read.
+depend on other options are derived once everything is read.  ${...} variables are
+expanded by sarra.configvars (its public names are re-exported here).
 """
 
-import datetime
 import logging
 import os
-import random
 import re
 import socket
-import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Pattern, Sequence, Tuple, Union
@@ -22,25 +20,18 @@ from urllib.parse import unquote, urlsplit
 
 from sarra import options as O
 from sarra import paths
+from sarra.configvars import (PER_MESSAGE_VARS, RANDID, LoadVars,  # noqa: F401 (API)
+                              expand_broker_user, expand_message_vars, is_per_message_var,
+                              random_queue_suffix, sundew_vars)
 from sarra.credentials import redact, redact_text
 from sarra.options import parse_cli  # noqa: F401  (part of this module's API)
 
 logger = logging.getLogger(__name__)
 
-RANDID = "%04x" % random.SystemRandom().randint(0, 0xFFFF)
-
 MAX_INCLUDE_DEPTH = 32
 
 ORDER_MASK = ("directory", "mirror", "strip", "flatten", "filename")
 ORDER_BINDING = ("exchange", "topic_prefix")
-
-_VAR_RE = re.compile(r"\$\{([^}]*)\}")
-_DATE_VAR_RE = re.compile(r"^(YYYYMMDD|YYYY|MM|DD|HH|JJJ)(?:([+-])(\d+)([smhdwSMHDW]))?$")
-PER_MESSAGE_VARS = frozenset((
-    "YYYYMMDD", "YYYY", "MM", "DD", "HH", "JJJ", "SOURCE", "BD", "PBD", "PDR", "DR",
-    "T1", "T2", "A1", "A2", "ii", "CCCC", "YY", "GG", "Gg", "BBB",
-    "RYYYY", "RMM", "RDD", "RHH", "RMN", "RSS",
-))
 
 
 class ConfigError(Exception):
@@ -91,16 +82,6 @@ def _url_host(url: Optional[str]) -> Optional[str]:
         return urlsplit(url).hostname if url else None
     except ValueError:
         return None
-
-
-def random_queue_suffix() -> str:
-    """'<r1>.<r2>': two random integers 0-100000000, zero padded to 8 digits."""
-    r = random.SystemRandom()
-    return "%08d.%08d" % (r.randint(0, 100000000), r.randint(0, 100000000))
-
-
-def is_per_message_var(name: str) -> bool:
-    return name in PER_MESSAGE_VARS or _DATE_VAR_RE.match(name) is not None
 
 
 class Config:
@@ -344,7 +325,7 @@ class _Parser:
     def __init__(self, cfg: Config, warn_unknown: bool):
         self.cfg = cfg
         self.warn_unknown = warn_unknown
-        self._hostname: Optional[str] = None
+        self.vars = LoadVars(cfg)
         v = cfg._values
         # Values in force for the order sensitive options (None = derived default).
         self.cur: Dict[str, Any] = {n: v[n] for n in ORDER_MASK + ORDER_BINDING}
@@ -412,37 +393,13 @@ class _Parser:
                            reason, cache)
         return cache
 
-    # -- variables --------------------------------------------------------
-    def expand(self, text: str) -> str:
-        if "${" not in text:
-            return text
-        return _VAR_RE.sub(self._var, text)
-
-    def _var(self, m: "re.Match") -> str:
-        name = m.group(1)
-        if is_per_message_var(name):
-            return m.group(0)
-        if name == "HOSTNAME":
-            if self._hostname is None:
-                self._hostname = socket.getfqdn()
-            return self._hostname
-        if name == "PROGRAM":
-            return self.cfg.program
-        if name == "CONFIG":
-            return self.cfg.name if self.cfg.name else m.group(0)
-        if name == "RANDID":
-            return RANDID
-        if name == "BROKER_USER":  # deferred to finalize if broker is not known yet
-            return self.cfg.broker_user() if self.cfg.is_set("broker") else m.group(0)
-        return os.environ.get(name, m.group(0))
-
     # -- one option -------------------------------------------------------
     def apply(self, keyword: str, value: Optional[str], origin: str, base: Optional[str],
               stack: List[str]) -> None:
         cfg = self.cfg
         opt = O.lookup(keyword)
         if value is not None:
-            value = self.expand(value.strip())
+            value = self.vars.expand(value.strip())
         if opt is None:
             cfg.unknown.setdefault(keyword, []).append(value if value is not None else "")
             cfg._unknown_origins[keyword] = origin
@@ -541,7 +498,7 @@ class _Parser:
         if v["post_broker"] is None and comp in ("sarra", "shovel", "winnow"):
             v["post_broker"] = v["feeder"] or v["broker"]
         buser, puser = cfg.broker_user(), cfg.post_broker_user()
-        self._expand_broker_user(buser)
+        expand_broker_user(cfg, buser)
         pump = {_url_user(v[n]) for n in ("feeder", "admin") if v[n]}
 
         default_exchange = O.lookup("exchange").default_for(comp)
@@ -591,92 +548,3 @@ class _Parser:
         if qn and not qn.startswith("q_" + buser):
             logger.warning("%s: queue_name '%s' does not start with q_%s; the broker may "
                            "refuse it", cfg.origin("queue_name"), qn, buser)
-
-    def _expand_broker_user(self, buser: str) -> None:
-        tag = "${BROKER_USER}"
-        cfg = self.cfg
-
-        def fix(s):
-            return s.replace(tag, buser) if isinstance(s, str) else s
-        for k, val in cfg._values.items():
-            if isinstance(val, str) and tag in val:
-                cfg._values[k] = fix(val)
-        for m in cfg.masks:
-            m.directory = fix(m.directory)
-        for b in cfg.bindings:
-            b.exchange, b.subtopic = fix(b.exchange), fix(b.subtopic)
-        cfg.paths[:] = [fix(p) for p in cfg.paths]
-        for k in cfg.unknown:
-            cfg.unknown[k] = [fix(s) for s in cfg.unknown[k]]
-        for k in cfg.headers:
-            cfg.headers[k] = fix(cfg.headers[k])
-
-
-# ------------------------------------------------------------------ per message
-
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DATE_FORMATS = {"YYYYMMDD": "%Y%m%d", "YYYY": "%Y", "MM": "%m", "DD": "%d", "HH": "%H",
-                 "JJJ": "%j"}
-
-
-def _epoch(now) -> float:
-    if now is None:
-        return time.time()
-    if isinstance(now, datetime.datetime):
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=datetime.timezone.utc)
-        return now.timestamp()
-    return float(now)
-
-
-def expand_message_vars(text: str, msg_source: Optional[str] = None, now=None,
-                        extra: Optional[Dict[str, Any]] = None) -> str:
-    """Expand the per-message variables of config.md §2.1 in `text`.
-
-    Dates are UTC at `now` (epoch seconds or datetime; default: current time), with
-    offset forms like ${YYYYMMDD-1D}. ${SOURCE} is msg_source; `extra` supplies BD, PBD,
-    PDR, DR and Sundew fields (see sundew_vars). Unknown variables are left as is.
-    """
-    if "${" not in text:
-        return text
-    base = _epoch(now)
-    extra = extra or {}
-
-    def repl(m: "re.Match") -> str:
-        name = m.group(1)
-        d = _DATE_VAR_RE.match(name)
-        if d:
-            t = base
-            if d.group(2):
-                delta = int(d.group(3)) * _UNIT_SECONDS[d.group(4).lower()]
-                t += delta if d.group(2) == "+" else -delta
-            when = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
-            return when.strftime(_DATE_FORMATS[d.group(1)])
-        if name == "SOURCE" and msg_source:
-            return msg_source
-        if extra.get(name) is not None:
-            return str(extra[name])
-        return m.group(0)
-
-    return _VAR_RE.sub(repl, text)
-
-
-def sundew_vars(filename: str) -> Dict[str, str]:
-    """Fields of a Sundew/WMO style name 'TTAAii_CCCC_YYGGgg_BBB_...:...:YYYYMMDDhhmmss'."""
-    fields = os.path.basename(filename).split(":")
-    head = fields[0].split("_")
-    out: Dict[str, str] = {}
-    if len(head[0]) >= 6:
-        t = head[0]
-        out.update(T1=t[0], T2=t[1], A1=t[2], A2=t[3], ii=t[4:6])
-    if len(head) > 1 and head[1]:
-        out["CCCC"] = head[1]
-    if len(head) > 2 and len(head[2]) >= 6:
-        out.update(YY=head[2][0:2], GG=head[2][2:4], Gg=head[2][4:6])
-    if len(head) > 3 and head[3]:
-        out["BBB"] = head[3]
-    if len(fields) > 1 and re.match(r"^\d{14}$", fields[-1]):
-        r = fields[-1]
-        out.update(RYYYY=r[0:4], RMM=r[4:6], RDD=r[6:8], RHH=r[8:10], RMN=r[10:12],
-                   RSS=r[12:14])
-    return out
