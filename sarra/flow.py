@@ -41,9 +41,11 @@ from sarra.message import Message, MessageError
 from sarra.work import (Counters, Outcome, TransferInterrupted, Work,  # noqa: F401 (API)
                         download_stopped)
 
-#: URL scheme -> transfer driver module, imported on first use (paramiko is big)
-DRIVER_MODULES = {"http": "http", "https": "http", "sftp": "sftp", "ftp": "ftp",
-                  "ftps": "ftp", "file": "file"}
+#: URL scheme -> module registering its transfer driver, imported on first use (paramiko
+#: is big). http/https: the http.client fast path (http_keepalive.py) over transfer/http.py
+DRIVER_MODULES = {"http": "sarra.http_keepalive", "https": "sarra.http_keepalive",
+                  "sftp": "sarra.transfer.sftp", "ftp": "sarra.transfer.ftp",
+                  "ftps": "sarra.transfer.ftp", "file": "sarra.transfer.file"}
 #: retries are also taken after this many new messages, so a busy queue cannot starve them
 RETRY_EVERY = 100
 
@@ -432,9 +434,45 @@ class Flow:
         if mod is None and scheme not in transfer.SCHEMES:
             raise KeyError(scheme)
         if mod is not None:
-            importlib.import_module("sarra.transfer." + mod)
-        t = transfer.for_url(url, self.transfers, credentials=self.credentials.lookup,
+            importlib.import_module(mod)
+        t = transfer.for_url(url, self.transfers, credentials=self._credential_for,
                              timeout=self.cfg.timeout or 300, logger=self.log)
+        if scheme in ("http", "https"):
+            _quiet_requests(t)
         if baseurl is not None:
             self._by_base[baseurl] = t
         return t
+
+    def _credential_for(self, url: str):
+        """credentials.conf entry for a transfer URL, cached per scheme://user@host:port
+        (entries never depend on the path); the drivers ask on every request."""
+        key = url.split("/", 3)[:3]
+        key = "/".join(key) if len(key) == 3 else url
+        cache = self.__dict__.setdefault("_creds", {})
+        if key not in cache:
+            cache[key] = self.credentials.lookup(url)
+        return cache[key]
+
+
+_PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "netrc")
+
+
+def _quiet_requests(driver):
+    """Work-around (transfer/http.py is not this module's): a requests session with
+    trust_env scans the environment for proxies and looks for ~/.netrc on every request,
+    a third of the cost of a small download. When there is nothing for it to find, turn
+    that off and take the CA bundle from the environment once, as requests would."""
+    if any(k.lower() in _PROXY_ENV for k in os.environ):
+        return
+    if any(os.path.exists(os.path.expanduser(f)) for f in ("~/.netrc", "~/_netrc")):
+        return
+    make = getattr(driver, "_session", None)
+    if callable(make):
+        try:
+            session = make()
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle and session.verify is True:
+                session.verify = bundle
+            session.trust_env = False
+        except Exception:
+            pass

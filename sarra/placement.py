@@ -62,12 +62,14 @@ def local_name(relpath: str, directory: str, mirror: bool = False, strip=0,
     return directory, comps[-1]
 
 
-def check_inside(new_dir: str, new_file: str, root: str) -> str:
-    """Full path, after checking that it resolves inside ``root`` (symbolic links followed)."""
+def check_inside(new_dir: str, new_file: str, root: str, real_root: Optional[str] = None) -> str:
+    """Full path, after checking that it resolves inside ``root`` (symbolic links followed).
+    ``real_root``: os.path.realpath(root) when the caller has it already."""
     if not new_file or "/" in new_file or new_file in (".", ".."):
         raise PlacementError(f"file name {new_file!r} is not a plain name")
-    real_root = os.path.realpath(root)
-    real_dir = os.path.realpath(new_dir)
+    if real_root is None:
+        real_root = os.path.realpath(root)
+    real_dir = real_root if new_dir == root else os.path.realpath(new_dir)
     if real_dir != real_root and not real_dir.startswith(real_root.rstrip("/") + "/"):
         raise PlacementError(f"{os.path.join(new_dir, new_file)} resolves to {real_dir}, "
                              f"outside the target directory {real_root}")

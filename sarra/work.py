@@ -46,6 +46,7 @@ class Work:
         self.outcome = "done"       # done | rejected | failed | returned
         self.file_complete = False
         self.cache_key = None
+        self.sum = None             # msg.sum parsed once by the work step
 
     # v2 plugin vocabulary
     headers = property(lambda self: self.msg.headers)

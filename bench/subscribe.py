@@ -1,0 +1,492 @@
+#!/usr/bin/env python3
+"""sr_subscribe throughput, next to the limits measured in the same run.
+
+    python bench/subscribe.py [--files 10000] [--runs 3] [--big-mib 1024] [--server auto]
+
+1. 10,000 announced files of 1 KiB, served by a fast keep-alive HTTP server (nginx when
+   installed, else a selectors/sendfile server in its own process), drained by
+   `sr_subscribe foreground` (1 instance) and `sr_subscribe start` with `instances 2`.
+   Limit: a plain download loop over one persistent connection (requests.Session, the
+   HTTP stack the subscriber uses; an http.client loop is printed too), each body written
+   to a file like the subscriber does. Rate = files / (last - first file written), from
+   the subscriber's own log (file_log lines), so start-up is not counted.
+2. One 1 GiB file through sr_subscribe over HTTP, next to `curl -o` of the same URL.
+3. Peak RSS (VmHWM) of every subscriber instance.
+
+Files are served from and written to /dev/shm when it exists (--dir to change).
+Medians of --runs runs. Targets: 1 instance >= 70 % of the loop, 1 GiB >= 80 % of curl,
+< 40 MB RSS per instance. Everything lives in a temporary directory (its own HOME) and on
+private exchanges/queues of the local broker, removed at the end.
+"""
+
+import argparse
+import hashlib
+import http.client
+import os
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from sarra import message  # noqa: E402
+from sarra.broker import Broker  # noqa: E402
+
+BROKER = os.environ.get("SARRA_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"bench: nothing listens on 127.0.0.1:{port}")
+
+
+# ------------------------------------------------------------------ servers
+
+def start_nginx(root, work, port):
+    conf = os.path.join(work, "nginx.conf")
+    for d in ("body", "proxy", "fastcgi"):
+        os.makedirs(os.path.join(work, d), exist_ok=True)
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+master_process off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile on; tcp_nopush on; tcp_nodelay on;
+    keepalive_requests 10000000; keepalive_timeout 600s;
+    client_body_temp_path {work}/body; proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    default_type application/octet-stream;
+    server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+""")
+    p = subprocess.Popen([NGINX, "-c", conf, "-p", work], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "nginx.out"), "wb"),
+                         start_new_session=True)
+    wait_port(port)
+    return p, "nginx " + subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()
+
+
+def serve_python(root, port):
+    """HTTP/1.1 keep-alive GET server: one process, selectors, sendfile (the fallback)."""
+    sel = selectors.DefaultSelector()
+    lsock = socket.create_server(("127.0.0.1", port), backlog=128)
+    lsock.setblocking(False)
+    sel.register(lsock, selectors.EVENT_READ)
+    bufs = {}
+    while True:
+        for key, _ in sel.select():
+            s = key.fileobj
+            if s is lsock:
+                c, _ = lsock.accept()
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                bufs[c] = b""
+                sel.register(c, selectors.EVENT_READ)
+                continue
+            data = s.recv(65536)
+            if not data:
+                sel.unregister(s)
+                s.close()
+                bufs.pop(s, None)
+                continue
+            buf = bufs[s] + data
+            while b"\r\n\r\n" in buf:
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                path = head.split(b" ", 2)[1].decode()
+                full = os.path.join(root, path.lstrip("/").replace("%20", " "))
+                s.setblocking(True)
+                try:
+                    fd = os.open(full, os.O_RDONLY)
+                except OSError:
+                    s.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    s.setblocking(False)
+                    continue
+                size = os.fstat(fd).st_size
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+                off = 0
+                while off < size:
+                    off += os.sendfile(s.fileno(), fd, off, size - off)
+                os.close(fd)
+                s.setblocking(False)
+            bufs[s] = buf
+
+
+def start_python_server(root, port):
+    p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", root, str(port)],
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    wait_port(port)
+    return p, "python selectors+sendfile server"
+
+
+# ------------------------------------------------------------------ data
+
+def make_files(root, n, size=1024):
+    rels = []
+    for i in range(n):
+        rel = f"d{i % 100:02d}/f{i:05d}.txt"
+        p = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        data = (b"%08d" % i) * (size // 8)
+        with open(p, "wb") as f:
+            f.write(data)
+        rels.append((rel, data))
+    return rels
+
+
+def make_big(path, mib):
+    h = hashlib.md5()
+    with open(path, "wb") as f:
+        block = os.urandom(16 << 20)
+        for i in range(mib // 16):
+            chunk = block[i % 7:] + block[:i % 7]      # cheap, distinct content per block
+            f.write(chunk)
+            h.update(chunk)
+    return h.hexdigest(), os.path.getsize(path)
+
+
+def posts(base_url, rels):
+    out = []
+    for rel, data in rels:
+        m = message.make_post(message.now(), base_url, "/" + rel, {
+            "sum": "d," + hashlib.md5(data).hexdigest(), "parts": f"1,{len(data)},1,0,0",
+            "mtime": "20240315123456.5", "atime": "20240315123456.5", "mode": "644"})
+        out.append(m.encode())
+    return out
+
+
+# ------------------------------------------------------------------ limits
+
+def loop_requests(base_url, rels, dst):
+    import requests
+    s = requests.Session()
+    s.trust_env = False        # no proxy/netrc look-ups per request: the fastest plain loop
+    t0 = time.perf_counter()
+    for rel, _ in rels:
+        r = s.get(base_url + rel)
+        with open(os.path.join(dst, rel.replace("/", "_")), "wb") as f:
+            f.write(r.content)
+    dt = time.perf_counter() - t0
+    s.close()
+    return len(rels) / dt
+
+
+def loop_http_client(port, rels, dst):
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    t0 = time.perf_counter()
+    for rel, _ in rels:
+        c.request("GET", "/" + rel)
+        body = c.getresponse().read()
+        with open(os.path.join(dst, rel.replace("/", "_")), "wb") as f:
+            f.write(body)
+    dt = time.perf_counter() - t0
+    c.close()
+    return len(rels) / dt
+
+
+def curl(url, dst):
+    t0 = time.perf_counter()
+    subprocess.run(["curl", "-s", "-f", "-o", dst, url], check=True)
+    return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ sr_subscribe
+
+class Sub:
+    def __init__(self, top, port):
+        self.top = top
+        self.home = os.path.join(top, "home")
+        self.env = dict(os.environ, HOME=self.home,
+                        XDG_CONFIG_HOME=os.path.join(self.home, ".config"),
+                        XDG_CACHE_HOME=os.path.join(self.home, ".cache"),
+                        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.tag = uuid.uuid4().hex[:8]
+        self.exchange = f"xs_guest_bench{self.tag}"
+        self.report_exchange = f"xs_guest_benchrep{self.tag}"
+        self.name = "bench"
+        self.dst = os.path.join(top, "sub_dst")
+        with Broker(BROKER) as b:
+            for x in (self.exchange, self.report_exchange):
+                b.declare_exchange(x)
+        cdir = os.path.join(self.home, ".config", "sarra", "subscribe")
+        os.makedirs(cdir, exist_ok=True)
+        self.conf = os.path.join(cdir, "bench.conf")
+        self.logdir = os.path.join(self.home, ".cache", "sarra", "log")
+        self.profile = None
+        self.extra = ""
+
+    def configure(self, instances):
+        with open(self.conf, "w") as f:
+            f.write(f"broker {BROKER}\nexchange {self.exchange}\nexpire 10m\n"
+                    f"report_exchange {self.report_exchange}\ninstances {instances}\n"
+                    f"directory {self.dst}\nmirror on\nheartbeat 300\n{self.extra}accept .*\n")
+
+    def cmd(self, *args, **kw):
+        return subprocess.run([sys.executable, "-m", "sarra.commands.subscribe", *args],
+                              env=self.env, cwd=self.home, capture_output=True, text=True, **kw)
+
+    def publish(self, encoded):
+        with Broker(BROKER) as b:        # a fresh connection: idle ones miss heartbeats
+            for topic, body, headers in encoded:
+                b.publish(self.exchange, topic, body, headers)
+            b.wait_confirms(timeout=120)
+
+    def reset_dst(self):
+        shutil.rmtree(self.dst, ignore_errors=True)
+        os.makedirs(self.dst)
+        shutil.rmtree(self.logdir, ignore_errors=True)
+
+    def drain(self, encoded, instances):
+        """Publish, run the subscriber until every file is written; (files/s, [rss])."""
+        self.reset_dst()
+        self.configure(instances)
+        r = self.cmd("setup", self.name)
+        if r.returncode:
+            raise SystemExit("bench: sr_subscribe setup failed: " + r.stderr)
+        self.publish(encoded)
+        n = len(encoded)
+        if instances == 1:
+            os.makedirs(self.logdir, exist_ok=True)
+            logs = [os.path.join(self.logdir, "fg.log")]
+            prof = ["-m", "cProfile", "-o", self.profile] if self.profile else []
+            p = subprocess.Popen([sys.executable, *prof, "-m", "sarra.commands.subscribe",
+                                  "foreground", self.name], env=self.env, cwd=self.home,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=open(logs[0], "wb"), start_new_session=True)
+            pids = [p.pid]
+        else:
+            r = self.cmd("start", self.name)
+            if r.returncode:
+                raise SystemExit("bench: sr_subscribe start failed: " + r.stdout + r.stderr)
+            logs = [os.path.join(self.logdir, f"sr_subscribe_bench_{k:02d}.log")
+                    for k in range(1, instances + 1)]
+            sdir = os.path.join(self.home, ".cache", "sarra", "subscribe", self.name)
+            pids = [int(open(os.path.join(sdir, f"sr_subscribe_bench_{k:02d}.pid")).read())
+                    for k in range(1, instances + 1)]
+        try:
+            deadline = time.monotonic() + 600
+            while _count(logs) < n:
+                if time.monotonic() > deadline or (instances == 1 and p.poll() is not None):
+                    raise SystemExit(f"bench: only {_count(logs)} of {n} files; see {logs}")
+                time.sleep(0.5)
+            rss = [_hwm(pid) for pid in pids]
+        finally:
+            if instances == 1:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+            else:
+                self.cmd("stop", self.name)
+        first, last = _span(logs)
+        return (n - 1) / (last - first), rss
+
+    def big(self, rel, digest, size, base_url):
+        """One large file through a running subscriber: seconds from publish to rename."""
+        self.reset_dst()
+        self.configure(1)
+        self.cmd("setup", self.name)
+        os.makedirs(self.logdir, exist_ok=True)
+        p = subprocess.Popen([sys.executable, "-m", "sarra.commands.subscribe", "foreground",
+                              self.name], env=self.env, cwd=self.home, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL,
+                             stderr=open(os.path.join(self.logdir, "big.log"), "wb"),
+                             start_new_session=True)
+        log = os.path.join(self.logdir, "big.log")
+        while "started, queue" not in open(log, errors="replace").read():
+            if p.poll() is not None:
+                raise SystemExit(f"bench: sr_subscribe exited; see {log}")
+            time.sleep(0.05)
+        m = message.make_post(message.now(), base_url, "/" + rel, {
+            "sum": "d," + digest, "parts": f"1,{size},1,0,0", "mode": "644"})
+        final = os.path.join(self.dst, rel)
+        try:
+            t0 = time.perf_counter()
+            self.publish([m.encode()])
+            while not os.path.exists(final):
+                if p.poll() is not None or time.perf_counter() - t0 > 600:
+                    raise SystemExit(f"bench: the large file did not arrive; see {log}")
+                time.sleep(0.005)
+            dt = time.perf_counter() - t0
+            rss = _hwm(p.pid)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
+        if os.path.getsize(final) != size:
+            raise SystemExit("bench: the large file arrived with the wrong size")
+        return dt, rss
+
+    def close(self):
+        self.cmd("cleanup", self.name)
+        with Broker(BROKER) as b:
+            for x in (self.exchange, self.report_exchange):
+                try:
+                    b.delete_exchange(x)
+                except Exception:
+                    pass
+
+
+def _count(logs):
+    n = 0
+    for path in logs:
+        try:
+            with open(path, "rb") as f:
+                n += f.read().count(b" downloaded /")
+        except OSError:
+            pass
+    return n
+
+
+def _span(logs):
+    stamps = []
+    for path in logs:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if " downloaded /" in line:
+                    stamps.append(datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp())
+    return min(stamps), max(stamps)
+
+
+def _hwm(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------ main
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=10000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--big-mib", type=int, default=1024)
+    ap.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
+    ap.add_argument("--skip", default="", help="comma list: small, two, big")
+    ap.add_argument("--dir", help="where files are served from and written to "
+                    "(default /dev/shm when writable, else the temporary directory)")
+    ap.add_argument("--config", action="append", default=[],
+                    help="extra line for the subscriber's configuration (experiments)")
+    ap.add_argument("--profile", help="write cProfile stats of the 1-instance runs here")
+    ap.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.serve:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        serve_python(a.serve[0], int(a.serve[1]))
+        return 0
+    skip = set(filter(None, a.skip.split(",")))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))     # clean up on timeout(1)
+    # tmpfs when there is one: file-system metadata costs of a shared VM disk vary by 5x
+    # from one second to the next and would drown what is measured (both sides write there)
+    base = a.dir or ("/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    top = tempfile.mkdtemp(prefix="sarra-bench-sub-", dir=base)
+    root = os.path.join(top, "www")
+    os.makedirs(root)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}/"
+    rels = make_files(root, a.files)
+    big_digest = big_size = None
+    if "big" not in skip:
+        big_digest, big_size = make_big(os.path.join(root, "big.bin"), a.big_mib)
+    use_nginx = a.server == "nginx" or (a.server == "auto" and NGINX)
+    server, server_name = (start_nginx(root, top, port) if use_nginx
+                           else start_python_server(root, port))
+    sub = None
+    try:
+        sub = Sub(top, port)
+        sub.profile = a.profile and os.path.abspath(a.profile)
+        sub.extra = "".join(line + "\n" for line in a.config)
+        encoded = posts(base_url, rels)
+        print(f"server: {server_name} on 127.0.0.1:{port}; {a.files} files of 1 KiB; "
+              f"{a.runs} runs each, medians; {os.cpu_count()} CPUs; files in {top}")
+        res = {"loop": [], "httpc": [], "one": [], "two": [], "curl": [], "bigsub": []}
+        rss = {"one": [], "two": [], "big": []}
+        for r in range(a.runs):
+            ldst = os.path.join(top, "loop_dst")
+            for key, fn in (("loop", lambda: loop_requests(base_url, rels, ldst)),
+                            ("httpc", lambda: loop_http_client(port, rels, ldst))):
+                shutil.rmtree(ldst, ignore_errors=True)
+                os.makedirs(ldst)
+                res[key].append(fn())
+            if "small" not in skip:
+                rate, m = sub.drain(encoded, 1)
+                res["one"].append(rate)
+                rss["one"] += m
+            if "two" not in skip:
+                rate, m = sub.drain(encoded, 2)
+                res["two"].append(rate)
+                rss["two"] += m
+            if "big" not in skip:
+                cdst = os.path.join(top, "curl.bin")
+                res["curl"].append(curl(base_url + "big.bin", cdst))
+                os.unlink(cdst)
+                dt, m = sub.big("big.bin", big_digest, big_size, base_url)
+                res["bigsub"].append(dt)
+                rss["big"].append(m)
+            print(f"  run {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in res.items() if v))
+        report(res, rss, a, big_size)
+    finally:
+        if sub is not None:
+            sub.close()
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(10)
+        shutil.rmtree(top, ignore_errors=True)
+    return 0
+
+
+def report(res, rss, a, big_size):
+    med = {k: statistics.median(v) for k, v in res.items() if v}
+    mib = 1 << 20
+    limit = med["loop"]
+    print()
+    print(f"limit   requests.Session loop      {limit:8.0f} files/s")
+    print(f"        http.client loop           {med['httpc']:8.0f} files/s")
+    if "one" in med:
+        ok = med["one"] >= 0.7 * limit
+        print(f"ours    sr_subscribe, 1 instance   {med['one']:8.0f} files/s  "
+              f"{100 * med['one'] / limit:5.1f}% of the loop (target 70%)  "
+              f"{100 * med['one'] / med['httpc']:5.1f}% of http.client  -> "
+              f"{'ok' if ok else 'BELOW'}")
+    if "two" in med:
+        print(f"ours    sr_subscribe, 2 instances  {med['two']:8.0f} files/s  "
+              f"{100 * med['two'] / limit:5.1f}% of the loop")
+    if "curl" in med:
+        c, s = big_size / med["curl"] / mib, big_size / med["bigsub"] / mib
+        print(f"limit   curl, {big_size / mib:.0f} MiB            {c:8.0f} MiB/s ({med['curl']:.2f} s)")
+        print(f"ours    sr_subscribe, {big_size / mib:.0f} MiB    {s:8.0f} MiB/s ({med['bigsub']:.2f} s)"
+              f"  {100 * s / c:5.1f}% of curl (target 80%)  -> {'ok' if s >= 0.8 * c else 'BELOW'}")
+    for k, label in (("one", "1 instance"), ("two", "2 instances"), ("big", "large file")):
+        vals = [v for v in rss[k] if v]
+        if vals:
+            peak = max(vals) / 1e6
+            print(f"rss     peak per instance, {label:12s} {peak:6.1f} MB (target < 40 MB)  -> "
+                  f"{'ok' if peak < 40 else 'ABOVE'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
