@@ -424,7 +424,8 @@ def main():
         encoded = posts(base_url, rels)
         print(f"server: {server_name} on 127.0.0.1:{port}; {a.files} files of 1 KiB; "
               f"{a.runs} runs each, medians; {os.cpu_count()} CPUs; files in {top}")
-        res = {"loop": [], "httpc": [], "one": [], "two": [], "curl": [], "bigsub": []}
+        res = {"loop": [], "httpc": [], "one": [], "two": [], "curl": [], "curlnull": [],
+               "bigsub": []}
         rss = {"one": [], "two": [], "big": []}
         for r in range(a.runs):
             ldst = os.path.join(top, "loop_dst")
@@ -445,6 +446,7 @@ def main():
                 cdst = os.path.join(top, "curl.bin")
                 res["curl"].append(curl(base_url + "big.bin", cdst))
                 os.unlink(cdst)
+                res["curlnull"].append(curl(base_url + "big.bin", "/dev/null"))
                 dt, m = sub.big("big.bin", big_digest, big_size, base_url)
                 res["bigsub"].append(dt)
                 rss["big"].append(m)
@@ -477,8 +479,11 @@ def report(res, rss, a, big_size):
               f"{100 * med['two'] / limit:5.1f}% of the loop")
     if "curl" in med:
         c, s = big_size / med["curl"] / mib, big_size / med["bigsub"] / mib
-        print(f"limit   curl, {big_size / mib:.0f} MiB            {c:8.0f} MiB/s ({med['curl']:.2f} s)")
-        print(f"ours    sr_subscribe, {big_size / mib:.0f} MiB    {s:8.0f} MiB/s ({med['bigsub']:.2f} s)"
+        print(f"limit   curl -o file, {big_size / mib:.0f} MiB    {c:8.0f} MiB/s ({med['curl']:.2f} s)")
+        n = big_size / med["curlnull"] / mib
+        print(f"        curl -o /dev/null          {n:8.0f} MiB/s ({med['curlnull']:.2f} s)  "
+              f"(network only: no file, no checksum)")
+        print(f"ours    sr_subscribe, {big_size / mib:.0f} MiB     {s:8.0f} MiB/s ({med['bigsub']:.2f} s)"
               f"  {100 * s / c:5.1f}% of curl (target 80%)  -> {'ok' if s >= 0.8 * c else 'BELOW'}")
     for k, label in (("one", "1 instance"), ("two", "2 instances"), ("big", "large file")):
         vals = [v for v in rss[k] if v]

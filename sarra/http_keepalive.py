@@ -129,8 +129,8 @@ class KeepAliveHttpTransfer(HttpTransfer):
         if (300 <= status < 400 and status != 304) or encoding not in ('identity', ''):
             self._finish(ep, resp)      # redirects and compressed bodies: requests knows
             return super().get(url, local_path, offset, length, hasher, write_offset)
+        skip = self._check(ep, resp, shown, ranged, offset)    # errors: answer read or dropped
         try:
-            skip = self._check(ep, resp, shown, ranged, offset)
             with LocalWriter(local_path, write_offset, hasher) as out:
                 if length == 0:
                     self._finish(ep, resp)
@@ -177,6 +177,8 @@ class KeepAliveHttpTransfer(HttpTransfer):
             while True:
                 chunk = resp.read(self.bufsize)
                 if not chunk:
+                    if resp.length:         # EOF before Content-Length: http.client is silent
+                        raise http.client.IncompleteRead(b"", resp.length)
                     break
                 if skip:
                     if len(chunk) <= skip:

@@ -309,6 +309,11 @@ class HttpStub:
         self.gates = {}          # path -> threading.Event: half the body, then wait
         self.trickle = {}        # path -> bytes per 10 ms
         self.requests = []       # paths asked for, in order
+        self.redirects = {}      # path -> location (302)
+        self.short = set()       # paths whose body stops half-way (connection closed)
+        self.ignore_range = False
+        self.close_after = False  # close the connection after every answer
+        self.connections = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -333,6 +338,7 @@ class HttpStub:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
@@ -351,29 +357,40 @@ class HttpStub:
                 hdrs = {k.strip().lower(): v.strip() for k, _, v in
                         (line.partition(":") for line in lines[1:])}
                 self.requests.append(path)
-                self._answer(conn, path, hdrs.get("range"))
+                self.headers = hdrs
+                if not self._answer(conn, path, hdrs.get("range")) or self.close_after:
+                    return
         except OSError:
             pass
         finally:
             conn.close()
 
     def _answer(self, conn, path, rng):
+        """Send one answer; False when the connection must be closed after it."""
         from urllib.parse import unquote
-        data = self.files.get(unquote(path))
+        name = unquote(path)
+        if name in self.redirects:
+            conn.sendall(f"HTTP/1.1 302 Found\r\nLocation: {self.redirects[name]}\r\n"
+                         "Content-Length: 0\r\n\r\n".encode())
+            return True
+        data = self.files.get(name)
         if data is None:
-            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-            return
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found")
+            return True
         status = "200 OK"
         extra = ""
         m = re.match(r"bytes=(\d+)-(\d*)$", rng or "")
-        if m:
+        if m and not self.ignore_range:
             start = int(m.group(1))
             end = int(m.group(2)) if m.group(2) else len(data) - 1
             extra = f"Content-Range: bytes {start}-{end}/{len(data)}\r\n"
             data, status = data[start:end + 1], "206 Partial Content"
         conn.sendall(f"HTTP/1.1 {status}\r\nContent-Length: {len(data)}\r\n{extra}\r\n"
                      .encode())
-        gate, step = self.gates.get(unquote(path)), self.trickle.get(unquote(path))
+        gate, step = self.gates.get(name), self.trickle.get(name)
+        if name in self.short:
+            conn.sendall(data[:len(data) // 2])
+            return False
         if gate is not None:
             conn.sendall(data[:len(data) // 2])
             gate.wait(60)
@@ -381,11 +398,12 @@ class HttpStub:
         elif step:
             for i in range(0, len(data), step):
                 if self.closing:
-                    return
+                    return False
                 conn.sendall(data[i:i + step])
                 time.sleep(0.01)
         else:
             conn.sendall(data)
+        return True
 
 
 @pytest.fixture
