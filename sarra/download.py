@@ -150,9 +150,11 @@ def _fetch(flow, work, dest, offset, length, write_offset):
     algo = s.value if s.algo == "z" else s.algo
     url = msg.url
     if flow.hooks.has("do_download"):
+        # the plugin writes msg.new_inflight_path (or, v2 style, new_dir/new_file itself)
+        work.new_inflight_path = dest
         handled = flow.hooks.run_first("do_download", scheme=url.split(":", 1)[0])
         if handled is True:
-            return None
+            return _digest(dest, algo, offset if write_offset is not None else 0, length)
         if handled is False:
             raise Outcome(499, "do_download plugin failed", retry=True)
     tries = max(1, flow.cfg.attempts or 1)
@@ -181,6 +183,24 @@ def _fetch(flow, work, dest, offset, length, write_offset):
         except OSError as e:
             what = "disk full" if e.errno == errno.ENOSPC else e.strerror
             raise Outcome(500, f"cannot write {dest}: {what}", retry=True) from None
+
+
+def _stamp(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _digest(path, algo, offset=0, length=None):
+    """Digest of what a do_download plugin wrote (None: nothing there, or not computable)."""
+    if algo not in checksum.DATA_ALGOS or not os.path.exists(path):
+        return None
+    try:
+        return checksum.hash_range(path, algo, offset, length)
+    except (OSError, ValueError):
+        return None
 
 
 def _check(work, digest, what=""):
@@ -238,14 +258,25 @@ def _whole(flow, work, final, parts):
     temp = placement.inflight_path(final, cfg.inflight)
     if os.path.dirname(temp) != work.new_dir:
         _mkdirs(flow, os.path.dirname(temp))
+    before = _stamp(final) if flow.hooks.has("do_download") else None
     try:
         digest = _fetch(flow, work, temp, 0, None, None)
+        if not os.path.exists(temp):
+            if _stamp(final) in (None, before):
+                raise Outcome(499, "do_download plugin reported success but wrote nothing",
+                              retry=True)
+            temp = final            # a (v2) do_download plugin wrote the final name itself
+            algo = s.value if s.algo == "z" else s.algo
+            digest = _digest(final, algo)
         _check(work, digest)
     except BaseException:
         _discard(temp)
         raise
-    _apply_meta(flow, work.msg, temp)
-    _rename(temp, final)
+    if temp != final:
+        _apply_meta(flow, work.msg, temp)
+        _rename(temp, final)
+    else:
+        _apply_meta(flow, work.msg, final)
     work.code, work.text = report.DOWNLOADED
     _done(flow, work, final, complete=True)
 

@@ -40,7 +40,7 @@ def _serve(stub, env, rel):
     return {rel[1:]: hashlib.md5(data).hexdigest()}
 
 
-def test_actions_lifecycle(sub_env, stub_http, broker_url):
+def test_actions_lifecycle(sub_env, stub_http, broker_url, monkeypatch):
     env, stub = sub_env, stub_http
     # add: from the current directory into the config directory
     env.config()
@@ -94,6 +94,15 @@ def test_actions_lifecycle(sub_env, stub_http, broker_url):
     r = env.cmd("start", env.name)
     assert r.returncode == 2 and "disabled" in r.stderr
     env.cmd("enable", env.name, check=True)
+
+    # edit: $EDITOR on the configuration file
+    editor = env.home / "ed.sh"
+    editor.write_text('#!/bin/sh\necho "# edited" >> "$1"\n')
+    editor.chmod(0o755)
+    monkeypatch.setenv("EDITOR", str(editor))
+    monkeypatch.delenv("VISUAL", raising=False)
+    env.cmd("edit", env.name, check=True)
+    assert env.config_path.read_text().endswith("# edited\n")
 
     # cleanup: queue and state gone; remove: config gone
     r = env.cmd("cleanup", env.name, check=True)

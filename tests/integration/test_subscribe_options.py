@@ -161,3 +161,85 @@ def test_missing_report_exchange_one_warning_downloads_go_on(sub_env, stub_http)
     assert log.count("reports switched off") == 1, log
     assert f"xs_guest_missing{env.uid}" in log
     assert len(env.on_file_lines()) == 20
+
+
+def test_do_download_plugin(sub_env, stub_http):
+    env, stub = sub_env, stub_http
+    (env.plugdir / "custom_dl.py").write_text(
+        "import os\n"
+        "def do_download(parent):\n"
+        "    m = parent.msg\n"
+        "    if not m.urlstr.startswith('custom:'):\n"
+        "        return None                       # not ours: the built-in driver\n"
+        "    data = m.urlstr.encode() * 3\n"
+        "    if 'direct' in m.urlstr:              # v2 style: the final name itself\n"
+        "        target = os.path.join(m.new_dir, m.new_file)\n"
+        "    else:\n"
+        "        target = m.new_inflight_path\n"
+        "    with open(target, 'wb') as f:\n"
+        "        f.write(data)\n"
+        "    return True\n")
+    env.config(extra="do_download custom_dl")
+    env.setup()
+    base = "custom://somewhere"
+
+    def expected(rel):
+        return (base + rel).encode() * 3
+
+    for rel in ("/inflight.txt", "/direct.txt"):
+        env.publish_msg(post_msg(base, rel, expected(rel)))
+    env.publish_msg(post_msg(base, "/bad.txt", b"not what the plugin writes"))
+    env.publish_msg(post_msg(base, "/directbad.txt", b"not what the plugin writes"))
+    env.publish_msg(_serve(stub, env, "/plain.txt", b"over http"))
+    p = env.foreground()
+    reports = {r["relpath"]: r["code"] for r in env.reports.wait(5, timeout=30)}
+    assert reports == {"/inflight.txt": 201, "/direct.txt": 201, "/bad.txt": 417,
+                       "/directbad.txt": 417, "/plain.txt": 201}, env.log_text()
+    assert files_under(env.dst) == ["direct.txt", "inflight.txt", "plain.txt"]
+    assert (env.dst / "inflight.txt").read_bytes() == expected("/inflight.txt")
+    assert (env.dst / "direct.txt").read_bytes() == expected("/direct.txt")
+    env.stop(p)
+
+
+def test_report_publish_refused_one_warning_downloads_go_on(sub_env, stub_http, broker_url):
+    """A user who may not write to the report exchange: the first report is refused by the
+    broker (permissions); reports are switched off with one warning, files keep coming."""
+    import urllib.parse
+
+    import requests
+    env, stub = sub_env, stub_http
+    u = urllib.parse.urlsplit(broker_url)
+    api = f"http://{u.hostname}:15672/api"
+    admin = (u.username or "guest", u.password or "guest")
+    user, password = f"sub{env.uid}", "pw" + env.uid
+    r = requests.put(f"{api}/users/{user}", json={"password": password, "tags": ""},
+                     auth=admin, timeout=10)
+    assert r.status_code in (201, 204), r.text
+    try:
+        r = requests.put(f"{api}/permissions/%2F/{user}", auth=admin, timeout=10, json={
+            "configure": f"^q_{user}\\..*", "write": f"^q_{user}\\..*", "read": ".*"})
+        assert r.status_code in (201, 204), r.text
+        env.credentials(f"amqp://{user}:{password}@{u.hostname}:{u.port or 5672}/\n")
+        env.config()
+        cfg = env.config_path.read_text().replace(
+            f"broker {broker_url}", f"broker amqp://{user}@{u.hostname}:{u.port or 5672}/")
+        env.config_path.write_text(cfg)
+        env.setup()
+        want = {}
+        for i in range(5):
+            rel = f"/p{i}.txt"
+            env.publish_msg(_serve(stub, env, rel, rel.encode() * 4))
+            want[rel[1:]] = __import__("hashlib").md5(rel.encode() * 4).hexdigest()
+        p = env.foreground()
+        assert env.wait_files(want, timeout=30) == {}, env.log_text()
+        env.reports.settle(1.0)
+        env.stop(p)
+        log = env.log_text()
+        assert log.count("reports switched off") == 1, log
+        assert "access refused" in log.lower() or "ACCESS_REFUSED" in log
+        assert env.reports.items == []
+        assert len(set(env.on_file_lines())) == 5
+        assert password not in log
+        env.cmd("cleanup", env.name)
+    finally:
+        requests.delete(f"{api}/users/{user}", auth=admin, timeout=10)
