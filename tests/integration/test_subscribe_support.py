@@ -40,6 +40,10 @@ def _record(parent, hook):
 
 
 def on_file(parent):
+    pause = float(get_option(parent, "count_file_sleep", 0))
+    if pause:
+        import time
+        time.sleep(pause)          # keeps a test's subscriber busy for a predictable time
     return _record(parent, "on_file")
 
 
