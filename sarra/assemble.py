@@ -6,13 +6,16 @@ blocks of which *generation* (bsz, blktot, brem, mtime) are verified. Completion
 under the lock from that record, never from a block number or a file size, so exactly one
 process sees the file become complete: it renames the temporary file to the final name and
 that process alone fires on_file. A completed manifest is kept (tiny) so that a redelivered
-block of a finished file is recognised and not started again.
+block of a finished file is recognised and not started again; prune() drops manifests (and
+the temporary file of one that never completed) once they are older than the age after
+which no block of theirs can come back (queue expiry, retry ttl).
 """
 
 import fcntl
 import hashlib
 import json
 import os
+import time
 from contextlib import contextmanager
 from typing import Optional
 
@@ -105,3 +108,43 @@ def finish(temp: str, final: str, filesize: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(temp, final)
+
+
+def prune(state_dir: str, max_age: float, now: float = None) -> int:
+    """Remove manifests not touched for max_age seconds, with the temporary file of an
+    incomplete one; a manifest locked by another process is left alone. Returns how many."""
+    now = time.time() if now is None else now
+    try:
+        names = [n for n in os.listdir(state_dir) if n.endswith(".parts")]
+    except OSError:
+        return 0
+    removed = 0
+    for n in names:
+        path = os.path.join(state_dir, n)
+        try:
+            if now - os.stat(path).st_mtime < max_age:
+                continue
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            try:
+                data = json.loads(os.read(fd, 1 << 20).decode() or "{}")
+            except ValueError:
+                data = {}
+            temp = data.get("temp") if isinstance(data, dict) else None
+            if temp and not data.get("complete"):
+                try:
+                    if now - os.stat(temp).st_mtime >= max_age:
+                        os.unlink(temp)
+                except OSError:
+                    pass
+            os.unlink(path)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed

@@ -288,7 +288,12 @@ def _block_inplace(flow, work, final, parts):
     gen = assemble.generation(parts, msg.headers.get("mtime"))
     temp = placement.inflight_path(final, flow.cfg.inflight)
     _mkdirs(flow, os.path.dirname(temp))
-    man = assemble.Manifest(os.path.join(flow.user_cache_dir, "parts"), final)
+    state = os.path.join(flow.user_cache_dir, "parts")
+    if not flow.__dict__.get("_parts_pruned"):        # once per process: old manifests go
+        flow._parts_pruned = True
+        cfg = flow.cfg
+        assemble.prune(state, max(cfg.retry_ttl or 0, cfg.expire or 0, 86400.0))
+    man = assemble.Manifest(state, final)
     with man.locked():
         st = man.state(gen)
         if st == "complete" and os.path.exists(final):

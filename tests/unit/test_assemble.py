@@ -100,3 +100,27 @@ def test_exactly_one_process_sees_completion(tmp_path, seed):
         p.join(30)
     assert sorted(out.get(timeout=5) for _ in procs) == [0, 0, 0, 1]
     assert os.path.exists(assemble.Manifest(str(tmp_path), str(tmp_path / "f")).path)
+
+
+def test_prune_old_manifests_and_their_temporary_files(tmp_path):
+    state = tmp_path / "state"
+    done = assemble.Manifest(str(state), str(tmp_path / "done"))
+    stuck = assemble.Manifest(str(state), str(tmp_path / "stuck"))
+    fresh = assemble.Manifest(str(state), str(tmp_path / "fresh"))
+    gen = _gen(blktot=1)
+    temp = tmp_path / "stuck.tmp"
+    temp.write_bytes(b"half")
+    for man, t in ((done, "done.tmp"), (stuck, str(temp)), (fresh, "fresh.tmp")):
+        with man.locked():
+            man.start(gen, man.final, t)
+            if man is done:
+                man.add(gen, 0)
+    old = 1_000_000.0
+    for man in (done, stuck):
+        os.utime(man.path, (old, old))
+    os.utime(temp, (old, old))
+    assert assemble.prune(str(state), 3600, now=old + 7200) == 2
+    assert not os.path.exists(done.path) and not os.path.exists(stuck.path)
+    assert not temp.exists()                       # the never-completed file's temp
+    assert os.path.exists(fresh.path)              # not old enough
+    assert assemble.prune(str(tmp_path / "nowhere"), 1) == 0
