@@ -5,7 +5,7 @@ import time
 
 from sarra.message import parse_time
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixture)
-    files_under, make_tree, md5, sub_env)
+    files_under, make_tree, sub_env)
 
 
 def test_1000_files_over_http_exactly_once_with_reports(sub_env, http_server):
