@@ -390,8 +390,9 @@ class Flow:
             h["to_clusters"] = self.cfg.to
 
     def post(self, work: Work):
-        posts = work.posts or ([work.msg] if self.cfg.notify_only or self.preset.work is None else [])
-        for p in posts:
+        if not work.posts and (self.cfg.notify_only or self.preset.work is None):
+            work.posts = [work.msg]     # recorded, so that settle() waits for its confirm
+        for p in work.posts:
             self.msg = work
             work.outgoing = p
             if not self.hooks.run("on_post"):
