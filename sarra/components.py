@@ -12,7 +12,7 @@ differ per component (mirror, inplace, accept_unmatch, ...) live in the options 
 import dataclasses
 from typing import Callable, Dict, List, Optional
 
-from sarra import download
+from sarra import download, routing, send
 from sarra.work import Outcome
 
 
@@ -42,13 +42,21 @@ def sarra_check(flow, work):
         msg.headers["from_cluster"] = cfg.cluster or cfg.broker_netloc()
 
 
+#: inter-pump routing (to_clusters, gateway_for, loop prevention; off unless
+#: cluster_routing is set): the first on_message step of the components that carry
+#: messages into a pump
+ROUTING = {"on_message": ["sarra.routing:on_message"]}
+
 PRESETS = {
     "subscribe": Preset("subscribe", place=download.destination, work=download.download,
                         posts=True),
-    "sarra": Preset("sarra", place=download.destination, work=download.download, posts=True,
-                    check=sarra_check),
-    "shovel": Preset("shovel", posts=True),
-    "winnow": Preset("winnow", posts=True),
+    "sarra": Preset("sarra", place=routing.newest_wins(download.destination),
+                    work=download.download, posts=True, check=sarra_check,
+                    default_plugins=ROUTING),
+    "sender": Preset("sender", place=send.place, work=send.send, posts=True,
+                     default_plugins=ROUTING),
+    "shovel": Preset("shovel", posts=True, default_plugins=ROUTING),
+    "winnow": Preset("winnow", posts=True, default_plugins=ROUTING),
     "report": Preset("report", reports=False),
 }
 

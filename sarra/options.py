@@ -87,6 +87,7 @@ def _o(name, aliases, type_, default, components, help_, choices=(), order=False
 
 
 _C, _S, _P = CONSUMERS, TRANSFER, POSTERS
+_ROUTERS = ("sarra", "sender", "shovel", "winnow")
 _K = 1024
 _HOOK_HELP = "plugin hook (repeatable; None/off clears the list)"
 _HOOK_USERS = dict(
@@ -179,9 +180,14 @@ OPTIONS: Tuple[Option, ...] = (
     _o("realpath_filter", ("fr",), BOOL, False, ("watch", "post"),
        "canonicalise paths before filtering"),
     _o("to", (), STR, None, _P + ("sender",), "to_clusters header (default: post_broker host)"),
-    _o("cluster", ("cl", "from_cluster", "fc"), STR, None, _P + _S, "from_cluster value"),
-    _o("cluster_aliases", ("ca",), LIST, [], ("sarra",), "2016: extra to_clusters names"),
-    _o("gateway_for", ("gf",), LIST, [], ("sarra",), "2016: clusters this pump forwards to"),
+    _o("cluster", ("cl", "from_cluster", "fc"), STR, None, _P + _S + ("shovel", "winnow"),
+       "from_cluster value; with cluster_routing: the cluster the output lands on"),
+    _o("cluster_aliases", ("ca",), LIST, [], _ROUTERS, "other names of cluster in to_clusters"),
+    _o("gateway_for", ("gf",), LIST, [], _ROUTERS,
+       "clusters this pump forwards to (accepted in to_clusters)"),
+    _o("cluster_routing", (), BOOL, False, _ROUTERS,
+       "keep only posts whose to_clusters names cluster, an alias or gateway_for; "
+       "never pass on a message twice through one cluster (cluster_path header)"),
     _o("source", (), STR, None, _P + _S, "default source header"),
     _o("source_from_exchange", ("sfe",), BOOL, False, ("sarra",),
        "derive source from the xs_<user> exchange"),

@@ -1,18 +1,32 @@
 """The send step of the flow (sr_sender): push local files to a remote server.
 
-The message names a file of the local pump: a ``file:`` URL, or any URL whose relpath is
-found under ``base_dir`` (v2's msg_2localfile). The file goes to ``destination`` under
-``directory`` with the subscriber's placement options (mirror, strip, flatten), written
-under an inflight name and renamed, or written in place block by block for parts. The
-transfer driver (one per destination) stays connected across messages.
+The message names a file of this machine: a ``file:`` URL, or any URL whose relpath is
+found under ``base_dir`` (v2's msg_2localfile, a default plugin of sr_sender, sets
+``msg.local_file``). The file goes to ``destination`` under ``directory`` with the
+subscriber's placement options (mirror, strip, flatten, rename; computed by :func:`place`
+before on_message so that plugins can change ``new_dir``/``new_file``), written under an
+inflight name and renamed (``inflight``, default ``.tmp``; NONE writes the final name),
+or, for a block of a partitioned file, written in place at its offset under the final name.
+``R`` posts delete the remote file, ``L`` posts make a remote symbolic link.
+
+One transfer driver per destination stays connected across messages (flow.transfer_for):
+no new session per file. The drivers reconnect when the server dropped the session; a
+failed delivery is tried ``attempts`` times, then goes to the retry queue (497). Large
+files go in slices so that the broker connection is kept alive and a stop request is
+honoured between slices. With ``post_broker``, each delivery is announced there with
+``post_base_url`` (default: destination) + the remote path, original pubtime and headers.
 """
 
 import os
 
 from sarra import placement, report
-from sarra.flow import Outcome
 from sarra.message import Message, escape, parse_time, topic_for, unescape
 from sarra.transfer import TransferError
+from sarra.work import Outcome, TransferInterrupted, download_stopped
+
+#: bytes per slice of a large upload (sftp/file, which can write at an offset)
+SLICE = 64 << 20
+SLICED_SCHEMES = ("sftp", "file")
 
 
 def local_file(flow, msg) -> str:
@@ -20,33 +34,60 @@ def local_file(flow, msg) -> str:
     path = unescape(msg.relpath)
     if msg.baseurl.startswith("file:"):
         base = msg.baseurl[len("file:"):]
+        if base.startswith("//"):
+            base = base[2:]
+            base = base[base.find("/"):] if "/" in base else "/"
         return os.path.join(base, path.lstrip("/")) if base.strip("/") else path
-    root = flow.cfg.base_dir or flow.cfg.post_base_dir or "/"
+    cfg = flow.cfg
+    root = cfg.base_dir or cfg.post_base_dir or "/"
     return os.path.join(root, path.lstrip("/"))
 
 
-def remote_target(flow, work):
-    """(remote directory, remote file name, URL) for the message under ``destination``."""
+def remote_name(flow, work):
+    """(remote directory relative to destination, file name) for the message."""
     cfg, msg = flow.cfg, work.msg
     m = work.mask
     directory = (m.directory if m is not None and m.directory else None) or cfg.directory or ""
     mirror = m.mirror if m is not None else cfg.mirror
     strip = m.strip if m is not None else cfg.strip
     flatten = (m.flatten if m is not None else cfg.flatten) or "/"
+    directory = "" if directory in (".", "./") else directory
     try:
         rdir, rfile = placement.local_name(msg.relpath, directory.rstrip("/") or ".", mirror,
                                            strip, flatten, msg.headers.get("rename"))
     except placement.PlacementError as e:
         raise Outcome(403, f"Forbidden: {e}") from None
-    rdir = os.path.normpath(rdir) if rdir not in ("", ".") else ""
-    dest = cfg.destination.rstrip("/")
-    if rdir.startswith("/"):
-        url = f"{dest}/{rdir}/{rfile}"            # '//abs' = absolute on the server
-    elif rdir:
-        url = f"{dest}/{rdir}/{rfile}"
+    if directory.startswith("/"):
+        rdir = "/" + os.path.normpath(rdir).lstrip("/")      # '//abs' on the server
     else:
-        url = f"{dest}/{rfile}"
-    return rdir, rfile, url
+        rdir = os.path.normpath(rdir) if rdir not in ("", ".") else ""
+        rdir = "" if rdir == "." else rdir
+    return rdir, rfile
+
+
+def place(flow, work):
+    """Placement step of sr_sender: work.new_dir/new_file = remote directory and name."""
+    work.new_dir, work.new_file = remote_name(flow, work)
+    return work.new_file
+
+
+def remote_url(flow, work) -> str:
+    """destination + new_dir + new_file, with spaces and '#' escaped as the drivers expect."""
+    dest = flow.cfg.destination.rstrip("/")
+    d = escape((work.new_dir or "").rstrip("/"))
+    name = escape(work.new_file)
+    if not d:
+        return f"{dest}/{name}"
+    if d.startswith("/"):                       # absolute on the server: '//abs'
+        return f"{dest}/{d}/{name}"
+    return f"{dest}/{d}/{name}"
+
+
+def remote_target(flow, work):
+    """(remote directory, remote file name, URL) for the message under ``destination``."""
+    if work.new_file is None:
+        place(flow, work)
+    return work.new_dir, work.new_file, remote_url(flow, work)
 
 
 def send(flow, work):
@@ -55,78 +96,171 @@ def send(flow, work):
     if not cfg.destination:
         raise Outcome(503, "Service unavailable: no destination configured")
     s = msg.sum
-    rdir, rfile, url = remote_target(flow, work)
-    work.new_dir, work.new_file = rdir, rfile
+    _, _, url = remote_target(flow, work)
+    scheme = url.split(":", 1)[0].lower()
+    src = getattr(work, "local_file", None) or local_file(flow, msg)
+    work.local_path = src
+    if flow.hooks.has("do_send"):
+        handled = flow.hooks.run_first("do_send", scheme=scheme)
+        if handled is False:
+            raise Outcome(497, f"{scheme} delivery failed: do_send plugin", retry=True)
+        if handled is True:
+            return _delivered(flow, work, url, report.DELIVERED)
     t = _driver(flow, url)
-    try:
-        if s.algo == "R":
-            try:
-                t.delete(url)
-            except TransferError as e:
-                if e.code != 404:
-                    raise
-            work.code, work.text = 205, "Reset Content : deleted"
-        elif s.algo == "L":
-            t.symlink(msg.headers.get("link", ""), url)
-            work.code, work.text = 205, "Reset Content : linked"
-        else:
-            _put(flow, work, t, url)
-    except TransferError as e:
-        raise Outcome(497 if e.code != 404 else 404, f"{url.split(':', 1)[0]} delivery failed: {e.message}",
-                      retry=True) from None
-    if flow.post_broker is not None:
-        work.posts.append(_announce(flow, work, url))
+    if s.algo == "R":
+        if cfg.events is not None and "delete" not in cfg.events:
+            raise Outcome(304, "not modified3: delete events are not applied (events)")
+        _attempts(flow, work, url, lambda: _delete(t, url))
+        return _delivered(flow, work, url, (205, "Reset Content : deleted"))
+    if s.algo == "L":
+        if cfg.events is not None and "link" not in cfg.events:
+            raise Outcome(304, "not modified3: link events are not applied (events)")
+        target = msg.headers.get("link")
+        if not target:
+            raise Outcome(499, "symlink failed: the L post carries no link header (sr3 peer?)")
+        _attempts(flow, work, url, lambda: t.symlink(target, url))
+        return _delivered(flow, work, url, (205, "Reset Content : linked"))
+    if s.algo in ("m", "r", "l") or msg.parts is None:
+        raise Outcome(304, "not modified3: directory operations are not sent")
+    if not os.path.isfile(src):
+        raise Outcome(404, f"Not Found: local file {src}", retry=True)
+    n = _attempts(flow, work, url, lambda: _put(flow, work, t, src, url, scheme))
+    flow.counters["bytes"] += n or 0
+    _attributes(flow, work, t, url)
+    flow.hooks.run("on_file")
+    return _delivered(flow, work, url, report.DELIVERED)
+
+
+def _delivered(flow, work, url, code):
+    work.code, work.text = code
     flow.counters["transferred"] += 1
+    if flow.post_broker is not None:
+        work.posts.append(announce(flow, work, url))
 
 
 def _driver(flow, url):
     try:
-        return flow.transfer_for(url)
+        return flow.transfer_for(url, flow.cfg.destination)
     except KeyError:
         raise Outcome(503, f"Service unavailable {url.split(':', 1)[0]}") from None
+    except TransferError as e:
+        raise Outcome(503, f"Service unavailable: {e.message}") from None
 
 
-def _put(flow, work, t, url):
+def _delete(t, url):
+    try:
+        t.delete(url)
+    except TransferError as e:
+        if e.code != 404:
+            raise
+
+
+def _attempts(flow, work, url, op):
+    """op() up to ``attempts`` times (the driver itself reconnects a dropped session)."""
+    tries = max(1, flow.cfg.attempts or 1)
+    scheme = url.split(":", 1)[0]
+    for attempt in range(1, tries + 1):
+        try:
+            flow._interruptible = True
+            try:
+                return op()
+            finally:
+                flow._interruptible = False
+        except TransferInterrupted:
+            raise download_stopped() from None
+        except TransferError as e:
+            if attempt == tries or flow.stop_event.is_set():
+                raise Outcome(497, f"{scheme} delivery failed: {e.message}", retry=True) from None
+            flow.log.warning("%s: attempt %d/%d failed: %s", _shown(url), attempt, tries, e.message)
+            drv = flow._by_base.get(flow.cfg.destination)
+            if drv is not None:                     # the next try starts a fresh session
+                try:
+                    drv.close()
+                except Exception:
+                    pass
+            flow.stop_event.wait(min(5.0, 0.5 * attempt))
+        except OSError as e:
+            raise Outcome(500, f"cannot read {work.local_path}: {e.strerror}", retry=True) from None
+
+
+def _shown(url):
+    from sarra.transfer import redact
+    return redact(url)
+
+
+def _put(flow, work, t, src, url, scheme):
     cfg, msg = flow.cfg, work.msg
-    src = local_file(flow, msg)
-    if not os.path.isfile(src):
-        raise Outcome(404, f"Not Found: local file {src}", retry=True)
     parts = msg.parts
     if parts is None or parts.whole:
-        # inflight None (NONE, or a post_broker is set): write under the final name
         tmp = placement.inflight_path(url, cfg.inflight) if isinstance(cfg.inflight, str) else url
-        n = t.put(src, tmp)
+        size = os.path.getsize(src)
+        n = _upload(flow, t, src, tmp, 0, size, None, scheme)
         if tmp != url:
             t.rename(tmp, url)
-        work.code, work.text = report.DELIVERED
-    else:
-        # blocks travel as blocks: written in place at their offset in the remote file
-        n = t.put(src, url, offset=parts.offset, length=parts.length, remote_offset=parts.offset)
-        work.code, work.text = report.DELIVERED
-    flow.counters["bytes"] += n or 0
-    h = msg.headers
-    mode = int(h["mode"], 8) if cfg.preserve_mode and "mode" in h else (cfg.chmod or None)
-    mtime = parse_time(h["mtime"]) if cfg.preserve_time and "mtime" in h else None
-    if mode or mtime:
+        return n
+    # blocks travel as blocks: written in place at their offset in the remote file
+    return _upload(flow, t, src, url, parts.offset, parts.length, parts.offset, scheme)
+
+
+def _upload(flow, t, src, url, offset, length, remote_offset, scheme):
+    """Upload src[offset:offset+length] to url at remote_offset (None: a new file), in
+    slices for large files so that the broker is kept alive and a stop is seen."""
+    if length <= SLICE or scheme not in SLICED_SCHEMES:
+        if remote_offset is None and length == os.path.getsize(src) and offset == 0:
+            return t.put(src, url)
+        return t.put(src, url, offset=offset, length=length, remote_offset=remote_offset)
+    done = 0
+    while done < length:
+        n = min(SLICE, length - done)
+        at = (remote_offset or 0) + done
+        t.put(src, url, offset=offset + done, length=n,
+              remote_offset=None if (remote_offset is None and done == 0) else at)
+        done += n
+        if flow.stop_event.is_set() and done < length:
+            raise TransferInterrupted()
+        if flow.broker is not None:
+            flow.broker.tick()
+    return done
+
+
+def _attributes(flow, work, t, url):
+    cfg, h = flow.cfg, work.msg.headers
+    mode = None
+    if cfg.preserve_mode and "mode" in h:
         try:
-            t.set_attributes(url, mode=mode, mtime=mtime,
-                             atime=parse_time(h["atime"]) if mtime and "atime" in h else None)
-        except (TransferError, AttributeError, ValueError) as e:
-            flow.log.debug("%s: attributes not set: %s", url, e)
-    work.local_path = src
-    flow.hooks.run("on_file")
+            mode = int(h["mode"], 8) & 0o777
+        except ValueError:
+            mode = None
+    elif cfg.chmod:
+        mode = cfg.chmod
+    mtime = atime = None
+    if cfg.preserve_time and "mtime" in h:
+        parts = work.msg.parts
+        if parts is None or parts.whole or parts.bno == parts.blktot - 1:
+            try:
+                mtime = parse_time(h["mtime"])
+                atime = parse_time(h["atime"]) if "atime" in h else mtime
+            except ValueError:
+                mtime = atime = None
+    if mode is None and mtime is None:
+        return
+    try:
+        t.set_attributes(url, mode=mode, mtime=mtime, atime=atime)
+    except (TransferError, AttributeError) as e:
+        flow.log.debug("%s: attributes not set: %s", _shown(url), e)
 
 
-def _announce(flow, work, url) -> Message:
-    """The post for the remote pump: post_base_url (default destination) + remote path."""
+def announce(flow, work, url) -> Message:
+    """The post for the remote pump: post_base_url (default: destination) + the remote
+    path, so that baseurl + relpath is the delivered file's URL; pubtime and headers kept."""
     cfg, msg = flow.cfg, work.msg
-    base = (cfg.post_base_url or cfg.destination).rstrip("/") + "/"
     dest = cfg.destination.rstrip("/")
-    rel = url[len(dest):] if url.startswith(dest) else url
-    relpath = escape("/" + rel.lstrip("/"))
+    rel = url[len(dest):] if url.startswith(dest) else "/" + url.split("/", 3)[-1]
+    relpath = rel if rel.startswith("/") else "/" + rel
+    base = (cfg.post_base_url or dest).rstrip("/")
     return Message(msg.pubtime, base, relpath, dict(msg.headers),
                    topic=topic_for(cfg.post_topic_prefix or "v02.post", relpath),
                    exchange=cfg.post_exchange or "")
 
 
-__all__ = ["send", "local_file", "remote_target"]
+__all__ = ["send", "place", "local_file", "remote_target", "announce"]
