@@ -33,7 +33,7 @@ import time
 from typing import List, Optional
 
 from sarra import cache as dupcache
-from sarra import message, paths, plugin, report, retry
+from sarra import message, paths, plugin, report, retry, routing
 from sarra.broker import Broker, BrokerError, BrokerStopped
 from sarra.consumer import Consumer
 from sarra.credentials import Credentials
@@ -57,6 +57,7 @@ class Flow:
         self.cfg = cfg
         self.preset = preset
         self.logger = self.log = logger or logging.getLogger("sarra")
+        routing.refuse_bad_config(cfg, preset, self.log)     # a loop, a missing cluster: exit 2
         self.stop_event = stop_event or threading.Event()
         self.no = instance
         self.msg: Optional[Work] = None
