@@ -1,0 +1,379 @@
+"""sr_sender against the real broker and real servers (sshd, pyftpdlib, local files).
+
+Files are announced with sr_post (http base URL, relpaths under the source tree: the
+sender finds them through base_dir, as on a pump), pushed by `sr_sender foreground`, and
+checked byte for byte on the server side. The SSH sessions are counted in the sshd log
+("Accepted publickey" lines): 1,000 files go over one session, and a killed session is
+replaced by exactly one new one.
+
+The helpers at the top (Runner) are shared with test_shovel.py and test_routing.py.
+"""
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import command_argv, command_env
+
+
+# ------------------------------------------------------------------ shared helpers
+
+def md5(path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def make_files(root: Path, count: int, size: int = 64, prefix="f", subdirs=10):
+    """{relpath: md5} of count small files with distinct contents under root/d<k>/."""
+    out = {}
+    for i in range(count):
+        rel = "d%d/%s%05d.txt" % (i % subdirs, prefix, i)
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        data = (("%s %d " % (prefix, i)).encode() * (size // 4 + 1))[:size]
+        p.write_bytes(data)
+        out[rel] = hashlib.md5(data).hexdigest()
+    return out
+
+
+def wait_for(pred, timeout=60.0, what="condition", step=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+class Runner:
+    """Configs, credentials and foreground processes of sarra components for one test."""
+
+    def __init__(self, home: Path, tmp: Path):
+        self.home, self.tmp = Path(home), Path(tmp)
+        self.cfgroot = self.home / ".config" / "sarra"
+        self.procs = []          # (component, name, Popen, log path)
+
+    def config(self, component, name, text):
+        d = self.cfgroot / component
+        d.mkdir(parents=True, exist_ok=True)
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        (d / ("%s.conf" % name)).write_text("\n".join(lines) + "\n")
+        return d / ("%s.conf" % name)
+
+    def credentials(self, *lines):
+        p = self.cfgroot / "credentials.conf"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        old = p.read_text() if p.exists() else ""
+        p.write_text(old + "".join(line + "\n" for line in lines))
+        os.chmod(p, 0o600)
+
+    def run(self, command, *args, timeout=120, input=None):
+        return subprocess.run(command_argv(command) + [str(a) for a in args],
+                              capture_output=True, text=True, timeout=timeout, input=input,
+                              env=command_env(), cwd=str(self.home),
+                              stdin=None if input is not None else subprocess.DEVNULL)
+
+    def start(self, component, name, *extra):
+        log = self.tmp / ("%s_%s_%d.log" % (component, name, len(self.procs)))
+        fh = open(log, "wb")
+        p = subprocess.Popen(command_argv("sr_" + component) + [*extra, "foreground", name],
+                             stdin=subprocess.DEVNULL, stdout=fh, stderr=fh,
+                             env=command_env(), cwd=str(self.home), start_new_session=True)
+        fh.close()
+        self.procs.append((component, name, p, log))
+        return p
+
+    def log(self, name=None):
+        return "".join(log.read_text(errors="replace") for _, n, _, log in self.procs
+                       if (name is None or n == name) and log.exists())
+
+    def stop(self, p, timeout=15):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        return p.returncode
+
+    def stop_all(self):
+        for _, _, p, _ in self.procs:
+            self.stop(p)
+
+    def cleanup(self):
+        """Stop everything and delete the queues of the configs that ran."""
+        self.stop_all()
+        seen = set()
+        for component, name, _, _ in self.procs:
+            if (component, name) not in seen:
+                seen.add((component, name))
+                self.run("sr_" + component, "cleanup", name, timeout=60)
+
+    def wait_consuming(self, p, name, timeout=30):
+        """Wait until the process logged that its queue is bound and it consumes."""
+        wait_for(lambda: p.poll() is not None or " started, queue " in self.log(name),
+                 timeout, "%s to start" % name)
+        assert p.poll() is None, "%s exited %s:\n%s" % (name, p.returncode, self.log(name))
+
+
+def sr_post(runner, broker, exchange, base_url, base_dir, paths, *extra):
+    r = runner.run("sr_post", "--post_broker", broker, "--post_exchange", exchange,
+                   "--post_base_url", base_url, "--post_base_dir", str(base_dir),
+                   *extra, *[str(p) for p in paths], timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def accepted_sessions(sftp_server) -> int:
+    log = sftp_server.keyfile.parent / "sshd.log"
+    return len(re.findall(r"Accepted publickey for", log.read_text(errors="replace")))
+
+
+def sshd_children(sftp_server):
+    """The per-connection sshd processes of the fixture's sshd (started by this module)."""
+    pid = int((sftp_server.keyfile.parent / "sshd.pid").read_text().split()[0])
+    return psutil.Process(pid).children(recursive=True)
+
+
+# ------------------------------------------------------------------ fixtures
+
+@pytest.fixture
+def runner(home, tmp_path):
+    r = Runner(home, tmp_path)
+    yield r
+    r.cleanup()
+
+
+@pytest.fixture
+def env(runner, broker_url, uid, amqp_exchange, amqp_tap, tmp_path):
+    """An input exchange, a report exchange with a tap, an output exchange with a tap,
+    and a source tree."""
+    class E:
+        pass
+    e = E()
+    e.broker = broker_url
+    e.exchange = amqp_exchange("xs_guest_snd%s" % uid, durable=True)
+    e.report_exchange = amqp_exchange("xs_guest_sndrep%s" % uid)
+    e.reports = amqp_tap(e.report_exchange, ("v02.report.#",))
+    e.post_exchange = amqp_exchange("xs_guest_sndout%s" % uid)
+    e.posts = amqp_tap(e.post_exchange, ("#",))
+    e.src = tmp_path / "src"
+    e.src.mkdir()
+    e.name = "s%s" % uid
+    e.base_url = "http://pump.invalid/"
+    return e
+
+
+def sender_config(runner, env, destination, extra=""):
+    return runner.config("sender", env.name, """
+        broker %s
+        exchange %s
+        expire 5m
+        report_exchange %s
+        destination %s
+        base_dir %s
+        heartbeat 2
+        %s
+        accept .*
+    """ % (env.broker, env.exchange, env.report_exchange, destination, env.src, extra))
+
+
+def codes(tap, count, timeout=60):
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        got += tap.get(count - len(got), timeout=0.5)
+    return [(body.split()[2], int(body.split()[3])) for _, body, _ in got]
+
+
+def posted(tap, count, timeout=60):
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        got += tap.get(count - len(got), timeout=0.5)
+    return got
+
+
+# ------------------------------------------------------------------ tests
+
+def test_file_destination_placement_post_remove_link(runner, env, tmp_path):
+    out = tmp_path / "out"
+    files = make_files(env.src, 12, prefix="a", subdirs=3)
+    sender_config(runner, env, "file:%s" % out, """
+        directory sub
+        strip 1
+        post_broker %s
+        post_exchange %s
+        post_base_url http://downstream.invalid/
+    """ % (env.broker, env.post_exchange))
+    assert runner.run("sr_sender", "setup", env.name).returncode == 0
+    p = runner.start("sender", env.name)
+    runner.wait_consuming(p, env.name)
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src])
+    delivered = codes(env.reports, 12)
+    assert sorted(delivered) == sorted(("/" + r, 201) for r in files), delivered
+    for rel, digest in files.items():
+        target = out / "sub" / rel.split("/", 1)[1]          # strip 1: d<k>/ dropped
+        assert md5(target) == digest, target
+        assert not (out / "sub" / (target.name + ".tmp")).exists()
+    # every delivery announced downstream: base URL + remote path, original headers
+    msgs = posted(env.posts, 12)
+    assert len(msgs) == 12
+    for key, body, headers in msgs:
+        pubtime, base, rel = body.split()
+        assert base == "http://downstream.invalid" and rel.startswith("/sub/a"), body
+        assert headers["sum"].startswith("d,") and headers["parts"].startswith("1,")
+        assert key == "v02.post.sub"
+    # removal: the remote file goes
+    victim = sorted(files)[0]
+    (env.src / victim).unlink()
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src / victim],
+            "--events", "create,delete,link,modify")
+    assert codes(env.reports, 1) == [("/" + victim, 205)]
+    assert not (out / "sub" / victim.split("/", 1)[1]).exists()
+    # link
+    os.symlink("a00001.txt", env.src / "d1" / "link.txt")
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src / "d1" / "link.txt"])
+    assert codes(env.reports, 1) == [("/d1/link.txt", 205)]
+    assert os.readlink(out / "sub" / "link.txt") == "a00001.txt"
+    assert runner.stop(p) == 0
+
+
+def test_sftp_thousand_files_one_session(runner, env, sftp_server):
+    n = 1000
+    files = make_files(env.src, n, size=100, prefix="k")
+    host = "%s@%s:%d" % (sftp_server.user, sftp_server.host, sftp_server.port)
+    runner.credentials("sftp://%s ssh_keyfile=%s" % (host, sftp_server.keyfile))
+    sub = "thousand_%s" % env.name
+    sender_config(runner, env, "sftp://%s/" % host, "directory %s\nreport_back off" % sub)
+    assert runner.run("sr_sender", "setup", env.name).returncode == 0
+    before = accepted_sessions(sftp_server)
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src])
+    t0 = time.monotonic()
+    p = runner.start("sender", env.name)
+    root = sftp_server.root / sub
+
+    def done():
+        return sum(1 for rel in files if (root / rel).exists()) == n
+    wait_for(done, 120, "1000 files on the sftp server", step=0.5)
+    elapsed = time.monotonic() - t0
+    for rel, digest in files.items():
+        assert md5(root / rel) == digest, rel
+    assert not list(root.rglob("*.tmp"))
+    assert accepted_sessions(sftp_server) - before == 1, runner.log()
+    assert runner.stop(p) == 0
+    print("1000 files over one SSH session in %.1f s" % elapsed)
+
+
+def test_sftp_session_dropped_by_server(runner, env, sftp_server):
+    host = "%s@%s:%d" % (sftp_server.user, sftp_server.host, sftp_server.port)
+    runner.credentials("sftp://%s ssh_keyfile=%s" % (host, sftp_server.keyfile))
+    sub = "drop_%s" % env.name
+    sender_config(runner, env, "sftp://%s/" % host, "directory %s" % sub)
+    assert runner.run("sr_sender", "setup", env.name).returncode == 0
+    p = runner.start("sender", env.name)
+    runner.wait_consuming(p, env.name)
+    before = accepted_sessions(sftp_server)
+    first = make_files(env.src, 20, prefix="one")
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src])
+    assert len(codes(env.reports, 20)) == 20
+    assert accepted_sessions(sftp_server) - before == 1
+    killed = 0
+    for child in sshd_children(sftp_server):       # the server end of our session
+        child.kill()
+        killed += 1
+    assert killed
+    second = make_files(env.src / "later", 20, prefix="two")
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src / "later"])
+    got = codes(env.reports, 20)
+    assert sorted(c for _, c in got) == [201] * 20, runner.log()
+    root = sftp_server.root / sub
+    for rel, digest in first.items():
+        assert md5(root / rel) == digest
+    for rel, digest in second.items():
+        assert md5(root / "later" / rel) == digest
+    assert accepted_sessions(sftp_server) - before == 2, runner.log()
+    assert runner.stop(p) == 0
+
+
+def test_sftp_parts_sent_as_parts(runner, env, sftp_server):
+    host = "%s@%s:%d" % (sftp_server.user, sftp_server.host, sftp_server.port)
+    runner.credentials("sftp://%s ssh_keyfile=%s" % (host, sftp_server.keyfile))
+    sub = "parts_%s" % env.name
+    big = env.src / "big.bin"
+    big.write_bytes(os.urandom((3 << 20) + 12345))
+    sender_config(runner, env, "sftp://%s/" % host, """
+        directory %s
+        post_broker %s
+        post_exchange %s
+    """ % (sub, env.broker, env.post_exchange))
+    assert runner.run("sr_sender", "setup", env.name).returncode == 0
+    p = runner.start("sender", env.name)
+    runner.wait_consuming(p, env.name)
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [big], "--blocksize", "1M")
+    got = codes(env.reports, 4)
+    assert sorted(c for _, c in got) == [201] * 4, runner.log()
+    remote = sftp_server.root / sub / "big.bin"
+    assert md5(remote) == md5(big)
+    msgs = posted(env.posts, 4)
+    parts = sorted(h["parts"] for _, _, h in msgs)
+    assert [x.split(",")[0] for x in parts] == ["i"] * 4, parts      # announced as blocks
+    assert sorted(int(x.split(",")[4]) for x in parts) == [0, 1, 2, 3]
+    assert all(body.split()[1].startswith("sftp://") for _, body, _ in msgs)
+    assert runner.stop(p) == 0
+
+
+def test_ftp_destination(runner, env, ftp_server):
+    files = make_files(env.src, 5, prefix="ftp", subdirs=2)
+    sub = "ftp_%s" % env.name
+    sender_config(runner, env, ftp_server.url, "directory %s\ninflight .part" % sub)
+    assert runner.run("sr_sender", "setup", env.name).returncode == 0
+    p = runner.start("sender", env.name)
+    runner.wait_consuming(p, env.name)
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src])
+    assert sorted(c for _, c in codes(env.reports, 5)) == [201] * 5, runner.log()
+    for rel, digest in files.items():
+        assert md5(ftp_server.root / sub / rel) == digest
+    assert not list((ftp_server.root / sub).rglob("*.part"))
+    victim = sorted(files)[-1]
+    (env.src / victim).unlink()
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src / victim],
+            "--events", "create,delete,link,modify")
+    assert codes(env.reports, 1) == [("/" + victim, 205)]
+    assert not (ftp_server.root / sub / victim).exists()
+    assert runner.stop(p) == 0
+
+
+def test_missing_local_file_and_unreachable_server_retry(runner, env, tmp_path):
+    """A file missing here is 404 (kept for retry); a server that refuses is 497."""
+    (env.src / "gone.txt").write_text("x")
+    sender_config(runner, env, "sftp://nobody@127.0.0.1:9/", "attempts 1")
+    assert runner.run("sr_sender", "setup", env.name).returncode == 0
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src / "gone.txt"])
+    (env.src / "here.txt").write_text("y")
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src / "here.txt"])
+    (env.src / "gone.txt").unlink()
+    p = runner.start("sender", env.name)
+    got = dict(codes(env.reports, 2))
+    assert got == {"/gone.txt": 404, "/here.txt": 497}, got
+    assert "nobody@127.0.0.1:9" in runner.log() and "password" not in runner.log().lower()
+    assert runner.stop(p) == 0
+
+
+def test_sender_posting_into_its_own_exchange_is_refused(runner, env):
+    sender_config(runner, env, "file:/tmp/never", """
+        post_broker %s
+        post_exchange %s
+    """ % (env.broker, env.exchange))
+    r = runner.run("sr_sender", "foreground", env.name, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = [line for line in r.stderr.splitlines() if "refused" in line]
+    assert len(lines) == 1 and env.exchange in lines[0] and "loop" in lines[0], r.stderr
