@@ -128,6 +128,8 @@ class Flow:
                     self.post_broker.declare_exchange(cfg.post_exchange)
                 except BrokerError as e:
                     self.log.warning("could not declare post exchange %s: %s", cfg.post_exchange, e)
+        if self.preset.connected is not None:
+            self.preset.connected(self)
 
     def close(self):
         for t in self.transfers.values():
@@ -251,6 +253,8 @@ class Flow:
                 continue
             self.process(work)
         self.settle(batch)
+        if self.preset.settled is not None:
+            self.preset.settled(self, batch)
 
     def settle(self, batch: List[Work]):
         """Make every outcome durable, then ack: posts confirmed, cache flushed, retries saved."""
@@ -322,7 +326,9 @@ class Flow:
                 if work.outcome != "failed":      # msg_to_retry() keeps it for later
                     work.outcome = "rejected"
                 return
-            if self.cache is not None:
+            if self.preset.dedupe is not None:
+                self.preset.dedupe(self, work)
+            elif self.cache is not None:
                 work.cache_key = dupcache.cache_key(msg, self.cfg.suppress_duplicates_basis or "path")
                 if work.retry_entry is None and work.cache_key in self.cache:
                     self.counters["duplicates"] += 1
