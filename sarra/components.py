@@ -12,7 +12,7 @@ differ per component (mirror, inplace, accept_unmatch, ...) live in the options 
 import dataclasses
 from typing import Callable, Dict, List, Optional
 
-from sarra import download, routing, send
+from sarra import download, routing, send, winnow
 from sarra.work import Outcome
 
 
@@ -25,6 +25,11 @@ class Preset:
     reports: bool = True
     check: Optional[Callable] = None         # flow, work -> None (raises Outcome)
     default_plugins: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+    # sr_winnow's hooks (winnow.py): after connect(); in place of the duplicate-cache check
+    # (raises Outcome); after settle() of each batch
+    connected: Optional[Callable] = None     # flow -> None
+    dedupe: Optional[Callable] = None        # flow, work -> None
+    settled: Optional[Callable] = None       # flow, batch -> None
 
 
 def sarra_check(flow, work):
@@ -56,7 +61,8 @@ PRESETS = {
     "sender": Preset("sender", place=send.place, work=send.send, posts=True,
                      default_plugins=ROUTING),
     "shovel": Preset("shovel", posts=True, default_plugins=ROUTING),
-    "winnow": Preset("winnow", posts=True, default_plugins=ROUTING),
+    "winnow": Preset("winnow", posts=True, default_plugins=ROUTING,
+                     connected=winnow.connected, dedupe=winnow.dedupe, settled=winnow.settled),
     "report": Preset("report", reports=False),
 }
 
