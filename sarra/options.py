@@ -225,6 +225,8 @@ OPTIONS: Tuple[Option, ...] = (
     _o("suppress_duplicates_basis", ("sdb", "cache_basis", "cb"), CHOICE, "path", _C + _P,
        "data | name | path", choices=("data", "name", "path")),
     _o("cache_stat", (), BOOL, True, ("winnow",), "log cache statistics"),
+    _o("winnow_link", (), BOOL, False, ("winnow",),
+       "post a known checksum under a new path as an L link to the first copy"),
     # --- reports ---
     _o("report_back", ("reportback", "rb", "log_back"), BOOL,
        {"*": True, "sarra": False, "report": False}, _C, "publish reports"),
