@@ -266,6 +266,9 @@ class Flow:
                 for w in batch:
                     if w.delivery is not None:
                         self._safe(self.consumer.requeue, w.delivery)
+                    elif w.retry_entry is not None:
+                        self.retry.failed(w.retry_entry)     # backoff, not at once again
+                self.stop_event.wait(1.0)      # a refusing exchange must not spin the loop
                 return
         if self.cache is not None:
             for w in batch:
