@@ -69,11 +69,32 @@ def check_inside(new_dir: str, new_file: str, root: str, real_root: Optional[str
         raise PlacementError(f"file name {new_file!r} is not a plain name")
     if real_root is None:
         real_root = os.path.realpath(root)
-    real_dir = real_root if new_dir == root else os.path.realpath(new_dir)
+    prefix = root.rstrip("/") + "/"
+    if new_dir == root:
+        real_dir = real_root
+    elif new_dir.startswith(prefix):
+        real_dir = _resolve_below(real_root, new_dir[len(prefix):])
+    else:
+        real_dir = os.path.realpath(new_dir)
     if real_dir != real_root and not real_dir.startswith(real_root.rstrip("/") + "/"):
         raise PlacementError(f"{os.path.join(new_dir, new_file)} resolves to {real_dir}, "
                              f"outside the target directory {real_root}")
     return os.path.join(new_dir, new_file)
+
+
+def _resolve_below(real_root: str, rel: str) -> str:
+    """os.path.realpath(real_root/rel) for a real_root without symbolic links: only the
+    components below it are looked at (one lstat each, instead of the whole path)."""
+    cur = real_root
+    comps = rel.split("/")
+    for i, c in enumerate(comps):
+        if c in ("", "."):
+            continue
+        nxt = os.path.join(cur, c)
+        if c == ".." or os.path.islink(nxt):
+            return os.path.realpath(os.path.join(nxt, *comps[i + 1:]))
+        cur = nxt
+    return cur
 
 
 def inflight_path(final: str, inflight) -> str:

@@ -76,3 +76,20 @@ def test_check_inside(tmp_path):
 ])
 def test_inflight_path(inflight, expected):
     assert inflight_path("/d/f.txt", inflight) == expected
+
+
+def test_check_inside_deep_links(tmp_path):
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    (outside / "x").mkdir(parents=True)
+    os.symlink(outside, root / "a" / "b" / "esc")          # deep in the tree
+    os.symlink("../../..", root / "a" / "b" / "up")         # relative, climbing out
+    os.symlink("../b", root / "a" / "b" / "side")           # relative, staying in
+    real = os.path.realpath(root)
+    for d in ("a/b/esc", "a/b/esc/x", "a/b/up", "a/b/up/outside"):
+        with pytest.raises(PlacementError):
+            check_inside(str(root / d), "f", str(root), real)
+    assert check_inside(str(root / "a/b/side/new"), "f", str(root), real)
+    # out through the link and back in: the real path is inside, like os.path.realpath says
+    assert check_inside(str(root / "a/b/up/root/a"), "f", str(root), real)
