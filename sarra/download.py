@@ -10,13 +10,14 @@ removes its temporary file. Blocks of a partitioned file go into one temporary f
 import calendar
 import errno
 import os
+import posixpath
 import time
 
 from sarra import assemble, checksum, placement, report
 from sarra.config import expand_message_vars
 from sarra.message import Message, escape, parse_time, topic_for
 from sarra.transfer import TransferError
-from sarra.work import Outcome, TransferInterrupted, download_stopped
+from sarra.work import Outcome, TransferInterrupted, Work, download_stopped
 
 
 # ------------------------------------------------------------------ placement
@@ -405,6 +406,8 @@ def _remove(flow, work, final):
 
 
 def _link(flow, work, final):
+    if WINNOW_LINK_SUM in work.msg.headers:
+        return _winnow_link(flow, work, final)
     target = work.msg.headers.get("link")
     if not target:
         raise Outcome(499, "symlink failed: the L post carries no link header (sr3 peer?)")
@@ -421,3 +424,70 @@ def _link(flow, work, final):
     work.code, work.text = report.LINKED
     if flow.post_broker is not None:
         work.posts.append(repost(flow, work, final))
+
+
+# ------------------------------------------------------------------ sr_winnow link posts
+
+#: header of sr_winnow's link announcements (man sr_winnow): the data checksum of the file
+WINNOW_LINK_SUM = "link_sum"
+
+
+def _winnow_link(flow, work, final):
+    """An L post from sr_winnow: a second copy of a file announced earlier under another
+    path. Symlink to our copy of that path when we have it with the announced checksum,
+    otherwise download this path like an ordinary post (the URL is the second copy's)."""
+    msg = work.msg
+    h = msg.headers
+    parts = msg.parts
+    try:
+        data_sum = checksum.parse_sum(h[WINNOW_LINK_SUM])
+    except ValueError:
+        data_sum = None
+    earlier = posixpath.normpath(posixpath.join(posixpath.dirname(msg.path) or "/",
+                                                h.get("link") or ""))
+    local = _local_copy(flow, work, earlier) if h.get("link") else None
+    if (local is not None and data_sum is not None and parts is not None and parts.whole
+            and _have(local, data_sum, 0, parts.filesize, parts.filesize)):
+        if os.path.realpath(local) == os.path.realpath(final):
+            raise Outcome(*report.SAME_CHECKSUM)
+        target = os.path.relpath(local, work.new_dir)
+        _mkdirs(flow, work.new_dir)
+        tmp = final + ".sarra-link"
+        try:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            os.symlink(target, tmp)
+            os.replace(tmp, final)
+        except OSError as e:
+            _discard(tmp)
+            raise Outcome(500, f"symlink failed: {final}: {e.strerror}", retry=True) from None
+        work.code, work.text = report.LINKED
+        if flow.post_broker is not None:
+            post = repost(flow, work, final)
+            post.headers["link"] = target
+            post.headers["sum"] = "L," + checksum.name_sum("L", target)
+            work.posts.append(post)
+        return
+    if data_sum is None or parts is None or not parts.whole:
+        raise Outcome(499, f"winnow link without a usable {WINNOW_LINK_SUM}/parts header")
+    h["sum"] = str(data_sum)            # from here on an ordinary post of this path
+    h.pop("link", None)
+    h.pop(WINNOW_LINK_SUM, None)
+    work.sum = data_sum
+    _mkdirs(flow, work.new_dir)
+    _whole(flow, work, final, parts)
+    flow.counters["transferred"] += 1
+
+
+def _local_copy(flow, work, relpath):
+    """Where this configuration puts the file announced at relpath (same URL base), or None
+    when it would not accept it."""
+    msg = work.msg
+    other = Work(Message(msg.pubtime, msg.baseurl, escape(relpath), dict(msg.headers),
+                         topic=msg.topic, exchange=msg.exchange))
+    if not flow.accept(other):
+        return None
+    try:
+        return destination(flow, other)
+    except Outcome:
+        return None
