@@ -288,7 +288,7 @@ def report_shovels(feeder_url: str, cluster: str,
             "broker %s" % _redact(feeder_url), "exchange xreport",
             "topic_prefix v02.report", "subtopic #",
             "post_broker %s" % _redact(url), "post_exchange %s" % exchange,
-            "on_message msg_from_cluster", "msg_from_cluster %s" % origin,
+            "declare_exchange off", "on_message msg_from_cluster", "msg_from_cluster %s" % origin,
             "report_back off", ""])
     return out
 

@@ -105,6 +105,10 @@ class Runner:
         return p.returncode
 
     def stop_all(self):
+        """SIGTERM to every process first, then wait for each (stops run in parallel)."""
+        for _, _, p, _ in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for _, _, p, _ in self.procs:
             self.stop(p)
 
