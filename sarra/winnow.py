@@ -218,13 +218,20 @@ def same_broker(a: Optional[str], b: Optional[str]) -> bool:
 
 
 class TxPost:
-    """Stands in for the flow's post broker: publishes on the consuming channel, in the AMQP
-    transaction that also holds the batch's acks (committed by :meth:`commit`)."""
+    """Stands in for the flow's post broker: the posts of a batch go on the consuming channel
+    in the AMQP transaction that also holds the batch's acks.
+
+    The channel is put in transaction mode before the first post of a channel incarnation
+    (so the acks that follow are part of the transaction); the posts themselves are kept
+    and written all at once by :meth:`commit`, just before tx.commit (nobody can see them
+    before the commit anyway). A post for a message delivered on a channel since lost is
+    not sent: that message was not acked and comes back."""
 
     def __init__(self, flow, broker, other=None):
         self.flow, self.broker, self.other = flow, broker, other
         self.log = flow.log
         self._tx_generation = None     # channel incarnation that is in tx mode
+        self._posts = []               # (exchange, routing key, amqp.Message) to commit
         self.unconfirmed = 0
 
     def publish(self, exchange, routing_key, body, headers, persistent=True, expiration=None):
@@ -241,35 +248,41 @@ class TxPost:
             props["delivery_mode"] = 2
         if expiration is not None:
             props["expiration"] = str(expiration)
-        message = amqp.Message(body, **props)
 
-        def send():
+        def select():
             if generation is not None and generation != b._generation:
-                return      # delivered on a channel since lost: never acked, it comes back
-            self._select()
-            b._chan.send_method(spec.Basic.Publish, "Bssbb",
-                                (0, exchange, routing_key, False, False), message)
-        b._do(send, f"publish to exchange '{exchange}'")
-
-    def _select(self):
-        b = self.broker
-        if self._tx_generation != b._generation:
-            b._chan.tx_select()
-            self._tx_generation = b._generation
+                return False    # delivered on a channel since lost: never acked, comes back
+            if self._tx_generation != b._generation:
+                b._chan.tx_select()
+                self._tx_generation = b._generation
+                self._posts = []
+            return True
+        if b._do(select, "select transaction mode"):
+            self._posts.append((exchange, routing_key, amqp.Message(body, **props)))
 
     def wait_confirms(self, timeout=30):
         """Nothing to wait for: the commit after the acks makes the posts visible."""
 
     def commit(self):
-        """Commit the posts and acks sent on this channel since the last commit."""
+        """Send the batch's posts and commit them with the acks sent since the last commit."""
         b = self.broker
         generation = self._tx_generation
-        if generation is None or generation != b._generation or b._chan is None:
+        posts, self._posts = self._posts, []
+        if generation is None or generation != b._generation:
             return
 
         def commit():
-            if b._generation == generation:
-                b._chan.tx_commit()
+            if b._generation != generation:
+                return          # connection lost meanwhile: the broker dropped it all
+            ch = b._chan
+            b._wbuf.active = True
+            try:
+                for exchange, key, message in posts:
+                    ch.send_method(spec.Basic.Publish, "Bssbb",
+                                   (0, exchange, key, False, False), message)
+            finally:
+                b._wbuf.active = False
+            ch.tx_commit()
         try:
             b._do(commit, "commit the posts and acks of a batch")
         except BrokerStopped:
