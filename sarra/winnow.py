@@ -107,7 +107,7 @@ class ClaimStore:
         self.path = path
         self.lifetime = float(lifetime)
         self.clock = clock
-        self.hits = self.misses = self.links = 0
+        self.hits = self.misses = self.links = self.reclaims = 0
         self._done = []
         self._next_sweep = 0.0
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -140,6 +140,7 @@ class ClaimStore:
         if not first and again:
             row = db.execute("SELECT who, done, t FROM claims WHERE k = ?", (key,)).fetchone()
             first = row is not None and row[0] == who and not row[1] and row[2] > cutoff
+            self.reclaims += first
         if not first:
             self.hits += 1
             return False, None
@@ -195,7 +196,7 @@ class ClaimStore:
 
     def stats(self):
         return {"hits": self.hits, "misses": self.misses, "links": self.links,
-                "size": len(self)}
+                "reclaims": self.reclaims, "size": len(self)}
 
     def close(self) -> None:
         db, self.db = self.db, None
@@ -359,10 +360,15 @@ def dedupe(flow, work):
     again = work.retry_entry is not None or bool(
         work.delivery is not None and work.delivery.redelivered)
     sumkey = digest(msg.headers["sum"]) if w.links and linkable(msg) else None
+    reclaims = w.store.reclaims
     try:
         first, earlier = w.store.claim(key, who_of(msg), again, sumkey, msg.path)
     except sqlite3.Error as e:
         raise Outcome(500, f"winnow claim store {w.store.path}: {e}", retry=True) from None
+    if w.store.reclaims != reclaims:
+        flow.counters["reclaimed"] = flow.counters.get("reclaimed", 0) + 1
+        flow.log.info("%s: back after an interrupted batch, it holds its claim: posting it",
+                      msg.url)
     if not first:
         flow.counters["duplicates"] += 1
         raise Outcome(*report.DUPLICATE)
