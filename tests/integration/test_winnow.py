@@ -1,0 +1,344 @@
+"""sr_winnow against the real broker: the captured v2 case, 10,000 announcements from two
+exchanges through two instances with kill -9 and restarts (exactly one copy of each of the
+5,000 products comes out), the cache across a restart and its expiry, link announcements
+and what subscribers do with them."""
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import amqp
+import pytest
+
+from sarra import checksum, message
+from tests.conftest import REPO, amqp_connect, command_argv, command_env
+
+SAMPLE = Path("/work/shared/spec/samples/v2_winnow.json")
+if not SAMPLE.exists():
+    SAMPLE = REPO.parent / "shared" / "spec" / "samples" / "v2_winnow.json"
+
+
+def wait_for(predicate, timeout=20.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
+class WinnowEnv:
+    def __init__(self, home, uid, broker_url, amqp_exchange, amqp_tap, tmp_path):
+        self.home, self.uid, self.broker, self.tmp = Path(home), uid, broker_url, Path(tmp_path)
+        self.xa = amqp_exchange(f"xs_guest_wa{uid}", durable=True)
+        self.xb = amqp_exchange(f"xs_guest_wb{uid}", durable=True)
+        self.xo = amqp_exchange(f"xs_guest_wo{uid}", durable=True)
+        self.tap = amqp_tap(self.xo)
+        self.name = f"w{uid}"
+        self.procs = []
+        self.configs = []          # (component, name) to clean up
+        self.conn = amqp_connect(broker_url)
+        self.ch = self.conn.channel()
+
+    def config(self, extra="", component="winnow", name=None, lines=None):
+        name = name or self.name
+        d = self.home / ".config" / "sarra" / component
+        d.mkdir(parents=True, exist_ok=True)
+        if lines is None:
+            lines = [f"broker {self.broker}", f"exchange {self.xa}", "subtopic #",
+                     f"exchange {self.xb}", "subtopic #", f"post_exchange {self.xo}",
+                     "report_back off", "expire 5m", "heartbeat 5"]
+        lines = lines + [x.strip() for x in extra.strip().splitlines() if x.strip()]
+        (d / f"{name}.conf").write_text("\n".join(lines) + "\n")
+        self.configs.append((component, name))
+
+    def cmd(self, *args, component="winnow", check=True):
+        argv = command_argv(f"sr_{component}") + [str(a) for a in args]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=command_env(),
+                           cwd=str(self.home), stdin=subprocess.DEVNULL)
+        if check and r.returncode != 0:
+            raise AssertionError(f"sr_{component} {' '.join(map(str, args))} exited "
+                                 f"{r.returncode}\n{r.stdout}{r.stderr}")
+        return r
+
+    def start(self, no, component="winnow", name=None):
+        """Instance `no` of the config (`sr_<component> --no N foreground`), own session."""
+        name = name or self.name
+        started = self.log(no, component, name).count("started, queue")
+        log = self.tmp / f"{component}_{name}_{no}_{len(self.procs)}.out"
+        with open(log, "wb") as fh:
+            p = subprocess.Popen(command_argv(f"sr_{component}") + ["--no", str(no),
+                                 "foreground", name], stdin=subprocess.DEVNULL, stdout=fh,
+                                 stderr=fh, env=command_env(), cwd=str(self.home),
+                                 start_new_session=True)
+        self.procs.append(p)
+        assert wait_for(lambda: self.log(no, component, name).count("started, queue")
+                        > started, 30), self.log(no, component, name)[-3000:] + log.read_text()
+        return p
+
+    def log(self, no=1, component="winnow", name=None):
+        path = (self.home / ".cache" / "sarra" / "log"
+                / f"sr_{component}_{name or self.name}_{no:02d}.log")
+        try:
+            return path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, p):
+        p.send_signal(signal.SIGTERM)
+        return p.wait(20)
+
+    def kill(self, p):
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+
+    def publish(self, exchange, relpath, sumstr, size=100, pubtime=None, baseurl=None,
+                extra=None):
+        pubtime = pubtime or message.now()
+        headers = {"to_clusters": "here", "mtime": "20240315123456.5", "mode": "644",
+                   "parts": f"1,{size},1,0,0", "sum": sumstr, **(extra or {})}
+        body = f"{pubtime} {baseurl or 'http://src.example/'} {relpath}"
+        self.ch.basic_publish(
+            amqp.Message(body, application_headers=headers, delivery_mode=2,
+                         content_type="text/plain", content_encoding="utf-8"),
+            exchange=exchange, routing_key=message.topic_for("v02.post", relpath))
+        return body
+
+    def queue_depth(self, queue):
+        return self.ch.queue_declare(queue, passive=True)[1]
+
+    def queue_name(self):
+        files = list((self.home / ".cache" / "sarra" / "winnow" / self.name).glob("*.qname"))
+        return files[0].read_text().strip() if files else None
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(10)
+        for component, name in self.configs:
+            self.cmd("cleanup", name, component=component, check=False)
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def wenv(home, uid, broker_url, amqp_exchange, amqp_tap, tmp_path):
+    env = WinnowEnv(home, uid, broker_url, amqp_exchange, amqp_tap, tmp_path)
+    try:
+        yield env
+    finally:
+        env.close()
+
+
+def md5sum(data: bytes) -> str:
+    return "d," + hashlib.md5(data).hexdigest()
+
+
+# ------------------------------------------------------------------ the captured v2 case
+
+def test_captured_v2_case(wenv, broker_url):
+    """samples/v2_winnow.json: the first dup.txt and other.txt pass unchanged plus source
+    and from_cluster; the second dup.txt (other exchange, pubtime, atime) is dropped."""
+    sample = json.loads(SAMPLE.read_text())
+    env = wenv
+    env.config("post_topic_prefix v02.post\nsuppress_duplicates 300")
+    env.cmd("setup", env.name)
+    p = env.start(1)
+    rename = {"xs_capc6b7d9_hin1": env.xa, "xs_capc6b7d9_hin2": env.xb}
+    for m in sample["input_posts"]:
+        env.ch.basic_publish(amqp.Message(m["body"], application_headers=m["headers"],
+                                          **m["properties"]),
+                             exchange=rename[m["exchange"]], routing_key=m["routing_key"])
+    got = env.tap.get(len(sample["messages"]), timeout=15)
+    time.sleep(1.0)
+    got += env.tap.get(10, timeout=0.2)
+    assert env.stop(p) == 0
+    netloc = broker_url.split("@")[-1].strip("/")
+    want = []
+    for m in sample["messages"]:
+        h = dict(m["headers"], from_cluster=netloc)
+        want.append((m["routing_key"], m["body"], h))
+    assert got == want
+    assert "duplicates=1" in env.log(1)
+
+
+# ------------------------------------------------------------------ two instances, crashes
+
+def test_two_instances_10000_announcements_kill_9_and_restart(wenv):
+    """5,000 products announced on both exchanges, the second copy 0-0.5 s after the first
+    (which exchange goes first is random too), through two instances sharing the queue;
+    instance 1 is killed (-9) a third of the way through and restarted, instance 2 at two
+    thirds. Exactly one announcement of each product comes out, and nothing stays queued."""
+    env = wenv
+    env.config("prefetch 25")
+    env.cmd("setup", env.name)
+    procs = {1: env.start(1), 2: env.start(2)}
+    rnd = random.Random(8)
+    products, rate = 5000, 6000.0          # announcements per second: more than they take
+    schedule, firsts = [], {}
+    for i in range(products):
+        rel = f"/radar/{i % 50:02d}/scan{i:05d}.h5"
+        sumstr = "d,%032x" % rnd.getrandbits(128)
+        t = 2 * i / rate
+        a, b = (env.xa, env.xb) if rnd.random() < 0.5 else (env.xb, env.xa)
+        schedule.append((t, a, rel, sumstr, "http://first.example/"))
+        schedule.append((t + rnd.uniform(0, 0.5), b, rel, sumstr, "http://second.example/"))
+        firsts[rel] = sumstr
+    schedule.sort()
+    kills = {len(schedule) // 3: 1, 2 * len(schedule) // 3: 2}
+    seen_before_kill = []
+    t0 = time.monotonic()
+    for n, (t, x, rel, sumstr, base) in enumerate(schedule):
+        if n in kills:
+            no = kills[n]
+            seen_before_kill.append(env.tap.channel.queue_declare(env.tap.queue, passive=True)[1])
+            env.kill(procs[no])
+            procs[no] = env.start(no)
+        delay = t0 + t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        env.publish(x, rel, sumstr, baseurl=base)
+    got = env.tap.get(products, timeout=90)
+    time.sleep(2.0)                               # anything extra would show up now
+    got += env.tap.get(products, timeout=0.5)
+    rels = [body.split()[2] for _, body, _ in got]
+    assert len(rels) == products, (len(rels), len(set(rels)))
+    assert set(rels) == set(firsts)
+    assert all(h["sum"] == firsts[body.split()[2]] for _, body, h in got)
+    assert all(0 < n < products for n in seen_before_kill), seen_before_kill
+    assert wait_for(lambda: env.queue_depth(env.queue_name()) == 0, 20)
+    for no in (1, 2):
+        assert env.stop(procs[no]) == 0
+
+
+CRASH_PLUGIN = """\
+import os
+import signal
+from sarra.plugin import get_option
+
+
+def on_post(parent):
+    # after the claim, before the post is committed: the window a crash must not break
+    marker = get_option(parent, "crash_marker")
+    if parent.msg.relpath == get_option(parent, "crash_relpath") and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True
+"""
+
+
+def test_crash_between_claim_and_commit(wenv, tmp_path):
+    """An instance killed after claiming a product and before its transaction is committed:
+    the announcement comes back redelivered (here to the other instance), finds its own
+    claim and is posted; the copy from the other exchange is dropped. One post in all."""
+    env = wenv
+    plugins = env.home / ".config" / "sarra" / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    (plugins / "crash_once.py").write_text(CRASH_PLUGIN)
+    marker = tmp_path / "crashed"
+    env.config(f"on_post crash_once\ncrash_marker {marker}\ncrash_relpath /crash/here")
+    env.cmd("setup", env.name)
+    procs = [env.start(1), env.start(2)]
+    s = md5sum(b"crash")
+    env.publish(env.xa, "/crash/here", s)
+    env.publish(env.xb, "/crash/here", s, baseurl="http://other.example/")
+    env.publish(env.xa, "/crash/after", md5sum(b"after"))
+    assert wait_for(lambda: any(p.poll() is not None for p in procs), 15)
+    dead = [p for p in procs if p.poll() is not None]
+    assert len(dead) == 1 and dead[0].returncode == -signal.SIGKILL
+    got = env.tap.get(2, timeout=15)
+    time.sleep(1.0)
+    got += env.tap.get(5, timeout=0.3)
+    assert sorted(b.split()[2] for _, b, _ in got) == ["/crash/after", "/crash/here"]
+    assert "back after an interrupted batch" in env.log(1) + env.log(2)
+    for p in procs:
+        if p.poll() is None:
+            assert env.stop(p) == 0
+
+
+# ------------------------------------------------------------------ cache lifetime, restart
+
+def test_cache_survives_a_restart_and_expires(wenv):
+    env = wenv
+    env.config("suppress_duplicates 4")
+    env.cmd("setup", env.name)
+    p = env.start(1)
+    s1, s2, s3 = md5sum(b"one"), md5sum(b"two"), md5sum(b"three")
+    env.publish(env.xa, "/d/one", s1)
+    t_claim = time.monotonic()
+    assert len(env.tap.get(1, timeout=10)) == 1
+    assert env.stop(p) == 0
+    p = env.start(1)
+    env.publish(env.xb, "/d/one", s1, baseurl="http://other.example/")    # duplicate
+    env.publish(env.xb, "/d/two", s2)
+    env.publish(env.xa, "/d/one", s3)                   # same path, new content: a product
+    got = env.tap.get(3, timeout=3)
+    assert sorted((b.split()[2], h["sum"]) for _, b, h in got) == [("/d/one", s3), ("/d/two", s2)]
+    time.sleep(max(0.0, t_claim + 4.2 - time.monotonic()))
+    env.publish(env.xb, "/d/one", s1)                   # its entry has expired
+    got = env.tap.get(1, timeout=10)
+    assert [(b.split()[2], h["sum"]) for _, b, h in got] == [("/d/one", s1)]
+    assert env.stop(p) == 0
+
+
+# ------------------------------------------------------------------ links
+
+def test_link_announcements_and_subscribers(wenv, tmp_path):
+    """winnow_link: a known checksum under another path goes out as an L post pointing at
+    the first path; a subscriber that has that copy links to it, one that has not (its
+    bindings never brought it) downloads the second copy."""
+    env = wenv
+    src = tmp_path / "src"
+    data = os.urandom(5000)
+    for rel in ("a/x.dat", "b/y.dat"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    base = f"file:{src}"
+    subs = {"all": tmp_path / "d_all", "bonly": tmp_path / "d_bonly"}
+    for sname, d in subs.items():
+        d.mkdir()
+        env.config(component="subscribe", name=f"{sname}{env.uid}", lines=[
+            f"broker {env.broker}", f"exchange {env.xo}",
+            "subtopic #" if sname == "all" else "subtopic b.#", "report_back off",
+            "expire 5m", f"directory {d}", "mirror on", "accept .*"])
+        env.cmd("setup", f"{sname}{env.uid}", component="subscribe")
+    env.config("winnow_link on")
+    env.cmd("setup", env.name)
+    p = env.start(1)
+    s = md5sum(data)
+    env.publish(env.xa, "/a/x.dat", s, size=len(data), baseurl=base)
+    assert len(env.tap.get(1, timeout=10)) == 1
+    env.publish(env.xb, "/b/y.dat", s, size=len(data), baseurl=base)
+    env.publish(env.xb, "/a/x.dat", s, size=len(data), baseurl=base)     # a plain duplicate
+    got = env.tap.get(2, timeout=5)
+    assert len(got) == 1, got
+    topic, body, h = got[0]
+    assert body.split()[1:] == [base, "/b/y.dat"] and topic == "v02.post.b"
+    assert h["link"] == "../a/x.dat"
+    assert h["sum"] == "L," + checksum.name_sum("L", "../a/x.dat")
+    assert h["link_sum"] == s and h["parts"] == f"1,{len(data)},1,0,0"
+    assert env.stop(p) == 0
+    assert "links=1" in env.log(1) or "linked=1" in env.log(1)
+
+    procs = [env.start(1, component="subscribe", name=f"{n}{env.uid}") for n in subs]
+    assert wait_for(lambda: os.path.islink(subs["all"] / "b" / "y.dat"), 20)
+    assert os.readlink(subs["all"] / "b" / "y.dat") == "../a/x.dat"
+    assert (subs["all"] / "b" / "y.dat").read_bytes() == data
+    assert wait_for(lambda: (subs["bonly"] / "b" / "y.dat").is_file(), 20)
+    assert not os.path.islink(subs["bonly"] / "b" / "y.dat")
+    assert (subs["bonly"] / "b" / "y.dat").read_bytes() == data
+    assert not (subs["bonly"] / "a").exists()
+    for p in procs:
+        assert env.stop(p) == 0
