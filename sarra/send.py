@@ -78,9 +78,7 @@ def remote_url(flow, work) -> str:
     name = escape(work.new_file)
     if not d:
         return f"{dest}/{name}"
-    if d.startswith("/"):                       # absolute on the server: '//abs'
-        return f"{dest}/{d}/{name}"
-    return f"{dest}/{d}/{name}"
+    return f"{dest}/{d}/{name}"                 # d = '/abs' gives '//abs': absolute on the server
 
 
 def remote_target(flow, work):
@@ -99,6 +97,7 @@ def send(flow, work):
     _, _, url = remote_target(flow, work)
     scheme = url.split(":", 1)[0].lower()
     src = getattr(work, "local_file", None) or local_file(flow, msg)
+    _check_local(flow, src)
     work.local_path = src
     if flow.hooks.has("do_send"):
         handled = flow.hooks.run_first("do_send", scheme=scheme)
@@ -129,6 +128,21 @@ def send(flow, work):
     _attributes(flow, work, t, url)
     flow.hooks.run("on_file")
     return _delivered(flow, work, url, report.DELIVERED)
+
+
+def _check_local(flow, src):
+    """With base_dir set, only files under it are sent (a file: URL naming /etc/shadow in an
+    announcement must not make the sender ship it): 403 otherwise."""
+    base = flow.cfg.base_dir
+    if not base:
+        return
+    roots = flow.__dict__.setdefault("_send_roots", {})
+    root = roots.get(base)
+    if root is None:
+        root = roots[base] = os.path.realpath(base).rstrip("/") + "/"
+    real = os.path.realpath(src)
+    if not real.startswith(root):
+        raise Outcome(403, f"Forbidden: local file {src} is outside base_dir {base}")
 
 
 def _delivered(flow, work, url, code):

@@ -372,6 +372,29 @@ def test_missing_local_file_and_unreachable_server_retry(runner, env, tmp_path):
     assert runner.stop(p) == 0
 
 
+def test_only_files_under_base_dir_are_sent(runner, env, tmp_path, amqp_channel):
+    import amqp
+    out = tmp_path / "out"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for export")
+    (env.src / "ok.txt").write_text("fine")
+    sender_config(runner, env, "file:%s" % out)
+    p = runner.start("sender", env.name)
+    runner.wait_consuming(p, env.name)
+    for base, rel in (("file:%s" % tmp_path, "/secret.txt"), (env.base_url, "/../secret.txt"),
+                      (env.base_url, "/ok.txt")):
+        amqp_channel.basic_publish(amqp.Message(
+            "20261127120000 %s %s" % (base, rel),
+            application_headers={"sum": "d,d41d8cd98f00b204e9800998ecf8427e",
+                                 "parts": "1,4,1,0,0"}), exchange=env.exchange,
+            routing_key="v02.post")
+    got = codes(env.reports, 3)
+    assert sorted(c for _, c in got) == [201, 403, 403], got
+    assert (out / "ok.txt").read_text() == "fine"
+    assert not list(out.rglob("secret.txt"))
+    assert runner.stop(p) == 0
+
+
 def test_sender_posting_into_its_own_exchange_is_refused(runner, env):
     sender_config(runner, env, "file:/tmp/never", """
         post_broker %s
