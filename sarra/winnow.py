@@ -107,6 +107,7 @@ class ClaimStore:
         self.path = path
         self.lifetime = float(lifetime)
         self.clock = clock
+        self.timeout = timeout
         self.hits = self.misses = self.links = self.reclaims = 0
         self._done = []
         self._next_sweep = 0.0
@@ -114,14 +115,35 @@ class ClaimStore:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         try:
-            self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+            # timeout 0: a busy database raises at once and _retry() waits in short steps
+            # (SQLite's own busy handler sleeps up to 100 ms at a time: the other instance
+            # would take the lock again and again meanwhile)
+            self.db = sqlite3.connect(path, timeout=0, isolation_level=None,
                                       check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._retry(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
+            self._retry(lambda: self.db.execute("PRAGMA synchronous=NORMAL"))
             for statement in _SCHEMA:
-                self.db.execute(statement)
+                self._retry(lambda: self.db.execute(statement))
         except sqlite3.Error as e:
             raise OSError(f"{path}: cannot open the winnow claim store: {e}") from None
+
+    def _retry(self, fn):
+        """fn() again while the database is busy (another instance writing), up to timeout."""
+        delay, deadline = 0.0001, None
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                text = str(e)
+                if "locked" not in text and "busy" not in text:
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.timeout
+                elif now >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
 
     # ---------------------------------------------------------------- claims
 
@@ -135,10 +157,12 @@ class ClaimStore:
         """
         now = self.clock()
         cutoff = now - self.lifetime
-        db = self.db
-        first = db.execute(_CLAIM, (key, now, who, cutoff)).rowcount == 1
+        run = self._retry
+        ex = self.db.execute
+        first = run(lambda: ex(_CLAIM, (key, now, who, cutoff)).rowcount) == 1
         if not first and again:
-            row = db.execute("SELECT who, done, t FROM claims WHERE k = ?", (key,)).fetchone()
+            row = run(lambda: ex("SELECT who, done, t FROM claims WHERE k = ?",
+                                 (key,)).fetchone())
             first = row is not None and row[0] == who and not row[1] and row[2] > cutoff
             self.reclaims += first
         if not first:
@@ -147,8 +171,9 @@ class ClaimStore:
         self.misses += 1
         earlier = None
         if sumkey is not None and path is not None:
-            if db.execute(_FIRST, (sumkey, now, path, cutoff)).rowcount != 1:
-                row = db.execute("SELECT path FROM firsts WHERE s = ?", (sumkey,)).fetchone()
+            if run(lambda: ex(_FIRST, (sumkey, now, path, cutoff)).rowcount) != 1:
+                row = run(lambda: ex("SELECT path FROM firsts WHERE s = ?",
+                                     (sumkey,)).fetchone())
                 if row is not None and row[0] != path:
                     earlier = row[0]
                     self.links += 1
@@ -165,16 +190,20 @@ class ClaimStore:
             return
         done, self._done = self._done, []
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany("UPDATE claims SET done = 1 WHERE k = ?", done)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+
+        def mark():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("UPDATE claims SET done = 1 WHERE k = ?", done)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        self._retry(mark)
 
     def __contains__(self, key: bytes) -> bool:
-        row = self.db.execute("SELECT t FROM claims WHERE k = ?", (key,)).fetchone()
+        row = self._retry(lambda: self.db.execute("SELECT t FROM claims WHERE k = ?",
+                                                  (key,)).fetchone())
         return row is not None and row[0] > self.clock() - self.lifetime
 
     # ---------------------------------------------------------------- housekeeping
@@ -186,13 +215,15 @@ class ClaimStore:
             return 0
         self._next_sweep = now + SWEEP_EVERY
         cutoff = now - self.lifetime
-        n = self.db.execute("DELETE FROM claims WHERE t <= ?", (cutoff,)).rowcount
-        n += self.db.execute("DELETE FROM firsts WHERE t <= ?", (cutoff,)).rowcount
+        ex = self.db.execute
+        n = self._retry(lambda: ex("DELETE FROM claims WHERE t <= ?", (cutoff,)).rowcount)
+        n += self._retry(lambda: ex("DELETE FROM firsts WHERE t <= ?", (cutoff,)).rowcount)
         return n
 
     def __len__(self) -> int:
         cutoff = self.clock() - self.lifetime
-        return self.db.execute("SELECT COUNT(*) FROM claims WHERE t > ?", (cutoff,)).fetchone()[0]
+        return self._retry(lambda: self.db.execute("SELECT COUNT(*) FROM claims WHERE t > ?",
+                                                   (cutoff,)).fetchone()[0])
 
     def stats(self):
         return {"hits": self.hits, "misses": self.misses, "links": self.links,
