@@ -11,11 +11,11 @@ import os
 import sys
 
 from sarra import config, logs, paths, plugin
-from sarra.broker import Broker, BrokerError
+from sarra.broker import Broker, BrokerAccessRefused, BrokerError
 from sarra.cache import DupCache, cache_key
 from sarra.commands import common
 from sarra.credentials import Credentials, CredentialsError
-from sarra.message import escape
+from sarra.message import MessageError, escape
 from sarra.poster import PostError, PostOptions, posts_for_path, relpath_of, remove_post, walk
 
 PROGRAM = "sr_post"
@@ -139,7 +139,11 @@ def main(argv=None) -> int:
     try:
         broker.connect()
         if cfg.declare_exchange:
-            broker.declare_exchange(cfg.post_exchange)
+            try:
+                broker.declare_exchange(cfg.post_exchange)
+            except BrokerAccessRefused:
+                # a pump's sources may not declare exchanges: sr_police made it already
+                log.debug("not allowed to declare exchange %s; using it as it is", cfg.post_exchange)
         for path in todo:
             failed += _post_path(path, opts, pub, log, cfg, remove_missing)
         broker.wait_confirms(timeout=max(30.0, pub.posted / 1000.0))
@@ -177,8 +181,9 @@ def _post_path(path, opts, pub, log, cfg, remove_missing) -> int:
             for m in msgs:
                 if pub.publish(m) and debug:
                     log.debug("posted %s", m.url)
-        except PostError as e:
-            print(f"{PROGRAM}: {e}", file=sys.stderr)
+        except (PostError, MessageError) as e:
+            print(f"{PROGRAM}: {item}: {e}" if isinstance(e, MessageError) else f"{PROGRAM}: {e}",
+                  file=sys.stderr)
             failed += 1
     return failed
 
