@@ -15,7 +15,11 @@ Limits measured in the same run, on the same files and machine:
 * a plain HTTP keep-alive GET loop over the pump's HTTP server (one connection, files read to
   memory): the cost of the transfer alone, which sarra and the subscriber each pay once.
 
-usage: bench/pump.py [N] [SIZE] [--instances K]
+The latency above is that of a saturated pump (sr_post posts ~10x faster than the pump moves,
+so it is mostly queueing); a second, light-load run posts LIGHT files in batches of 10 every
+0.5 s and gives the latency of an idle pump.
+
+usage: bench/pump.py [N] [SIZE] [--instances K] [--light LIGHT]
 """
 
 import argparse
@@ -90,6 +94,7 @@ def main(argv=None):
     ap.add_argument("n", nargs="?", type=int, default=10000)
     ap.add_argument("size", nargs="?", type=int, default=1024)
     ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument("--light", type=int, default=200, help="files of the light-load latency run")
     a = ap.parse_args(argv)
     pump = Pump()
     try:
@@ -123,6 +128,22 @@ def main(argv=None):
         lat = [arrival[rel] - pub[rel] for rel in arrival if rel in pub]
         first, last = min(pub.values()), max(arrival.values())
         rate = len(arrival) / (last - first)
+        # light load: batches of 10 files posted every 0.5 s (well below the pump's rate)
+        conn, ch, q = tap_pubtimes(pump, 0, 0)
+        light = pump.make_files("alice", a.light, a.size, sub="light")
+        for i in range(0, a.light, 10):
+            batch = sorted(light)[i:i + 10]
+            t = time.monotonic()
+            pump.post("alice", [os.path.join(pump.src["alice"], rel) for rel in batch])
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - t)))
+        lwant = {os.path.join(prefix, rel): s for rel, s in light.items()}
+        pump.wait_files(lwant, 60)
+        lpub = drain(ch, q, a.light, 30)
+        conn.close()
+        time.sleep(0.5)
+        llat = [os.stat(os.path.join(pump.dst, prefix, rel)).st_ctime - lpub[rel]
+                for rel in light if rel in lpub and os.path.exists(os.path.join(pump.dst, prefix,
+                                                                                rel))]
         http_wall = http_loop(pump, [os.path.join(prefix, rel) for rel in files])
         print("pump bench: %d files of %d B, sarra instances %d, vhost %s" % (
             a.n, a.size, a.instances, pump.vhost))
@@ -131,6 +152,10 @@ def main(argv=None):
               % (rate, last - first))
         print("  latency post -> on disk    : median %.3f s, p99 %.3f s, max %.3f s" % (
             statistics.median(lat), percentile(lat, 99), max(lat)))
+        if llat:
+            print("  latency, light load        : median %.3f s, p99 %.3f s (%d/%d files, "
+                  "batches of 10 every 0.5 s)" % (statistics.median(llat), percentile(llat, 99),
+                                                  len(llat), a.light))
         print("  limit: sr_post alone       : %8.0f files/s  (%.1f s wall, start-up included)"
               % (a.n / post_wall, post_wall))
         print("  limit: HTTP keep-alive GET : %8.0f files/s  (%.1f s, one connection; sarra and "
