@@ -264,6 +264,7 @@ class TxPost:
         self.log = flow.log
         self._tx_generation = None     # channel incarnation that is in tx mode
         self._posts = []               # (exchange, routing key, amqp.Message) to commit
+        self._acks = []                # delivery tags to ack (one multiple ack) at commit
         self.unconfirmed = 0
 
     def publish(self, exchange, routing_key, body, headers, persistent=True, expiration=None):
@@ -295,16 +296,25 @@ class TxPost:
     def wait_confirms(self, timeout=30):
         """Nothing to wait for: the commit after the acks makes the posts visible."""
 
+    def ack_later(self, delivery):
+        """The flow's ack of a delivery: sent at commit, all the batch's in one frame."""
+        tag = delivery.delivery_tag
+        if getattr(tag, "generation", self.broker._generation) == self.broker._generation:
+            self._acks.append(int(tag))
+
     def commit(self):
-        """Send the batch's posts and commit them with the acks sent since the last commit."""
+        """Send the batch's posts and acks and commit them together."""
         b = self.broker
         generation = self._tx_generation
         posts, self._posts = self._posts, []
+        acks, self._acks = self._acks, []
         if generation is None or generation != b._generation:
-            return
+            generation = None           # no post on this channel: acks without a transaction
+            if not acks:
+                return
 
         def commit():
-            if b._generation != generation:
+            if generation is not None and b._generation != generation:
                 return          # connection lost meanwhile: the broker dropped it all
             ch = b._chan
             b._wbuf.active = True
@@ -312,9 +322,16 @@ class TxPost:
                 for exchange, key, message in posts:
                     ch.send_method(spec.Basic.Publish, "Bssbb",
                                    (0, exchange, key, False, False), message)
+                if acks:
+                    # every delivery up to the highest tag is the batch's: gather() takes
+                    # them in order, and those given back were rejected one by one
+                    top = max(acks)
+                    ch.basic_ack(top, multiple=True)
+                    b._unacked.difference_update([t for t in b._unacked if t <= top])
             finally:
                 b._wbuf.active = False
-            ch.tx_commit()
+            if generation is not None:
+                ch.tx_commit()
         try:
             b._do(commit, "commit the posts and acks of a batch")
         except BrokerStopped:
@@ -325,6 +342,20 @@ class TxPost:
     def close(self):
         if self.other is not None:
             self.other.close()
+
+
+class TxConsumer:
+    """Stands in for the flow's consumer when posting in transactions: acks go to
+    :meth:`TxPost.ack_later`; everything else is the consumer's."""
+
+    def __init__(self, consumer, tx: TxPost):
+        self._consumer, self._tx = consumer, tx
+
+    def __getattr__(self, name):
+        return getattr(self._consumer, name)
+
+    def ack(self, delivery):
+        self._tx.ack_later(delivery)
 
 
 # -------------------------------------------------------------------- the preset's hooks
@@ -353,6 +384,7 @@ def connected(flow):
         if flow.reporter is not None:
             flow.reporter.broker = flow.post_broker    # confirm mode stays off this channel
         flow.post_broker = TxPost(flow, flow.broker, flow.post_broker)
+        flow.consumer = TxConsumer(flow.consumer, flow.post_broker)
     flow.winnow = Winnow(store, tx, bool(cfg.get("winnow_link", False)),
                          cfg.suppress_duplicates_basis or "path")
     log.info("winnow: claims in %s (lifetime %g s, shared by the instances); %s%s",
