@@ -319,6 +319,9 @@ class FakeChannel:
     def send_method(self, method, sig, args, msg):
         self.log.append(("publish", args[1], msg.body))
 
+    def basic_ack(self, tag, multiple=False):
+        self.log.append(("ack", tag, multiple))
+
 
 class FakeWBuf:
     active = False
@@ -330,6 +333,7 @@ class FakeBroker:
         self._generation = 0
         self._chan = FakeChannel(self.log)
         self._wbuf = FakeWBuf()
+        self._unacked = set()
 
     def _do(self, op, what):
         return op()
@@ -374,6 +378,29 @@ def test_txpost_drops_posts_of_messages_from_a_lost_channel():
     tx.publish("xo", "k", "b3", {})
     tx.commit()
     assert b.log == ["select", "select", ("publish", "xo", b"b3"), "commit"]
+
+
+def test_txpost_acks_a_batch_with_one_frame_inside_the_transaction():
+    b, flow = FakeBroker(), FakeFlow()
+    tx = winnow.TxPost(flow, b)
+    consumer = winnow.TxConsumer(FakeConsumer(), tx)
+    assert consumer.queue == "q_test"                     # the rest is the consumer's
+    ds = [delivery(f"/{i}") for i in range(3)]
+    b._unacked.update(int(d.delivery_tag) for d in ds)
+    b._unacked.add(10 ** 7)                               # delivered later, not in the batch
+    consumer.ack(ds[1])
+    consumer.ack(ds[0])
+    tx.commit()                                           # nothing posted: no transaction
+    assert b.log == [("ack", int(ds[1].delivery_tag), True)]
+    flow.msg = Work(message.make_post("20240101000000.0", "http://h/", "/2", {"sum": "0,1"}),
+                    delivery=ds[2])
+    tx.publish("xo", "k", "b", {})
+    consumer.ack(ds[2])
+    consumer.ack(Delivery("xa", "k", "b", b"b", {}, DeliveryTag(3, 7), False, {}))  # stale
+    tx.commit()
+    assert b.log[1:] == ["select", ("publish", "xo", b"b"), ("ack", int(ds[2].delivery_tag),
+                                                            True), "commit"]
+    assert b._unacked == {10 ** 7}
 
 
 # ------------------------------------------------------------------ subscribers and links
