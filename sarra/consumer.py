@@ -75,8 +75,16 @@ class Consumer:
         self.queue = queue_name(cfg)
 
     def bindings(self):
+        # exchange_split (sr_winnow, v2 shards <exchange>00..): the shared queue binds the
+        # shard of every instance (winnow's claims are shared, see man sr_winnow)
+        split = (self.cfg.instances or 1) if self.cfg.get("exchange_split") else 0
         for b in self.cfg.bindings:
-            yield b.exchange, message.binding_key(b.topic_prefix, b.subtopic)
+            key = message.binding_key(b.topic_prefix, b.subtopic)
+            if split:
+                for k in range(split):
+                    yield "%s%02d" % (b.exchange, k), key
+            else:
+                yield b.exchange, key
 
     def declare(self, bind: bool = True):
         cfg = self.cfg
