@@ -17,6 +17,7 @@ test: setup
 
 demo: setup
 	$(PYTHON) scripts/demo.py
+	$(PYTHON) scripts/pump_demo.py
 
 bench: setup
 	@set -e; for f in bench/*.py; do \
