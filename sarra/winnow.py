@@ -30,7 +30,8 @@ from the queue, the posts are out) or neither (the messages come back redelivere
 their own claims, and are posted then). Reports then go on the separate post connection.
 With another post broker, posts are confirmed before the acks and a claim is marked
 "confirmed" before the acks: a crash between a post reaching the broker and its confirm
-reaching us can post that product twice (never lose it).
+reaching us can post that product twice (never lose it). Announcements from the retry
+queue have no ack to commit with: they are posted that way too.
 
 Links (``winnow_link on``): the first path of each data checksum (``d``/``s`` of whole
 files) is remembered too; a first copy of a known checksum under another path is posted as
@@ -270,6 +271,12 @@ class TxPost:
     def publish(self, exchange, routing_key, body, headers, persistent=True, expiration=None):
         b = self.broker
         work = self.flow.msg
+        if work is not None and work.delivery is None and self.other is not None:
+            # from the retry queue: no ack to commit with, and the flow marks it done before
+            # the commit; confirmed on the other connection first instead (at worst twice)
+            self.other.publish(exchange, routing_key, body, headers)
+            self.other.wait_confirms()
+            return
         tag = getattr(getattr(work, "delivery", None), "delivery_tag", None)
         generation = getattr(tag, "generation", None)
         if isinstance(body, str):

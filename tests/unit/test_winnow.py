@@ -403,6 +403,16 @@ def test_txpost_acks_a_batch_with_one_frame_inside_the_transaction():
     assert b._unacked == {10 ** 7}
 
 
+def test_txpost_posts_retries_on_the_other_connection_confirmed():
+    b, flow, other = FakeBroker(), FakeFlow(), FakePostBroker()
+    tx = winnow.TxPost(flow, b, other)
+    flow.msg = Work(message.make_post("20240101000000.0", "http://h/", "/r", {"sum": "0,1"}))
+    tx.publish("xo", "k", "20240101000000.0 http://h/ /r", {"sum": "0,1"})
+    assert other.published == [("xo", "/r", "0,1")] and other.confirmed == 1
+    tx.commit()
+    assert b.log == []
+
+
 # ------------------------------------------------------------------ subscribers and links
 
 def sub_flow(home, dst, extra=()):
