@@ -148,12 +148,26 @@ def md5sum(data: bytes) -> str:
 
 # ------------------------------------------------------------------ the captured v2 case
 
-def test_captured_v2_case(wenv, broker_url):
+def other_name(broker_url):
+    """The same broker under another host name: the post broker counts as another broker
+    (posts confirmed, no transaction)."""
+    for a, b in (("@127.0.0.1", "@localhost"), ("@localhost", "@127.0.0.1")):
+        if a in broker_url:
+            return broker_url.replace(a, b)
+    pytest.skip("the confirm mode test names the broker both 127.0.0.1 and localhost")
+
+
+MODES = ["transaction", "confirm"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_captured_v2_case(wenv, broker_url, mode):
     """samples/v2_winnow.json: the first dup.txt and other.txt pass unchanged plus source
     and from_cluster; the second dup.txt (other exchange, pubtime, atime) is dropped."""
     sample = json.loads(SAMPLE.read_text())
     env = wenv
-    env.config("post_topic_prefix v02.post\nsuppress_duplicates 300")
+    extra = "" if mode == "transaction" else f"post_broker {other_name(broker_url)}"
+    env.config("post_topic_prefix v02.post\nsuppress_duplicates 300\n" + extra)
     env.cmd("setup", env.name)
     p = env.start(1)
     rename = {"xs_capc6b7d9_hin1": env.xa, "xs_capc6b7d9_hin2": env.xb}
@@ -172,6 +186,7 @@ def test_captured_v2_case(wenv, broker_url):
         want.append((m["routing_key"], m["body"], h))
     assert got == want
     assert "duplicates=1" in env.log(1)
+    assert ("AMQP transactions" in env.log(1)) == (mode == "transaction")
 
 
 # ------------------------------------------------------------------ two instances, crashes
@@ -239,7 +254,8 @@ def on_post(parent):
 """
 
 
-def test_crash_between_claim_and_commit(wenv, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_crash_between_claim_and_commit(wenv, tmp_path, broker_url, mode):
     """An instance killed after claiming a product and before its transaction is committed:
     the announcement comes back redelivered (here to the other instance), finds its own
     claim and is posted; the copy from the other exchange is dropped. One post in all."""
@@ -248,7 +264,8 @@ def test_crash_between_claim_and_commit(wenv, tmp_path):
     plugins.mkdir(parents=True, exist_ok=True)
     (plugins / "crash_once.py").write_text(CRASH_PLUGIN)
     marker = tmp_path / "crashed"
-    env.config(f"on_post crash_once\ncrash_marker {marker}\ncrash_relpath /crash/here")
+    extra = "" if mode == "transaction" else f"\npost_broker {other_name(broker_url)}"
+    env.config(f"on_post crash_once\ncrash_marker {marker}\ncrash_relpath /crash/here{extra}")
     env.cmd("setup", env.name)
     procs = [env.start(1), env.start(2)]
     s = md5sum(b"crash")
