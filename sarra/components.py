@@ -32,14 +32,31 @@ class Preset:
     settled: Optional[Callable] = None       # flow, batch -> None
 
 
+def exchange_owner(exchange: str, cfg) -> str:
+    """The user an xs_ exchange belongs to: xs_<user>, xs_<user>_<suffix>, xs_<user>NN.
+    With declared sources, the longest declared name the exchange is built from wins."""
+    rest = exchange[3:]
+    declared = sorted((getattr(cfg, "declared", None) or {}).get("source", []) or [],
+                      key=len, reverse=True)
+    for user in declared:
+        tail = rest[len(user):]
+        if rest.startswith(user) and (tail == "" or tail.startswith("_")
+                                      or (len(tail) == 2 and tail.isdigit())):
+            return user
+    suffix = getattr(cfg, "exchange_suffix", None)
+    if suffix and rest.endswith("_" + suffix):
+        return rest[: -len(suffix) - 1]
+    return rest
+
+
 def sarra_check(flow, work):
     """A pump's ingest rule: the source is who posted, whatever the message claims."""
     msg, cfg = work.msg, flow.cfg
+    if cfg.source_from_exchange and msg.baseurl.startswith("file:"):
+        # a source must not make the pump copy the pump's own files into the public tree
+        raise Outcome(403, f"Forbidden: file: URLs are not accepted from sources ({msg.exchange})")
     if cfg.source_from_exchange and msg.exchange.startswith("xs_"):
-        owner = msg.exchange[3:]
-        suffix = getattr(cfg, "exchange_suffix", None)
-        if suffix and owner.endswith("_" + suffix):
-            owner = owner[: -len(suffix) - 1]
+        owner = exchange_owner(msg.exchange, cfg)
         claimed = msg.headers.get("source")
         if claimed and claimed != owner and work.retry_entry is None:
             raise Outcome(403, f"Forbidden: message from exchange {msg.exchange} claims source {claimed}")
