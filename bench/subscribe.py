@@ -327,7 +327,8 @@ class Sub:
             self.publish([m.encode()])
             while not os.path.exists(final):
                 if p.poll() is not None or time.perf_counter() - t0 > 600:
-                    raise SystemExit(f"bench: the large file did not arrive; see {log}")
+                    raise SystemExit("bench: the large file did not arrive:\n"
+                                     + open(log, errors="replace").read()[-3000:])
                 time.sleep(0.005)
             dt = time.perf_counter() - t0
             rss = _hwm(p.pid)

@@ -1,4 +1,5 @@
 """The download step of the flow (sr_subscribe, sr_sarra): place, fetch, verify, re-post.
+(The transfer itself, checksum on the fly included, is in fetch.py.)
 
 Every file is written under a temporary name and renamed only after its checksum is
 verified, so a redelivered message never yields a second copy or a corrupt file, and a
@@ -8,16 +9,15 @@ removes its temporary file. Blocks of a partitioned file go into one temporary f
 """
 
 import calendar
-import errno
 import os
 import posixpath
-import time
 
 from sarra import assemble, checksum, placement, report
 from sarra.config import expand_message_vars
+from sarra.fetch import fetch as _fetch
+from sarra.fetch import file_digest as _digest
 from sarra.message import Message, escape, parse_time, topic_for
-from sarra.transfer import TransferError
-from sarra.work import Outcome, TransferInterrupted, Work, download_stopped
+from sarra.work import Outcome, Work
 
 
 # ------------------------------------------------------------------ placement
@@ -118,90 +118,12 @@ def _discard(path):
 
 # ------------------------------------------------------------------ transfer
 
-class _Progress:
-    """Sits in the hasher's place during a transfer: feeds the real hasher, aborts the
-    transfer as soon as a stop is requested, and keeps the broker connection alive."""
-
-    def __init__(self, flow, hasher):
-        self.flow, self.hasher = flow, hasher
-        self.next_tick = time.monotonic() + 5.0
-
-    def update(self, data):
-        if self.hasher is not None:
-            self.hasher.update(data)
-        flow = self.flow
-        if flow.stop_event.is_set():
-            raise TransferInterrupted()
-        now = time.monotonic()
-        if now >= self.next_tick:
-            self.next_tick = now + 5.0
-            if flow.broker is not None:
-                flow._interruptible = False      # never interrupt broker I/O
-                try:
-                    flow.broker.tick()
-                finally:
-                    flow._interruptible = True
-
-
-def _fetch(flow, work, dest, offset, length, write_offset):
-    """Download [offset, offset+length) of the message's URL into dest; return the digest
-    of what was received (None when the sum cannot be computed or a plugin did it)."""
-    msg = work.msg
-    s = work.sum
-    algo = s.value if s.algo == "z" else s.algo
-    url = msg.url
-    if flow.hooks.has("do_download"):
-        # the plugin writes msg.new_inflight_path (or, v2 style, new_dir/new_file itself)
-        work.new_inflight_path = dest
-        handled = flow.hooks.run_first("do_download", scheme=url.split(":", 1)[0])
-        if handled is True:
-            return _digest(dest, algo, offset if write_offset is not None else 0, length)
-        if handled is False:
-            raise Outcome(499, "do_download plugin failed", retry=True)
-    tries = max(1, flow.cfg.attempts or 1)
-    for attempt in range(1, tries + 1):
-        h = checksum.new_hasher(algo)
-        try:
-            t = flow.transfer_for(url, msg.baseurl)
-            flow._interruptible = True
-            try:
-                n = t.get(url, dest, offset=offset, length=length, hasher=_Progress(flow, h),
-                          write_offset=write_offset)
-            finally:
-                flow._interruptible = False
-            flow.counters["bytes"] += n
-            return h.hexdigest() if h is not None else None
-        except TransferInterrupted:
-            raise download_stopped() from None
-        except TransferError as e:
-            if e.code == 404 or attempt == tries or flow.stop_event.is_set():
-                raise Outcome(e.code if e.code in (404, 499, 503) else 499, e.message,
-                              retry=True) from None
-            flow.log.warning("%s: attempt %d/%d failed: %s", url, attempt, tries, e.message)
-            flow.stop_event.wait(min(5.0, 0.5 * attempt))
-        except KeyError:
-            raise Outcome(503, f"Service unavailable {url.split(':', 1)[0]}") from None
-        except OSError as e:
-            what = "disk full" if e.errno == errno.ENOSPC else e.strerror
-            raise Outcome(500, f"cannot write {dest}: {what}", retry=True) from None
-
-
 def _stamp(path):
     try:
         st = os.stat(path)
     except OSError:
         return None
     return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def _digest(path, algo, offset=0, length=None):
-    """Digest of what a do_download plugin wrote (None: nothing there, or not computable)."""
-    if algo not in checksum.DATA_ALGOS or not os.path.exists(path):
-        return None
-    try:
-        return checksum.hash_range(path, algo, offset, length)
-    except (OSError, ValueError):
-        return None
 
 
 def _check(work, digest, what=""):

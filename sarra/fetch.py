@@ -1,0 +1,140 @@
+"""The transfer part of a download: one byte range of a message's URL into a local file,
+with its checksum computed on the way (in a second thread for large transfers), the
+driver's retries, a stop request honoured at once, and do_download plugins.
+
+Errors end as Outcome (report code, retry or not); a stop as download_stopped.
+"""
+
+import errno
+import os
+import queue
+import threading
+import time
+
+from sarra import checksum
+from sarra.transfer import TransferError
+from sarra.work import Outcome, TransferInterrupted, download_stopped
+
+
+class _Progress:
+    """Sits in the hasher's place during a transfer: feeds the real hasher, aborts the
+    transfer as soon as a stop is requested, and keeps the broker connection alive."""
+
+    def __init__(self, flow, hasher):
+        self.flow, self.hasher = flow, hasher
+        self.next_tick = time.monotonic() + 5.0
+
+    def update(self, data):
+        if self.hasher is not None:
+            self.hasher.update(data)
+        flow = self.flow
+        if flow.stop_event.is_set():
+            raise TransferInterrupted()
+        now = time.monotonic()
+        if now >= self.next_tick:
+            self.next_tick = now + 5.0
+            if flow.broker is not None:
+                flow._interruptible = False      # never interrupt broker I/O
+                try:
+                    flow.broker.tick()
+                finally:
+                    flow._interruptible = True
+
+
+#: from this size on, the checksum is computed in a second thread while the data arrives
+THREADED_HASH_MIN = 8 << 20
+
+
+class _HashThread:
+    """A hasher fed from a worker thread: hashlib releases the GIL on large updates, so a
+    big download is hashed on one core while it is read and written on the other (the
+    checksum, not the network, is otherwise what limits a single large file). At most a
+    few chunks wait in between, so memory stays flat."""
+
+    def __init__(self, hasher):
+        self.hasher = hasher
+        self.q = queue.Queue(maxsize=4)
+        self.t = threading.Thread(target=self._run, name="hash", daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while True:
+            data = self.q.get()
+            if data is None:
+                return
+            self.hasher.update(data)
+
+    def update(self, data):
+        # drivers may hand over a view of a buffer they reuse: keep a copy of those
+        self.q.put(data if isinstance(data, bytes) else bytes(data))
+
+    def hexdigest(self):
+        self.q.put(None)
+        self.t.join()
+        return self.hasher.hexdigest()
+
+    def abandon(self):
+        try:
+            self.q.put_nowait(None)
+        except queue.Full:
+            threading.Thread(target=self.q.put, args=(None,), daemon=True).start()
+
+
+def fetch(flow, work, dest, offset, length, write_offset):
+    """Download [offset, offset+length) of the message's URL into dest; return the digest
+    of what was received (None when the sum cannot be computed or a plugin did it)."""
+    msg = work.msg
+    s = work.sum
+    algo = s.value if s.algo == "z" else s.algo
+    url = msg.url
+    if flow.hooks.has("do_download"):
+        # the plugin writes msg.new_inflight_path (or, v2 style, new_dir/new_file itself)
+        work.new_inflight_path = dest
+        handled = flow.hooks.run_first("do_download", scheme=url.split(":", 1)[0])
+        if handled is True:
+            return file_digest(dest, algo, offset if write_offset is not None else 0, length)
+        if handled is False:
+            raise Outcome(499, "do_download plugin failed", retry=True)
+    tries = max(1, flow.cfg.attempts or 1)
+    parts = msg.parts
+    expected = length if length is not None else (parts.filesize if parts is not None else 0)
+    for attempt in range(1, tries + 1):
+        h = checksum.new_hasher(algo)
+        if h is not None and expected >= THREADED_HASH_MIN:
+            h = _HashThread(h)
+        try:
+            t = flow.transfer_for(url, msg.baseurl)
+            flow._interruptible = True
+            try:
+                n = t.get(url, dest, offset=offset, length=length, hasher=_Progress(flow, h),
+                          write_offset=write_offset)
+            finally:
+                flow._interruptible = False
+            flow.counters["bytes"] += n
+            return h.hexdigest() if h is not None else None
+        except TransferInterrupted:
+            raise download_stopped() from None
+        except TransferError as e:
+            if e.code == 404 or attempt == tries or flow.stop_event.is_set():
+                raise Outcome(e.code if e.code in (404, 499, 503) else 499, e.message,
+                              retry=True) from None
+            flow.log.warning("%s: attempt %d/%d failed: %s", url, attempt, tries, e.message)
+            flow.stop_event.wait(min(5.0, 0.5 * attempt))
+        except KeyError:
+            raise Outcome(503, f"Service unavailable {url.split(':', 1)[0]}") from None
+        except OSError as e:
+            what = "disk full" if e.errno == errno.ENOSPC else e.strerror
+            raise Outcome(500, f"cannot write {dest}: {what}", retry=True) from None
+        finally:
+            if isinstance(h, _HashThread) and h.t.is_alive():
+                h.abandon()             # a failed try: let its thread go
+
+
+def file_digest(path, algo, offset=0, length=None):
+    """Digest of what a do_download plugin wrote (None: nothing there, or not computable)."""
+    if algo not in checksum.DATA_ALGOS or not os.path.exists(path):
+        return None
+    try:
+        return checksum.hash_range(path, algo, offset, length)
+    except (OSError, ValueError):
+        return None
