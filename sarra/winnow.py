@@ -104,11 +104,15 @@ class ClaimStore:
     post reached the broker) and ``flush`` commits those marks; ``stats`` feeds hb_cache.
     """
 
-    def __init__(self, path: str, lifetime: float, clock=time.time, timeout: float = 60.0):
+    def __init__(self, path: str, lifetime: float, clock=time.time, timeout: float = 60.0,
+                 batch: bool = False):
         self.path = path
         self.lifetime = float(lifetime)
         self.clock = clock
         self.timeout = timeout
+        # batch: the claims between two flush() calls are one transaction (holding the
+        # write lock); only right when nothing they decide is visible before the flush
+        self.batch = batch
         self.hits = self.misses = self.links = self.reclaims = 0
         self._done = []
         self._next_sweep = 0.0
@@ -160,6 +164,8 @@ class ClaimStore:
         cutoff = now - self.lifetime
         run = self._retry
         ex = self.db.execute
+        if self.batch and not self.db.in_transaction:
+            run(lambda: ex("BEGIN IMMEDIATE"))
         first = run(lambda: ex(_CLAIM, (key, now, who, cutoff)).rowcount) == 1
         if not first and again:
             row = run(lambda: ex("SELECT who, done, t FROM claims WHERE k = ?",
@@ -186,21 +192,16 @@ class ClaimStore:
         return True
 
     def flush(self) -> None:
-        """Commit the confirmed marks (before the messages are acknowledged)."""
-        if not self._done:
-            return
-        done, self._done = self._done, []
+        """Commit the batch's claims (batch mode) and the confirmed marks (before the
+        messages are acknowledged)."""
         db = self.db
-
-        def mark():
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany("UPDATE claims SET done = 1 WHERE k = ?", done)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        self._retry(mark)
+        if self._done:
+            done, self._done = self._done, []
+            if not db.in_transaction:
+                self._retry(lambda: db.execute("BEGIN IMMEDIATE"))
+            db.executemany("UPDATE claims SET done = 1 WHERE k = ?", done)
+        if db.in_transaction:
+            self._retry(lambda: db.execute("COMMIT"))
 
     def __contains__(self, key: bytes) -> bool:
         row = self._retry(lambda: self.db.execute("SELECT t FROM claims WHERE k = ?",
@@ -381,12 +382,14 @@ def connected(flow):
         log.warning("suppress_duplicates is off, but winnow needs its cache: using %g s",
                     DEFAULT_LIFETIME)
         lifetime = DEFAULT_LIFETIME
-    store = ClaimStore(os.path.join(flow.user_cache_dir, STORE_NAME), lifetime)
+    tx = flow.post_broker is not None and same_broker(cfg.broker, cfg.post_broker)
+    # in transaction mode a batch's claims are one database transaction too, committed
+    # (by settle's flush) before the broker commit makes the batch's posts visible
+    store = ClaimStore(os.path.join(flow.user_cache_dir, STORE_NAME), lifetime, batch=tx)
     old = flow.cache
     if old is not None and hasattr(old, "close"):
         old.close()
     flow.cache = store
-    tx = flow.post_broker is not None and same_broker(cfg.broker, cfg.post_broker)
     if tx:
         if flow.reporter is not None:
             flow.reporter.broker = flow.post_broker    # confirm mode stays off this channel
