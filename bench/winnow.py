@@ -236,7 +236,10 @@ def throughput(url, products, runs, prefetch, loglevel):
         for x in (xa, xb, xo):
             ch.exchange_delete(x)
         conn.close()
-        shutil.rmtree(home, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):
+            print("kept", home)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
     ratios = [w / r for w, r in zip(winnow_rates, raw_rates)]
     return median(winnow_rates), median(raw_rates), median(ratios)
 

@@ -96,6 +96,21 @@ def test_links_remember_the_first_path_of_a_checksum(tmp_path):
     assert s.links == 1
 
 
+def test_batch_mode_claims_are_one_transaction(tmp_path):
+    a = store_at(tmp_path)
+    a.batch = True
+    b = store_at(tmp_path)
+    b.timeout = 0.05
+    assert a.claim(K1, 1)[0] and a.claim(K2, 1)[0]
+    with pytest.raises(Exception, match="locked"):
+        b.claim(K1, 2)                      # a holds the write lock until its flush
+    a.flush()
+    assert b.claim(K1, 2) == (False, None) and b.claim(K2, 2) == (False, None)
+    a.claim(winnow.digest("x"), 1)
+    a.close()                               # never flushed: rolled back
+    assert b.claim(winnow.digest("x"), 2)[0]
+
+
 def _racer(path, who, keys, go, out):
     import random
     s = winnow.ClaimStore(path, 600)
