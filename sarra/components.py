@@ -52,9 +52,14 @@ def exchange_owner(exchange: str, cfg) -> str:
 def sarra_check(flow, work):
     """A pump's ingest rule: the source is who posted, whatever the message claims."""
     msg, cfg = work.msg, flow.cfg
-    if cfg.source_from_exchange and msg.baseurl.startswith("file:"):
-        # a source must not make the pump copy the pump's own files into the public tree
-        raise Outcome(403, f"Forbidden: file: URLs are not accepted from sources ({msg.exchange})")
+    if cfg.source_from_exchange and msg.baseurl.startswith("file:") and cfg.base_dir:
+        # a source must not make the pump copy the pump's own files into the public tree:
+        # with base_dir set (the pump's incoming area), file: URLs must point below it
+        import os
+        real = os.path.realpath(msg.baseurl[5:] + msg.path)
+        root = os.path.realpath(cfg.base_dir)
+        if not real.startswith(root.rstrip("/") + "/"):
+            raise Outcome(403, f"Forbidden: file: URL outside base_dir {root} from {msg.exchange}")
     if cfg.source_from_exchange and msg.exchange.startswith("xs_"):
         owner = exchange_owner(msg.exchange, cfg)
         claimed = msg.headers.get("source")
