@@ -28,6 +28,9 @@ the posts of a batch and the acks of its messages go in one AMQP transaction (tx
 tx.commit on the consuming channel): either the broker has both (the messages are gone
 from the queue, the posts are out) or neither (the messages come back redelivered, find
 their own claims, and are posted then). Reports then go on the separate post connection.
+In that mode the claims of a batch are also one SQLite transaction, committed by the
+flow's cache flush in settle() just before the broker commit (another instance's claims
+wait for it: a few milliseconds); a crash before it leaves no claim at all.
 With another post broker, posts are confirmed before the acks and a claim is marked
 "confirmed" before the acks: a crash between a post reaching the broker and its confirm
 reaching us can post that product twice (never lose it). Announcements from the retry
