@@ -73,6 +73,12 @@ def test_server_ignoring_range_and_dropping_connections(stub_http, drv, tmp_path
     assert e.value.code == 499 and "f.bin" in str(e.value)
     stub.short.clear()
     assert drv.get(stub.url + "f.bin", str(out)) == len(DATA)
+    stub.chunked.add("/f.bin")                    # chunked body, a folded header line
+    for _ in range(3):
+        assert drv.get(stub.url + "f.bin", str(out)) == len(DATA)
+        assert out.read_bytes() == DATA
+    assert drv.get(stub.url + "f.bin", str(out), offset=100, length=10) == 10
+    assert out.read_bytes() == DATA[100:110]
 
 
 def test_escaped_names_and_redirects(stub_http, drv, tmp_path):
@@ -118,3 +124,15 @@ def test_proxy_in_the_environment_goes_through_requests(stub_http, tmp_path, mon
             d.get(stub.url + "f", str(tmp_path / "o"))
     assert "cannot connect" in str(e.value)
     assert stub.requests == []
+
+
+def test_header_parser():
+    import io
+
+    from sarra.http_keepalive import _read_headers
+    fp = io.BytesIO(b"Content-Length: 5\r\nX-A: 1\r\nx-a: 2\r\nFold: a\r\n\tb\r\nbad line\r\n"
+                    b"\r\nbody")
+    h = _read_headers(fp)
+    assert h.get("CONTENT-LENGTH") == "5" and h.get("x-a") == "1, 2" and h["fold"] == "a b"
+    assert h.get_all("missing") is None and h.get_all("x-a") == ["1, 2"]
+    assert fp.read() == b"body"

@@ -315,6 +315,7 @@ class HttpStub:
         self.requests = []       # paths asked for, in order
         self.redirects = {}      # path -> location (302)
         self.short = set()       # paths whose body stops half-way (connection closed)
+        self.chunked = set()     # paths sent with Transfer-Encoding: chunked
         self.ignore_range = False
         self.close_after = False  # close the connection after every answer
         self.connections = 0
@@ -389,6 +390,13 @@ class HttpStub:
             end = int(m.group(2)) if m.group(2) else len(data) - 1
             extra = f"Content-Range: bytes {start}-{end}/{len(data)}\r\n"
             data, status = data[start:end + 1], "206 Partial Content"
+        if name in self.chunked:
+            half = len(data) // 2
+            conn.sendall(f"HTTP/1.1 {status}\r\nTransfer-Encoding: chunked\r\nX-Folded: a\r\n"
+                         f" b\r\n{extra}\r\n".encode() + b"".join(
+                             b"%x\r\n%s\r\n" % (len(c), c) for c in (data[:half], data[half:]))
+                         + b"0\r\n\r\n")
+            return True
         conn.sendall(f"HTTP/1.1 {status}\r\nContent-Length: {len(data)}\r\n{extra}\r\n"
                      .encode())
         gate, step = self.gates.get(name), self.trickle.get(name)
