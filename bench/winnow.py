@@ -33,9 +33,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-
-from common import REPO, broker_url, child_env, median  # noqa: E402
+from common import broker_url, child_env, median  # noqa: E402
 
 HEADERS = {"to_clusters": "bench", "mtime": "20240101000000.0", "atime": "20240101000000.0",
            "mode": "644"}

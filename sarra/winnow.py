@@ -45,7 +45,6 @@ usual (download.py).
 """
 
 import hashlib
-import logging
 import os
 import posixpath
 import sqlite3
