@@ -32,10 +32,11 @@ skipped with one warning per load; a torn last line is cut off.
 import logging
 import os
 import posixpath
-import tempfile
 import time
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 from urllib.parse import quote, unquote
+
+from sarra.paths import atomic_write_lines
 
 logger = logging.getLogger(__name__)
 
@@ -252,35 +253,3 @@ class DupCache:
         self.close()
         atomic_write_lines(self.path, (self._line(k, t) for k, t in self._d.items()))
         self._file_lines = len(self._d)
-
-
-def atomic_write_lines(path: str, lines: Iterable[str], mode: int = 0o600) -> None:
-    """Stream lines into a temp file beside ``path``, fsync, rename over ``path``.
-
-    (sarra.paths.atomic_write needs the whole content in memory; a large cache is streamed.)
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20) as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass

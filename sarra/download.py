@@ -327,13 +327,8 @@ def _remove(flow, work, final):
         work.posts.append(repost(flow, work, final))
 
 
-def _link(flow, work, final):
-    if WINNOW_LINK_SUM in work.msg.headers:
-        return _winnow_link(flow, work, final)
-    target = work.msg.headers.get("link")
-    if not target:
-        raise Outcome(499, "symlink failed: the L post carries no link header (sr3 peer?)")
-    _mkdirs(flow, work.new_dir)
+def _symlink(target, final):
+    """Make ``final`` a symbolic link to ``target``, replacing what is there atomically."""
     tmp = final + ".sarra-link"
     try:
         if os.path.lexists(tmp):
@@ -343,6 +338,16 @@ def _link(flow, work, final):
     except OSError as e:
         _discard(tmp)
         raise Outcome(500, f"symlink failed: {final}: {e.strerror}", retry=True) from None
+
+
+def _link(flow, work, final):
+    if WINNOW_LINK_SUM in work.msg.headers:
+        return _winnow_link(flow, work, final)
+    target = work.msg.headers.get("link")
+    if not target:
+        raise Outcome(499, "symlink failed: the L post carries no link header (sr3 peer?)")
+    _mkdirs(flow, work.new_dir)
+    _symlink(target, final)
     work.code, work.text = report.LINKED
     if flow.post_broker is not None:
         work.posts.append(repost(flow, work, final))
@@ -374,15 +379,7 @@ def _winnow_link(flow, work, final):
             raise Outcome(*report.SAME_CHECKSUM)
         target = os.path.relpath(local, work.new_dir)
         _mkdirs(flow, work.new_dir)
-        tmp = final + ".sarra-link"
-        try:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            os.symlink(target, tmp)
-            os.replace(tmp, final)
-        except OSError as e:
-            _discard(tmp)
-            raise Outcome(500, f"symlink failed: {final}: {e.strerror}", retry=True) from None
+        _symlink(target, final)
         work.code, work.text = report.LINKED
         if flow.post_broker is not None:
             post = repost(flow, work, final)

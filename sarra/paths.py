@@ -6,7 +6,7 @@ XDG_CACHE_HOME), so tests can relocate the trees with monkeypatch.
 
 import os
 import tempfile
-from typing import List, Optional, Union
+from typing import Iterable, List, Optional, Union
 
 import appdirs
 
@@ -125,13 +125,26 @@ def atomic_write(path: str, data: Union[bytes, str], mode: int = 0o600) -> None:
     """
     if isinstance(data, str):
         data = data.encode("utf-8")
+    _atomic_replace(path, lambda f: f.write(data), mode, binary=True)
+
+
+def atomic_write_lines(path: str, lines: Iterable[str], mode: int = 0o600) -> None:
+    """Like atomic_write, but streams text lines (a large cache is never held whole)."""
+    _atomic_replace(path, lambda f: f.writelines(lines), mode, binary=False)
+
+
+def _atomic_replace(path: str, write, mode: int, binary: bool) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        if binary:
+            f = os.fdopen(fd, "wb")
+        else:
+            f = os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20)
+        with f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
@@ -142,6 +155,11 @@ def atomic_write(path: str, data: Union[bytes, str], mode: int = 0o600) -> None:
         except OSError:
             pass
         raise
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: str) -> None:
+    """Make a rename in ``directory`` durable (best effort)."""
     try:
         dfd = os.open(directory, os.O_RDONLY)
     except OSError:

@@ -44,7 +44,7 @@ import random
 import time
 from typing import Callable, Dict, List, Optional
 
-from sarra.cache import atomic_write_lines
+from sarra.paths import atomic_write_lines, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class RetryQueue:
             existed = os.path.exists(self.path)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             if not existed:
-                _fsync_dir(d)
+                fsync_dir(d)
         return self._fd
 
     def _write(self, record: dict) -> None:
@@ -276,16 +276,3 @@ class RetryQueue:
         self._next_id = max_id + 1
         for e in entries.values():
             self._put(e)
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)

@@ -12,7 +12,7 @@ import os
 from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import quote, unquote
 
-from sarra.cache import atomic_write_lines
+from sarra.paths import atomic_write_lines
 
 log = logging.getLogger("sarra.watcher")
 
