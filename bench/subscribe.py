@@ -2,6 +2,7 @@
 """sr_subscribe throughput, next to the limits measured in the same run.
 
     python bench/subscribe.py [--files 10000] [--runs 3] [--big-mib 1024] [--server auto]
+                              [--big-sum d|s] [--big-parts MIB] [--big-instances N]
 
 1. 10,000 announced files of 1 KiB, served by a fast keep-alive HTTP server (nginx when
    installed, else a selectors/sendfile server in its own process), drained by
@@ -12,8 +13,11 @@
    the subscriber's own log (file_log lines), so start-up is not counted.
 2. One 1 GiB file through sr_subscribe over HTTP, next to `curl -o` of the same URL, both
    written to the tmpfs and to a disk file system (tempfile's default directory); also
-   curl to /dev/null and the time MD5 takes over the same bytes (a verified download
-   cannot beat it: MD5 is sequential).
+   curl to /dev/null and the time MD5 (SHA-512 with --big-sum s) takes over the same
+   bytes (a download verified against a whole-file sum cannot beat it: the hash is
+   sequential). By default the file is one whole-file post with sum d; --big-parts 200
+   announces it in 200 MiB blocks as sr_post does by default, and --big-instances 2 lets
+   two subscriber processes (prefetch 1) fetch and hash blocks side by side.
 3. Peak RSS (VmHWM) of every subscriber instance.
 
 Files are served from and written to /dev/shm when it exists (--dir to change).
@@ -161,15 +165,33 @@ def make_files(root, n, size=1024):
     return rels
 
 
-def make_big(path, mib):
-    h = hashlib.md5()
+def make_big(path, mib, algo="d", part_mib=0):
+    """Write the large file; return (size, [(parts header, sum header)] as sr_post would
+    announce it: one whole-file post, or one `i` post per block of part_mib MiB)."""
+    new = hashlib.md5 if algo == "d" else hashlib.sha512
+    bsz = (part_mib << 20) or (mib << 20)
+    digests, h, filled = [], new(), 0
     with open(path, "wb") as f:
         block = os.urandom(16 << 20)
         for i in range(mib // 16):
             chunk = block[i % 7:] + block[:i % 7]      # cheap, distinct content per block
             f.write(chunk)
-            h.update(chunk)
-    return h.hexdigest(), os.path.getsize(path)
+            view = memoryview(chunk)
+            while view:
+                take = min(len(view), bsz - filled)
+                h.update(view[:take])
+                view, filled = view[take:], filled + take
+                if filled == bsz:
+                    digests.append(h.hexdigest())
+                    h, filled = new(), 0
+    if filled:
+        digests.append(h.hexdigest())
+    size = os.path.getsize(path)
+    if len(digests) == 1:
+        return size, [(f"1,{size},1,0,0", f"{algo},{digests[0]}")]
+    brem = size % bsz
+    return size, [(f"i,{bsz},{len(digests)},{brem},{k}", f"{algo},{d}")
+                  for k, d in enumerate(digests)]
 
 
 def posts(base_url, rels):
@@ -306,46 +328,56 @@ class Sub:
         first, last = _span(logs)
         return (n - 1) / (last - first), rss
 
-    def big(self, rel, digest, size, base_url, dst=None):
-        """One large file through a running subscriber: seconds from publish to rename."""
+    def big(self, rel, posts_, size, base_url, dst=None, instances=1):
+        """One large file through running subscribers: seconds from publish to rename."""
         saved, self.dst = self.dst, dst or self.dst
         try:
-            return self._big(rel, digest, size, base_url)
+            return self._big(rel, posts_, size, base_url, instances)
         finally:
             shutil.rmtree(self.dst, ignore_errors=True)
             self.dst = saved
 
-    def _big(self, rel, digest, size, base_url):
+    def _big(self, rel, posts_, size, base_url, instances):
         self.reset_dst()
+        saved = self.extra
+        if instances > 1:
+            self.extra += "prefetch 1\n"   # one block per instance at a time
         self.configure(1)
+        self.extra = saved
         self.cmd("setup", self.name)
         os.makedirs(self.logdir, exist_ok=True)
-        p = subprocess.Popen([sys.executable, "-m", "sarra.commands.subscribe", "foreground",
-                              self.name], env=self.env, cwd=self.home, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL,
-                             stderr=open(os.path.join(self.logdir, "big.log"), "wb"),
-                             start_new_session=True)
-        log = os.path.join(self.logdir, "big.log")
-        while "started, queue" not in open(log, errors="replace").read():
-            if p.poll() is not None:
-                raise SystemExit(f"bench: sr_subscribe exited; see {log}")
-            time.sleep(0.05)
-        m = message.make_post(message.now(), base_url, "/" + rel, {
-            "sum": "d," + digest, "parts": f"1,{size},1,0,0", "mode": "644"})
+        procs, logs = [], []
+        for k in range(instances):      # foreground processes of one config share its queue
+            log = os.path.join(self.logdir, f"big{k}.log")
+            logs.append(log)
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "sarra.commands.subscribe", "foreground", self.name],
+                env=self.env, cwd=self.home, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True))
+        for p, log in zip(procs, logs):
+            while "started, queue" not in open(log, errors="replace").read():
+                if p.poll() is not None:
+                    raise SystemExit(f"bench: sr_subscribe exited; see {log}")
+                time.sleep(0.05)
+        now = message.now()
+        msgs = [message.make_post(now, base_url, "/" + rel, {
+            "sum": sumh, "parts": parts, "mode": "644"}).encode() for parts, sumh in posts_]
         final = os.path.join(self.dst, rel)
         try:
             t0 = time.perf_counter()
-            self.publish([m.encode()])
+            self.publish(msgs)
             while not os.path.exists(final):
-                if p.poll() is not None or time.perf_counter() - t0 > 600:
-                    raise SystemExit("bench: the large file did not arrive:\n"
-                                     + open(log, errors="replace").read()[-3000:])
+                if any(p.poll() is not None for p in procs) or time.perf_counter() - t0 > 600:
+                    raise SystemExit("bench: the large file did not arrive:\n" + "".join(
+                        open(log, errors="replace").read()[-3000:] for log in logs))
                 time.sleep(0.005)
             dt = time.perf_counter() - t0
-            rss = _hwm(p.pid)
+            rss = max(_hwm(p.pid) or 0 for p in procs)
         finally:
-            p.send_signal(signal.SIGTERM)
-            p.wait(30)
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                p.wait(30)
         if os.path.getsize(final) != size:
             raise SystemExit("bench: the large file arrived with the wrong size")
         return dt, rss
@@ -398,6 +430,14 @@ def main():
     ap.add_argument("--files", type=int, default=10000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--big-mib", type=int, default=1024)
+    ap.add_argument("--big-sum", choices=("d", "s"), default="d",
+                    help="checksum announced for the large file: d (MD5, the v2 default) or "
+                         "s (SHA-512, the sr3 default)")
+    ap.add_argument("--big-parts", type=int, default=0, metavar="MIB",
+                    help="announce the large file in blocks of MIB MiB (sr_post's default "
+                         "blocksize is 200); 0 = one whole-file post")
+    ap.add_argument("--big-instances", type=int, default=1,
+                    help="subscriber processes sharing the queue for the large file")
     ap.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
     ap.add_argument("--skip", default="", help="comma list: small, two, big")
     ap.add_argument("--dir", help="where files are served from and written to "
@@ -422,9 +462,10 @@ def main():
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/"
     rels = make_files(root, a.files)
-    big_digest = big_size = None
+    big_posts = big_size = None
     if "big" not in skip:
-        big_digest, big_size = make_big(os.path.join(root, "big.bin"), a.big_mib)
+        big_size, big_posts = make_big(os.path.join(root, "big.bin"), a.big_mib, a.big_sum,
+                                       a.big_parts)
     use_nginx = a.server == "nginx" or (a.server == "auto" and NGINX)
     server, server_name = (start_nginx(root, top, port) if use_nginx
                            else start_python_server(root, port))
@@ -467,15 +508,15 @@ def main():
                             res[cu].append(curl(base_url + "big.bin", cdst))
                             os.unlink(cdst)
                         else:
-                            dt, m = sub.big("big.bin", big_digest, big_size, base_url,
-                                            os.path.join(where, "sub_big"))
+                            dt, m = sub.big("big.bin", big_posts, big_size, base_url,
+                                            os.path.join(where, "sub_big"), a.big_instances)
                             res[su].append(dt)
                             rss["big"].append(m)
                     if where == top:
                         os.sync()
                         res["curlnull"].append(curl(base_url + "big.bin", "/dev/null"))
             print(f"  run {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in res.items() if v))
-        md5s = md5_time(os.path.join(root, "big.bin")) if "big" not in skip else None
+        md5s = md5_time(os.path.join(root, "big.bin"), a.big_sum) if "big" not in skip else None
         report(res, rss, a, big_size, md5s, top, disk)
     finally:
         if sub is not None:
@@ -487,9 +528,10 @@ def main():
     return 0
 
 
-def md5_time(path):
-    """Seconds to MD5 the file here, from the page cache: the floor of a verified download."""
-    h = hashlib.md5()
+def md5_time(path, algo="d"):
+    """Seconds to hash the file here (MD5 for d, SHA-512 for s), from the page cache: the
+    floor of a download verified against that sum (the hash is sequential)."""
+    h = hashlib.md5() if algo == "d" else hashlib.sha512()
     with open(path, "rb", buffering=0) as f:
         t0 = time.perf_counter()
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -518,8 +560,9 @@ def report(res, rss, a, big_size, md5s, tmp, disk):
         print(f"limit   curl -o /dev/null, {big_size / mib:.0f} MiB  {n:6.0f} MiB/s ({med['curlnull']:.2f} s)"
               f"  (network only: no file, no checksum)")
         if md5s:
-            print(f"        MD5 of {big_size / mib:.0f} MiB in memory   {big_size / md5s / mib:6.0f} MiB/s "
-                  f"({md5s:.2f} s)  (floor of any download verified against a 'd' sum)")
+            name = "MD5" if a.big_sum == "d" else "SHA-512"
+            print(f"        {name:7s} of {big_size / mib:.0f} MiB in memory {big_size / md5s / mib:6.0f} MiB/s "
+                  f"({md5s:.2f} s)  (floor of any download verified against a '{a.big_sum}' sum)")
         for cu, sub, where in (("curl", "bigsub", tmp), ("curldisk", "bigdisk", disk)):
             c, s = big_size / med[cu] / mib, big_size / med[sub] / mib
             print(f"limit   curl -o file in {where}")
