@@ -74,7 +74,8 @@ setup(
         "watchdog",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pyftpdlib"],
+        # pyOpenSSL: pyftpdlib's TLS handler (the FTPS test server)
+        "test": ["pytest", "hypothesis", "pyftpdlib", "pyOpenSSL"],
     },
     entry_points={
         "console_scripts": [

@@ -10,7 +10,7 @@ REPO=$(pwd)
 log() { echo "setup-host: $*"; }
 
 # --- system packages --------------------------------------------------------
-PACKAGES="rabbitmq-server openssh-server curl python3-venv python3-pip"
+PACKAGES="rabbitmq-server openssh-server openssl curl python3-venv python3-pip"
 missing=""
 for p in $PACKAGES; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -41,7 +41,7 @@ want=$(cat setup.py sarra/__init__.py | sha256sum | cut -d' ' -f1)
 
 venv_ok() {
     [ -x "$VENV/bin/python" ] &&
-        "$VENV/bin/python" -c 'import sarra, amqp, paramiko, requests, appdirs, psutil, watchdog, pytest, hypothesis, pyftpdlib' 2>/dev/null
+        "$VENV/bin/python" -c 'import sarra, amqp, paramiko, requests, appdirs, psutil, watchdog, pytest, hypothesis, pyftpdlib, OpenSSL' 2>/dev/null
 }
 
 if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then

@@ -17,6 +17,23 @@ def _is_closing(e):
     return isinstance(e, ftplib.error_temp) and str(e)[:3] == '421'
 
 
+class _FtpTls(ftplib.FTP_TLS):
+    """FTP_TLS whose protected data connections resume the control connection's TLS
+    session: servers such as vsftpd (require_ssl_reuse, its default) refuse others."""
+
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            session = getattr(self.sock, 'session', None)
+            try:
+                conn = self.context.wrap_socket(conn, server_hostname=self.host,
+                                                session=session)
+            except BaseException:
+                conn.close()
+                raise
+        return conn, size
+
+
 @register
 class FtpTransfer(Transfer):
 
@@ -50,7 +67,7 @@ class FtpTransfer(Transfer):
             if not credential_flag(creds, 'tls_verify', default=True):
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
-            ftp = ftplib.FTP_TLS(context=ctx, timeout=self.timeout)
+            ftp = _FtpTls(context=ctx, timeout=self.timeout)
         else:
             ftp = ftplib.FTP(timeout=self.timeout)
         try:

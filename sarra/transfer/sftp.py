@@ -79,7 +79,8 @@ class SftpTransfer(Transfer):
             sftp.get_channel().settimeout(self.timeout)
         except paramiko.AuthenticationException:
             client.close()
-            raise TransferError(FAILED, 'sftp authentication failed for %s' % where) from None
+            raise TransferError(FAILED, 'sftp authentication failed for %s (tried: %s)'
+                                % (where, _auth_tried(password, keyfile))) from None
         except paramiko.BadHostKeyException:
             client.close()
             raise TransferError(FAILED, 'sftp host key of %s does not match known_hosts'
@@ -263,6 +264,14 @@ class SftpTransfer(Transfer):
                 client.close()
             except Exception:
                 pass
+
+
+def _auth_tried(password, keyfile):
+    """What the login offered, for the error message (never the secret itself)."""
+    ways = ['key file %s' % keyfile] if keyfile else ['ssh-agent/~/.ssh keys']
+    if password:
+        ways.append('password')
+    return ', '.join(ways)
 
 
 def _reason(e):

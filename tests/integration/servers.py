@@ -3,12 +3,16 @@
 Each server runs in its own process, started and stopped by PID:
 
 * HTTP/1.1 (keep-alive, Range) and FTP (pyftpdlib) run this module:
-      python -m tests.integration.servers http <dir> <port> [user:password]
-      python -m tests.integration.servers ftp <dir> <port> <user> <password>
+      python -m tests.integration.servers http <dir> <port> [user:password] [--tls CERT KEY]
+      python -m tests.integration.servers ftp <dir> <port> <user> <password> [--tls CERT KEY]
   Port 0 lets the server pick a free port; either way the server prints
-  "PORT <n>" on stdout once it is listening.
+  "PORT <n>" on stdout once it is listening. --tls makes it HTTPS, or explicit
+  FTPS that requires AUTH TLS, PROT P and, as vsftpd does by default, data
+  connections that resume the control connection's TLS session; make_tls_certs()
+  writes a throw-away CA and a server certificate for 127.0.0.1/localhost.
 * SFTP is the system's OpenSSH sshd with a generated host key, a generated
-  client key and its own configuration (internal-sftp).
+  client key and its own configuration (internal-sftp); with password_auth it
+  accepts passwords instead of keys (ensure_password_user() makes the account).
 
 The start_* functions return a ServerProcess; call stop() to end it.
 """
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -143,22 +148,77 @@ def _module_env():
 
 # ---------------------------------------------------------------- starters
 
-def start_http(root, log_dir, auth=None):
-    """HTTP/1.1 server for directory root; auth = (user, password) or None."""
+def _tls_args(tls):
+    return ["--tls", str(tls[0]), str(tls[1])] if tls else []
+
+
+def start_http(root, log_dir, auth=None, tls=None):
+    """HTTP/1.1 server for directory root; auth = (user, password) or None;
+    tls = (certfile, keyfile) for HTTPS."""
     args = [sys.executable, "-m", "tests.integration.servers", "http", str(root), "0"]
     if auth:
         args.append("%s:%s" % auth)
-    log = Path(log_dir) / "http.log"
-    server = ServerProcess("HTTP", _spawn(args, log, env=_module_env()), HOST, 0, log)
+    args += _tls_args(tls)
+    name = "HTTPS" if tls else "HTTP"
+    log = Path(log_dir) / ("%s.log" % name.lower())
+    server = ServerProcess(name, _spawn(args, log, env=_module_env()), HOST, 0, log)
     return _read_port(server)
 
 
-def start_ftp(root, log_dir, user, password):
+def start_ftp(root, log_dir, user, password, tls=None):
+    """FTP server (pyftpdlib); tls = (certfile, keyfile) for explicit FTPS that requires
+    AUTH TLS on the control connection, PROT P and TLS session reuse on data connections."""
     args = [sys.executable, "-m", "tests.integration.servers", "ftp",
-            str(root), "0", user, password]
-    log = Path(log_dir) / "ftp.log"
-    server = ServerProcess("FTP", _spawn(args, log, env=_module_env()), HOST, 0, log)
+            str(root), "0", user, password] + _tls_args(tls)
+    name = "FTPS" if tls else "FTP"
+    log = Path(log_dir) / ("%s.log" % name.lower())
+    server = ServerProcess(name, _spawn(args, log, env=_module_env()), HOST, 0, log)
     return _read_port(server)
+
+
+class TlsFiles(NamedTuple):
+    ca: Path        # the CA certificate clients must trust
+    cert: Path      # server certificate (CN 127.0.0.1, SAN IP:127.0.0.1 and DNS:localhost)
+    key: Path       # its private key
+
+    @property
+    def pair(self):
+        return self.cert, self.key
+
+
+def _openssl(*args):
+    r = subprocess.run(["openssl", *map(str, args)], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("openssl %s failed: %s" % (args[0], " ".join(r.stderr.split())[:300]))
+
+
+def make_tls_certs(work, name="sarra test CA"):
+    """A throw-away CA and a server certificate it signs, written under work/ with the
+    openssl command (EC P-256, valid 2 days)."""
+    if not shutil.which("openssl"):
+        raise RuntimeError("openssl not found: install openssl")
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    out = TlsFiles(work / "ca.pem", work / "server.pem", work / "server.key")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    _openssl("req", "-x509", *ec, "-keyout", work / "ca.key", "-out", out.ca, "-days", 2,
+             "-subj", "/O=sarra tests/CN=%s" % name,
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    _openssl("req", "-new", *ec, "-keyout", out.key, "-out", work / "server.csr",
+             "-subj", "/O=sarra tests/CN=%s" % HOST)
+    ext = work / "server.ext"
+    ext.write_text("basicConstraints=critical,CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                   "extendedKeyUsage=serverAuth\n"
+                   "subjectAltName=IP:%s,DNS:localhost\n"
+                   "subjectKeyIdentifier=hash\n"
+                   "authorityKeyIdentifier=keyid\n" % HOST)
+    _openssl("x509", "-req", "-in", work / "server.csr", "-CA", out.ca,
+             "-CAkey", work / "ca.key", "-CAcreateserial", "-out", out.cert, "-days", 2,
+             "-extfile", ext)
+    return out
 
 
 def make_ssh_keys(work):
@@ -174,11 +234,12 @@ def make_ssh_keys(work):
     return host_key, client_key
 
 
-def start_sshd(root, work, user, attempts=3):
+def start_sshd(root, work, user, attempts=3, password_auth=False):
     """OpenSSH sshd on a free loopback port serving internal-sftp.
 
-    Sessions start in root (relative paths resolve there). Returns
-    (ServerProcess, client_key_path, host_public_key_path).
+    Sessions start in root (relative paths resolve there). With password_auth the
+    server takes passwords (checked against /etc/shadow: UsePAM no) and no keys.
+    Returns (ServerProcess, client_key_path, host_public_key_path).
     """
     work = Path(work)
     if not os.path.exists(SSHD):
@@ -200,8 +261,9 @@ def start_sshd(root, work, user, attempts=3):
             "PidFile %s" % (work / "sshd.pid"),
             "AuthorizedKeysFile %s" % authorized,
             "AllowUsers %s" % user,
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
+            "PubkeyAuthentication %s" % ("no" if password_auth else "yes"),
+            "PasswordAuthentication %s" % ("yes" if password_auth else "no"),
+            "PermitEmptyPasswords no",
             "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password",
             "StrictModes no",
@@ -228,6 +290,34 @@ def start_sshd(root, work, user, attempts=3):
         server.stop()
     raise RuntimeError("sshd did not start on %s after %d attempts; log %s:\n%s" % (
         HOST, attempts, work / "sshd.log", last))
+
+
+def ensure_password_user(name, password):
+    """Create the local account name (no home, no login shell) if missing and set its
+    password. Needs root and useradd/chpasswd; RuntimeError says what is missing."""
+    if os.geteuid() != 0:
+        raise RuntimeError("creating user %s needs root" % name)
+    for tool in ("useradd", "chpasswd"):
+        if not shutil.which(tool):
+            raise RuntimeError("%s not found (package passwd)" % tool)
+    import pwd
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        r = subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
+                            "-c", "sarra integration tests", name],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if r.returncode not in (0, 9):          # 9: created meanwhile by another run
+            raise RuntimeError("useradd %s failed: %s" % (name, r.stderr.strip()))
+    r = subprocess.run(["chpasswd"], input="%s:%s\n" % (name, password),
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("chpasswd for %s failed (exit %d)" % (name, r.returncode))
+
+
+def lock_password_user(name):
+    """Lock the password of an account made by ensure_password_user (best effort)."""
+    subprocess.run(["usermod", "-L", name], stdin=subprocess.DEVNULL, capture_output=True)
 
 
 # ---------------------------------------------------------------- HTTP server
@@ -352,12 +442,28 @@ def _http_handler_class(root, auth):
     return Handler
 
 
-def serve_http(root, port, auth=None):
+def serve_http(root, port, auth=None, tls=None):
     from http.server import ThreadingHTTPServer
+
+    context = None
+    if tls:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
         request_queue_size = 256
+
+        def finish_request(self, request, client_address):
+            if context is not None:
+                # handshake in the request's thread; one line for a refused one
+                try:
+                    request = context.wrap_socket(request, server_side=True)
+                except OSError as e:
+                    sys.stderr.write("%s TLS handshake failed: %s\n" % (client_address[0], e))
+                    return
+            super().finish_request(request, client_address)
 
     server = Server((HOST, port), _http_handler_class(os.path.abspath(root), auth))
     print("PORT %d" % server.server_address[1], flush=True)
@@ -366,7 +472,29 @@ def serve_http(root, port, auth=None):
 
 # ---------------------------------------------------------------- FTP server
 
-def serve_ftp(root, port, user, password):
+def _session_reuse_dtp(base):
+    """A TLS data-connection handler that, like vsftpd's default require_ssl_reuse,
+    refuses a data connection that does not resume the control connection's session."""
+    # pyOpenSSL has no public call for this; cryptography's binding has had it for years
+    from OpenSSL._util import lib
+    reused = getattr(lib, "SSL_session_reused", None)
+    if reused is None:
+        raise RuntimeError("pyOpenSSL/cryptography without SSL_session_reused: "
+                           "cannot check TLS session reuse")
+
+    class Handler(base):
+        def handle_ssl_established(self):
+            if not reused(self.socket._ssl):
+                sys.stderr.write("FTPS data connection without TLS session reuse refused\n")
+                self.cmd_channel.respond("522 SSL connection failed: session reuse required")
+                self.close()
+                return
+            super().handle_ssl_established()
+
+    return Handler
+
+
+def serve_ftp(root, port, user, password, tls=None):
     import logging
 
     from pyftpdlib.authorizers import DummyAuthorizer
@@ -376,7 +504,15 @@ def serve_ftp(root, port, user, password):
     logging.basicConfig(level=logging.WARNING)
     authorizer = DummyAuthorizer()
     authorizer.add_user(user, password, os.path.abspath(root), perm="elradfmwMT")
-    handler = type("Handler", (FTPHandler,), {})
+    if tls:
+        from pyftpdlib.handlers import TLS_FTPHandler   # needs pyOpenSSL
+        handler = type("Handler", (TLS_FTPHandler,), {})
+        handler.certfile, handler.keyfile = tls
+        handler.tls_control_required = True     # no login before AUTH TLS
+        handler.tls_data_required = True        # no transfer before PROT P
+        handler.dtp_handler = _session_reuse_dtp(handler.dtp_handler)
+    else:
+        handler = type("Handler", (FTPHandler,), {})
     handler.authorizer = authorizer
     handler.auth_failed_timeout = 0.1
     handler.banner = "sarra test ftp"
@@ -388,11 +524,21 @@ def serve_ftp(root, port, user, password):
 
 def main(argv):
     usage = ("usage: python -m tests.integration.servers "
-             "http <dir> <port> [user:password] | ftp <dir> <port> <user> <password>")
+             "http <dir> <port> [user:password] [--tls CERT KEY] | "
+             "ftp <dir> <port> <user> <password> [--tls CERT KEY]")
+    argv = list(argv)
+    tls = None
+    if "--tls" in argv:
+        i = argv.index("--tls")
+        tls = tuple(argv[i + 1:i + 3])
+        del argv[i:i + 3]
+        if len(tls) != 2:
+            print(usage, file=sys.stderr)
+            return 2
     if len(argv) >= 3 and argv[0] == "http" and len(argv) <= 4:
-        serve_http(argv[1], int(argv[2]), argv[3] if len(argv) == 4 else None)
+        serve_http(argv[1], int(argv[2]), argv[3] if len(argv) == 4 else None, tls)
     elif len(argv) == 5 and argv[0] == "ftp":
-        serve_ftp(argv[1], int(argv[2]), argv[3], argv[4])
+        serve_ftp(argv[1], int(argv[2]), argv[3], argv[4], tls)
     else:
         print(usage, file=sys.stderr)
         return 2
