@@ -5,14 +5,13 @@ driver's retries, a stop request honoured at once, and do_download plugins.
 Errors end as Outcome (report code, retry or not); a stop as download_stopped.
 """
 
-import errno
 import os
 import queue
 import threading
 import time
 
 from sarra import checksum
-from sarra.transfer import TransferError
+from sarra.transfer import LocalWriteError, TransferError
 from sarra.work import Outcome, TransferInterrupted, download_stopped
 
 
@@ -115,7 +114,8 @@ def fetch(flow, work, dest, offset, length, write_offset):
         except TransferInterrupted:
             raise download_stopped() from None
         except TransferError as e:
-            if e.code == 404 or attempt == tries or flow.stop_event.is_set():
+            if (e.code == 404 or attempt == tries or flow.stop_event.is_set()
+                    or isinstance(e, LocalWriteError)):     # a full disk: the retry queue
                 raise Outcome(e.code if e.code in (404, 499, 503) else 499, e.message,
                               retry=True) from None
             flow.log.warning("%s: attempt %d/%d failed: %s", url, attempt, tries, e.message)
@@ -123,8 +123,7 @@ def fetch(flow, work, dest, offset, length, write_offset):
         except KeyError:
             raise Outcome(503, f"Service unavailable {url.split(':', 1)[0]}") from None
         except OSError as e:
-            what = "disk full" if e.errno == errno.ENOSPC else e.strerror
-            raise Outcome(500, f"cannot write {dest}: {what}", retry=True) from None
+            raise Outcome(500, f"cannot write {dest}: {e.strerror or e}", retry=True) from None
         finally:
             if isinstance(h, _HashThread) and h.t.is_alive():
                 h.abandon()             # a failed try: let its thread go

@@ -42,8 +42,8 @@ from sarra.work import (Counters, Outcome, TransferInterrupted, Work,  # noqa: F
                         download_stopped)
 
 #: URL scheme -> module registering its transfer driver, imported on first use (paramiko
-#: is big). http/https: the http.client fast path (http_keepalive.py) over transfer/http.py
-DRIVER_MODULES = {"http": "sarra.http_keepalive", "https": "sarra.http_keepalive",
+#: is big)
+DRIVER_MODULES = {"http": "sarra.transfer.http", "https": "sarra.transfer.http",
                   "sftp": "sarra.transfer.sftp", "ftp": "sarra.transfer.ftp",
                   "ftps": "sarra.transfer.ftp", "file": "sarra.transfer.file"}
 #: retries are also taken after this many new messages, so a busy queue cannot starve them
@@ -448,8 +448,6 @@ class Flow:
             importlib.import_module(mod)
         t = transfer.for_url(url, self.transfers, credentials=self._credential_for,
                              timeout=self.cfg.timeout or 300, logger=self.log)
-        if scheme in ("http", "https"):
-            _quiet_requests(t)
         if baseurl is not None:
             self._by_base[baseurl] = t
         return t
@@ -463,27 +461,3 @@ class Flow:
         if key not in cache:
             cache[key] = self.credentials.lookup(url)
         return cache[key]
-
-
-_PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "netrc")
-
-
-def _quiet_requests(driver):
-    """Work-around (transfer/http.py is not this module's): a requests session with
-    trust_env scans the environment for proxies and looks for ~/.netrc on every request,
-    a third of the cost of a small download. When there is nothing for it to find, turn
-    that off and take the CA bundle from the environment once, as requests would."""
-    if any(k.lower() in _PROXY_ENV for k in os.environ):
-        return
-    if any(os.path.exists(os.path.expanduser(f)) for f in ("~/.netrc", "~/_netrc")):
-        return
-    make = getattr(driver, "_session", None)
-    if callable(make):
-        try:
-            session = make()
-            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            if bundle and session.verify is True:
-                session.verify = bundle
-            session.trust_env = False
-        except Exception:
-            pass

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
-    'Transfer', 'TransferError', 'Endpoint', 'for_url', 'driver_class', 'register',
-    'SCHEMES', 'redact', 'split_url', 'decode_path', 'credential_value', 'credential_flag',
+    'Transfer', 'TransferError', 'LocalWriteError', 'Endpoint', 'for_url', 'driver_class',
+    'register', 'SCHEMES', 'redact', 'split_url', 'decode_path', 'credential_value',
+    'credential_flag',
 ]
 
 NOT_FOUND = 404
@@ -36,6 +37,15 @@ class TransferError(Exception):
 
     def __str__(self):
         return self.message
+
+
+class LocalWriteError(TransferError):
+    """The local file could not be written (disk full, read-only, not permitted): trying
+    the transfer again at once cannot help. ``errno`` is the OS error number."""
+
+    def __init__(self, path, e):
+        super().__init__(FAILED, 'cannot write %s: %s' % (path, e.strerror or e))
+        self.errno = e.errno
 
 
 _PASSWORD_RE = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*://)([^/@:]*):[^/@]*@')
@@ -175,13 +185,13 @@ class LocalWriter:
                 self.fh = os.fdopen(fd, 'r+b')
                 self.fh.seek(write_offset)
         except OSError as e:
-            raise TransferError(FAILED, 'cannot write %s: %s' % (local_path, e.strerror)) from None
+            raise LocalWriteError(local_path, e) from None
 
     def write(self, data):
         try:
             self.fh.write(data)
         except OSError as e:
-            raise TransferError(FAILED, 'cannot write %s: %s' % (self.path, e.strerror)) from None
+            raise LocalWriteError(self.path, e) from None
         if self.hasher is not None:
             self.hasher.update(data)
         self.count += len(data)
@@ -190,7 +200,7 @@ class LocalWriter:
         try:
             self.fh.close()
         except OSError as e:
-            raise TransferError(FAILED, 'cannot write %s: %s' % (self.path, e.strerror)) from None
+            raise LocalWriteError(self.path, e) from None
 
     def __enter__(self):
         return self

@@ -1,4 +1,4 @@
-"""The consumers' HTTP fast path (sarra/http_keepalive.py) against real servers on loopback:
+"""The consumers' HTTP fast path (sarra/transfer/http.py, HttpTransfer) against real servers on loopback:
 one kept-alive connection, ranges, servers that ignore Range or drop the connection, 404,
 authentication, and the hand-over to requests for redirects and proxies."""
 
@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from sarra.http_keepalive import KeepAliveHttpTransfer
+from sarra.transfer.http import HttpTransfer
 from sarra.transfer import TransferError
 from tests.integration import servers
 from tests.integration.test_subscribe_support import stub_http  # noqa: F401  (fixture)
@@ -16,7 +16,7 @@ DATA = bytes(range(256)) * 40          # 10,240 bytes
 
 @pytest.fixture
 def drv():
-    d = KeepAliveHttpTransfer(timeout=10)
+    d = HttpTransfer(timeout=10)
     try:
         yield d
     finally:
@@ -101,10 +101,10 @@ def test_basic_auth_from_credentials(tmp_path):
     srv = servers.start_http(root, tmp_path, auth=("alice", "s3cret"))
     try:
         url = f"http://alice@127.0.0.1:{srv.port}/secret.txt"
-        with KeepAliveHttpTransfer(credentials={"user": "alice", "password": "s3cret"},
+        with HttpTransfer(credentials={"user": "alice", "password": "s3cret"},
                                    timeout=10) as d:
             assert d.get(url, str(tmp_path / "o")) == 14
-        with KeepAliveHttpTransfer(credentials={"user": "alice", "password": "wrong"},
+        with HttpTransfer(credentials={"user": "alice", "password": "wrong"},
                                    timeout=10) as d:
             with pytest.raises(TransferError) as e:
                 d.get(url, str(tmp_path / "o"))
@@ -119,7 +119,7 @@ def test_proxy_in_the_environment_goes_through_requests(stub_http, tmp_path, mon
     stub.files["/f"] = b"x"
     dead = servers.free_port()
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{dead}")
-    with KeepAliveHttpTransfer(timeout=5) as d:
+    with HttpTransfer(timeout=5) as d:
         with pytest.raises(TransferError) as e:       # requests tried the (dead) proxy
             d.get(stub.url + "f", str(tmp_path / "o"))
     assert "cannot connect" in str(e.value)
@@ -129,7 +129,7 @@ def test_proxy_in_the_environment_goes_through_requests(stub_http, tmp_path, mon
 def test_header_parser():
     import io
 
-    from sarra.http_keepalive import _read_headers
+    from sarra.transfer.http import _read_headers
     fp = io.BytesIO(b"Content-Length: 5\r\nX-A: 1\r\nx-a: 2\r\nFold: a\r\n\tb\r\nbad line\r\n"
                     b"\r\nbody")
     h = _read_headers(fp)

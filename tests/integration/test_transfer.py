@@ -22,7 +22,7 @@ import pytest
 
 from sarra.transfer import TransferError, close_pool, for_url
 from sarra.transfer.ftp import FtpTransfer
-from sarra.transfer.http import HttpTransfer
+from sarra.transfer.http import RequestsHttpTransfer
 from sarra.transfer.sftp import SftpTransfer
 
 HOST = '127.0.0.1'
@@ -266,7 +266,7 @@ def test_http_whole_and_ranged_over_one_connection(_http, tmp_path):
     base = 'http://%s:%d/' % (HOST, _http.port)
     url = base + '/' + name                          # v2 relpath form: GET //name
     before = len(_http.log_lines())
-    drv = HttpTransfer(bufsize=65536, timeout=10)
+    drv = RequestsHttpTransfer(bufsize=65536, timeout=10)
     try:
         whole, rec = tmp_path / 'whole', _Recorder()
         assert drv.get(url, str(whole), hasher=rec) == len(payload)
@@ -304,7 +304,7 @@ def test_http_write_offset_keeps_surrounding_bytes(_http, tmp_path):
     (_http.root / name).write_bytes(payload)
     local = tmp_path / 'local'
     local.write_bytes(b'x' * 8000)
-    with HttpTransfer(timeout=10) as drv:
+    with RequestsHttpTransfer(timeout=10) as drv:
         n = drv.get('http://%s:%d/%s' % (HOST, _http.port, name), str(local), 1000, 500,
                     write_offset=3000)
         assert n == 500
@@ -322,7 +322,7 @@ def test_http_server_ignoring_range_is_skipped_not_written_whole(_http, tmp_path
     payload = _data(100_000, seed=3)
     (_http.root / name).write_bytes(payload)
     out, h = tmp_path / 'blk', hashlib.sha1()
-    with HttpTransfer(bufsize=4096, timeout=10) as drv:
+    with RequestsHttpTransfer(bufsize=4096, timeout=10) as drv:
         url = 'http://%s:%d/%s' % (HOST, _http.port, name)
         assert drv.get(url, str(out), 70_000, 20_000, hasher=h) == 20_000
         assert out.read_bytes() == payload[70_000:90_000]
@@ -335,7 +335,7 @@ def test_http_escaped_and_non_ascii_names(_http, tmp_path):
     (_http.root / ODD_DIR).mkdir(exist_ok=True)
     (_http.root / ODD_DIR / ODD_NAME).write_bytes(b'odd content')
     before = len(_http.log_lines())
-    with HttpTransfer(timeout=10) as drv:
+    with RequestsHttpTransfer(timeout=10) as drv:
         assert drv.get('http://%s:%d/' % (HOST, _http.port) + ODD_REL, str(tmp_path / 'o')) == 11
     assert (tmp_path / 'o').read_bytes() == b'odd content'
     (req,) = _http_requests(_http, before)
@@ -347,7 +347,7 @@ def test_http_404_and_errors(_http, tmp_path):
     local = tmp_path / 'keep'
     local.write_bytes(b'previous')
     url = 'http://user:S3cretPW@%s:%d//missing/%s' % (HOST, _http.port, _unique())
-    with HttpTransfer(timeout=10) as drv:
+    with RequestsHttpTransfer(timeout=10) as drv:
         with pytest.raises(TransferError) as ei:
             drv.get(url, str(local))
         assert ei.value.code == 404
@@ -362,7 +362,7 @@ def test_http_404_and_errors(_http, tmp_path):
         assert ei.value.code == 499 and '416' in ei.value.message
 
     port = _free_port()
-    with HttpTransfer(timeout=5) as drv:
+    with RequestsHttpTransfer(timeout=5) as drv:
         with pytest.raises(TransferError) as ei:
             drv.get('http://%s:%d/x' % (HOST, port), str(tmp_path / 'y'))
     assert ei.value.code == 499
@@ -373,9 +373,9 @@ def test_http_authorization_headers(_http, tmp_path):
     name = _unique()
     (_http.root / name).write_bytes(b'abc')
     before = len(_http.log_lines())
-    with HttpTransfer(credentials={'options': {'bearer_token': 'tok123'}}, timeout=10) as drv:
+    with RequestsHttpTransfer(credentials={'options': {'bearer_token': 'tok123'}}, timeout=10) as drv:
         drv.get('http://%s:%d/%s' % (HOST, _http.port, name), str(tmp_path / 'a'))
-    with HttpTransfer(timeout=10) as drv:
+    with RequestsHttpTransfer(timeout=10) as drv:
         drv.get('http://bob:pw@%s:%d/%s' % (HOST, _http.port, name), str(tmp_path / 'b'))
     reqs = _http_requests(_http, before)
     assert reqs[0][3] == 'Bearer tok123'
