@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import socket
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Pattern, Sequence, Tuple, Union
 from urllib.parse import unquote, urlsplit
@@ -32,6 +31,8 @@ MAX_INCLUDE_DEPTH = 32
 
 ORDER_MASK = ("directory", "mirror", "strip", "flatten", "filename")
 ORDER_BINDING = ("exchange", "topic_prefix")
+#: appended by Config.show() to the options this component accepts but does not act on
+NOT_ACTED_MARK = "  [v2 compatibility: not acted on, ignored]"
 
 
 class ConfigError(Exception):
@@ -237,13 +238,16 @@ class Config:
         return names
 
     def show(self) -> str:
-        """Every effective option sorted by name: value and origin (passwords masked)."""
+        """Every effective option sorted by name: value and origin (passwords masked);
+        options this component accepts but does not act on are marked NOT_ACTED_MARK."""
         lines = []
         for opt in sorted(O.OPTIONS, key=lambda o: o.name):
             if opt.type in O.SPECIAL_TYPES or opt.name in ("help",):
                 continue
             value = O.format_value(opt, self._values.get(opt.name))
-            lines.append("%-26s %-40s %s" % (opt.name, redact(value), self.origin(opt.name)))
+            mark = "" if O.acted_on(opt.name, self.component) else NOT_ACTED_MARK
+            lines.append("%-26s %-40s %s%s" % (opt.name, redact(value), self.origin(opt.name),
+                                               mark))
         for n in sorted(self.unknown):
             lines.append("%-26s %-40s %s" % (n, redact(" ".join(self.unknown[n])),
                                              self._unknown_origins[n]))
@@ -331,6 +335,7 @@ class _Parser:
         self.cur: Dict[str, Any] = {n: v[n] for n in ORDER_MASK + ORDER_BINDING}
         self.cur["directory"] = None
         self.cur["exchange"] = None
+        self.warned = set()     # options already reported as not acted on
 
     # -- files -----------------------------------------------------------
     def read_file(self, path: str, required: bool, stack: Optional[List[str]] = None,
@@ -382,6 +387,7 @@ class _Parser:
     def _fetch(self, url: str, origin: str) -> str:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", redact(url).split("://", 1)[1])
         cache = os.path.join(paths.cache_dir(), "remote_config", safe)
+        import urllib.request   # here: it costs ~20 ms to import and is rarely needed
         try:
             with urllib.request.urlopen(url, timeout=30) as r:
                 paths.atomic_write(cache, r.read())
@@ -422,6 +428,7 @@ class _Parser:
             if not sep or not key.strip():
                 raise bad("expected name=value, got %r" % value)
             cfg.headers[key.strip()] = None if hval.strip() == "None" else hval.strip()
+            self._not_acted_on(name, origin)
         elif t == O.MASK:
             words = value.split()
             try:
@@ -432,6 +439,8 @@ class _Parser:
             cfg.masks.append(Mask(words[0], regex, name == "accept", c["directory"],
                                   c["mirror"], c["strip"], c["flatten"],
                                   words[1] if len(words) > 1 else c["filename"], origin))
+            if len(words) > 1:                  # accept <regex> <filename option>
+                self._not_acted_on("filename", origin)
         elif t == O.SUBTOPIC:
             cfg.bindings.append(Binding(self.cur["exchange"], self.cur["topic_prefix"],
                                         value, origin))
@@ -446,6 +455,7 @@ class _Parser:
                 cfg.cleared_hooks.add(name)
             else:
                 hooks.append(value)
+                self._not_acted_on(name, origin)
             cfg._origins[name] = origin
             cfg._explicit.add(name)
         else:
@@ -453,9 +463,29 @@ class _Parser:
                 converted = O.convert(opt, value)
             except ValueError as e:
                 raise bad(str(e)) from None
+            if converted != opt.default_for(cfg.component):   # the default: nothing to do
+                converted = self._not_acted_on(name, origin, converted)
             self._store(name, converted, origin)
             if name in self.cur:
                 self.cur[name] = converted
+
+    def _not_acted_on(self, name: str, origin: str, value: Any = None) -> Any:
+        """Warn once per option that this component accepts but does not act on (or acts
+        on only in part); return the value to keep."""
+        if O.acted_on(name, self.cfg.component):
+            part = O.ignored_part(name, value)
+            if part is None:
+                return value
+            what, value = part
+            used = "; ignored (using %s)" % redact(str(value))
+            text = O.NOT_ACTED_TEXT.rsplit("; ", 1)[0] + used
+        else:
+            what, text = "", O.NOT_ACTED_TEXT
+        if name not in self.warned:
+            self.warned.add(name)
+            logger.warning("%s: option '%s'%s: %s", origin, name,
+                           " " + what if what else "", text)
+        return value
 
     def _store(self, name: str, value: Any, origin: str) -> None:
         self.cfg._values[name] = value

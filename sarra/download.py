@@ -17,6 +17,7 @@ from sarra.config import expand_message_vars
 from sarra.fetch import fetch as _fetch
 from sarra.fetch import file_digest as _digest
 from sarra.message import Message, escape, parse_time, topic_for
+from sarra.transfer import TransferError
 from sarra.work import Outcome, Work
 
 
@@ -226,7 +227,10 @@ def _block_inplace(flow, work, final, parts):
         if st != "partial" or not os.path.exists(temp):
             _discard(temp)
             man.start(gen, final, temp)
-        assemble.open_for_blocks(temp)
+        try:
+            assemble.open_for_blocks(temp)
+        except OSError as e:            # an unwritable directory: the retry queue
+            raise Outcome(499, f"cannot write {temp}: {e.strerror or e}", retry=True) from None
     digest = _fetch(flow, work, temp, parts.offset, parts.length, parts.offset)
     _check(work, digest, f" in block {parts.bno}")
     with man.locked():
@@ -269,8 +273,40 @@ def _done(flow, work, path, complete: bool, part_file: bool = False):
         ok = flow.hooks.run("on_file")
     if flow.cfg.discard and complete:
         _discard(path)
+    if flow.cfg.delete:
+        if complete:
+            delete_source(flow, work)
+        elif part_file and not flow.__dict__.get("_delete_partfile_warned"):
+            flow._delete_partfile_warned = True
+            flow.log.warning("option delete: blocks kept as .Part files (inplace off) are "
+                             "never assembled here, so their sources are not deleted")
     if ok and flow.post_broker is not None:
         work.posts.append(repost(flow, work, path, part_file))
+
+
+#: URL schemes with no way to delete a file (option delete)
+NO_DELETE_SCHEMES = ("http", "https")
+
+
+def delete_source(flow, work):
+    """Option delete: remove the announced file at its source, once our copy is complete
+    and verified (a whole file, or the block that completed a partitioned one). A failure
+    is logged (one line) and changes nothing else: the download itself succeeded."""
+    url = work.msg.url
+    scheme = url.split(":", 1)[0].lower()
+    if scheme in NO_DELETE_SCHEMES:
+        flow.log.error("%s: cannot delete over %s (option delete): source left in place",
+                       url, scheme)
+        return
+    try:
+        flow.transfer_for(url, work.msg.baseurl).delete(url)
+    except TransferError as e:
+        flow.log.error("%s: cannot delete the source (option delete): %s", url, e.message)
+    except KeyError:
+        flow.log.error("%s: cannot delete the source (option delete): no %s driver",
+                       url, scheme)
+    else:
+        flow.log.info("%s: source deleted (option delete)", url)
 
 
 def repost(flow, work, path, part_file=False) -> Message:

@@ -155,7 +155,8 @@ OPTIONS: Tuple[Option, ...] = (
        "shard posts over N exchanges <pe>00.. by checksum"),
     _o("post_topic_prefix", ("ptp",), STR, "v02.post", PUBLISHERS, "prefix of posted topics"),
     _o("post_base_url", ("pbu", "url", "u", "post_url"), URL, None, PUBLISHERS,
-       "baseurl in posts (comma list: round robin)"),
+       "baseurl in posts (a comma list, v2 round robin, is accepted but not "
+       "acted on: only its first URL is used)"),
     _o("post_base_dir", ("pbd", "document_root", "dr", "post_document_root", "pdr"), STR,
        None, PUBLISHERS, "local prefix removed from paths to form the relpath"),
     _o("post_on_start", ("pos",), BOOL, True, ("watch",), "post every existing file at start"),
@@ -204,7 +205,9 @@ OPTIONS: Tuple[Option, ...] = (
     _o("notify_only", ("n", "no_download"), BOOL,
        {"*": False, "shovel": True, "winnow": True, "report": True}, _C, "do not download"),
     _o("outlet", (), CHOICE, "post", _C, "post | json | url", choices=("post", "json", "url")),
-    _o("delete", (), BOOL, False, _S, "delete the remote source after download"),
+    _o("delete", (), BOOL, False, _S,
+       "delete the source once the whole file is downloaded and verified (sftp, ftp, "
+       "file; not http)"),
     _o("attempts", ("at",), INT, 3, _S, "tries before the retry queue"),
     _o("retry", ("retry_mode",), BOOL, True, _C, "keep failed messages in a retry queue"),
     _o("retry_ttl", (), DURATION, None, _C, "retry queue expiry (default: expire)"),
@@ -285,12 +288,47 @@ OPTIONS: Tuple[Option, ...] = (
     for hook in HOOKS
 )
 
+#: Options accepted for v2 compatibility that sarra does not act on: name -> the components
+#: that ignore it ("*": all of them). Setting one in a file or on the command line logs one
+#: warning (sarra.config), `show` marks it and man/sr_config.7 says so. Code that starts
+#: acting on one of these for a component removes it (or that component) here.
+NOT_ACTED_ON: Dict[str, Tuple[str, ...]] = dict(
+    {n: ALL for n in (
+        "batch", "cache_stat", "chmod_log", "destfn_script", "do_get", "do_poll", "do_put",
+        "do_task", "file_time_limit", "filename", "inline", "inline_encoding", "inline_max",
+        "interface", "kbytes_ps", "logrotate_interval", "on_data", "on_html_page", "on_line",
+        "outlet", "parts", "post_exchange_split", "queue_share", "randomize", "restore",
+        "restore_to_queue", "save", "save_file", "tls_rigour", "vip")},
+    delete=("sender",), header=TRANSFER, persistent=("subscribe", "sarra", "sender", "shovel",
+                                                      "winnow"),
+    realpath_filter=("post",), realpath_post=("post",), reset=CONSUMERS + POSTERS)
+#: The warning's wording (config.md: v2 options are accepted; these ones change nothing).
+NOT_ACTED_TEXT = "accepted for v2 compatibility, not acted on by sarra; ignored"
+
+
+def acted_on(name: str, component: str) -> bool:
+    """False when `component` accepts option `name` (canonical) but nothing acts on it."""
+    ignored_by = NOT_ACTED_ON.get(name, ())
+    return not ("*" in ignored_by or component in ignored_by)
+
+
+def ignored_part(name: str, value: Any) -> Optional[Tuple[str, Any]]:
+    """(what is not acted on, the value used instead) for a value sarra acts on only in
+    part, else None. post_base_url: several URLs (v2 round robin): the first one is used."""
+    if name == "post_base_url" and isinstance(value, str) and "," in value:
+        return "with several URLs (round robin)", value.split(",")[0].strip()
+    return None
+
+
 _BY_NAME: Dict[str, Option] = {}
 for _opt in OPTIONS:
     for _key in (_opt.name,) + _opt.aliases:
         if _key in _BY_NAME:
             raise RuntimeError("option table: %r defined twice" % _key)
         _BY_NAME[_key] = _opt
+for _key in NOT_ACTED_ON:
+    if _key not in _BY_NAME or _BY_NAME[_key].name != _key:
+        raise RuntimeError("option table: NOT_ACTED_ON names %r, not an option" % _key)
 
 
 def lookup(name: str) -> Optional[Option]:

@@ -43,8 +43,9 @@ import psutil
 from sarra import config, instances, logs, paths
 
 NAME = "sr_supervisor"
-# Components whose configurations run as daemons (sr_post runs once; cpost/cpump are C).
-RUNNABLE = ("watch", "poll", "subscribe", "sarra", "sender", "shovel", "winnow", "report",
+# Components whose configurations run as daemons (sr_post runs once; cpost/cpump are C;
+# sarra has no sr_poll).
+RUNNABLE = ("watch", "subscribe", "sarra", "sender", "shovel", "winnow", "report",
             "audit")
 TICK = 0.5
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 300.0, 60.0

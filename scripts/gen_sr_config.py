@@ -168,6 +168,19 @@ def used_by(opt) -> str:
     return ", ".join(esc(program(c)) for c in opt.components)
 
 
+def not_acted_on(opt) -> str:
+    """The sentence for an option accepted for v2 compatibility but not acted on ('' for
+    the others): options.NOT_ACTED_ON says by which commands."""
+    ignored_by = _options().NOT_ACTED_ON.get(opt.name)
+    if not ignored_by:
+        return ""
+    if "*" in ignored_by:
+        return ("Accepted for v2 compatibility, not acted on by sarra: ignored "
+                "(setting it logs a warning).")
+    return ("Accepted for v2 compatibility, not acted on by %s: ignored there "
+            "(setting it logs a warning)." % ", ".join(esc(program(c)) for c in ignored_by))
+
+
 def sentence(text: str) -> str:
     text = text.strip()
     if not text:
@@ -198,6 +211,8 @@ def entry(opt) -> List[str]:
     facts.append("Used by: " + used_by(opt) + ".")
     if opt.order_sensitive:
         facts.append("Applies to the lines that follow it (see ORDER).")
+    if not_acted_on(opt):
+        facts.append(not_acted_on(opt))
     for f in facts:
         lines += [".br", line(f)]
     return lines
@@ -213,6 +228,9 @@ def render(options_module=None) -> str:
            ".PP",
            "The table of %d options (%d settings and %d plugin hooks), "
            "in alphabetical order." % (len(opts), len(plain), len(hooks)),
+           "Those said to be \\(lqnot acted on\\(rq are accepted so that v2 configurations "
+           "load, but change nothing; setting one logs a warning naming the file and line "
+           "(or the command line), and \\fBshow\\fR marks them.",
            ".SS Settings"]
     for o in plain:
         out += entry(o)

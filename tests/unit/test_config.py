@@ -522,3 +522,136 @@ def test_remote_include_fetched_and_cached(home, caplog):
     with pytest.raises(ConfigError) as e:
         load("subscribe", "r2")
     assert "r2.conf:1: include http://127.0.0.1" in str(e.value)
+
+
+# ------------------------------------------------------------- options not acted on
+
+NOT_ACTED_TEXT = "accepted for v2 compatibility, not acted on by sarra; ignored"
+
+
+def _other_value(opt, component):
+    """A config-file value for opt that differs from its default for component."""
+    default = opt.default_for(component)
+    if opt.type == options.BOOL:
+        return "off" if default else "on"
+    if opt.type in (options.INT, options.DURATION):
+        return str(int(default or 0) + 7)
+    if opt.type == options.OCTAL:
+        return "0640" if default != 0o640 else "0644"
+    if opt.type == options.CHOICE:
+        return next(c for c in opt.choices if c != default)
+    if opt.type == options.LIST:
+        return "192.0.2.1,192.0.2.2"
+    if opt.type == options.PLUGINS:
+        return "some_plugin"
+    assert opt.type == options.STR, opt.type
+    return "value_%s" % opt.name
+
+
+def _not_acted_warnings(caplog, name):
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and "option '%s'" % name in r.getMessage()
+            and "not acted on" in r.getMessage()]
+
+
+ALL_IGNORED = sorted(n for n, comps in options.NOT_ACTED_ON.items() if "*" in comps)
+
+
+def test_not_acted_on_set_lists_v2_stubs():
+    for name in ("outlet", "kbytes_ps", "vip", "save", "restore", "tls_rigour", "filename",
+                 "post_exchange_split", "on_data", "destfn_script", "chmod_log",
+                 "logrotate_interval"):
+        assert not options.acted_on(name, "subscribe"), name
+    assert options.acted_on("prefetch", "subscribe")
+    assert options.acted_on("delete", "subscribe") and options.acted_on("delete", "sarra")
+    assert not options.acted_on("delete", "sender")
+
+
+@pytest.mark.parametrize("name", ALL_IGNORED)
+def test_not_acted_on_option_in_file_warns_once(home, caplog, name):
+    opt = options.lookup(name)
+    value = _other_value(opt, "subscribe")
+    path = write("subscribe/stub.conf", "broker amqp://u@h/\n%s %s\nprefetch 3\n%s %s\n"
+                 % (name, value, name, value))
+    with caplog.at_level(logging.WARNING):
+        load("subscribe", "stub")
+    got = _not_acted_warnings(caplog, name)
+    assert got == ["%s:2: option '%s': %s" % (path, name, NOT_ACTED_TEXT)]
+
+
+def test_not_acted_on_option_on_command_line_warns(home, caplog):
+    with caplog.at_level(logging.WARNING):
+        load("subscribe", None, ["--kbytes_ps", "100", "--outlet", "json", "--prefetch", "2"])
+    assert _not_acted_warnings(caplog, "kbytes_ps") == [
+        "command line: option 'kbytes_ps': " + NOT_ACTED_TEXT]
+    assert _not_acted_warnings(caplog, "outlet") == [
+        "command line: option 'outlet': " + NOT_ACTED_TEXT]
+    assert not _not_acted_warnings(caplog, "prefetch")
+
+
+def test_not_acted_on_alias_warns_under_canonical_name(home, caplog):
+    path = write("sender/s.conf", "pxs 2\n")
+    with caplog.at_level(logging.WARNING):
+        load("sender", "s")
+    assert _not_acted_warnings(caplog, "post_exchange_split") == [
+        "%s:1: option 'post_exchange_split': %s" % (path, NOT_ACTED_TEXT)]
+
+
+def test_acted_on_options_and_defaults_do_not_warn(home, caplog):
+    write("subscribe/quiet.conf", "broker amqp://u@h/\nprefetch 3\ndelete on\n"
+          "outlet post\nkbytes_ps 0\naccept .*\n")
+    with caplog.at_level(logging.WARNING):
+        cfg = load("subscribe", "quiet")
+    assert cfg.delete is True
+    assert not [r for r in caplog.records if "not acted on" in r.getMessage()]
+
+
+def test_not_acted_on_per_component(home, caplog):
+    write("sender/d.conf", "delete on\n")
+    write("subscribe/d.conf", "delete on\n")
+    with caplog.at_level(logging.WARNING):
+        load("subscribe", "d")
+    assert not _not_acted_warnings(caplog, "delete")
+    with caplog.at_level(logging.WARNING):
+        load("sender", "d")
+    assert len(_not_acted_warnings(caplog, "delete")) == 1
+    assert "d.conf:1: option 'delete': " + NOT_ACTED_TEXT in caplog.text
+
+
+def test_accept_with_filename_rule_warns(home, caplog):
+    path = write("subscribe/fn.conf", "accept .*a WHATFN\naccept .*b\n")
+    with caplog.at_level(logging.WARNING):
+        load("subscribe", "fn")
+    assert _not_acted_warnings(caplog, "filename") == [
+        "%s:1: option 'filename': %s" % (path, NOT_ACTED_TEXT)]
+
+
+def test_post_base_url_round_robin_warns_and_keeps_first(home, caplog):
+    path = write("subscribe/rr.conf",
+                 "post_base_url sftp://u:secret@a.example/,sftp://u@b.example/\n")
+    with caplog.at_level(logging.WARNING):
+        cfg = load("subscribe", "rr")
+    assert cfg.post_base_url == "sftp://u:secret@a.example/"
+    got = _not_acted_warnings(caplog, "post_base_url")
+    assert len(got) == 1
+    assert got[0].startswith("%s:1: option 'post_base_url' with several URLs (round robin): "
+                             "accepted for v2 compatibility, not acted on by sarra; ignored"
+                             % path)
+    assert "secret" not in got[0] and "sftp://u:***@a.example/" in got[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert load("subscribe", None, [("pbu", "http://one/")]).post_base_url == "http://one/"
+    assert not _not_acted_warnings(caplog, "post_base_url")
+
+
+def test_show_marks_not_acted_on_options(home):
+    text = load("subscribe", None, [("kbytes_ps", "5")]).show()
+    lines = {line.split()[0]: line for line in text.splitlines()}
+    for name in ("kbytes_ps", "outlet", "vip", "on_data"):
+        assert lines[name].endswith(config.NOT_ACTED_MARK), name
+    assert lines["kbytes_ps"].split()[1:4] == ["5", "command", "line"]
+    for name in ("prefetch", "delete", "broker"):
+        assert "not acted on" not in lines[name], name
+    sender = load("sender").show()
+    assert [line for line in sender.splitlines()
+            if line.split()[0] == "delete"][0].endswith(config.NOT_ACTED_MARK)
