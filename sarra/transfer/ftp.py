@@ -64,9 +64,6 @@ class FtpTransfer(Transfer):
         where = '%s@%s:%d' % (user, ep.host, ep.port or 21)
         if tls:
             ctx = ssl.create_default_context()
-            if not credential_flag(creds, 'tls_verify', default=True):
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
             ftp = _FtpTls(context=ctx, timeout=self.timeout)
         else:
             ftp = ftplib.FTP(timeout=self.timeout)

@@ -53,13 +53,10 @@ class RequestsHttpTransfer(Transfer):
         if self.session is None:
             s = requests.Session()
             s.verify = True
+            # nothing for requests to find in the environment per request (proxies,
+            # ~/.netrc) costs a third of a small download: look once instead
             s.trust_env = _environment_matters()
-            if not s.trust_env:
-                # nothing for requests to find there per request (proxies, ~/.netrc), a
-                # third of a small download's cost: take the CA bundle once, as it would
-                bundle = os.environ.get('REQUESTS_CA_BUNDLE') or os.environ.get('CURL_CA_BUNDLE')
-                if bundle:
-                    s.verify = bundle
+            s.verify = _ca_bundle()
             self.session = s
         return self.session
 
@@ -174,6 +171,20 @@ def _reason(e):
     return ' '.join(text.split())[:300]
 
 _PROXY_ENV = ('http_proxy', 'https_proxy', 'all_proxy', 'no_proxy', 'netrc')
+
+
+def _ca_bundle():
+    """What to trust, the same for both paths: REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, else
+    the system store as OpenSSL finds it (SSL_CERT_FILE / SSL_CERT_DIR honoured), never
+    the copy of Mozilla's list that requests would pick by itself."""
+    bundle = os.environ.get('REQUESTS_CA_BUNDLE') or os.environ.get('CURL_CA_BUNDLE')
+    if bundle:
+        return bundle
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.capath):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return True
 
 
 def _environment_matters() -> bool:
