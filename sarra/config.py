@@ -301,7 +301,8 @@ def load(component: str, config: Optional[str] = None, cli=None,
     """Read all configuration layers for `component` and return the effective Config.
 
     cli: list of (key, value-or-None) pairs, or a raw argv list (see parse_cli).
-    warn_unknown=False defers unknown-option warnings to Config.check_unknown().
+    warn_unknown=False defers unknown-option warnings to Config.check_unknown(); otherwise
+    an unknown option is warned about unless a configured plugin reads it.
     """
     component = paths.canonical_component(component)
     name, path = resolve_config(component, config)
@@ -322,6 +323,9 @@ def load(component: str, config: Optional[str] = None, cli=None,
         for key, value in pairs:
             parser.apply(key.lstrip("-"), value, "command line", None, [])
     parser.finalize()
+    if warn_unknown and cfg.unknown:
+        from sarra import plugin
+        cfg.check_unknown(plugin.declared_options(cfg.plugins))
     return cfg
 
 
@@ -409,8 +413,6 @@ class _Parser:
         if opt is None:
             cfg.unknown.setdefault(keyword, []).append(value if value is not None else "")
             cfg._unknown_origins[keyword] = origin
-            if self.warn_unknown:
-                logger.warning("%s: unknown option '%s'", origin, keyword)
             return
         name, t = opt.name, opt.type
 

@@ -35,7 +35,7 @@ import os
 import re
 import traceback
 import types
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
 
 HOOKS = (
     "on_start", "on_stop", "on_heartbeat", "on_message", "on_part", "on_file", "on_post",
@@ -53,6 +53,7 @@ STOCK_ALIASES = {"msg_delay": "delay", "msg_fdelay": "delay"}
 
 _STOCK_PACKAGE = "sarra.plugins"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NONE = ("none", "off")
 
 
@@ -256,6 +257,38 @@ def _load_source(name: str, search_dirs: Sequence[str], parent) -> _Loaded:
             return _from_module(name, mod, parent)
     where = ", ".join(search_dirs) or "no directory"
     raise PluginError(f"plugin {name}: not found (looked in {where} and the stock plugins)")
+
+
+def declared_options(plugins: Dict[str, Sequence[str]], search_dirs=None) -> Set[str]:
+    """Names of the options the configured plugins (hook -> names) read, so that they are
+    not reported as unknown: a module's OPTIONS tuple (stock plugins declare theirs); for
+    a plugin file, every identifier in its text (the file is not run for this)."""
+    dirs = default_search_dirs() if search_dirs is None else search_dirs
+    found: Set[str] = set()
+    for names in plugins.values():
+        for name in names or ():
+            name = str(name).strip()
+            if not name or name.lower() in _NONE:
+                continue
+            try:
+                path = _find_file(name, dirs) if ":" not in name or os.sep in name else None
+            except PluginError:
+                continue
+            if path is not None:
+                try:
+                    with open(path, encoding="utf-8", errors="replace") as f:
+                        found.update(_WORD.findall(f.read()))
+                except OSError:
+                    pass
+                continue
+            modname = name.partition(":")[0] if ":" in name else (
+                f"{_STOCK_PACKAGE}.{_stock_name(name)}")
+            try:
+                mod = importlib.import_module(modname)
+            except Exception:
+                continue
+            found.update(str(o) for o in getattr(mod, "OPTIONS", ()) or ())
+    return found
 
 
 def load(name: str, hook: str, search_dirs: Sequence[str] = (), parent=None) -> Callable:

@@ -16,6 +16,8 @@ import time
 
 from sarra.plugin import get_option, plugin_logger
 
+OPTIONS = ("msg_delay",)
+
 _now = time.time
 _sleep = time.sleep
 

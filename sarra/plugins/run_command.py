@@ -19,6 +19,8 @@ import subprocess
 from sarra.plugin import get_option, plugin_logger
 from sarra.plugins.file_log import local_path
 
+OPTIONS = ("run_command_cmd", "run_command_timeout")
+
 
 def on_file(parent):
     log = plugin_logger(parent, "run_command")

@@ -221,7 +221,8 @@ def test_unknown_option_warns_and_is_kept(home, caplog):
     path = write("subscribe/u.conf", "msg_to_clusters DDI\nmsg_to_clusters DD\n")
     with caplog.at_level(logging.WARNING):
         cfg = load("subscribe", "u")
-    assert "%s:1: unknown option 'msg_to_clusters'" % path in caplog.text
+    assert "%s:2: unknown option 'msg_to_clusters'" % path in caplog.text
+    assert caplog.text.count("unknown option") == 1
     assert cfg.msg_to_clusters == ["DDI", "DD"]
     assert cfg.origin("msg_to_clusters") == path + ":2"
     caplog.clear()
@@ -232,6 +233,27 @@ def test_unknown_option_warns_and_is_kept(home, caplog):
         assert caplog.text == ""
         assert cfg.check_unknown() == ["msg_to_clusters"]
     assert "unknown option 'msg_to_clusters'" in caplog.text
+
+
+def test_options_of_configured_plugins_are_not_unknown(home, caplog):
+    plugdir = os.path.join(paths.config_dir(), "plugins")
+    os.makedirs(plugdir)
+    with open(os.path.join(plugdir, "mine.py"), "w") as f:
+        f.write("def on_message(parent):\n    return parent.mine_level > 2\n")
+    path = write("subscribe/p.conf", "on_file run_command\nrun_command_cmd /bin/true\n"
+                 "on_message msg_to_clusters\nmsg_to_clusters DD\non_message mine\n"
+                 "mine_level 3\nrun_comand_timeout 5\n")
+    with caplog.at_level(logging.WARNING):
+        cfg = load("subscribe", "p")
+    # stock plugins declare theirs (OPTIONS); a plugin file's are the words in its text
+    assert caplog.text.count("unknown option") == 1
+    assert "%s:7: unknown option 'run_comand_timeout'" % path in caplog.text
+    assert cfg.run_command_cmd == ["/bin/true"] and cfg.mine_level == ["3"]
+    caplog.clear()
+    write("subscribe/q.conf", "run_command_cmd /bin/true\n")      # the plugin is not used
+    with caplog.at_level(logging.WARNING):
+        load("subscribe", "q")
+    assert "unknown option 'run_command_cmd'" in caplog.text
 
 
 def test_include_relative_and_loop(home):
