@@ -36,7 +36,7 @@ WATCH_OPTIONS = {"snapshot_interval": (options.parse_duration, 0.0),
 
 def load_config(name, pairs):
     cfg = config.load(COMPONENT, name, pairs, warn_unknown=False)
-    cfg.check_unknown(list(WATCH_OPTIONS))
+    cfg.check_unknown(set(WATCH_OPTIONS) | plugin.declared_options(cfg.plugins))
     for opt, (conv, default) in WATCH_OPTIONS.items():
         raw = cfg.unknown.get(opt)
         if options.lookup(opt) is not None:          # once in the common option table
