@@ -10,7 +10,6 @@ import hashlib
 import os
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, NamedTuple, Optional
 
 BUFSIZE = 4 << 20            # 4 MiB reads
@@ -209,19 +208,25 @@ def hash_range(path: str, algo: str, offset: int = 0, length: Optional[int] = No
     if h is None:
         raise ValueError(f"sum {algo!r} is not computed from data")
     bufsize = max(1, int(bufsize))
-    with open(path, "rb", buffering=0) as f:
-        if offset:
-            f.seek(offset)
-        remaining = length
-        if length is not None and length <= SMALL_READ:
-            # small range (most files): read exactly what is needed, no big buffer
+    remaining = length
+    if length is not None and length <= SMALL_READ:
+        # small range (most files): read exactly what is needed with plain descriptor
+        # calls (no file object, no big buffer: one pread for a small file)
+        fd = os.open(path, os.O_RDONLY)
+        try:
             while remaining > 0:
-                chunk = f.read(min(bufsize, remaining))
+                chunk = os.pread(fd, min(bufsize, remaining), offset)
                 if not chunk:
                     break
                 h.update(chunk)
                 remaining -= len(chunk)
-        else:
+                offset += len(chunk)
+        finally:
+            os.close(fd)
+    else:
+        with open(path, "rb", buffering=0) as f:
+            if offset:
+                f.seek(offset)
             if length is None:
                 size = os.fstat(f.fileno()).st_size - offset
                 bufsize = min(bufsize, max(size + 1, 1 << 16))   # +1: one read sees EOF
@@ -254,6 +259,7 @@ def hash_parts(path: str, algo: str, parts: List[Parts], bufsize: int = BUFSIZE,
     workers = workers or min(len(parts), os.cpu_count() or 1)
     if workers <= 1:
         return [hash_range(path, algo, p.offset, p.length, bufsize) for p in parts]
+    from concurrent.futures import ThreadPoolExecutor   # here: rarely needed (start-up time)
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda p: hash_range(path, algo, p.offset, p.length, bufsize), parts))
 

@@ -8,15 +8,21 @@ Foreground runs log to stderr; background instances log to
 ``<log_dir>/sr_<component>_<config>_<NN>.log``, rotated at midnight, ``logdays`` old files
 kept, created with mode ``log_mode`` (0600).  Every line goes through a redaction step that
 masks the password of any ``scheme://user:password@`` it contains.
+
+logging.handlers and pathlib are imported when first needed (background logs): a
+foreground command such as sr_post starts faster without them.
 """
 
+from __future__ import annotations
+
 import logging
-import logging.handlers
 import os
 import re
 import sys
-from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 from sarra import paths
 
@@ -69,6 +75,7 @@ def parse_level(level) -> int:
 
 def log_file(component: str, config: str, instance: int, host: Optional[str] = None) -> Path:
     """Path of the log of one background instance (host: the `statehost` directory)."""
+    from pathlib import Path
     name = f"{program_name(component)}_{config}_{int(instance):02d}.log"
     return Path(paths.log_dir(host)) / name
 
@@ -84,6 +91,7 @@ class RedactingFilter(logging.Filter):
         clean = redact(text)
         if clean != text or record.args:
             record.msg, record.args = clean, None
+        record.sarra_redacted = True    # RedactingFormatter need not redact the message again
         return True
 
 
@@ -100,32 +108,48 @@ class _WhoFilter(logging.Filter):
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formatter whose whole output (tracebacks included) is redacted."""
+    """Formatter whose whole output (tracebacks included) is redacted.
+
+    A message RedactingFilter already cleaned is not scanned a second time: only a line
+    with a traceback or stack (or a record the filter did not see) is redacted whole."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        text = super().format(record)
+        if record.exc_text or record.stack_info or not getattr(record, "sarra_redacted", False):
+            text = redact(text)
+        return text
 
 
-class _ModeRotatingHandler(logging.handlers.TimedRotatingFileHandler):
-    """Midnight rotation; every file it creates gets the given mode."""
+_ROTATING = None
 
-    def __init__(self, filename, file_mode: int, **kw):
-        self._file_mode = file_mode
-        super().__init__(filename, **kw)
 
-    def _open(self):
-        mode = self._file_mode
+def _mode_rotating_handler(filename, file_mode: int, **kw) -> logging.Handler:
+    """Midnight rotation; every file it creates gets the given mode (class made on first use)."""
+    global _ROTATING
+    if _ROTATING is None:
+        import logging.handlers
 
-        def opener(path, flags):
-            return os.open(path, flags, mode)
+        class _ModeRotatingHandler(logging.handlers.TimedRotatingFileHandler):
+            def __init__(self, filename, file_mode: int, **kw):
+                self._file_mode = file_mode
+                super().__init__(filename, **kw)
 
-        stream = open(self.baseFilename, self.mode, encoding=self.encoding,
-                      errors=self.errors, opener=opener)
-        try:
-            os.chmod(self.baseFilename, mode)
-        except OSError:
-            pass
-        return stream
+            def _open(self):
+                mode = self._file_mode
+
+                def opener(path, flags):
+                    return os.open(path, flags, mode)
+
+                stream = open(self.baseFilename, self.mode, encoding=self.encoding,
+                              errors=self.errors, opener=opener)
+                try:
+                    os.chmod(self.baseFilename, mode)
+                except OSError:
+                    pass
+                return stream
+
+        _ROTATING = _ModeRotatingHandler
+    return _ROTATING(filename, file_mode, **kw)
 
 
 def who(component: str, config: Optional[str], instance: Optional[int]) -> str:
@@ -154,6 +178,7 @@ def setup_logging(component: str, config: Optional[str], instance: Optional[int]
 
 def named_log_file(name: str, host: Optional[str] = None) -> Path:
     """Log of a process that is no instance, e.g. 'sr_supervisor' -> <log_dir>/sr_supervisor.log."""
+    from pathlib import Path
     return Path(paths.log_dir(host)) / f"{name}.log"
 
 
@@ -175,9 +200,9 @@ def _install(who_text: str, path: Optional[Path], level, logdays: int,
     if path is None:
         handler = logging.StreamHandler(sys.stderr)
     else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handler = _ModeRotatingHandler(str(path), int(log_mode), when="midnight",
-                                       backupCount=max(0, int(logdays)), encoding="utf-8")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        handler = _mode_rotating_handler(str(path), int(log_mode), when="midnight",
+                                         backupCount=max(0, int(logdays)), encoding="utf-8")
     handler._sarra_handler = True
     handler.addFilter(_WhoFilter(who_text))
     handler.addFilter(RedactingFilter())

@@ -9,7 +9,7 @@ Facts: ../shared/spec/messages-v02.md and reports.md.
 
 import calendar
 import dataclasses
-import json
+import datetime
 import re
 import time
 from typing import Dict, Optional, Tuple
@@ -52,6 +52,8 @@ def _safe_repr(value) -> str:
 
 def escape(text: str) -> str:
     """Escape exactly space and '#' (the only escapes v2 applies in topics and relpaths)."""
+    if " " not in text and "#" not in text:
+        return text
     return _ESC_RE.sub(lambda m: _ESC[m.group(0)], text)
 
 
@@ -62,15 +64,43 @@ def unescape(text: str) -> str:
 
 # ---------------------------------------------------------------- time stamps
 
+_SECONDS: Dict[float, str] = {}     # whole second -> 'YYYYMMDDHHMMSS' (files share seconds)
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+
+
 def format_time(t: float) -> str:
     """UTC time as v2 writes it: YYYYMMDDHHMMSS plus the fraction in 9 significant digits."""
-    frac = "{:.9g}".format(t % 1)
+    f = t % 1
+    frac = format(f, ".9g")
     if "e" in frac:  # the reference would emit an exponent here; write plain digits
-        frac = ("%.9f" % (t % 1)).rstrip("0")
+        frac = ("%.9f" % f).rstrip("0")
         if frac in ("0.", "0"):
             frac = "0"
     frac = frac[1:]  # drop the leading '0' ('' when the fraction is exactly 0)
-    return time.strftime("%Y%m%d%H%M%S", time.gmtime(t)) + frac
+    whole = t - f    # floor(t), exactly: gmtime() floors too
+    text = _SECONDS.get(whole)
+    if text is None:
+        text = time.strftime("%Y%m%d%H%M%S", time.gmtime(t))
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        _SECONDS[whole] = text
+    return text + frac
+
+
+def _fixed_fields_epoch(day: str, hms: str) -> Optional[int]:
+    """Epoch seconds of YYYYMMDD + HHMMSS read as fixed two-digit fields, or None when
+    they are not a valid date and time (strptime then decides, as it always did: for
+    valid fields its first match is exactly this split)."""
+    if not (day.isascii() and hms.isascii()):
+        return None
+    try:
+        days = datetime.date(int(day[:4]), int(day[4:6]), int(day[6:])).toordinal()
+    except ValueError:
+        return None
+    h, m, s = int(hms[:2]), int(hms[2:4]), int(hms[4:])
+    if h > 23 or m > 59 or s > 61:
+        return None
+    return (days - _EPOCH_ORDINAL) * 86400 + h * 3600 + m * 60 + s
 
 
 def parse_time(text: str) -> float:
@@ -79,11 +109,13 @@ def parse_time(text: str) -> float:
     if not m:
         raise ValueError(f"not a v02 time stamp (YYYYMMDDHHMMSS[.fff]): {text!r}")
     day, hms, frac = m.groups()
-    try:
-        tm = time.strptime(day + hms, "%Y%m%d%H%M%S")
-    except ValueError as e:
-        raise ValueError(f"not a valid date/time: {text!r}") from e
-    seconds = float(calendar.timegm(tm))
+    whole = _fixed_fields_epoch(day, hms)
+    if whole is None:
+        try:
+            whole = calendar.timegm(time.strptime(day + hms, "%Y%m%d%H%M%S"))
+        except ValueError as e:
+            raise ValueError(f"not a valid date/time: {text!r}") from e
+    seconds = float(whole)
     if frac:
         try:
             f = float("0." + frac)
@@ -100,8 +132,25 @@ def now() -> str:
 
 # ---------------------------------------------------------------- topics
 
+_TOPICS: Dict[Tuple[str, str], str] = {}    # (prefix, directory part) -> topic
+
+
 def topic_for(prefix: str, relpath: str, subtopic: Optional[str] = None) -> str:
     """Routing key for a post: prefix + the directory words of the (escaped) relpath."""
+    if not subtopic and not relpath.endswith("/"):
+        # posts come directory by directory: the topic of a directory is worked out once
+        key = (prefix, relpath[:relpath.rfind("/") + 1])
+        topic = _TOPICS.get(key)
+        if topic is None:
+            topic = _topic(prefix, relpath, None)
+            if len(_TOPICS) >= 1024:
+                _TOPICS.clear()
+            _TOPICS[key] = topic
+        return topic
+    return _topic(prefix, relpath, subtopic)
+
+
+def _topic(prefix: str, relpath: str, subtopic: Optional[str]) -> str:
     if subtopic:
         words = escape(subtopic)
     else:
@@ -123,6 +172,8 @@ def binding_key(prefix: str, subtopic: str) -> str:
 
 
 def truncate_utf8(text: str, limit: int) -> str:
+    if len(text) <= limit and text.isascii():
+        return text
     raw = text.encode("utf-8")
     if len(raw) <= limit:
         return text
@@ -211,15 +262,17 @@ def encode(msg: Message, allow_long_headers: bool = False) -> Tuple[str, str, Di
     if msg.kind == "pulse":
         return msg.topic, msg.pubtime, {k: str(v) for k, v in msg.headers.items() if v is not None}
     for field, value in (("pubtime", msg.pubtime), ("baseurl", msg.baseurl), ("relpath", msg.relpath)):
-        if not value or any(c.isspace() for c in value):
+        # str.split() splits on exactly the characters str.isspace() accepts
+        if not value or value.split(None, 1) != [value]:
             raise MessageError(field, value, "must be non-empty and contain no whitespace")
     headers = {}
     for k, v in msg.headers.items():
         if v is None:
             continue
         if not isinstance(v, str):
-            v = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-        if not allow_long_headers and len(v.encode("utf-8")) >= MAX_HEADER_BYTES:
+            v = _json(v) if isinstance(v, (dict, list)) else str(v)
+        if not allow_long_headers and (len(v) >= MAX_HEADER_BYTES or not v.isascii()) \
+                and len(v.encode("utf-8")) >= MAX_HEADER_BYTES:
             raise MessageError(f"header {k}", v, f"{len(v.encode('utf-8'))} bytes; "
                                f"v02 peers refuse values of {MAX_HEADER_BYTES} bytes or more")
         headers[k] = v
@@ -246,6 +299,11 @@ def _text(value, field: str) -> str:
     raise MessageError(field, value, f"expected text, got {type(value).__name__}")
 
 
+def _json(value) -> str:
+    import json     # here: only tables and lists in headers need it (start-up time)
+    return json.dumps(value)
+
+
 def _header_value(key: str, value) -> str:
     if isinstance(value, str):
         return value
@@ -253,7 +311,7 @@ def _header_value(key: str, value) -> str:
         return _text(value, f"header {key}")
     if isinstance(value, (dict, list)):
         try:
-            return json.dumps(value)
+            return _json(value)
         except (TypeError, ValueError):
             raise MessageError(f"header {key}", value, "not serialisable") from None
     if isinstance(value, (int, float, bool)):

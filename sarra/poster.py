@@ -11,7 +11,7 @@ import stat
 from typing import Dict, List, Optional
 
 from sarra import checksum
-from sarra.message import Message, escape, format_time, make_post, now
+from sarra.message import Message, escape, format_time, now, topic_for
 
 
 @dataclasses.dataclass
@@ -47,16 +47,25 @@ def _abs_base(base_dir: str) -> str:
     return os.path.abspath(base_dir)
 
 
+def _is_normal_abs(path: str) -> bool:
+    """True when os.path.abspath(path) would return path unchanged (checked cheaply: an
+    absolute path without '//', '/.' or a trailing '/'; anything else is normalised)."""
+    return type(path) is str and path[:1] == "/" and path[-1:] != "/" and "//" not in path \
+        and "/." not in path
+
+
 def relpath_of(path: str, base_dir: Optional[str]) -> str:
     """Path relative to post_base_dir with a leading '/', the v2 form."""
-    path = os.path.abspath(path)
+    if not _is_normal_abs(path):
+        path = os.path.abspath(path)
     if base_dir:
         base = _abs_base(base_dir) if base_dir[0] == "/" else os.path.abspath(base_dir)
         if path == base:
             raise PostError(f"{path}: is post_base_dir itself, not a file below it")
-        if not path.startswith(base.rstrip("/") + "/"):
+        stem = base.rstrip("/")
+        if not path.startswith(stem) or path[len(stem):len(stem) + 1] != "/":
             raise PostError(f"{path}: not under post_base_dir {base}")
-        return path[len(base.rstrip("/")):]
+        return path[len(stem):]
     return path
 
 
@@ -83,9 +92,11 @@ def _finish(headers: Dict[str, str], opts: PostOptions) -> Dict[str, str]:
 
 
 def _post(opts: PostOptions, pubtime: str, rel: str, headers: Dict[str, str]) -> Message:
-    return make_post(pubtime, opts.post_base_url, rel, _finish(headers, opts),
-                     topic_prefix=opts.topic_prefix, subtopic=opts.subtopic,
-                     exchange=opts.exchange)
+    # make_post() without its copy of the headers: they were built for this post alone
+    rel = escape(rel)
+    return Message(pubtime, opts.post_base_url, rel, _finish(headers, opts),
+                   topic=topic_for(opts.topic_prefix, rel, opts.subtopic),
+                   exchange=opts.exchange)
 
 
 def file_posts(path: str, opts: PostOptions, pubtime: Optional[str] = None,
@@ -193,8 +204,9 @@ def walk(path: str, follow_symlinks: bool = False):
     for root, dirs, files in os.walk(path, followlinks=follow_symlinks,
                                      onerror=lambda e: errors.append(e)):
         dirs.sort()
+        prefix = root if root.endswith("/") else root + "/"   # os.path.join, cheaper
         for name in sorted(files):
-            yield os.path.join(root, name)
+            yield prefix + name
         for name in dirs:
             full = os.path.join(root, name)
             if os.path.islink(full) and not follow_symlinks:

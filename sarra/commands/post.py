@@ -22,6 +22,9 @@ PROGRAM = "sr_post"
 #: the xattr sum cache (user.sr_sum/user.sr_mtime) is used for files of at least this
 #: size: hashing a smaller file costs less than reading and writing the attributes
 XATTR_MIN_SIZE = 64 << 10
+#: the hooks sr_post runs; default plugins of the others are not even loaded (plugins that
+#: a config or the command line names are, so that a bad name is still an error)
+RUN_HOOKS = ("on_post", "plugin")
 SYNOPSIS = "sr_post [-c config] [--post_broker URL] [--post_base_url URL] [--post_base_dir DIR] " \
            "[--sum d|s|n|0|z,d] [--blocksize SIZE] [options] path ..."
 
@@ -114,6 +117,8 @@ def main(argv=None) -> int:
     hooks = plugin.Hooks(None, log)
     try:
         for hook, names in cfg.plugins.items():
+            if hook not in RUN_HOOKS and cfg.origin(hook) == "default":
+                continue    # a default sr_post never runs (hb_memory alone imports psutil)
             for n in names:
                 if hook == "on_post" and n == "post_log" and not log.isEnabledFor(logging.INFO):
                     continue    # it only logs at info level: nothing to do at this loglevel
