@@ -79,6 +79,7 @@ class Flow:
         self.post_broker = None
         self.reporter = None
         self.cache = None
+        self._batch_keys = set()
         if cfg.suppress_duplicates:
             self.cache = dupcache.DupCache(
                 os.path.join(self.user_cache_dir, "recent_files_%03d.cache" % instance),
@@ -247,11 +248,14 @@ class Flow:
             self.log.warning("no report for the malformed message: %s", e)
 
     def handle(self, batch: List[Work]):
+        self._batch_keys = set()        # done earlier in this batch, not yet in the cache
         for i, work in enumerate(batch):
             if i and self.stop_event.is_set():
                 work.outcome = "returned"   # stopping: give it back untouched
                 continue
             self.process(work)
+            if work.cache_key is not None and work.outcome == "done":
+                self._batch_keys.add(work.cache_key)
         self.settle(batch)
         if self.preset.settled is not None:
             self.preset.settled(self, batch)
@@ -333,7 +337,8 @@ class Flow:
                 self.preset.dedupe(self, work)
             elif self.cache is not None:
                 work.cache_key = dupcache.cache_key(msg, self.cfg.suppress_duplicates_basis or "path")
-                if work.retry_entry is None and work.cache_key in self.cache:
+                if work.retry_entry is None and (work.cache_key in self.cache
+                                                 or work.cache_key in self._batch_keys):
                     self.counters["duplicates"] += 1
                     raise Outcome(*report.DUPLICATE)
             if self.preset.work is not None and not self.cfg.notify_only:

@@ -123,6 +123,22 @@ def test_duplicate_recorded_only_after_success(home):
     assert [c for _, c in flow.reporter.sent] == [499, 201, 304]
 
 
+def test_duplicates_within_one_batch_are_suppressed(home):
+    calls = []
+
+    def work(flow, w):
+        calls.append(w.msg.path)
+        if w.msg.path == "/f" and calls.count("/f") == 1:
+            raise Outcome(499, "fails once", retry=True)
+    flow = make_flow(home, work, extra=[("suppress_duplicates", "on")],
+                     deliveries=[delivery(p) for p in ("/d", "/d", "/f", "/f", "/d")])
+    run_batches(flow)           # one batch of five (prefetch 25)
+    # a copy of a message done earlier in the batch is a duplicate; a copy of a failed one
+    # is still worked on
+    assert calls == ["/d", "/f", "/f"]
+    assert [c for _, c in flow.reporter.sent] == [201, 304, 499, 201, 304]
+
+
 def test_stop_returns_the_rest_of_the_batch(home):
     def work(flow, w):
         flow.stop_event.set()
