@@ -17,8 +17,6 @@ import re
 import socket
 import ssl
 
-import requests
-
 from . import (FAILED, NOT_FOUND, LocalWriter, Transfer, TransferError, check_range,
                credential_user_password, credential_value, redact, register, split_url)
 
@@ -51,6 +49,7 @@ class RequestsHttpTransfer(Transfer):
 
     def _session(self):
         if self.session is None:
+            import requests     # only for what the fast path hands over: ~7 MB of RSS
             s = requests.Session()
             s.verify = True
             # nothing for requests to find in the environment per request (proxies,
@@ -82,6 +81,7 @@ class RequestsHttpTransfer(Transfer):
 
     def _open(self, url, headers, auth):
         """GET with stream=True; one retry when a pooled keep-alive connection has gone away."""
+        import requests
         for attempt in (0, 1):
             try:
                 return self._session().get(url, headers=headers, auth=auth, stream=True,
@@ -133,6 +133,7 @@ class RequestsHttpTransfer(Transfer):
                             % (code, resp.reason or '', shown))
 
     def _copy_body(self, resp, out, skip, length, shown):
+        import requests
         left = length
         try:
             for chunk in resp.iter_content(chunk_size=self.bufsize):
@@ -194,6 +195,9 @@ def _environment_matters() -> bool:
     return any(os.path.exists(os.path.expanduser(f)) for f in ('~/.netrc', '~/_netrc'))
 
 
+#: bodies from this size on are read BIG_READ bytes at a time (three such chunks at most
+#: are alive: being read, queued for the hash thread, being hashed)
+BIG_BODY, BIG_READ = 8 << 20, 2 << 20
 _STALE = (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionResetError,
           BrokenPipeError, http.client.CannotSendRequest, http.client.ResponseNotReady)
 _DRAIN_LIMIT = 1 << 16      # error bodies up to this size are read to keep the connection
@@ -429,9 +433,11 @@ class HttpTransfer(RequestsHttpTransfer):
 
     def _copy(self, ep, resp, out, skip, length, shown):
         left = length
+        # big bodies in bigger reads: fewer system calls and hand-overs to the hash thread
+        size = self.bufsize if (resp.length or 0) < BIG_BODY else max(self.bufsize, BIG_READ)
         try:
             while True:
-                chunk = resp.read(self.bufsize)
+                chunk = resp.read(size)
                 if not chunk:
                     if resp.length:         # EOF before Content-Length: http.client is silent
                         raise http.client.IncompleteRead(b"", resp.length)
