@@ -10,7 +10,7 @@ REPO=$(pwd)
 log() { echo "setup-host: $*"; }
 
 # --- system packages --------------------------------------------------------
-PACKAGES="rabbitmq-server openssh-server openssl curl python3-venv python3-pip"
+PACKAGES="rabbitmq-server openssh-server openssl curl groff-base python3-venv python3-pip"
 missing=""
 for p in $PACKAGES; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

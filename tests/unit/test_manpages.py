@@ -24,9 +24,25 @@ SECTION_RE = re.compile(r"^(?P<name>.+)\.(?P<section>[1-8])$")
 
 
 def pages():
+    """Full pages (alias stubs excluded, see stubs())."""
     if not os.path.isdir(MAN):
         return []
-    return sorted(n for n in os.listdir(MAN) if SECTION_RE.match(n))
+    return sorted(n for n in os.listdir(MAN) if SECTION_RE.match(n) and stub_target(n) is None)
+
+
+def stub_target(name):
+    """'man1/sr_report.1' when the page is only a '.so' line (a second name of a command)."""
+    with open(os.path.join(MAN, name), encoding="utf-8") as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    if len(lines) == 1 and lines[0].startswith(".so "):
+        return lines[0][4:].strip()
+    return None
+
+
+def stubs():
+    if not os.path.isdir(MAN):
+        return []
+    return sorted(n for n in os.listdir(MAN) if SECTION_RE.match(n) and stub_target(n))
 
 
 def read(name):
@@ -84,6 +100,15 @@ def test_page_renders_without_warnings(name):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 0, f"{name}: {cmd[0]} exited {res.returncode}: {res.stderr}"
     assert res.stderr.strip() == "", f"{name}: warnings:\n{res.stderr}"
+
+
+@pytest.mark.parametrize("name", stubs())
+def test_alias_stub_points_at_a_page_of_the_same_section(name):
+    target = stub_target(name)
+    m = re.fullmatch(r"man([1-8])/(.+)", target)
+    assert m, f"{name}: .so {target} is not manN/page.N"
+    assert m.group(2) in pages(), f"{name}: .so target {target} is not a page in man/"
+    assert m.group(2).endswith("." + m.group(1))
 
 
 @pytest.mark.parametrize("name", pages())
@@ -196,7 +221,7 @@ def console_scripts():
 
 
 def page_of(script):
-    for n in pages():
+    for n in pages() + stubs():
         m = SECTION_RE.match(n)
         if m.group("name") == script:
             return n
