@@ -118,6 +118,8 @@ def _frame_buffered(transport):
 class BrokerConnection:
     """Connection lifecycle and failure recovery of a :class:`sarra.broker.Broker`."""
 
+    _no_password = False    # True when neither the URL nor password_lookup gave one
+
     # ------------------------------------------------------------------ lifecycle
 
     @property
@@ -217,6 +219,7 @@ class BrokerConnection:
         password = self.parsed.password
         if password is None and self.password_lookup is not None:
             password = self.password_lookup(self.url)
+        self._no_password = password is None and self.parsed.user != 'anonymous'
         if password is None:
             password = 'anonymous' if self.parsed.user == 'anonymous' else ''
         return password
@@ -236,6 +239,9 @@ class BrokerConnection:
             conn.connect()
         except amqp_exc.AccessRefused:
             self._discard(conn)
+            if self._no_password:
+                from sarra.credentials import no_password_text
+                raise BrokerError('login refused: ' + no_password_text(self.display)) from None
             raise BrokerError(f'{self.display}: login refused (check user and password in '
                               f'credentials.conf)') from None
         except (amqp_exc.NotAllowed, amqp_exc.InvalidPath) as e:

@@ -49,6 +49,22 @@ def _display(url):
     return text + '/' if re.fullmatch(r'[a-zA-Z][\w+.-]*://[^/?#]*', text) else text
 
 
+def _reason(url, exc):
+    """Why urlsplit refused *url*, in words, never quoting the password."""
+    text = str(exc)
+    hostpart = url.partition('://')[2].split('/', 1)[0].rpartition('@')[2]
+    if text.startswith('Port could not be cast'):
+        return 'port %r is not a number' % hostpart.rpartition(':')[2]
+    if text.startswith('Port out of range'):
+        return 'port %s is out of range 0-65535' % hostpart.rpartition(':')[2]
+    if 'IPv6' in text:
+        return 'unbalanced [ ] around an IPv6 address'
+    secret = re.search(r'//[^/@]*?:([^/]*)@', url)
+    if secret and secret.group(1) and secret.group(1) in text:
+        text = text.replace(secret.group(1), '***')
+    return text
+
+
 def parse_url(url):
     """Parse an ``amqp://`` or ``amqps://`` URL into a :class:`BrokerURL`.
 
@@ -60,12 +76,14 @@ def parse_url(url):
         parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError as e:
-        raise ValueError(f'{shown}: invalid broker URL ({e})') from None
+        raise ValueError(f'{shown}: invalid broker URL ({_reason(url, e)})') from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise ValueError(f'{shown}: broker URL must start with amqp:// or amqps://')
     if not parts.hostname:
         raise ValueError(f'{shown}: broker URL has no host name')
+    if re.search(r'\s', parts.hostname):
+        raise ValueError(f'{shown}: broker URL has a space in its host name')
     unquote = urllib.parse.unquote
     user = unquote(parts.username) if parts.username else ''
     password = unquote(parts.password) if parts.password is not None else None

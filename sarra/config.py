@@ -23,7 +23,7 @@ from sarra.configvars import (PER_MESSAGE_VARS, RANDID, LoadVars,  # noqa: F401 
                               expand_broker_user, expand_message_vars, is_per_message_var,
                               random_queue_suffix, sundew_vars)
 from sarra.credentials import redact, redact_text
-from sarra.options import parse_cli  # noqa: F401  (part of this module's API)
+from sarra.optioncli import parse_cli  # noqa: F401  (part of this module's API)
 
 logger = logging.getLogger(__name__)
 
@@ -468,6 +468,8 @@ class _Parser:
             if converted != opt.default_for(cfg.component):   # the default: nothing to do
                 converted = self._not_acted_on(name, origin, converted)
             self._store(name, converted, origin)
+            if name == "parts":                 # v2 developer spelling of blocksize
+                self._store("blocksize", converted, origin)
             if name in self.cur:
                 self.cur[name] = converted
 

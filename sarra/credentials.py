@@ -242,6 +242,19 @@ class Credentials:
         return want
 
 
+def no_password_text(url: str, path: Optional[str] = None) -> str:
+    """Why a login without a password failed: 'no password for <url> in <credentials.conf>
+    (add a line <url with user:PASSWORD>)'. `url` is shown without any password."""
+    shown = redact(url)
+    m = _URL_SPLIT.match(shown)
+    example = shown
+    if m and "@" in m.group(2):
+        user, host = m.group(2).rsplit("@", 1)
+        example = "%s%s:PASSWORD@%s%s" % (m.group(1), user.split(":", 1)[0], host, m.group(3))
+    return "no password for %s in %s (add a line %s)" % (
+        shown, path or paths.credentials_path(), example)
+
+
 def lookup(url: str, path: Optional[str] = None) -> Credential:
     """Convenience: Credentials.load(path).lookup(url)."""
     return Credentials.load(path).lookup(url)

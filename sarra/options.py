@@ -4,7 +4,8 @@ One row per option: canonical name, aliases (short forms and 2016 names), value 
 defaults per component ({component or '*': value}), the components that use it, help.
 Component presets of config.md §3 are expressed as per-component defaults here;
 defaults that depend on other options (post_exchange, to, report_exchange, ...) are
-derived in sarra.config after all files are read.
+derived in sarra.config after all files are read. Numeric options carry their allowed
+range (lo, hi), checked by convert(). The command line and --help text: sarra.optioncli.
 """
 
 import copy
@@ -28,6 +29,7 @@ CHOICE = "choice"
 CACHE = "cache"          # suppress_duplicates: off | on (=300 s) | duration
 STRIP = "strip"          # int or regex
 INFLIGHT = "inflight"    # NONE -> None, number -> seconds, else a string
+PARTS = "parts"          # v2 developer form of blocksize: 0 | 1 | i,<size>
 # Types handled by the parser itself (repeatable and/or order sensitive).
 MASK = "mask"            # accept / reject
 SUBTOPIC = "subtopic"
@@ -37,6 +39,8 @@ DECLARE = "declare"
 INCLUDE = "include"
 
 SPECIAL_TYPES = (MASK, SUBTOPIC, PATH, HEADER, DECLARE, INCLUDE)
+#: Types with a number (or a number form): each option of these types has a minimum `lo`.
+NUMERIC_TYPES = (INT, SIZE, DURATION, CACHE, STRIP, PARTS)
 
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0", "none")
@@ -70,6 +74,8 @@ class Option:
     help: str
     choices: Tuple[str, ...] = field(default=())
     order_sensitive: bool = False
+    lo: Optional[float] = None      # smallest value allowed (numeric types)
+    hi: Optional[float] = None      # largest value allowed (None: no limit)
 
     def default_for(self, component: str) -> Any:
         value = self.default.get(component, self.default.get("*"))
@@ -79,11 +85,12 @@ class Option:
         return "*" in self.components or component in self.components
 
 
-def _o(name, aliases, type_, default, components, help_, choices=(), order=False):
+def _o(name, aliases, type_, default, components, help_, choices=(), order=False, lo=None,
+       hi=None):
     if not isinstance(default, dict):
         default = {"*": default}
     return Option(name, tuple(aliases), type_, default, tuple(components), help_,
-                  tuple(choices), order)
+                  tuple(choices), order, lo, hi)
 
 
 _C, _S, _P = CONSUMERS, TRANSFER, POSTERS
@@ -103,7 +110,7 @@ OPTIONS: Tuple[Option, ...] = (
        "declare env NAME=value | source <u> | subscriber <u> | exchange <x>"),
     _o("header", (), HEADER, None, _P + _S, "name=value added to every post (name=None deletes)"),
     _o("help", ("h",), BOOL, False, ALL, "print this help"),
-    _o("no", (), INT, 0, ALL, "instance number (set by the instance launcher)"),
+    _o("no", (), INT, 0, ALL, "instance number (set by the instance launcher)", lo=0),
     # --- consuming ---
     _o("broker", ("b",), BROKER, None, _C + ("audit",), "AMQP URL to consume from"),
     _o("exchange", ("ex",), STR, {"*": "xpublic", "report": None}, _C,
@@ -118,10 +125,12 @@ OPTIONS: Tuple[Option, ...] = (
     _o("queue_suffix", (), STR, None, _C, "inserted in the generated queue name"),
     _o("queue_share", (), BOOL, True, _C, "2016 option, always true now (ignored)"),
     _o("durable", (), BOOL, True, _C, "declare a durable queue"),
-    _o("expire", ("expiry",), DURATION, 300.0, _C, "queue x-expires (seconds here)"),
-    _o("message_ttl", ("message-ttl",), DURATION, None, _C, "queue x-message-ttl (seconds here)"),
+    _o("expire", ("expiry",), DURATION, 300.0, _C,
+       "queue x-expires (seconds here; 0 = never)", lo=0),
+    _o("message_ttl", ("message-ttl",), DURATION, None, _C,
+       "queue x-message-ttl (seconds here; 0 = none)", lo=0),
     _o("prefetch", (), INT, {"*": 25, "winnow": 100}, _C,
-       "basic.qos prefetch count (winnow: also its transaction size)"),
+       "basic.qos prefetch count (winnow: also its transaction size)", lo=1, hi=65535),
     _o("declare_queue", ("dq",), BOOL, True, _C, "declare the queue"),
     _o("bind_queue", ("bq",), BOOL, True, _C, "bind the queue"),
     _o("declare_exchange", ("dx",), BOOL, True, _C, "declare exchanges"),
@@ -141,7 +150,7 @@ OPTIONS: Tuple[Option, ...] = (
     _o("mirror", (), BOOL, {"*": False, "sarra": True, "sender": True}, _S,
        "keep the relpath tree under directory", order=True),
     _o("strip", (), STRIP, 0, _S + _P,
-       "drop n leading path components (or the first regex match)", order=True),
+       "drop n leading path components (or the first regex match)", order=True, lo=0),
     _o("flatten", (), STR, "/", _S, "join path components with this string", order=True),
     _o("filename", (), STR, None, ("sender", "poll", "subscribe"),
        "Sundew-style destination file name rules", order=True),
@@ -152,7 +161,7 @@ OPTIONS: Tuple[Option, ...] = (
     _o("post_exchange", ("pe", "px"), STR, None, PUBLISHERS, "exchange to post to"),
     _o("post_exchange_suffix", (), STR, None, PUBLISHERS, "post_exchange := xs_<user>_<suffix>"),
     _o("post_exchange_split", ("pes", "pxs"), INT, 0, PUBLISHERS,
-       "shard posts over N exchanges <pe>00.. by checksum"),
+       "shard posts over N exchanges <pe>00.. by checksum", lo=0),
     _o("post_topic_prefix", ("ptp",), STR, "v02.post", PUBLISHERS, "prefix of posted topics"),
     _o("post_base_url", ("pbu", "url", "u", "post_url"), URL, None, PUBLISHERS,
        "baseurl in posts (a comma list, v2 round robin, is accepted but not "
@@ -161,8 +170,10 @@ OPTIONS: Tuple[Option, ...] = (
        None, PUBLISHERS, "local prefix removed from paths to form the relpath"),
     _o("post_on_start", ("pos",), BOOL, True, ("watch",), "post every existing file at start"),
     _o("blocksize", (), SIZE, {"*": 0, "post": 200 * _K * _K, "watch": 200 * _K * _K}, _P,
-       "partition size (0 = automatic)"),
-    _o("parts", (), STR, None, _P, "developer: 1 or i,<size>"),
+       "partition size (0 = automatic, 1 = never partition)", lo=0),
+    _o("parts", (), PARTS, None, _P,
+       "v2 developer form of blocksize (sets it): 1 = never partition, i,<size>, "
+       "0 = automatic", lo=0),
     _o("sum", (), STR, {"*": "d", "poll": "z,d"}, _P, "checksum algorithm"),
     _o("randomize", ("r",), BOOL, False, _P, "random sum algorithm / block order (tests)"),
     _o("path", ("p",), PATH, None, ("post", "watch"), "file or directory to post/watch"),
@@ -170,10 +181,11 @@ OPTIONS: Tuple[Option, ...] = (
     _o("events", ("e",), WORDS, frozenset(("create", "delete", "link", "modify")),
        ("watch", "subscribe", "sarra", "sender"), "file events to post: create|delete|link|modify"),
     _o("sleep", (), DURATION, 0.0, ("watch", "poll", "cpost"),
-       "watch: aggregation interval; poll: seconds between polls"),
+       "watch: aggregation interval; poll: seconds between polls", lo=0),
     _o("force_polling", ("fp",), BOOL, False, ("watch",), "stat polling instead of inotify"),
     _o("snapshot_interval", (), DURATION, 0.0, ("watch",),
-       "post a file still being written every this many seconds (changed blocks only); 0 = never"),
+       "post a file still being written every this many seconds (changed blocks only); 0 = never",
+       lo=0),
     _o("ignore_written", (), BOOL, False, ("watch",),
        "skip files written by an sr_subscribe/sr_sarra on the same tree (user.sr_origin mark)"),
     _o("follow_symlinks", ("fs",), BOOL, False, ("watch", "post"), "post link targets too"),
@@ -208,24 +220,25 @@ OPTIONS: Tuple[Option, ...] = (
     _o("delete", (), BOOL, False, _S,
        "delete the source once the whole file is downloaded and verified (sftp, ftp, "
        "file; not http)"),
-    _o("attempts", ("at",), INT, 3, _S, "tries before the retry queue"),
+    _o("attempts", ("at",), INT, 3, _S, "tries before the retry queue (0 = 1)", lo=0),
     _o("retry", ("retry_mode",), BOOL, True, _C, "keep failed messages in a retry queue"),
-    _o("retry_ttl", (), DURATION, None, _C, "retry queue expiry (default: expire)"),
-    _o("timeout", (), DURATION, 300.0, _S + _P, "transfer inactivity timeout"),
-    _o("kbytes_ps", (), INT, 0, _S, "bandwidth limit per instance in KiB/s (0 = none)"),
-    _o("batch", (), INT, 100, ("sender",), "files per connection"),
+    _o("retry_ttl", (), DURATION, None, _C, "retry queue expiry (default: expire)", lo=0),
+    _o("timeout", (), DURATION, 300.0, _S + _P,
+       "transfer inactivity timeout (0, as v2 documents it, = the default 5m)", lo=0),
+    _o("kbytes_ps", (), INT, 0, _S, "bandwidth limit per instance in KiB/s (0 = none)", lo=0),
+    _o("batch", (), INT, 100, ("sender",), "files per connection", lo=1),
     _o("chmod", ("default_mode", "dm"), OCTAL, {"*": 0, "poll": 0o400}, _S + ("poll",),
        "mode of written files (poll: required-permission mask)"),
     _o("chmod_dir", ("default_dir_mode", "ddm"), OCTAL, 0o775, _S, "mode of created dirs"),
     _o("chmod_log", ("default_log_mode", "dlm"), OCTAL, 0o600, ALL, "log file mode"),
     _o("preserve_mode", ("pm",), BOOL, True, _S + _P, "carry/apply the mode header"),
     _o("preserve_time", ("pt",), BOOL, True, _S + _P, "carry/apply mtime/atime"),
-    _o("bufsize", (), SIZE, _K * _K, _S + _P, "I/O buffer size"),
+    _o("bufsize", (), SIZE, _K * _K, _S + _P, "I/O buffer size", lo=1),
     _o("xattr_disable", ("xd",), BOOL, False, _S + _P, "no extended attributes for sums"),
     # --- duplicates ---
     _o("suppress_duplicates", ("caching", "cache", "no_duplicates", "nd", "sd"), CACHE,
        {"*": 0.0, "winnow": 1200.0, "poll": 1200.0}, _C + _P,
-       "duplicate cache lifetime (on = 300 s, off = 0)"),
+       "duplicate cache lifetime (on = 300 s, off = 0)", lo=0),
     _o("suppress_duplicates_basis", ("sdb", "cache_basis", "cb"), CHOICE, "path", _C + _P,
        "data | name | path", choices=("data", "name", "path")),
     _o("cache_stat", (), BOOL, True, ("winnow",), "log cache statistics"),
@@ -239,17 +252,19 @@ OPTIONS: Tuple[Option, ...] = (
     # --- sender / poll ---
     _o("destination", (), URL, None, ("sender", "poll"), "remote URL"),
     _o("file_time_limit", (), DURATION, 60 * 86400.0, ("poll",),
-       "ignore remote files older than this"),
+       "ignore remote files older than this", lo=1),
     # --- processes and logs ---
-    _o("instances", ("i", "instance"), INT, 1, _C + ("poll",), "worker processes"),
-    _o("heartbeat", (), DURATION, 300.0, ALL, "housekeeping interval"),
+    _o("instances", ("i", "instance"), INT, 1, _C + ("poll",), "worker processes", lo=1),
+    _o("heartbeat", (), DURATION, 300.0, ALL, "housekeeping interval (0 = the default 5m)",
+       lo=0),
     _o("sanity_log_dead", ("sld",), DURATION, None, ALL,
-       "restart an instance whose log is older (default 1.5 x heartbeat)"),
+       "restart an instance whose log is older (default 1.5 x heartbeat; 0 = never)", lo=0),
     _o("loglevel", ("ll",), CHOICE, "info", ALL, "debug|info|warning|error|critical|none",
        choices=("debug", "info", "warning", "error", "critical", "none")),
     _o("debug", (), BOOL, False, ALL, "same as loglevel debug"),
-    _o("logdays", ("ld", "logrotate", "lr"), INT, 5, ALL, "rotated logs kept"),
-    _o("logrotate_interval", ("lri",), DURATION, 86400.0, ALL, "log rotation interval"),
+    _o("logdays", ("ld", "logrotate", "lr"), INT, 5, ALL, "rotated logs kept (0 = all)",
+       lo=0),
+    _o("logrotate_interval", ("lri",), DURATION, 86400.0, ALL, "log rotation interval", lo=1),
     _o("vip", (), LIST, [], _C + ("poll",), "work only while holding one of these IPs"),
     _o("interface", (), STR, None, _C + ("poll",), "network interface of the vip"),
     _o("save", (), BOOL, False, ("shovel",), "save messages to a file"),
@@ -264,13 +279,14 @@ OPTIONS: Tuple[Option, ...] = (
        choices=("short", "fqdn")),
     # --- v03 ---
     _o("inline", (), BOOL, False, PUBLISHERS, "v03: embed small files"),
-    _o("inline_max", (), INT, 1024, PUBLISHERS, "v03: largest inlined file"),
+    _o("inline_max", (), INT, 1024, PUBLISHERS, "v03: largest inlined file", lo=0),
     _o("inline_encoding", (), STR, "guess", PUBLISHERS, "v03: text | binary | guess"),
     # --- pump administration ---
     _o("admin", (), BROKER, None, ALL, "pump administrator broker URL"),
     _o("feeder", ("manager",), BROKER, None, ALL, "pump feeder broker URL"),
     _o("set_passwords", (), BOOL, True, ("audit",), "set passwords from credentials.conf"),
-    _o("max_queue_size", (), INT, 25000, ("audit",), "delete unconsumed queues bigger than this"),
+    _o("max_queue_size", (), INT, 25000, ("audit",), "delete unconsumed queues bigger than this",
+       lo=0),
     _o("dry_run", (), BOOL, False, ("audit",), "print actions only"),
     _o("report_daemons", (), BOOL, False, ("audit",), "write report routing shovels"),
 ) + tuple(
@@ -297,7 +313,7 @@ NOT_ACTED_ON: Dict[str, Tuple[str, ...]] = dict(
         "batch", "cache_stat", "chmod_log", "destfn_script", "do_get", "do_poll", "do_put",
         "do_task", "file_time_limit", "filename", "inline", "inline_encoding", "inline_max",
         "interface", "kbytes_ps", "logrotate_interval", "on_data", "on_html_page", "on_line",
-        "outlet", "parts", "post_exchange_split", "queue_share", "randomize", "restore",
+        "outlet", "post_exchange_split", "queue_share", "randomize", "restore",
         "restore_to_queue", "save", "save_file", "tls_rigour", "vip")},
     delete=("sender",), header=TRANSFER, persistent=("subscribe", "sarra", "sender", "shovel",
                                                       "winnow"),
@@ -329,6 +345,9 @@ for _opt in OPTIONS:
 for _key in NOT_ACTED_ON:
     if _key not in _BY_NAME or _BY_NAME[_key].name != _key:
         raise RuntimeError("option table: NOT_ACTED_ON names %r, not an option" % _key)
+for _opt in OPTIONS:
+    if _opt.type in NUMERIC_TYPES and _opt.lo is None:
+        raise RuntimeError("option table: %r has no minimum (lo)" % _opt.name)
 
 
 def lookup(name: str) -> Optional[Option]:
@@ -417,7 +436,20 @@ def _strip_trailing_comment(text: str) -> str:
 
 
 def convert(opt: Option, text: Optional[str]) -> Any:
-    """Convert the value text of a (non special) option; ValueError('bad size ...')."""
+    """Convert the value text of a (non special) option; ValueError('bad size ...',
+    '-3 is below the minimum 1')."""
+    value = _convert(opt, text)
+    if opt.lo is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        shown = _strip_trailing_comment(text or "").strip()
+        unit = " s" if opt.type in (DURATION, CACHE) else ""
+        if value < opt.lo:
+            raise ValueError("%s is below the minimum %g%s" % (shown, opt.lo, unit))
+        if opt.hi is not None and value > opt.hi:
+            raise ValueError("%s is above the maximum %g%s" % (shown, opt.hi, unit))
+    return value
+
+
+def _convert(opt: Option, text: Optional[str]) -> Any:
     t = opt.type
     if t == BOOL:
         return parse_bool(None if text is None else _strip_trailing_comment(text))
@@ -440,13 +472,12 @@ def convert(opt: Option, text: Optional[str]) -> Any:
         return parse_octal(text)
     if t == LIST:
         return [w.strip() for w in text.split(",") if w.strip()]
-    if t in (URL, BROKER):
+    if t == BROKER:
+        return _broker_url(text)
+    if t == URL:
         for part in text.split(","):
             if not _URL_RE.match(part.strip()):
                 raise ValueError("bad URL %r" % part.strip())
-        if t == BROKER and text.split(":", 1)[0].lower() not in ("amqp", "amqps"):
-            raise ValueError("bad broker URL %r (need amqp:// or amqps://)"
-                             % _redact(text))
         return text
     if t == WORDS:
         return parse_events(text)
@@ -465,7 +496,7 @@ def convert(opt: Option, text: Optional[str]) -> Any:
             return 300.0
         return parse_duration(text)
     if t == STRIP:
-        if re.match(r"^\d+$", text):
+        if re.match(r"^-?\d+$", text):      # a count (a negative one is refused)
             return int(text)
         try:
             re.compile(text)
@@ -478,12 +509,32 @@ def convert(opt: Option, text: Optional[str]) -> Any:
         if _DUR_RE.match(text):
             return parse_duration(text)
         return text
+    if t == PARTS:
+        return parse_parts(text)
     raise ValueError("option cannot be converted (type %s)" % t)
 
 
-def _redact(text: str) -> str:
-    from sarra.credentials import redact
-    return redact(text)
+def _broker_url(text: str) -> str:
+    """An amqp:// or amqps:// URL checked as the broker code will read it."""
+    from sarra.brokerurl import parse_url
+    if not _URL_RE.match(text) or text.split(":", 1)[0].lower() not in ("amqp", "amqps"):
+        from sarra.brokerurl import _display
+        raise ValueError("bad broker URL %s (need amqp:// or amqps://)" % _display(text))
+    parse_url(text)     # ValueError naming the URL without its password
+    return text
+
+
+def parse_parts(text: str) -> int:
+    """v2 `parts` (checksums-and-parts.md §3.1) as the blocksize it sets: 0 (automatic),
+    1 (never partition) or i,<size>; p,... describes a received part, not a posting."""
+    method, sep, size = (w.strip() for w in text.strip().partition(","))
+    if not sep and method in ("0", "1"):
+        return int(method)
+    if method.lower() == "i" and sep and size:
+        return parse_size(size)
+    if method.lower() == "p":
+        raise ValueError("%r: p (partitioned) cannot be posted; use 1, i,<size> or 0" % text)
+    raise ValueError("bad parts %r (use 1, i,<size> or 0)" % text)
 
 
 def format_value(opt: Optional[Option], value: Any) -> str:
@@ -495,6 +546,8 @@ def format_value(opt: Optional[Option], value: Any) -> str:
         return "on" if value else "off"
     if t == OCTAL:
         return "%04o" % value
+    if t == PARTS and value > 1:
+        return "i," + format_value(_BY_NAME["blocksize"], value)
     if t == SIZE and value:
         for unit in "TGMK":
             if value % _SIZE_UNITS[unit.lower()] == 0:
@@ -508,73 +561,16 @@ def format_value(opt: Optional[Option], value: Any) -> str:
     return str(value)
 
 
-# ---------------------------------------------------------------- command line
+# ---------------------------------------------------------------- command line, help
+# (in sarra.optioncli; these two stay here for the modules that call them from here)
 
 def parse_cli(argv: Sequence[str]) -> Tuple[List[Tuple[str, Optional[str]]], List[str]]:
-    """Split argv into ([(option, value-or-None)], [positional words]).
-
-    `--key value`, `-k value`, `--key=value`; a boolean option takes the next word only
-    if it is a boolean word (on/off/...), so `--reset foreground cfg` works.
-    Unknown options take the next word unless it starts with '-'.
-    """
-    pairs: List[Tuple[str, Optional[str]]] = []
-    positional: List[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            positional.extend(argv[i + 1:])
-            break
-        if not arg.startswith("-") or arg == "-" or re.match(r"^-\d", arg):
-            positional.append(arg)
-            i += 1
-            continue
-        key = arg.lstrip("-")
-        if "=" in key:
-            key, value = key.split("=", 1)
-            pairs.append((key, value))
-            i += 1
-            continue
-        nxt = argv[i + 1] if i + 1 < len(argv) else None
-        opt = lookup(key)
-        if opt is not None and opt.type == BOOL:
-            take = nxt is not None and nxt.lower() in BOOL_WORDS
-        elif opt is not None:
-            take = nxt is not None
-        else:
-            take = nxt is not None and not nxt.startswith("-")
-        pairs.append((key, nxt if take else None))
-        i += 2 if take else 1
-    return pairs, positional
-
-
-# ---------------------------------------------------------------- help
-
-_TYPE_HINT = {STR: "TEXT", INT: "N", SIZE: "SIZE", DURATION: "SECONDS", OCTAL: "MODE",
-              LIST: "A,B", URL: "URL", BROKER: "URL", WORDS: "EVENTS", PLUGINS: "NAME",
-              CHOICE: "WORD", CACHE: "on|off|SECONDS", STRIP: "N|REGEX",
-              INFLIGHT: "SUFFIX|SECONDS", MASK: "REGEX", SUBTOPIC: "KEY", PATH: "PATH",
-              HEADER: "NAME=VALUE", DECLARE: "KIND VALUE", INCLUDE: "FILE", BOOL: "[on|off]"}
-
-
-def options_for(component: str) -> List[Option]:
-    from sarra.paths import canonical_component
-    component = canonical_component(component)
-    return sorted((o for o in OPTIONS if o.used_by(component)), key=lambda o: o.name)
+    """argv as ([(option, value-or-None)], [positional words]): sarra.optioncli.parse_cli."""
+    from sarra.optioncli import parse_cli as parse
+    return parse(argv)
 
 
 def render_help(component: str, actions: Iterable[str] = ()) -> str:
-    """Text for `sr_<component> --help`: usage line and the options this component uses."""
-    from sarra.paths import canonical_component
-    component = canonical_component(component)
-    lines = ["usage: sr_%s [options] %s [<config>]" % (
-        component, "|".join(actions) if actions else "<action>"), "", "options:"]
-    for o in options_for(component):
-        flags = ", ".join(("--" if len(n) > 2 else "-") + n
-                          for n in (o.name,) + o.aliases if " " not in n)
-        default = o.default_for(component)
-        dtext = "" if default in (None, [], "") and o.type != BOOL else \
-            " (default: %s)" % format_value(o, default)
-        lines.append("  %s %s" % (flags, _TYPE_HINT.get(o.type, "")))
-        lines.append("      %s%s" % (o.help, dtext))
-    return "\n".join(lines) + "\n"
+    """Text for `sr_<component> --help`: sarra.optioncli.render_help."""
+    from sarra.optioncli import render_help as render
+    return render(component, actions)

@@ -71,6 +71,8 @@ TYPE_WORDS = {
     "strip": ("N|REGEX", "count of leading path components, or a regular expression"),
     "inflight": ("SUFFIX|DURATION", "temporary-name rule (.tmp, ., tmp/, NONE) "
                                     "or, for posters, a minimum file age"),
+    "parts": ("1|i,SIZE", "1, i,<size> or 0 (the blocksize values 1, <size> and 0); "
+                          "p,... is refused"),
     "mask": ("REGEX", "regular expression (repeatable, order matters)"),
     "subtopic": ("KEY", "binding key words (repeatable, order matters)"),
     "path": ("PATH", "file or directory (repeatable)"),
@@ -181,6 +183,18 @@ def not_acted_on(opt) -> str:
             "(setting it logs a warning)." % ", ".join(esc(program(c)) for c in ignored_by))
 
 
+def range_text(opt) -> str:
+    """'Minimum: 1.' / 'Range: 1 to 65535.' for the numeric options ('' for the others);
+    a value outside is a configuration error naming the file and line."""
+    if opt.lo is None:
+        return ""
+    O = _options()
+    fmt = format_duration if opt.type in (O.DURATION, O.CACHE) else (lambda v: "%g" % v)
+    if opt.hi is None:
+        return "Minimum: %s." % bold(fmt(opt.lo))
+    return "Range: %s to %s." % (bold(fmt(opt.lo)), bold(fmt(opt.hi)))
+
+
 def sentence(text: str) -> str:
     text = text.strip()
     if not text:
@@ -208,6 +222,8 @@ def entry(opt) -> List[str]:
     facts.append(typeline + ".")
     if opt.type not in O.SPECIAL_TYPES:
         facts.append("Default: " + default_text(opt) + ".")
+    if range_text(opt):
+        facts.append(range_text(opt))
     facts.append("Used by: " + used_by(opt) + ".")
     if opt.order_sensitive:
         facts.append("Applies to the lines that follow it (see ORDER).")

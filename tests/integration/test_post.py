@@ -585,3 +585,69 @@ def test_removal_announced_with_events_delete(tmp_path, account, exchange, amqp_
     assert body.split(" ")[2] == "/old/gone%20file.txt"
     assert h["sum"] == "R," + sha512("gone file.txt".encode())
     assert "parts" not in h and "mtime" not in h and "mode" not in h
+
+
+# ------------------------------------------------------------------ v2 parts, bad URLs
+
+@pytest.mark.parametrize("parts, bsz", [("i,1M", MIB), ("1", None)])
+def test_v2_parts_option_sets_the_block_size(tmp_path, account, exchange, amqp_tap, post,
+                                            parts, bsz):
+    """`parts i,<size>` partitions like blocksize <size>; `parts 1` never partitions, even
+    after a smaller blocksize (the later option wins)."""
+    data = os.urandom(3 * MIB + 12345)
+    f = write(tmp_path / "data" / "p.bin", data)
+    tap = amqp_tap(exchange)
+    r = post(*base_args(account, exchange, f.parent), "--blocksize", "512K", "--parts", parts,
+             str(f))
+    assert r.returncode == 0, r.stderr
+    if bsz is None:
+        (key, body, h), = collect(tap, 1)
+        assert h["parts"] == "1,%d,1,0,0" % len(data)
+        assert h["sum"] == "d," + md5(data)
+        return
+    blktot = -(-len(data) // bsz)
+    msgs = collect(tap, blktot)
+    assert len(msgs) == blktot == 4
+    got = {}
+    for key, body, h in msgs:
+        method, p_bsz, p_tot, p_rem, bno = h["parts"].split(",")
+        assert (method, int(p_bsz), int(p_tot), int(p_rem)) == \
+            ("i", bsz, blktot, len(data) - (blktot - 1) * bsz)
+        got[int(bno)] = h["sum"]
+    assert got == {n: "d," + md5(data[n * bsz:(n + 1) * bsz]) for n in range(blktot)}
+
+
+def test_v2_parts_p_is_refused_naming_the_option(tmp_path, account, exchange, post):
+    f = write(tmp_path / "data" / "a.txt", b"a\n")
+    r = post(*base_args(account, exchange, f.parent), "--parts", "p,1M", str(f))
+    assert r.returncode == 2
+    (line,) = lines(r.stderr)
+    assert "command line: option 'parts'" in line and "p,1M" in line
+
+
+@pytest.mark.parametrize("hostpart, reason", [
+    ("127.0.0.1:notaport", "not a number"), ("", "no host"), ("[::1", "IPv6"),
+    ("127.0.0.1:99999", "out of range")])
+def test_broken_broker_url_exits_2_with_one_line(tmp_path, account, exchange, post,
+                                                 hostpart, reason):
+    f = write(tmp_path / "data" / "a.txt", b"a\n")
+    url = "amqp://%s:Pw-n0t-sh0wn@%s/" % (account.user, hostpart) if hostpart else "amqp://"
+    r = post(*base_args(account, exchange, f.parent, url=url), str(f))
+    assert r.returncode == 2, r.stderr
+    (line,) = lines(r.stderr)
+    assert "option 'post_broker'" in line and reason in line
+    assert "Traceback" not in r.stderr and "Pw-n0t-sh0wn" not in line
+
+
+def test_no_password_anywhere_says_which_file_to_fill(tmp_path, home, account, exchange,
+                                                      post):
+    """No password in the URL and no credentials.conf entry: the message says so, names
+    the file and the line to add (not a generic 'login refused')."""
+    f = write(tmp_path / "data" / "a.txt", b"a\n")
+    creds = credentials_file(home, "amqp://someone-else:x@%s/\n" % account.host)
+    r = post(*base_args(account, exchange, f.parent, url=account.url_no_password), str(f))
+    assert r.returncode == 3
+    (line,) = lines(r.stderr)
+    assert "no password for %s in %s" % (account.url_no_password, creds) in line
+    assert "add a line %s" % account.url_no_password.replace(
+        "@", ":PASSWORD@", 1) in line

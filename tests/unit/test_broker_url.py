@@ -85,3 +85,43 @@ def test_password_lookup_used_only_without_password():
 
 def test_broker_error_exit_code():
     assert BrokerError('x').exit_code == 3
+
+
+@pytest.mark.parametrize('url, message', [
+    ('amqp://u:sekrit@127.0.0.1:notaport/',
+     "amqp://u@127.0.0.1:notaport/: invalid broker URL (port 'notaport' is not a number)"),
+    ('amqp://u:sekrit@h:65536/vh',
+     'amqp://u@h:65536/vh: invalid broker URL (port 65536 is out of range 0-65535)'),
+    ('amqp://u:sekrit@[::1/',
+     'amqp://u@[::1/: invalid broker URL (unbalanced [ ] around an IPv6 address)'),
+    ('amqp://u:sek:rit@[::1]:x/', "amqp://u@[::1]:x/: invalid broker URL (port 'x' is not "
+                                  "a number)"),
+    ('amqp://', 'amqp:///: broker URL has no host name'),
+    ('amqp://u:sekrit@/vh', 'amqp://u@/vh: broker URL has no host name'),
+    ('amqp://u:sekrit@my host/', 'amqp://u@my host/: broker URL has a space in its host name'),
+])
+def test_parse_url_reasons_in_words(url, message):
+    with pytest.raises(ValueError) as info:
+        parse_url(url)
+    assert str(info.value) == message
+
+
+def test_parse_url_error_quoting_the_netloc_hides_the_password():
+    # urlsplit's own text for this error quotes the whole netloc, password included
+    with pytest.raises(ValueError) as info:
+        parse_url('amqp://u:s\u00e9krit@h\u2100x/')
+    text = str(info.value)
+    assert 'krit' not in text and 'invalid broker URL' in text and '***' in text
+
+
+@pytest.mark.parametrize('url, lookup, expected', [
+    ('amqp://alice@h/', None, True),             # nothing anywhere
+    ('amqp://alice@h/', 'fromfile', False),
+    ('amqp://alice:@h/', None, False),           # an empty password written in the URL
+    ('amqp://anonymous@h/', None, False),        # anonymous/anonymous by default
+    ('amqp://h/', None, False),
+])
+def test_broker_knows_when_no_password_was_found(url, lookup, expected):
+    b = Broker(url, password_lookup=lambda u: lookup)
+    b._password()
+    assert b._no_password is expected

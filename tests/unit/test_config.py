@@ -677,3 +677,120 @@ def test_show_marks_not_acted_on_options(home):
     sender = load("sender").show()
     assert [line for line in sender.splitlines()
             if line.split()[0] == "delete"][0].endswith(config.NOT_ACTED_MARK)
+
+
+# ------------------------------------------------------------- ranges, broker URLs, parts
+
+NUMERIC = [o for o in options.OPTIONS if o.type in options.NUMERIC_TYPES]
+
+
+def test_every_numeric_option_has_a_minimum():
+    names = {o.name for o in NUMERIC}
+    assert {"prefetch", "instances", "strip", "timeout", "blocksize", "bufsize", "expire",
+            "heartbeat", "logdays", "suppress_duplicates", "parts"} <= names
+    for o in NUMERIC:
+        assert o.lo is not None, o.name
+        default = o.default_for("subscribe")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            assert default >= o.lo and (o.hi is None or default <= o.hi), o.name
+    assert (options.lookup("prefetch").lo, options.lookup("prefetch").hi) == (1, 65535)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("prefetch -3", "option 'prefetch': -3 is below the minimum 1"),
+    ("prefetch 0", "option 'prefetch': 0 is below the minimum 1"),
+    ("prefetch 65536", "option 'prefetch': 65536 is above the maximum 65535"),
+    ("instances 0", "option 'instances': 0 is below the minimum 1"),
+    ("i -2", "option 'instances': -2 is below the minimum 1"),
+    ("strip -1", "option 'strip': -1 is below the minimum 0"),
+    ("timeout -1", "option 'timeout': bad duration '-1'"),
+    ("heartbeat -5m", "option 'heartbeat': bad duration '-5m'"),
+    ("attempts -1", "option 'attempts': -1 is below the minimum 0"),
+    ("bufsize 0", "option 'bufsize': 0 is below the minimum 1"),
+    ("logdays -1", "option 'logdays': -1 is below the minimum 0"),
+    ("kbytes_ps -5", "option 'kbytes_ps': -5 is below the minimum 0"),
+])
+def test_out_of_range_value_is_an_error_naming_file_line(home, line, message):
+    path = write("subscribe/r.conf", "broker amqp://u@h/\n%s\n" % line)
+    with pytest.raises(ConfigError) as e:
+        load("subscribe", "r")
+    assert str(e.value) == "%s:2: %s" % (path, message)
+    assert e.value.exit_code == 2
+
+
+@pytest.mark.parametrize("line, name, value", [
+    ("prefetch 1", "prefetch", 1), ("prefetch 65535", "prefetch", 65535),
+    ("instances 1", "instances", 1), ("strip 0", "strip", 0), ("strip 2", "strip", 2),
+    ("timeout 1", "timeout", 1.0), ("timeout 0", "timeout", 0.0),     # v2 docs: 0
+    ("heartbeat 0", "heartbeat", 0.0), ("attempts 0", "attempts", 0),
+    ("expire 0", "expire", 0.0), ("logdays 0", "logdays", 0),
+    ("strip ^/data/", "strip", "^/data/"),
+])
+def test_values_at_the_limits_are_accepted(home, line, name, value):
+    write("subscribe/ok.conf", "broker amqp://u@h/\n%s\n" % line)
+    assert getattr(load("subscribe", "ok"), name) == value
+
+
+def test_out_of_range_on_the_command_line(home):
+    with pytest.raises(ConfigError) as e:
+        load("subscribe", None, ["--broker", "amqp://u@h/", "--prefetch", "-3"])
+    assert str(e.value) == "command line: option 'prefetch': -3 is below the minimum 1"
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("amqp://u:Pw-s3cr3t@127.0.0.1:notaport/",
+     "amqp://u@127.0.0.1:notaport/: invalid broker URL (port 'notaport' is not a number)"),
+    ("amqp://", "amqp:///: broker URL has no host name"),
+    ("amqp://u:Pw-s3cr3t@[::1/",
+     "amqp://u@[::1/: invalid broker URL (unbalanced [ ] around an IPv6 address)"),
+    ("amqps://u:Pw-s3cr3t@h:70000/",
+     "amqps://u@h:70000/: invalid broker URL (port 70000 is out of range 0-65535)"),
+    ("http://u:Pw-s3cr3t@h/", "bad broker URL http://u@h/ (need amqp:// or amqps://)"),
+])
+@pytest.mark.parametrize("option", ["broker", "post_broker", "feeder", "admin"])
+def test_unusable_broker_url_is_an_error_naming_file_line(home, url, reason, option):
+    path = write("subscribe/b.conf", "subtopic #\n%s %s\n" % (option, url))
+    with pytest.raises(ConfigError) as e:
+        load("subscribe", "b")
+    assert str(e.value) == "%s:2: option '%s': %s" % (path, option, reason)
+    assert "s3cr3t" not in str(e.value)
+
+
+def test_broker_url_with_comma_in_password_is_one_url(home):
+    write("subscribe/c.conf", "broker amqp://u:a,b@h/\n")
+    assert load("subscribe", "c").broker == "amqp://u:a,b@h/"
+
+
+@pytest.mark.parametrize("value, blocksize, shown", [
+    ("1", 1, "1"), ("0", 0, "0"), ("i,1M", 1 << 20, "i,1M"), ("i,10000", 10000, "i,10000"),
+    ("I, 2M", 2 << 20, "i,2M"),
+])
+def test_v2_parts_sets_blocksize(home, value, blocksize, shown):
+    path = write("post/p.conf", "blocksize 10M\nparts %s\n" % value)
+    cfg = load("post", "p")
+    assert cfg.blocksize == blocksize and cfg.origin("blocksize") == path + ":2"
+    assert options.format_value(options.lookup("parts"), cfg.parts) == shown
+    assert options.acted_on("parts", "post") and options.acted_on("parts", "watch")
+    # the later of the two wins, as for any other option
+    write("post/q.conf", "parts %s\nblocksize 10M\n" % value)
+    assert load("post", "q").blocksize == 10 << 20
+
+
+def test_v2_parts_does_not_warn_not_acted_on(home, caplog):
+    write("post/p.conf", "parts i,1M\n")
+    with caplog.at_level(logging.WARNING):
+        load("post", "p")
+    assert _not_acted_warnings(caplog, "parts") == []
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("p,1M", "'p,1M': p (partitioned) cannot be posted; use 1, i,<size> or 0"),
+    ("2", "bad parts '2' (use 1, i,<size> or 0)"),
+    ("i,", "bad parts 'i,' (use 1, i,<size> or 0)"),
+    ("i,lots", "bad size 'lots'"),
+])
+def test_v2_parts_bad_values(home, value, reason):
+    path = write("post/bad.conf", "post_broker amqp://u@h/\nparts %s\n" % value)
+    with pytest.raises(ConfigError) as e:
+        load("post", "bad")
+    assert str(e.value) == "%s:2: option 'parts': %s" % (path, reason)

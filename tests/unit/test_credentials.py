@@ -164,3 +164,15 @@ def test_parse_url_fields():
     assert (c.user, c.password, c.host, c.port, c.vhost) == ("u", "p", "host.example", 5673, "/vh")
     assert c.effective_port == 5673
     assert parse_url("ftp://h/").effective_port == 21
+
+
+def test_no_password_text_names_url_file_and_line_to_add(home):
+    from sarra.credentials import no_password_text
+    text = no_password_text("amqp://nobody@127.0.0.1/")
+    assert text == ("no password for amqp://nobody@127.0.0.1/ in %s (add a line "
+                    "amqp://nobody:PASSWORD@127.0.0.1/)" % paths.credentials_path())
+    assert paths.credentials_path().startswith(str(home))
+    text = no_password_text("amqps://bob:hidden@pump.example.org:5671/vh", "/etc/c.conf")
+    assert text == ("no password for amqps://bob:***@pump.example.org:5671/vh in /etc/c.conf "
+                    "(add a line amqps://bob:PASSWORD@pump.example.org:5671/vh)")
+    assert "hidden" not in text
