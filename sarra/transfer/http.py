@@ -134,21 +134,9 @@ class RequestsHttpTransfer(Transfer):
 
     def _copy_body(self, resp, out, skip, length, shown):
         import requests
-        left = length
         try:
-            for chunk in resp.iter_content(chunk_size=self.bufsize):
-                if skip:
-                    if len(chunk) <= skip:
-                        skip -= len(chunk)
-                        continue
-                    chunk, skip = chunk[skip:], 0
-                if left is not None:
-                    if len(chunk) >= left:
-                        out.write(chunk[:left])
-                        left = 0
-                        break
-                    left -= len(chunk)
-                out.write(chunk)
+            skip, left, _ = _write_range(resp.iter_content(chunk_size=self.bufsize), out,
+                                         skip, length)
         except requests.exceptions.RequestException as e:
             raise TransferError(FAILED, 'http download failed: %s after %d bytes: %s'
                                 % (shown, out.count, _reason(e))) from None
@@ -160,6 +148,39 @@ class RequestsHttpTransfer(Transfer):
         if self.session is not None:
             self.session.close()
             self.session = None
+
+
+def _write_range(chunks, out, skip, length):
+    """Write bytes [skip, skip+length) of the chunks to out (length None: to the end).
+
+    Returns (skip, left, extra): what was still to skip and to write when the chunks ran
+    out (left is 0 only when the range was complete before them), and whether the last
+    chunk read went past the end of the range."""
+    left = length
+    for chunk in chunks:
+        if skip:
+            if len(chunk) <= skip:
+                skip -= len(chunk)
+                continue
+            chunk, skip = chunk[skip:], 0
+        if left is not None:
+            if len(chunk) >= left:
+                out.write(chunk[:left])
+                return 0, 0, len(chunk) > left
+            left -= len(chunk)
+        out.write(chunk)
+    return skip, left, False
+
+
+def _read_chunks(resp, size):
+    """An http.client body in chunks of at most size; a short body is an error."""
+    while True:
+        chunk = resp.read(size)
+        if not chunk:
+            if resp.length:         # EOF before Content-Length: http.client is silent
+                raise http.client.IncompleteRead(b"", resp.length)
+            return
+        yield chunk
 
 
 def _reason(e):
@@ -432,37 +453,19 @@ class HttpTransfer(RequestsHttpTransfer):
                             % (code, resp.reason or '', shown))
 
     def _copy(self, ep, resp, out, skip, length, shown):
-        left = length
         # big bodies in bigger reads: fewer system calls and hand-overs to the hash thread
         size = self.bufsize if (resp.length or 0) < BIG_BODY else max(self.bufsize, BIG_READ)
         try:
-            while True:
-                chunk = resp.read(size)
-                if not chunk:
-                    if resp.length:         # EOF before Content-Length: http.client is silent
-                        raise http.client.IncompleteRead(b"", resp.length)
-                    break
-                if skip:
-                    if len(chunk) <= skip:
-                        skip -= len(chunk)
-                        continue
-                    chunk, skip = chunk[skip:], 0
-                if left is not None:
-                    if len(chunk) >= left:
-                        out.write(chunk[:left])
-                        extra, left = len(chunk) > left, 0
-                        if extra or not resp.isclosed():
-                            self._drop(ep)      # more body than wanted: cannot reuse
-                        break
-                    left -= len(chunk)
-                out.write(chunk)
+            skip, left, extra = _write_range(_read_chunks(resp, size), out, skip, length)
         except (OSError, http.client.HTTPException) as e:
             self._drop(ep)
             what = 'timed out' if isinstance(e, socket.timeout) else (
                 getattr(e, 'strerror', None) or str(e) or type(e).__name__)
             raise TransferError(FAILED, 'http download failed: %s after %d bytes: %s'
                                 % (shown, out.count, what)) from None
-        if skip or left:
+        if left == 0 and (extra or not resp.isclosed()):
+            self._drop(ep)      # more body than wanted: the connection cannot be reused
+        elif skip or left:
             self._drop(ep)
             raise TransferError(FAILED, 'http download failed: short read, got %d of %s bytes %s'
                                 % (out.count, length, shown))
