@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import time
 from contextlib import contextmanager
 from typing import Optional
@@ -94,19 +95,34 @@ class Manifest:
         return [b for b in range(blktot) if b not in have]
 
 
+#: never open a symbolic link sitting on the temporary name (ELOOP instead)
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def is_regular(path: str) -> bool:
+    """A regular file is at path (not a symbolic link, whatever it points to)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def open_for_blocks(temp: str) -> None:
-    """Create the temporary file if missing, never truncating blocks other instances wrote."""
+    """Create the temporary file if missing, never truncating blocks other instances wrote
+    (and never opening a symbolic link put in its place)."""
     os.makedirs(os.path.dirname(temp) or ".", exist_ok=True)
-    fd = os.open(temp, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)
     os.close(fd)
 
 
 def finish(temp: str, final: str, filesize: int) -> None:
     """Cut the temporary file to the announced size, sync it, move it to its final name."""
-    with open(temp, "r+b") as f:
-        f.truncate(filesize)
-        f.flush()
-        os.fsync(f.fileno())
+    fd = os.open(temp, os.O_RDWR | NOFOLLOW)
+    try:
+        os.ftruncate(fd, filesize)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(temp, final)
 
 

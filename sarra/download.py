@@ -11,12 +11,14 @@ removes its temporary file. Blocks of a partitioned file go into one temporary f
 import calendar
 import os
 import posixpath
+import stat
 
 from sarra import assemble, checksum, placement, report
 from sarra.config import expand_message_vars
 from sarra.fetch import fetch as _fetch
 from sarra.fetch import file_digest as _digest
 from sarra.message import Message, escape, parse_time, topic_for
+from sarra.poster import public_base_url
 from sarra.transfer import TransferError
 from sarra.work import Outcome, Work
 
@@ -94,14 +96,18 @@ def _apply_meta(flow, msg, path):
         flow.log.warning("%s: could not apply mode/time from the message: %s", path, e)
 
 
-def _have(path, s, offset, length, size=None) -> bool:
-    """The local file already holds the announced bytes (same checksum at that range)."""
+def _have(path, s, offset, length, size=None, nofollow=False) -> bool:
+    """The local file already holds the announced bytes (same checksum at that range).
+    ``nofollow``: a symbolic link at ``path`` never does (it is replaced, not read)."""
     if s.algo not in checksum.DATA_ALGOS or not s.value:
         return False
     try:
-        actual = os.path.getsize(path)
+        st = os.lstat(path) if nofollow else os.stat(path)
     except OSError:
         return False
+    if nofollow and not stat.S_ISREG(st.st_mode):
+        return False
+    actual = st.st_size
     if (size is not None and actual != size) or actual < offset + length:
         return False
     try:
@@ -115,6 +121,33 @@ def _discard(path):
         os.unlink(path)
     except OSError:
         pass
+
+
+def _temp_place(flow, work, temp):
+    """Make the temporary file's place safe to write: its directory (inflight tmp/) must
+    resolve inside the target directory (403 otherwise), and a symbolic link sitting on the
+    temporary name itself (planted by a link post or anyone else) is removed, never written
+    through. The drivers also open it with O_NOFOLLOW."""
+    d = os.path.dirname(temp)
+    if d != work.new_dir:
+        root = work.root or work.new_dir
+        try:
+            placement.check_inside(d, os.path.basename(temp), root)
+        except placement.PlacementError as e:
+            raise Outcome(403, f"Forbidden: temporary file {e}") from None
+        _mkdirs(flow, d)
+    try:
+        st = os.lstat(temp)
+    except OSError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        flow.log.warning("%s: a symbolic link was on the temporary file name: removed "
+                         "(data is never written through a link)", temp)
+        try:
+            os.unlink(temp)
+        except OSError as e:
+            raise Outcome(500, f"cannot remove the symbolic link {temp}: {e.strerror}",
+                          retry=True) from None
 
 
 # ------------------------------------------------------------------ transfer
@@ -177,11 +210,10 @@ def download(flow, work):
 
 def _whole(flow, work, final, parts):
     cfg, s = flow.cfg, work.sum
-    if not cfg.overwrite and _have(final, s, 0, parts.filesize, parts.filesize):
+    if not cfg.overwrite and _have(final, s, 0, parts.filesize, parts.filesize, True):
         raise Outcome(*report.SAME_CHECKSUM)
     temp = placement.inflight_path(final, cfg.inflight)
-    if os.path.dirname(temp) != work.new_dir:
-        _mkdirs(flow, os.path.dirname(temp))
+    _temp_place(flow, work, temp)
     before = _stamp(final) if flow.hooks.has("do_download") else None
     try:
         digest = _fetch(flow, work, temp, 0, None, None)
@@ -211,7 +243,7 @@ def _block_inplace(flow, work, final, parts):
     msg = work.msg
     gen = assemble.generation(parts, msg.headers.get("mtime"))
     temp = placement.inflight_path(final, flow.cfg.inflight)
-    _mkdirs(flow, os.path.dirname(temp))
+    _temp_place(flow, work, temp)
     state = os.path.join(flow.user_cache_dir, "parts")
     if not flow.__dict__.get("_parts_pruned"):        # once per process: old manifests go
         flow._parts_pruned = True
@@ -222,9 +254,10 @@ def _block_inplace(flow, work, final, parts):
         st = man.state(gen)
         if st == "complete" and os.path.exists(final):
             raise Outcome(304, "not modified3: file already assembled")
-        if st == "partial" and man.has(gen, parts.bno) and os.path.exists(temp):
+        ours = assemble.is_regular(temp)     # a link put there is not our temporary file
+        if st == "partial" and man.has(gen, parts.bno) and ours:
             raise Outcome(304, "not modified3: block already received")
-        if st != "partial" or not os.path.exists(temp):
+        if st != "partial" or not ours:
             _discard(temp)
             man.start(gen, final, temp)
         try:
@@ -238,7 +271,11 @@ def _block_inplace(flow, work, final, parts):
             raise Outcome(304, "not modified3: file completed by another instance")
         complete = man.add(gen, parts.bno)
         if complete:
-            assemble.finish(temp, final, parts.filesize)
+            try:
+                assemble.finish(temp, final, parts.filesize)
+            except OSError as e:    # the manifest is left as it was: the block is retried
+                raise Outcome(500, f"cannot complete {final} from {temp}: "
+                                   f"{e.strerror or e}", retry=True) from None
             _apply_meta(flow, msg, final)
     work.code, work.text = report.INSERTED
     _done(flow, work, final, complete=complete)
@@ -248,10 +285,10 @@ def _block_partfile(flow, work, final, parts):
     """inplace off: each block is stored as <final>.<bsz>.<blktot>.<brem>.<bno>.<algo>.Part"""
     s = work.sum
     part_path = final + parts.suffix(s.algo)
-    if not flow.cfg.overwrite and _have(part_path, s, 0, parts.length, parts.length):
+    if not flow.cfg.overwrite and _have(part_path, s, 0, parts.length, parts.length, True):
         raise Outcome(*report.SAME_CHECKSUM)
     temp = placement.inflight_path(part_path, flow.cfg.inflight)
-    _mkdirs(flow, os.path.dirname(temp))
+    _temp_place(flow, work, temp)
     try:
         digest = _fetch(flow, work, temp, parts.offset, parts.length, None)
         _check(work, digest, f" in block {parts.bno}")
@@ -283,6 +320,8 @@ def _done(flow, work, path, complete: bool, part_file: bool = False):
     if ok and flow.post_broker is not None:
         work.posts.append(repost(flow, work, path, part_file))
 
+
+_UNSET = object()        # flow._post_base not computed yet
 
 #: URL schemes with no way to delete a file (option delete)
 NO_DELETE_SCHEMES = ("http", "https")
@@ -323,7 +362,10 @@ def repost(flow, work, path, part_file=False) -> Message:
         headers["parts"] = str(parts.__class__("p", parts.bsz, parts.blktot, parts.brem, parts.bno))
     headers.pop("rename", None)
     relpath = escape(rel)
-    return Message(msg.pubtime, cfg.post_base_url, relpath, headers,
+    base = flow.__dict__.get("_post_base", _UNSET)
+    if base is _UNSET:                  # once per flow: no password goes into a message
+        base = flow._post_base = public_base_url(cfg.post_base_url, flow.log)
+    return Message(msg.pubtime, base, relpath, headers,
                    topic=topic_for(cfg.post_topic_prefix or "v02.post", relpath),
                    exchange=cfg.post_exchange or "")
 
@@ -382,11 +424,27 @@ def _link(flow, work, final):
     target = work.msg.headers.get("link")
     if not target:
         raise Outcome(499, "symlink failed: the L post carries no link header (sr3 peer?)")
+    _check_link_target(work, final, target)
     _mkdirs(flow, work.new_dir)
     _symlink(target, final)
     work.code, work.text = report.LINKED
     if flow.post_broker is not None:
         work.posts.append(repost(flow, work, final))
+
+
+def _check_link_target(work, final, target):
+    """A link must point inside the target directory (403 otherwise): an absolute target or
+    one that climbs out with '..' or through a linked directory could later be written or
+    served through."""
+    root = os.path.realpath(work.root or work.new_dir)
+    if "\0" in target:
+        real = None
+    else:
+        real = os.path.realpath(os.path.join(os.path.dirname(final), target))
+        if real == root or real.startswith(root.rstrip("/") + "/"):
+            return
+    raise Outcome(403, f"Forbidden: link {final} -> {target!r} resolves to {real}, outside "
+                       f"the target directory {root}")
 
 
 # ------------------------------------------------------------------ sr_winnow link posts

@@ -6,6 +6,7 @@ v2 poster would publish, headers in the v2 order (messages-v02.md §1 and §5).
 
 import dataclasses
 import functools
+import logging
 import os
 import stat
 from typing import Dict, List, Optional
@@ -36,6 +37,34 @@ class PostOptions:
     #: the xattr sum cache is only used for files of at least this size (hashing a small
     #: file costs less than reading, let alone creating, the attributes); 0 = every file
     xattr_min_size: int = 0
+
+    def __post_init__(self):
+        self.post_base_url = public_base_url(self.post_base_url)
+
+
+_password_warned = False
+
+
+def public_base_url(url, log=None):
+    """The base URL as it may be published: any password removed, the user kept
+    (``sftp://u:pw@h/`` -> ``sftp://u@h/``). Subscribers look their password up in their own
+    credentials.conf; a message goes to everyone bound to the exchange. Warns once."""
+    global _password_warned
+    if not url or "@" not in url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = rest.find("/")
+    netloc, path = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    if not _password_warned:
+        _password_warned = True
+        (log or logging.getLogger("sarra")).warning(
+            "post_base_url: password removed; subscribers look theirs up in credentials.conf")
+    return f"{scheme}://{userinfo.split(':', 1)[0]}@{hostport}{path}"
 
 
 class PostError(Exception):
@@ -216,5 +245,5 @@ def walk(path: str, follow_symlinks: bool = False):
             yield PostError(f"{e.filename}: {e.strerror}")
 
 
-__all__ = ["PostOptions", "PostError", "relpath_of", "file_posts", "remove_post", "link_post",
-           "posts_for_path", "walk", "escape"]
+__all__ = ["PostOptions", "PostError", "public_base_url", "relpath_of", "file_posts", "remove_post",
+           "link_post", "posts_for_path", "walk", "escape"]

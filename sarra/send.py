@@ -21,6 +21,7 @@ import os
 
 from sarra import placement, report
 from sarra.message import Message, escape, parse_time, topic_for, unescape
+from sarra.poster import public_base_url
 from sarra.transfer import TransferError
 from sarra.work import Outcome, TransferInterrupted, download_stopped
 
@@ -293,7 +294,7 @@ def announce(flow, work, url) -> Message:
     dest = cfg.destination.rstrip("/")
     rel = url[len(dest):] if url.startswith(dest) else "/" + url.split("/", 3)[-1]
     relpath = rel if rel.startswith("/") else "/" + rel
-    base = (cfg.post_base_url or dest).rstrip("/")
+    base = public_base_url((cfg.post_base_url or dest).rstrip("/"), flow.log)
     return Message(msg.pubtime, base, relpath, dict(msg.headers),
                    topic=topic_for(cfg.post_topic_prefix or "v02.post", relpath),
                    exchange=cfg.post_exchange or "")

@@ -172,19 +172,27 @@ def credential_user_password(creds):
 
 # --- local file helpers -------------------------------------------------------------------------
 
+#: a symbolic link at the file's own name is never followed when writing (ELOOP instead)
+_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
+
+
 class LocalWriter:
-    """Write into local_path: truncate from 0 (write_offset None) or in place at write_offset."""
+    """Write into local_path: truncate from 0 (write_offset None) or in place at write_offset.
+    A symbolic link at local_path is refused (LocalWriteError), never written through."""
 
     def __init__(self, local_path, write_offset=None, hasher=None):
         self.path, self.hasher, self.count = local_path, hasher, 0
         try:
             if write_offset is None:
-                self.fh = open(local_path, 'wb')
+                fd = os.open(local_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o666)
+                self.fh = os.fdopen(fd, 'wb')
             else:
-                fd = os.open(local_path, os.O_RDWR | os.O_CREAT, 0o666)
+                fd = os.open(local_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
                 self.fh = os.fdopen(fd, 'r+b')
                 self.fh.seek(write_offset)
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                e = OSError(e.errno, 'a symbolic link is there (never written through)')
             raise LocalWriteError(local_path, e) from None
 
     def write(self, data):

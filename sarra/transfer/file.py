@@ -32,11 +32,13 @@ def _copy_range(src, dst, offset, length, dst_offset, hasher, bufsize, action, s
                 raise TransferError(FAILED, 'file %s failed: source and destination are the same '
                                     'file %s' % (action, shown))
             return _hash_only(sfd, offset, want, hasher, bufsize)
+        # a download never writes through a symbolic link at its (temporary) name
+        nofollow = getattr(os, 'O_NOFOLLOW', 0) if action == 'download' else 0
         try:
             if dst_offset is None:
-                dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | nofollow, 0o666)
             else:
-                dfd = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o666)
+                dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | nofollow, 0o666)
         except OSError as e:
             raise TransferError(FAILED, 'file %s failed: cannot write %s: %s'
                                 % (action, dst, e.strerror)) from None

@@ -458,3 +458,59 @@ def test_message_relpath_is_escaped_once(src):
     [msg] = posts_for_path(str(d / "f#1"), opts_for(src), pubtime=PT)
     assert msg.relpath == "/a%20b/f%231"        # the literal '%20' is not touched (v02 rule)
     assert re.fullmatch(r"v02\.post\.a%20b", msg.topic)
+
+
+# ---------------------------------------------------------------- no password in a message
+
+@pytest.mark.parametrize("url, public", [
+    ("sftp://u:webpassX@h/", "sftp://u@h/"),
+    ("ftp://anon:p@ss@h:2121/d/", "ftp://anon@h:2121/d/"),     # '@' in the password
+    ("https://u:@h/x", "https://u@h/x"),
+    ("sftp://u@h/", "sftp://u@h/"),                 # a user alone is kept
+    ("http://h/a@b:c", "http://h/a@b:c"),           # '@' and ':' in the path only
+    ("file:/x@y", "file:/x@y"),
+    (None, None),
+])
+def test_public_base_url_drops_the_password_only(url, public):
+    assert poster.public_base_url(url) == public
+
+
+def test_post_base_url_password_is_never_published(src, monkeypatch, caplog):
+    monkeypatch.setattr(poster, "_password_warned", False)
+    caplog.set_level("WARNING")
+    opts = PostOptions(post_base_url="sftp://u:webpassX@h/", post_base_dir=str(src),
+                       use_xattr=False)
+    msgs = posts_for_path(str(src / "top.txt"), opts, pubtime=PT)
+    msgs.append(remove_post(str(src / "gone.txt"), opts, pubtime=PT))
+    for m in msgs:
+        assert m.baseurl == "sftp://u@h/"
+        rk, body, headers = wire(m)
+        assert "webpassX" not in rk + body + repr(headers)
+    PostOptions(post_base_url="sftp://u:other@h/", post_base_dir=str(src))
+    warned = [r.getMessage() for r in caplog.records if "password" in r.getMessage()]
+    assert warned == ["post_base_url: password removed; subscribers look theirs up in "
+                      "credentials.conf"]                    # once, not once per URL
+    assert not any("webpassX" in r.getMessage() for r in caplog.records)
+
+
+def test_subscriber_and_sender_reposts_carry_no_password(home, tmp_path, monkeypatch):
+    from sarra import components, config, download, message, send
+    from sarra.flow import Flow
+    from sarra.work import Work
+    monkeypatch.setattr(poster, "_password_warned", False)
+    dst = tmp_path / "dst"
+    cfg = config.load("subscribe", None, [
+        ("broker", "amqp://u:p@localhost/"), ("directory", str(dst)),
+        ("post_base_url", "sftp://u:webpassX@h/"), ("post_exchange", "xpublic")])
+    flow = Flow(cfg, components.preset("subscribe"))
+    work = Work(message.make_post(PT, "http://src/", "/a.txt",
+                                  {"sum": "d,0", "parts": "1,1,1,0,0"}))
+    download.destination(flow, work)
+    post = download.repost(flow, work, str(dst / "a.txt"))
+    assert post.baseurl == "sftp://u@h/" and "webpassX" not in "".join(post.encode()[:2])
+    scfg = config.load("sender", None, [
+        ("broker", "amqp://u:p@localhost/"), ("destination", "sftp://u:webpassX@h/out"),
+        ("post_exchange", "xpublic")])
+    sflow = Flow(scfg, components.preset("sender"))
+    sent = send.announce(sflow, work, "sftp://u:webpassX@h/out/a.txt")
+    assert sent.baseurl == "sftp://u@h/out" and sent.relpath == "/a.txt"
