@@ -140,6 +140,8 @@ class Flow:
                 pass
         self.transfers.clear()
         self._by_base.clear()
+        if self.reporter is not None:
+            self.reporter.close()
         for b in (self.post_broker, self.broker):
             if b is not None:
                 try:
@@ -156,6 +158,9 @@ class Flow:
 
     # ------------------------------------------------------------ main loop
     def run(self) -> int:
+        """Consume until the stop event; 0, or 3 (logged before the "stopped:" line) when
+        the broker refused us or was still unreachable when the stop came."""
+        rc = 0
         self.hooks.run("on_start")
         try:
             self.connect()
@@ -165,9 +170,14 @@ class Flow:
                 batch = self.gather()
                 if batch:
                     self.handle(batch)
+                self.reporter.tick()
                 self.heartbeat()
         except BrokerStopped:
             self.log.info("stop requested while waiting for the broker")
+            rc = 3
+        except BrokerError as e:
+            self.log.error("%s", e)
+            rc = 3
         finally:
             self.hooks.run("on_stop")
             if self.cache is not None:
@@ -175,7 +185,7 @@ class Flow:
             self.retry.close()
             self.close()
             self.log.info("stopped: %s", self.counters.line())
-        return 0
+        return rc
 
     def gather(self) -> List[Work]:
         """Up to ``prefetch`` new messages; due retries when the queue has nothing."""

@@ -4,6 +4,8 @@ Files (config.md §1), in paths.state_dir(component, config):
   sr_<component>_<config>_NN.pid   pid of instance NN, written by the instance at start
   sr_<component>_<config>.state    number of instances that should run: written by `start`,
                                    set to 0 by `stop` (so nothing restarts a stopped config)
+  sr_<component>_<config>.options  command-line options of that `start` (JSON list), given
+                                   to every instance launched until the next start or stop
   sr_<component>_<config>_NN.stats counters written by the instance at each heartbeat
   .sr_<component>_<config>.lock    flock taken while instances are started or stopped, so
                                    that `start`, `stop` and the supervisor never race
@@ -167,17 +169,17 @@ def write_pid(component: str, config: str, n: int, pid: Optional[int] = None,
 
 def _remove_if_ours(path: Path, pid: int) -> None:
     if _read_int(path) == pid:
-        try:
+        with contextlib.suppress(OSError):
             path.unlink()
-        except OSError:
-            pass
 
 
 def remove_pid(component: str, config: str, n: int) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         pid_file(component, config, n).unlink()
-    except FileNotFoundError:
-        pass
+
+
+def options_file(component: str, config: str) -> Path:
+    return _state_dir(component, config) / f"{program_name(component)}_{config}.options"
 
 
 def read_expected(component: str, config: str) -> int:
@@ -185,8 +187,28 @@ def read_expected(component: str, config: str) -> int:
     return _read_int(state_file(component, config)) or 0
 
 
-def write_expected(component: str, config: str, count: int) -> None:
+def read_options(component: str, config: str) -> List[str]:
+    """The instances' extra arguments recorded by the last start ([] when none)."""
+    path = options_file(component, config)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        logger.warning("%s: unreadable, ignored: %s", path, e)
+        return []
+    return [str(a) for a in data] if isinstance(data, list) else []
+
+
+def write_expected(component: str, config: str, count: int, argv_extra: Sequence[str] = ()
+                   ) -> None:
+    """Record the instance count and the instances' extra arguments (none: removed)."""
     _write(state_file(component, config), f"{int(count)}\n")
+    if argv_extra:
+        _write(options_file(component, config), json.dumps(list(argv_extra)) + "\n")
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            options_file(component, config).unlink()
 
 
 # ---------------------------------------------------------------- processes
@@ -206,12 +228,14 @@ def cmdline_matches(cmdline: Sequence[str], component: str, config: str,
                     n: Optional[int] = None) -> bool:
     """Does this command line belong to an instance of component/config (number n)?
 
-    The configuration must be one of the arguments and the component name must appear in
-    another one (program path or module name); with n, a ``--no`` value must equal n.
+    The configuration must be one of the arguments (not an ``--option=value`` one: start
+    passes options so) and the component name must appear in another one (program path or
+    module name); with n, a ``--no`` value must equal n.
     """
     comp = component_name(component)
     args = list(cmdline)
-    is_conf = [i > 0 and _names_config(a, config) for i, a in enumerate(args)]
+    is_conf = [i > 0 and not a.startswith("-") and _names_config(a, config)
+               for i, a in enumerate(args)]
     if not any(is_conf):
         return False
     names = [a for i, (a, c) in enumerate(zip(args, is_conf))
@@ -239,24 +263,6 @@ def process_of(pid: Optional[int], component: str, config: str,
         return p
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
-
-
-def find_processes(component: str, config: str) -> List[psutil.Process]:
-    """Instance processes found in the process table (``--no N`` in their command line),
-    whether or not a pid file names them."""
-    me = os.getpid()
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline", "status"]):
-        try:
-            info = p.info
-            if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            cmd = info["cmdline"] or []
-            if "--no" in cmd and cmdline_matches(cmd, component, config):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 @dataclasses.dataclass
@@ -306,9 +312,6 @@ def clean_stale(component: str, config: str) -> List[int]:
     return removed
 
 
-kill_stale = clean_stale
-
-
 # ---------------------------------------------------------------- start
 
 class Started(list):
@@ -343,32 +346,36 @@ def _spawn(cmd: List[str], log_path: Path, env=None) -> subprocess.Popen:
         os.close(fd)
 
 
-def spawn(component: str, config: str, n: int, argv_extra: Iterable[str] = (),
+def spawn(component: str, config: str, n: int, argv_extra: Optional[Iterable[str]] = None,
           module: Optional[str] = None, env=None) -> subprocess.Popen:
     """Launch instance n detached and record its pid file; the caller holds ``locked()``.
-
-    Raises OSError when the program cannot be run."""
+    argv_extra None: the recorded ones (see start).  OSError: the program cannot be run."""
+    if argv_extra is None:
+        argv_extra = read_options(component, config)
     cmd = instance_command(component, config, n, argv_extra, module)
     proc = _spawn(cmd, log_file(component, config, n, _host), env)
     write_pid(component, config, n, proc.pid, remove_at_exit=False)
     return proc
 
 
-def start(component: str, config: str, instances: int, argv_extra: Iterable[str] = (),
-          module: Optional[str] = None, wait: float = 1.0, env=None) -> Started:
+def start(component: str, config: str, instances: int,
+          argv_extra: Optional[Iterable[str]] = None, module: Optional[str] = None,
+          wait: float = 1.0, env=None) -> Started:
     """Start instances 1..instances that are not running; return the new pids.
 
     Each child is ``python -m sarra.commands.<module> [argv_extra] --no N foreground
     <config>``, detached (own session, stdin /dev/null, stdout/stderr appended to its log
-    file).  Its pid file is written at once by us (the child rewrites it).  We then watch
-    the children up to ``wait`` seconds (capped at 2) and report any that exit.
+    file); argv_extra (None: the recorded ones) is recorded with the count, for instances
+    started later (supervisor, sanity).  Its pid file is written at once by us (the child
+    rewrites it); we then watch the children up to ``wait`` seconds (capped at 2) and
+    report any that exit.
     """
     instances = int(instances)
-    argv_extra = list(argv_extra)
     prog = program_name(component)
     children = []
     with locked(component, config):
-        write_expected(component, config, instances)
+        argv_extra = read_options(component, config) if argv_extra is None else list(argv_extra)
+        write_expected(component, config, instances, argv_extra)
         clean_stale(component, config)
         for n in range(1, instances + 1):
             if process_of(read_pid(component, config, n), component, config, n) is not None:
@@ -417,19 +424,15 @@ def _watch_start(component, config, children, wait) -> Started:
 def _descendants(procs: Iterable[psutil.Process]) -> List[psutil.Process]:
     out = []
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             out.extend(p.children(recursive=True))
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
     return out
 
 
 def _signal_all(procs: Iterable[psutil.Process], sig: int) -> None:
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             p.send_signal(sig)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
 
 
 def _is_gone(p: psutil.Process) -> bool:
@@ -492,10 +495,8 @@ def stop_many(configs: Iterable[Tuple[str, str]], timeout: float = 5.0
                                         targets[p.pid][1][1]))
         for comp, name in configs:
             for n, path in pid_files(comp, name):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-                except FileNotFoundError:
-                    pass
     counts = {key: 0 for key in configs}
     for _, key in targets.values():
         counts[key] += 1

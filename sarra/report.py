@@ -2,11 +2,17 @@
 
 Codes and texts from reports.md §3. A report exchange that is missing or refuses us gives
 one warning and switches reporting off for this process; it never stalls the data flow.
+
+Reports go on a connection of their own (opened at the first report): a publish the broker
+refuses closes the channel it came on, and on the consumer's channel that would hand every
+unacknowledged delivery back to the queue (received again, downloaded twice).
 """
 
 import logging
 import socket
 import time
+
+from sarra.broker import Broker, BrokerStopped
 
 DOWNLOADED = (201, "Downloaded")
 INSERTED = (201, "Inserted")
@@ -36,7 +42,9 @@ class Reporter:
 
     probe() checks at start (before consuming) that the exchange exists; the first report
     is then confirmed by the broker, which catches a refused publish (permissions). Either
-    failure gives one warning and switches reports off for this process.
+    failure gives one warning and switches reports off for this process.  With a
+    :class:`Broker`, reports use their own connection to the same broker (same settings);
+    tick() keeps it alive between reports and close() ends it.
     """
 
     def __init__(self, broker, exchange: str, user: str, enabled: bool = True,
@@ -51,9 +59,12 @@ class Reporter:
         self.parent = parent
         self.sent = 0
         self._confirmed = False
+        self._own = None          # (broker it was made from, our Broker)
+        self._ticked = 0.0
 
     def _off(self, why) -> None:
         self.enabled = False
+        self.close()
         self.log.warning("reports switched off: cannot publish to exchange %s (%s); "
                          "set report_exchange or report_back off", self.exchange, why)
 
@@ -95,12 +106,64 @@ class Reporter:
             self.log.warning("%s: report not sent: %s", msg.relpath, e)
             return
         try:
-            self.broker.publish(self.exchange, topic, body, headers)
+            b = self._publisher()
+            b.publish(self.exchange, topic, body, headers)
             if not self._confirmed:
-                self.broker.wait_confirms(timeout=30)
+                b.wait_confirms(timeout=30)
                 self._confirmed = True
             self.sent += 1
         except Exception as e:  # BrokerError, access refused, missing exchange
             if type(e).__name__ == "BrokerStopped":
                 raise
             self._off(e)
+
+    def _publisher(self):
+        """Where reports are published: our own connection when given a Broker (anything
+        else, e.g. a test double, is used as it is)."""
+        src = self.broker
+        if not isinstance(src, Broker):
+            return src
+        if self._own is not None and self._own[0] is src:
+            return self._own[1]
+        self.close()
+        b = Broker(src.url, password_lookup=src.password_lookup, heartbeat=src.heartbeat,
+                   connect_timeout=src.connect_timeout, logger=src.log, reconnect=False,
+                   backoff_initial=src.backoff_initial, backoff_max=src.backoff_max,
+                   stop_event=src.stop_event, should_stop=src.should_stop,
+                   ssl_options=src.ssl_options)
+        b.connect()               # once, without retries: failing, reports go off
+        b.reconnect = src.reconnect
+        self._own = (src, b)
+        self._ticked = time.monotonic()
+        return b
+
+    def tick(self) -> None:
+        """Heartbeats and confirms of the reports' connection (at most once a second);
+        call it from the main loop so that an idle one is not dropped by the broker."""
+        if self._own is None or time.monotonic() - self._ticked < 1.0:
+            return
+        self._ticked = time.monotonic()
+        try:
+            self._own[1].tick()
+        except BrokerStopped:
+            raise
+        except Exception as e:    # lost and not recovered (reconnect off)
+            self._off(e)
+
+    def close(self) -> None:
+        """Close our connection, after the confirms of what was sent (a few seconds at
+        most, no reconnection)."""
+        own, self._own = self._own, None
+        if own is None:
+            return
+        b = own[1]
+        try:
+            b.reconnect = False
+            if b.unconfirmed and self.enabled:
+                b.wait_confirms(timeout=5)
+        except Exception as e:    # BrokerError, BrokerStopped: they are only reports
+            self.log.warning("reports: %s", e)
+        try:
+            b.close()
+        except Exception as e:
+            self.log.debug("closing the reports connection: %s", e)

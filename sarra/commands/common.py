@@ -29,7 +29,8 @@ def split_argv(argv, actions=CONSUMER_ACTIONS):
     """Separate -options (with their values) from positional words.
 
     Returns (cli_pairs, positionals, instance_no). A value-less boolean flag (followed by
-    another -option or by the end) gets None, which the config reads as true.
+    another -option or by the end) gets None, which the config reads as true.  An unknown
+    option (one a plugin may declare) takes the next word unless it is one of ``actions``.
     """
     pairs, words, no = [], [], None
     i = 0
@@ -47,6 +48,8 @@ def split_argv(argv, actions=CONSUMER_ACTIONS):
                 opt = options.lookup(key)
                 takes_value = not (opt is not None and opt.type == options.BOOL)
                 nxt = argv[i + 1] if i + 1 < len(argv) else None
+                if opt is None and nxt in actions:
+                    takes_value = False   # `--bogus show cfg`: show is the action
                 if key in ("no",):
                     takes_value = True
                 if nxt is not None and (takes_value or nxt.lower() in options.BOOL_WORDS) \
@@ -79,9 +82,39 @@ def wants_help(argv) -> bool:
 
 
 def print_help(program: str, component: str, synopsis: str, actions=()):
+    text = options.render_help(component, actions)
+    if text.startswith("usage:"):       # ours is the synopsis given (one usage line)
+        text = text.split("\n", 1)[1].lstrip("\n")
     print(f"usage: {synopsis}\n")
-    print(options.render_help(component, actions))
-    print(f"\nSee man {program} for details.")
+    if actions:
+        print(f"actions: {' '.join(actions)}\n")
+    print(text)
+    print(f"See man {program} for details.")
+
+
+def cli_warnings(program: str) -> None:
+    """Until the command sets up its own logging: what the sarra modules warn about (an
+    unknown option, an instance that would not start...) goes to stderr as one line
+    '<program>: <text>' (no second prefix when the text already starts with program)."""
+    from sarra import logs
+    logger = logging.getLogger(logs.LOGGER_NAME)
+    if any(getattr(h, "_sarra_handler", False) for h in logger.handlers):
+        return
+
+    class Stderr(logging.StreamHandler):     # whatever sys.stderr is at the time
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    class Prefixed(logs.RedactingFormatter):
+        def format(self, record):
+            text = super().format(record)
+            return text if text.startswith(program + " ") else f"{program}: {text}"
+
+    handler = Stderr()
+    handler._sarra_handler = True       # replaced by logs.setup_logging
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(logs.RedactingFilter())
+    handler.setFormatter(Prefixed("%(message)s"))
+    logger.addHandler(handler)
 
 
 def setup_cli_logging(level: str = "info"):

@@ -42,6 +42,7 @@ def run(component: str, argv=None) -> int:
     if not argv or common.wants_help(argv):
         common.print_help(program, component, synopsis, common.CONSUMER_ACTIONS)
         return common.OK if argv else common.USAGE
+    common.cli_warnings(program)
     try:
         pairs, words, no = common.split_argv(argv)
         action, name, extra = _split(words)
@@ -86,14 +87,14 @@ def _one(component, action, name, pairs, no) -> int:
     if action == "foreground":
         return foreground(component, cfg, no)
     if action == "start":
-        return _start(component, cfg)
+        return _start(component, cfg, _instance_args(pairs))
     if action == "stop":
         n = instances.stop(component, cname)
         print(f"{program} {cname}: stopped {n} instance(s)")
         return common.OK
     if action == "restart":
         instances.stop(component, cname)
-        return _start(component, cfg)
+        return _start(component, cfg, _instance_args(pairs))
     if action == "status":
         st = instances.status(component, cname)
         print(f"{program} {cname}: {instances.state(component, cname)} "
@@ -101,8 +102,8 @@ def _one(component, action, name, pairs, no) -> int:
         return common.OK
     if action == "sanity":
         st = instances.status(component, cname)
-        if st.expected and len(st.running) < st.expected:
-            return _start(component, cfg)
+        if st.expected and len(st.running) < st.expected:   # options: those of the start
+            return _start(component, cfg, _instance_args(pairs) or None)
         return common.OK
     if action == "log":
         path = os.path.join(paths.log_dir(), f"sr_{component}_{cname}_01.log")
@@ -112,12 +113,16 @@ def _one(component, action, name, pairs, no) -> int:
     return common.fail(program, f"unknown action {action}", common.USAGE)
 
 
-def _start(component, cfg) -> int:
-    pids = instances.start(component, cfg.name, cfg.instances or 1,
+def _instance_args(pairs):
+    """The command-line options as the instances get them (instances.start records them
+    for the supervisor): one '--key=value' word each, so that no value is ever read as an
+    action or a config name, and no shell is involved (nothing to quote)."""
+    return [f"--{k}" if v is None else f"--{k}={v}" for k, v in pairs]
+
+
+def _start(component, cfg, argv_extra) -> int:
+    pids = instances.start(component, cfg.name, cfg.instances or 1, argv_extra,
                            module=f"sarra.commands.{component}")
-    for n, code in pids.failed:
-        print(f"sr_{component} {cfg.name}: instance {n} exited at once with code {code}; "
-              f"see {logs.log_file(component, cfg.name, n)}", file=sys.stderr)
     print(f"sr_{component} {cfg.name}: started {len(pids)} instance(s)")
     return common.SOME_FAILED if pids.failed else common.OK
 
@@ -145,7 +150,11 @@ def _broker_action(component, action, cfg) -> int:
                 for q in dict.fromkeys(names):
                     b.delete_queue(q)
                 consumer.forget_queue(cfg)
-                shutil.rmtree(paths.state_dir(component, cfg.name), ignore_errors=True)
+                # the config's own state dir (under the host name with statehost: the queue
+                # name is there) and the plain one (pid, retry and cache files)
+                for d in {cfg.state_dir(create=False), paths.state_dir(component, cfg.name,
+                                                                       create=False)}:
+                    shutil.rmtree(d, ignore_errors=True)
                 print(f"{program} {cfg.name}: queue {' '.join(names) or '(none)'} deleted, "
                       "state removed")
             else:
@@ -165,7 +174,6 @@ def _broker_action(component, action, cfg) -> int:
 def foreground(component, cfg, no=None) -> int:
     """Run one instance in this process until SIGTERM/SIGINT."""
     from sarra.flow import Flow
-    program = f"sr_{component}"
     background = no is not None
     instance = no or 1
     log = logs.setup_logging(component, cfg.name, instance if background else None,
@@ -181,9 +189,8 @@ def foreground(component, cfg, no=None) -> int:
     except CredentialsError as e:
         log.error("%s", e)
         return common.USAGE
-    except BrokerError as e:
-        log.error("%s", e)
-        print(f"{program}: {e}", file=sys.stderr)
+    except BrokerError as e:      # flow.run logs its own (before its "stopped:" line)
+        log.error("%s", e)        # once: stderr in foreground, the log file otherwise
         return common.BROKER
     finally:
         if background:

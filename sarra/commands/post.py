@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     if common.wants_help(argv):
         common.print_help(PROGRAM, "post", SYNOPSIS)
         return common.OK
+    common.cli_warnings(PROGRAM)
     try:
         pairs, words, _ = common.split_argv(argv, actions=())
         name = None

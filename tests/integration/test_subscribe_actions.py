@@ -3,12 +3,20 @@ stop, restart, disable, enable, cleanup, remove; the saved queue name; concurren
 a queue renamed in the configuration."""
 
 import hashlib
+import json
+import os
+import re
+import signal
 import subprocess
+import sys
 import urllib.parse
 
 import amqp
+import psutil
 import pytest
 import requests
+
+from sarra import instances
 
 from tests.conftest import command_argv, command_env
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
@@ -164,3 +172,181 @@ def test_unknown_config_is_a_usage_error(sub_env, action):
     r = sub_env.cmd(action, "no_such_config")
     assert r.returncode == 2
     assert "no_such_config" in r.stderr
+
+
+# ---------------------------------------------------------------- command-line options
+
+def _instance(env, n=1):
+    """(pid, command line) of instance n, from its pid file."""
+    pid = int((env.state_dir() / f"sr_subscribe_{env.name}_{n:02d}.pid").read_text())
+    return pid, psutil.Process(pid).cmdline()
+
+
+def _alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _options_file(env):
+    return env.state_dir() / f"sr_subscribe_{env.name}.options"
+
+
+def test_start_gives_its_command_line_options_to_the_instances(sub_env, stub_http, tmp_path):
+    env, stub = sub_env, stub_http
+    other = tmp_path / "other dir"              # a space: one argument, no shell involved
+    env.config(accept=False, extra="accept_unmatch on")   # the last directory applies
+    env.setup()
+    r = env.cmd("start", env.name, "--directory", other, check=True)
+    assert "started 1 instance(s)" in r.stdout
+    pid, cmd = _instance(env)
+    assert f"--directory={other}" in cmd, cmd
+    assert json.loads(_options_file(env).read_text()) == [f"--directory={other}"]
+    want = _serve(stub, env, "/opt1.txt")
+    assert env.wait_files(want, root=other, timeout=30) == {}
+    assert not (env.dst / "opt1.txt").exists()
+    # an option value naming another configuration never makes the instance its
+    assert not instances.cmdline_matches(
+        [sys.executable, "-m", "sarra.commands.subscribe", f"--directory=/data/{env.name}",
+         "--no", "1", "foreground", "another"], "subscribe", env.name)
+
+    # started again later (sanity; the sr supervisor likewise): the same options
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not _alive(pid), timeout=10)
+    env.cmd("sanity", env.name, check=True)
+    pid2, cmd2 = _instance(env)
+    assert pid2 != pid and f"--directory={other}" in cmd2, cmd2
+    want = _serve(stub, env, "/opt2.txt")
+    assert env.wait_files(want, root=other, timeout=30) == {}
+
+    # restart takes the options of its own command line (none here)
+    env.cmd("restart", env.name, check=True)
+    pid3, cmd3 = _instance(env)
+    assert pid3 != pid2 and not any(a.startswith("--directory") for a in cmd3), cmd3
+    assert not _options_file(env).exists()
+    want = _serve(stub, env, "/opt3.txt")
+    assert env.wait_files(want, timeout=30) == {}
+    assert not (other / "opt3.txt").exists()
+    env.cmd("restart", env.name, "--directory", other, check=True)
+    assert f"--directory={other}" in _instance(env)[1]
+    env.cmd("stop", env.name, check=True)
+    assert not _options_file(env).exists()       # stop forgets them
+
+
+def test_supervisor_restarts_an_instance_with_the_options_of_its_start(sub_env, tmp_path):
+    env = sub_env
+    other = tmp_path / "other"
+    env.config()
+
+    def sr(*args):
+        return subprocess.run(command_argv("sr") + list(args), capture_output=True, text=True,
+                              timeout=60, env=command_env(), cwd=str(env.home),
+                              stdin=subprocess.DEVNULL)
+
+    env.cmd("disable", env.name, check=True)
+    try:
+        r = sr("start")                          # the supervisor, with nothing to run
+        assert r.returncode == 0, r.stdout + r.stderr
+        env.cmd("enable", env.name, check=True)
+        env.cmd("start", env.name, "--directory", other, check=True)
+        pid, _ = _instance(env)
+        os.kill(pid, signal.SIGKILL)
+
+        def restarted():
+            try:
+                return _instance(env)[0] != pid
+            except (OSError, ValueError, psutil.Error):
+                return False
+
+        assert wait_for(restarted, timeout=20), \
+            (env.home / ".cache/sarra/log/sr_supervisor.log").read_text()
+        pid2, cmd2 = _instance(env)
+        assert f"--directory={other}" in cmd2, cmd2
+    finally:
+        sr("stop")
+
+
+# ---------------------------------------------------------------- errors, once
+
+@pytest.mark.parametrize("case", ["closed_port", "unknown_user"])
+def test_foreground_broker_error_once_and_before_stopped(sub_env, broker_url, case):
+    env = sub_env
+    u = urllib.parse.urlsplit(broker_url)
+    bad = "amqp://guest:guest@127.0.0.1:1/" if case == "closed_port" else \
+        f"amqp://nobody{env.uid}:secret{env.uid}@{u.hostname}:{u.port or 5672}/"
+    env.config()
+    env.config_path.write_text(env.config_path.read_text().replace(
+        f"broker {env.broker}", f"broker {bad}"))
+    p = env.foreground()
+    if case == "closed_port":                    # retried (back-off) until stopped
+        assert wait_for(lambda: "(attempt 2)" in env.log_text(), timeout=20), env.log_text()
+        p.send_signal(signal.SIGTERM)
+        what = "cannot connect to amqp://guest@127.0.0.1:1/"
+    else:
+        what = "login refused"
+    assert p.wait(30) == 3
+    lines = env.log_text().splitlines()
+    assert not [x for x in lines if x.startswith("sr_subscribe:")], lines   # no 2nd copy
+    assert lines and "stopped:" in lines[-1], lines
+    said = [x for x in lines if what in x]
+    if case == "closed_port":
+        attempts = [x.rsplit("(attempt ", 1)[1] for x in said]
+        assert attempts and len(attempts) == len(set(attempts)), lines  # one line each
+    else:
+        assert len(said) == 1, lines
+        assert f"secret{env.uid}" not in "\n".join(lines)
+
+
+def test_cleanup_with_statehost_removes_the_host_state(sub_env):
+    env = sub_env
+    env.config(extra="statehost on")
+    env.cmd("declare", env.name, check=True)
+    host_dirs = list((env.home / ".cache" / "sarra").glob(f"*/subscribe/{env.name}"))
+    assert len(host_dirs) == 1, host_dirs
+    qfiles = list(host_dirs[0].glob("*.qname"))
+    assert len(qfiles) == 1
+    queue = qfiles[0].read_text().strip()
+    assert _exists(env, queue)
+    r = env.cmd("cleanup", env.name, check=True)
+    assert queue in r.stdout
+    assert not _exists(env, queue)
+    assert not host_dirs[0].exists()
+    assert not env.state_dir().exists()
+
+
+# ---------------------------------------------------------------- command line
+
+@pytest.mark.parametrize("prog", ["sr_post", "sr_subscribe"])
+def test_help_has_one_usage_line(home, prog):
+    r = subprocess.run(command_argv(prog) + ["--help"], capture_output=True, text=True,
+                       timeout=60, env=command_env(), cwd=str(home))
+    assert r.returncode == 0, r.stderr
+    usage = [x for x in r.stdout.splitlines() if x.startswith("usage:")]
+    assert len(usage) == 1 and usage[0].startswith(f"usage: {prog} "), usage
+    if prog == "sr_post":
+        assert "<action>" not in r.stdout
+
+
+def test_unknown_option_warns_and_leaves_the_action_alone(sub_env):
+    env = sub_env
+    env.config()
+    r = env.cmd("--bogus", "show", env.name)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^directory\s+" + re.escape(str(env.dst)), r.stdout, re.M), r.stdout
+    warn = [x for x in r.stderr.splitlines() if "bogus" in x]
+    assert len(warn) == 1 and warn[0].startswith("sr_subscribe: ") and \
+        "unknown option" in warn[0], r.stderr
+    r = env.cmd("--bogus", "7", "show", env.name)      # no action: the option's value
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^bogus\s+7\s", r.stdout, re.M), r.stdout
+
+    r = subprocess.run(command_argv("sr_post") + [
+        "--bogus", "x", "--post_broker", env.broker, "--post_exchange", env.exchange,
+        "--post_base_url", "file:/", str(env.tmp / "missing.txt")],
+        capture_output=True, text=True, timeout=60, env=command_env(), cwd=str(env.home),
+        stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, r.stderr
+    warn = [x for x in r.stderr.splitlines() if "bogus" in x]
+    assert len(warn) == 1 and warn[0].startswith("sr_post: ") and \
+        "unknown option" in warn[0], r.stderr

@@ -3,6 +3,7 @@ server: directory per accept, mirror, strip, flatten, inflight, duplicate suppre
 overwrite, removals, links, failing plugins, a missing report exchange."""
 
 import os
+import re
 import threading
 
 import pytest
@@ -238,7 +239,13 @@ def test_report_publish_refused_one_warning_downloads_go_on(sub_env, stub_http, 
         assert log.count("reports switched off") == 1, log
         assert "access refused" in log.lower() or "ACCESS_REFUSED" in log
         assert env.reports.items == []
-        assert len(set(env.on_file_lines())) == 5
+        # the refusal closed only the reports' channel: no delivery came back a second time
+        # (a redelivered one would be received again and end as a 304, without on_file)
+        assert len(env.on_file_lines()) == 5, log
+        assert sorted(env.on_file_lines()) == sorted(str(env.dst / r) for r in want), log
+        stopped = [x for x in log.splitlines() if "stopped: " in x]
+        assert stopped and re.search(r"\breceived=(\d+)", stopped[-1]).group(1) == "5", log
+        assert " 304 " not in log, log
         assert password not in log
         env.cmd("cleanup", env.name)
     finally:
