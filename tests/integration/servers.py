@@ -32,6 +32,9 @@ from typing import NamedTuple
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 SSHD = "/usr/sbin/sshd"
+#: where a client may be told what CA to trust; TLS tests clear them all, then set theirs
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                "NIX_SSL_CERT_FILE", "AWS_CA_BUNDLE")
 
 
 # ---------------------------------------------------------------- helpers

@@ -21,8 +21,7 @@ from tests.integration import servers
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixture)
     files_under, make_tree, md5, sub_env, wait_for)
 
-CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR",
-                "NIX_SSL_CERT_FILE", "AWS_CA_BUNDLE")
+CA_VARIABLES = servers.CA_VARIABLES
 PASSWORD = "guest"
 
 

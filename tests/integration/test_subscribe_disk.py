@@ -9,7 +9,6 @@ directory is one that even root cannot write (chattr +i, or a tmpfs remounted re
 """
 
 import hashlib
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sarra import checksum
+from tests.integration.test_subscribe_support import retry_entries as _retry_entries
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
     files_under, md5, sub_env, wait_for)
 
@@ -70,19 +70,6 @@ def _source(env, http_server):
     env.src.mkdir()
     env.base_url = http_server.url + env.uid + "/"
     return env.src
-
-
-def _retry_entries(env):
-    """Live entries of the instance's on-disk retry queue."""
-    live = {}
-    for f in env.state_dir().glob("*.retry"):
-        for line in f.read_text().splitlines():
-            r = json.loads(line)
-            if r["op"] == "add":
-                live[r["id"]] = r
-            elif r["op"] == "del":
-                live.pop(r["id"], None)
-    return list(live.values())
 
 
 def _failures(env, rel, count=1, timeout=30.0):

@@ -3,25 +3,12 @@ messages, an unwritable directory, a missing file (404). Nothing is written wher
 not be, every message is either acked as done or kept in the retry queue, and retries
 back off instead of looping."""
 
-import json
 import os
 import time
 
+from tests.integration.test_subscribe_support import retry_entries as _retry_entries
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
     files_under, post_msg, stub_http, sub_env, wait_for)
-
-
-def _retry_entries(env):
-    """Live entries of the instance's on-disk retry queue."""
-    live = {}
-    for f in env.state_dir().glob("*.retry"):
-        for line in f.read_text().splitlines():
-            r = json.loads(line)
-            if r["op"] == "add":
-                live[r["id"]] = r
-            elif r["op"] == "del":
-                live.pop(r["id"], None)
-    return list(live.values())
 
 
 def test_paths_outside_the_target_are_refused(sub_env, stub_http, tmp_path):

@@ -8,6 +8,7 @@ removed (`sr_subscribe cleanup`) when the test ends.
 """
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -440,3 +441,16 @@ def wait_for(predicate, timeout=20.0, step=0.05):
 def files_under(root: Path):
     """Every file (relative path) under root, temporary names included."""
     return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file())
+
+
+def retry_entries(env):
+    """Live entries of the instance's on-disk retry queue."""
+    live = {}
+    for f in env.state_dir().glob("*.retry"):
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            if r["op"] == "add":
+                live[r["id"]] = r
+            elif r["op"] == "del":
+                live.pop(r["id"], None)
+    return list(live.values())

@@ -23,7 +23,7 @@ from tests.integration.test_sender import (  # noqa: F401  (fixtures runner, env
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixture)
     files_under, make_tree, md5, sub_env, wait_for)
 
-CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+CA_VARIABLES = servers.CA_VARIABLES
 SFTP_USER = "sarratest"
 
 
