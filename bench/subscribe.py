@@ -3,6 +3,7 @@
 
     python bench/subscribe.py [--files 10000] [--runs 3] [--big-mib 1024] [--server auto]
                               [--big-sum d|s] [--big-parts MIB] [--big-instances N]
+                              [--settle S]
 
 1. 10,000 announced files of 1 KiB, served by a fast keep-alive HTTP server (nginx when
    installed, else a selectors/sendfile server in its own process), drained by
@@ -15,9 +16,13 @@
    written to the tmpfs and to a disk file system (tempfile's default directory); also
    curl to /dev/null and the time MD5 (SHA-512 with --big-sum s) takes over the same
    bytes (a download verified against a whole-file sum cannot beat it: the hash is
-   sequential). By default the file is one whole-file post with sum d; --big-parts 200
-   announces it in 200 MiB blocks as sr_post does by default, and --big-instances 2 lets
-   two subscriber processes (prefetch 1) fetch and hash blocks side by side.
+   sequential). By default the file is announced as sr_post announces it by default
+   (200 MiB blocks, sum d) and fetched by two subscriber processes (instances 2, prefetch
+   1) that download and hash blocks side by side; --big-parts 0 posts it whole and
+   --big-instances 1 runs one process. Each transfer starts after os.sync() and --settle
+   seconds of quiet: on the test VM, memory freed by the previous GiB is handed back to
+   the host after a moment, and whoever ran right after a deletion was up to 2x faster
+   or slower than the same program a few seconds later (curl included).
 3. Peak RSS (VmHWM) of every subscriber instance.
 
 Files are served from and written to /dev/shm when it exists (--dir to change).
@@ -433,11 +438,14 @@ def main():
     ap.add_argument("--big-sum", choices=("d", "s"), default="d",
                     help="checksum announced for the large file: d (MD5, the v2 default) or "
                          "s (SHA-512, the sr3 default)")
-    ap.add_argument("--big-parts", type=int, default=0, metavar="MIB",
-                    help="announce the large file in blocks of MIB MiB (sr_post's default "
-                         "blocksize is 200); 0 = one whole-file post")
-    ap.add_argument("--big-instances", type=int, default=1,
-                    help="subscriber processes sharing the queue for the large file")
+    ap.add_argument("--big-parts", type=int, default=200, metavar="MIB",
+                    help="announce the large file in blocks of MIB MiB (default 200: "
+                         "sr_post's default blocksize); 0 = one whole-file post")
+    ap.add_argument("--big-instances", type=int, default=2,
+                    help="subscriber processes sharing the queue for the large file "
+                         "(default 2: one per CPU here)")
+    ap.add_argument("--settle", type=float, default=3.0, metavar="S",
+                    help="seconds of quiet before each large-file transfer (after sync)")
     ap.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
     ap.add_argument("--skip", default="", help="comma list: small, two, big")
     ap.add_argument("--dir", help="where files are served from and written to "
@@ -503,6 +511,7 @@ def main():
                     steps = [cu, su] if r % 2 == 0 else [su, cu]
                     for step in steps:
                         os.sync()
+                        time.sleep(a.settle)
                         if step == cu:
                             cdst = os.path.join(where, "curl.bin")
                             res[cu].append(curl(base_url + "big.bin", cdst))
@@ -514,6 +523,7 @@ def main():
                             rss["big"].append(m)
                     if where == top:
                         os.sync()
+                        time.sleep(a.settle)
                         res["curlnull"].append(curl(base_url + "big.bin", "/dev/null"))
             print(f"  run {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in res.items() if v))
         md5s = md5_time(os.path.join(root, "big.bin"), a.big_sum) if "big" not in skip else None
@@ -556,6 +566,9 @@ def report(res, rss, a, big_size, md5s, tmp, disk):
         print(f"ours    sr_subscribe, 2 instances  {med['two']:8.0f} files/s  "
               f"{100 * med['two'] / limit:5.1f}% of the loop")
     if "curl" in med:
+        how = f"in {a.big_parts} MiB blocks" if a.big_parts else "whole"
+        print(f"large   {big_size / mib:.0f} MiB announced {how}, sum {a.big_sum}, "
+              f"{a.big_instances} subscriber process(es), {a.settle:g} s settle before each")
         n = big_size / med["curlnull"] / mib
         print(f"limit   curl -o /dev/null, {big_size / mib:.0f} MiB  {n:6.0f} MiB/s ({med['curlnull']:.2f} s)"
               f"  (network only: no file, no checksum)")

@@ -22,6 +22,9 @@ class _Progress:
     def __init__(self, flow, hasher):
         self.flow, self.hasher = flow, hasher
         self.next_tick = time.monotonic() + 5.0
+        lend = getattr(hasher, 'borrow', None)
+        if lend is not None:
+            self.borrow = lend
 
     def update(self, data):
         if self.hasher is not None:
@@ -47,12 +50,21 @@ THREADED_HASH_MIN = 8 << 20
 class _HashThread:
     """A hasher fed from a worker thread: hashlib releases the GIL on large updates, so a
     big download is hashed on one core while it is read and written on the other (the
-    checksum, not the network, is otherwise what limits a single large file). One chunk
-    waits in between at most, so memory stays flat (RSS under 40 MB)."""
+    checksum, not the network, is otherwise what limits a single large file).
+
+    It lends the reader its buffers (borrow): a piece read into one is written, then
+    handed to update() without a copy, and the buffer comes back to the pool once hashed.
+    POOL buffers at most, so memory stays flat (RSS under 40 MB) and the reader waits
+    when the hash falls behind."""
+
+    POOL = 3
 
     def __init__(self, hasher):
         self.hasher = hasher
-        self.q = queue.Queue(maxsize=1)
+        self.q = queue.Queue()
+        self.free = queue.Queue()
+        self.made = 0
+        self.lent = None        # the buffer lent last, until handed to update()
         self.t = threading.Thread(target=self._run, name="hash", daemon=True)
         self.t.start()
 
@@ -62,10 +74,33 @@ class _HashThread:
             if data is None:
                 return
             self.hasher.update(data)
+            if isinstance(data, memoryview) and isinstance(data.obj, _Pooled):
+                self.free.put(data.obj)
+
+    def borrow(self, size):
+        lent = self.lent
+        if lent is not None:
+            if len(lent) == size:
+                return lent     # the last one was never handed over (bytes skipped): again
+            self.free.put(lent.obj)
+            self.lent = None
+        if self.made < self.POOL and self.free.empty():
+            self.made += 1
+            buf = _Pooled(size)
+        else:
+            buf = self.free.get()
+            if len(buf) != size:
+                buf = _Pooled(size)
+        self.lent = memoryview(buf)
+        return self.lent
 
     def update(self, data):
-        # drivers may hand over a view of a buffer they reuse: keep a copy of those
-        self.q.put(data if isinstance(data, bytes) else bytes(data))
+        if isinstance(data, memoryview) and self.lent is not None and data.obj is self.lent.obj:
+            self.lent = None
+            self.q.put(data)    # ours: hashed as is, then back to the pool
+        else:
+            # drivers may hand over a view of a buffer they reuse: keep a copy of those
+            self.q.put(data if isinstance(data, bytes) else bytes(data))
 
     def hexdigest(self):
         self.q.put(None)
@@ -73,10 +108,11 @@ class _HashThread:
         return self.hasher.hexdigest()
 
     def abandon(self):
-        try:
-            self.q.put_nowait(None)
-        except queue.Full:
-            threading.Thread(target=self.q.put, args=(None,), daemon=True).start()
+        self.q.put(None)
+
+
+class _Pooled(bytearray):
+    """A buffer of a _HashThread's pool."""
 
 
 def fetch(flow, work, dest, offset, length, write_offset):

@@ -22,7 +22,7 @@ import pytest
 
 from sarra.transfer import TransferError, close_pool, for_url
 from sarra.transfer.ftp import FtpTransfer
-from sarra.transfer.http import RequestsHttpTransfer
+from sarra.transfer.http import BIG_BODY, BIG_READ, HttpTransfer, RequestsHttpTransfer
 from sarra.transfer.sftp import SftpTransfer
 
 HOST = '127.0.0.1'
@@ -329,6 +329,50 @@ def test_http_server_ignoring_range_is_skipped_not_written_whole(_http, tmp_path
         assert h.digest() == hashlib.sha1(payload[70_000:90_000]).digest()
         assert drv.get(url, str(out), 0, 1000) == 1000
         assert out.read_bytes() == payload[:1000]
+
+
+def test_http_big_bodies_read_into_lent_buffers(_http, tmp_path):
+    """Bodies of BIG_BODY and more go through buffers lent by the hash thread (no copy, no
+    allocation per piece): whole, in place at an offset, and skipped to the offset when
+    the server ignores Range; the digest is right and the pool never grows past POOL."""
+    from sarra.fetch import _HashThread
+    (_http.root / 'norange').mkdir(exist_ok=True)
+    size = BIG_BODY + 3 * BIG_READ + 12_345            # not a multiple of anything
+    payload = os.urandom(size)
+    name = _unique()
+    (_http.root / name).write_bytes(payload)
+    (_http.root / 'norange' / name).write_bytes(payload)
+    base = 'http://%s:%d/' % (HOST, _http.port)
+    with HttpTransfer(timeout=10) as drv:
+        h = _HashThread(hashlib.md5())
+        out = tmp_path / 'whole'
+        assert drv.get(base + name, str(out), hasher=h) == size
+        assert h.hexdigest() == hashlib.md5(payload).hexdigest()
+        assert out.read_bytes() == payload
+        assert 1 <= h.made <= _HashThread.POOL
+
+        # a block of BIG_BODY+ bytes written in place between other bytes
+        off, ln = BIG_READ + 7, BIG_BODY + BIG_READ
+        inplace = tmp_path / 'inplace'
+        inplace.write_bytes(b'x' * size)
+        h = _HashThread(hashlib.sha512())
+        assert drv.get(base + name, str(inplace), off, ln, hasher=h, write_offset=off) == ln
+        assert h.hexdigest() == hashlib.sha512(payload[off:off + ln]).hexdigest()
+        assert inplace.read_bytes() == b'x' * off + payload[off:off + ln] + b'x' * (size - off - ln)
+
+        # the server answers 200 with the whole body: 2+ lent buffers are skipped unwritten
+        h = _HashThread(hashlib.md5())
+        skipped = tmp_path / 'skipped'
+        off = 2 * BIG_READ + 99
+        assert drv.get(base + 'norange/' + name, str(skipped), off, 1000, hasher=h) == 1000
+        assert h.hexdigest() == hashlib.md5(payload[off:off + 1000]).hexdigest()
+        assert skipped.read_bytes() == payload[off:off + 1000]
+        assert h.made <= _HashThread.POOL
+
+        # no hasher: one buffer of the writer's own, reused
+        plain = tmp_path / 'plain'
+        assert drv.get(base + name, str(plain)) == size
+        assert plain.read_bytes() == payload
 
 
 def test_http_escaped_and_non_ascii_names(_http, tmp_path):
