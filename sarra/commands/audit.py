@@ -48,6 +48,7 @@ def _take_fix(argv):
     return out, fix
 
 
+@common.pipe_safe
 def main(argv=None) -> int:
     program = _program()
     argv = sys.argv[1:] if argv is None else list(argv)

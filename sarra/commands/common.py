@@ -4,7 +4,10 @@ Exit codes: 0 ok; 1 some items failed; 2 usage or configuration error; 3 broker
 unreachable or authentication refused.
 """
 
+import functools
 import logging
+import os
+import select
 import sys
 
 from sarra import options
@@ -18,6 +21,35 @@ CONSUMER_ACTIONS = ("foreground", "start", "stop", "restart", "status", "sanity"
 
 class UsageError(Exception):
     exit_code = USAGE
+
+
+def _stdout_gone() -> bool:
+    """Standard output is a pipe whose reader has gone (``sr_subscribe --help | head``)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def pipe_safe(main):
+    """A command whose reader stops reading (``| head``) ends quietly with status 1, like a
+    Unix tool, instead of a traceback. Any other broken pipe is not ours to hide."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except BrokenPipeError:
+            if not _stdout_gone():
+                raise
+            try:    # the interpreter's last flush of stdout must not fail again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except OSError:
+                pass
+            return 1
+    return wrapper
 
 
 def fail(program: str, text: str, code: int) -> int:

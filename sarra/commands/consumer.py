@@ -35,6 +35,7 @@ def _split(words):
     return action, name, extra
 
 
+@common.pipe_safe
 def run(component: str, argv=None) -> int:
     program = f"sr_{component}"
     argv = sys.argv[1:] if argv is None else argv

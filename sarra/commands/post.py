@@ -84,6 +84,7 @@ def _paths_from(cfg, words, pipe):
                 yield line
 
 
+@common.pipe_safe
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if common.wants_help(argv):

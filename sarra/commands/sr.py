@@ -579,6 +579,7 @@ def run(argv: List[str]) -> int:
     return rc
 
 
+@common.pipe_safe
 def main(argv: Optional[List[str]] = None) -> int:
     return run(sys.argv[1:] if argv is None else list(argv))
 

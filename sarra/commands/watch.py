@@ -50,6 +50,7 @@ def load_config(name, pairs):
     return cfg
 
 
+@common.pipe_safe
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     synopsis = f"{PROGRAM} [options] <action> [<config>]"

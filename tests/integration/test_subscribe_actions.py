@@ -328,6 +328,19 @@ def test_help_has_one_usage_line(home, prog):
         assert "<action>" not in r.stdout
 
 
+@pytest.mark.parametrize("prog", ["sr_post", "sr_subscribe", "sr", "sr_watch", "sr_police"])
+def test_help_into_a_closed_pipe_ends_quietly(home, prog):
+    """`sr_subscribe --help | head`: a reader that is gone is not a traceback."""
+    rfd, wfd = os.pipe()
+    os.close(rfd)                       # the reader left before a byte was written
+    try:
+        r = subprocess.run(command_argv(prog) + ["--help"], stdout=wfd, stderr=subprocess.PIPE,
+                           text=True, timeout=60, env=command_env(), cwd=str(home))
+    finally:
+        os.close(wfd)
+    assert r.returncode == 1 and r.stderr == "", r.stderr
+
+
 def test_unknown_option_warns_and_leaves_the_action_alone(sub_env):
     env = sub_env
     env.config()
