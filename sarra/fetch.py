@@ -35,12 +35,13 @@ class _Progress:
         now = time.monotonic()
         if now >= self.next_tick:
             self.next_tick = now + 5.0
-            if flow.broker is not None:
-                flow._interruptible = False      # never interrupt broker I/O
-                try:
+            flow._interruptible = False      # never interrupt broker I/O
+            try:
+                if flow.broker is not None:
                     flow.broker.tick()
-                finally:
-                    flow._interruptible = True
+                flow.tick_post_broker()
+            finally:
+                flow._interruptible = True
 
 
 #: from this size on, the checksum is computed in a second thread while the data arrives

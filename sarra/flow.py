@@ -77,6 +77,7 @@ class Flow:
         self.broker = None
         self.consumer = None
         self.post_broker = None
+        self._post_ticked = 0.0
         self.reporter = None
         self.cache = None
         self._batch_keys = set()
@@ -171,6 +172,7 @@ class Flow:
                 if batch:
                     self.handle(batch)
                 self.reporter.tick()
+                self.tick_post_broker()
                 self.heartbeat()
         except BrokerStopped:
             self.log.info("stop requested while waiting for the broker")
@@ -427,6 +429,18 @@ class Flow:
             self.counters["posted"] += 1
 
     # ------------------------------------------------------------ housekeeping
+    def tick_post_broker(self):
+        """Keep the connection we post on alive while nothing is posted (at most once a
+        second): without it, the broker drops it after missed AMQP heartbeats and the next
+        post has to reconnect first."""
+        pb = self.post_broker
+        if pb is None:
+            return
+        now = time.monotonic()
+        if now - self._post_ticked >= 1.0:
+            self._post_ticked = now
+            pb.tick()
+
     def heartbeat(self):
         now = time.time()
         if now < self._next_heartbeat:

@@ -257,6 +257,7 @@ def _upload(flow, t, src, url, offset, length, remote_offset, scheme):
             raise TransferInterrupted()
         if flow.broker is not None:
             flow.broker.tick()
+        flow.tick_post_broker()
     return done
 
 

@@ -271,6 +271,12 @@ class TxPost:
         self._acks = []                # delivery tags to ack (one multiple ack) at commit
         self.unconfirmed = 0
 
+    def tick(self):
+        """Posts go on the consuming connection, which the consumer keeps alive; this keeps
+        the other one (posts of messages from the retry queue) alive too."""
+        if self.other is not None:
+            self.other.tick()
+
     def publish(self, exchange, routing_key, body, headers, persistent=True, expiration=None):
         b = self.broker
         work = self.flow.msg

@@ -195,3 +195,40 @@ def test_interrupt_only_while_transferring(home, raises):
         assert flow._interruptible is False
     else:
         flow.interrupt()
+
+
+class TickCounter:
+    def __init__(self):
+        self.ticks = 0
+
+    def tick(self):
+        self.ticks += 1
+
+
+def test_an_idle_flow_keeps_its_post_broker_connection_alive(home, monkeypatch):
+    """The connection sarra/shovel/winnow post on is ticked (AMQP heartbeats) while no
+    message comes, at most once a second, and while a long transfer runs."""
+    import threading
+    from sarra import fetch
+    flow = make_flow(home, work=lambda flow, w: None)
+    flow.post_broker = TickCounter()
+    monkeypatch.setattr(flow, "connect", lambda: None)
+    monkeypatch.setattr(flow, "close", lambda: None)
+    monkeypatch.setattr(flow, "_idle_wait", lambda: 0.01)
+    flow.reporter.tick = lambda: None
+    timer = threading.Timer(2.5, flow.stop_event.set)
+    timer.start()
+    try:
+        assert flow.run() == 0
+    finally:
+        timer.cancel()
+    assert 2 <= flow.post_broker.ticks <= 4          # ~1 per second over 2.5 s, not 250
+
+    flow.post_broker.ticks = 0
+    flow.stop_event.clear()
+    flow.broker = TickCounter()
+    flow._post_ticked = 0.0
+    progress = fetch._Progress(flow, None)
+    progress.next_tick = 0.0                         # a transfer that has run for a while
+    progress.update(b"x")
+    assert flow.broker.ticks == 1 and flow.post_broker.ticks == 1
