@@ -27,6 +27,9 @@ from sarra.optioncli import parse_cli  # noqa: F401  (part of this module's API)
 
 logger = logging.getLogger(__name__)
 
+#: the origin named for options given on the command line
+CLI_ORIGIN = "command line"
+
 MAX_INCLUDE_DEPTH = 32
 
 ORDER_MASK = ("directory", "mirror", "strip", "flatten", "filename")
@@ -234,7 +237,13 @@ class Config:
         """Warn about unknown options not declared by plugins; returns their names."""
         names = [n for n in self.unknown if n not in set(declared)]
         for n in names:
-            logger.warning("%s: unknown option '%s'", self._unknown_origins[n], n)
+            origin = self._unknown_origins[n]
+            taken = self.unknown[n][-1] if origin == CLI_ORIGIN else ""
+            if taken:       # on the command line it may have eaten a path or an action
+                logger.warning("%s: unknown option '%s' (it took '%s' as its value)",
+                               origin, n, redact(taken))
+            else:
+                logger.warning("%s: unknown option '%s'", origin, n)
         return names
 
     def show(self) -> str:
@@ -321,7 +330,7 @@ def load(component: str, config: Optional[str] = None, cli=None,
         else:
             pairs = list(cli)
         for key, value in pairs:
-            parser.apply(key.lstrip("-"), value, "command line", None, [])
+            parser.apply(key.lstrip("-"), value, CLI_ORIGIN, None, [])
     parser.finalize()
     if warn_unknown and cfg.unknown:
         from sarra import plugin

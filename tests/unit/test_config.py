@@ -256,6 +256,17 @@ def test_options_of_configured_plugins_are_not_unknown(home, caplog):
     assert "unknown option 'run_command_cmd'" in caplog.text
 
 
+def test_unknown_command_line_option_names_the_word_it_took(home, caplog):
+    """`sr_post --bogus /data/f`: the path became the option's value; the warning says so
+    (passwords in it masked), so 'no path to post' that follows makes sense."""
+    with caplog.at_level(logging.WARNING):
+        load("post", None, [("bogus", "/data/f"), ("flag", None),
+                            ("bogus_url", "amqp://u:secret@h/")])
+    assert "command line: unknown option 'bogus' (it took '/data/f' as its value)" in caplog.text
+    assert "command line: unknown option 'flag'\n" in caplog.text + "\n"
+    assert "secret" not in caplog.text and "u:***@h" in caplog.text
+
+
 def test_include_relative_and_loop(home):
     write("subscribe/common.inc", "prefetch 9\n")
     write("subscribe/top.conf", "include common.inc\nheartbeat 30\n")
