@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Optional
 
 from sarra.checksum import Parts
+from sarra.paths import NOFOLLOW
 
 
 def generation(parts: Parts, mtime: Optional[str]) -> str:
@@ -93,10 +94,6 @@ class Manifest:
         blktot = int(gen.split(",")[1])
         have = set(self.data.get("blocks", [])) if self.data.get("gen") == gen else set()
         return [b for b in range(blktot) if b not in have]
-
-
-#: never open a symbolic link sitting on the temporary name (ELOOP instead)
-NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def is_regular(path: str) -> bool:

@@ -37,9 +37,7 @@ class _Progress:
             self.next_tick = now + 5.0
             flow._interruptible = False      # never interrupt broker I/O
             try:
-                if flow.broker is not None:
-                    flow.broker.tick()
-                flow.tick_post_broker()
+                flow.tick_brokers()
             finally:
                 flow._interruptible = True
 

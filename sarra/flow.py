@@ -429,6 +429,13 @@ class Flow:
             self.counters["posted"] += 1
 
     # ------------------------------------------------------------ housekeeping
+    def tick_brokers(self):
+        """While busy elsewhere (a long transfer): heartbeats and pending frames of the
+        consuming connection, and of the one we post on."""
+        if self.broker is not None:
+            self.broker.tick()
+        self.tick_post_broker()
+
     def tick_post_broker(self):
         """Keep the connection we post on alive while nothing is posted (at most once a
         second): without it, the broker drops it after missed AMQP heartbeats and the next

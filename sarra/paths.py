@@ -12,6 +12,10 @@ import appdirs
 
 APPNAME = "sarra"
 
+#: open() flag: a symbolic link at the name itself is never followed (ELOOP instead); data
+#: is never written through a link planted on a temporary or final name
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
 # Component names as used for directories (program name without 'sr_').
 COMPONENTS = (
     "post", "watch", "poll", "subscribe", "sarra", "sender", "shovel",

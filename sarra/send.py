@@ -255,9 +255,7 @@ def _upload(flow, t, src, url, offset, length, remote_offset, scheme):
         done += n
         if flow.stop_event.is_set() and done < length:
             raise TransferInterrupted()
-        if flow.broker is not None:
-            flow.broker.tick()
-        flow.tick_post_broker()
+        flow.tick_brokers()
     return done
 
 

@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
+from sarra.paths import NOFOLLOW
+
 __all__ = [
     'Transfer', 'TransferError', 'LocalWriteError', 'Endpoint', 'for_url', 'driver_class',
     'register', 'SCHEMES', 'redact', 'split_url', 'decode_path', 'credential_value',
@@ -172,22 +174,19 @@ def credential_user_password(creds):
 
 # --- local file helpers -------------------------------------------------------------------------
 
-#: a symbolic link at the file's own name is never followed when writing (ELOOP instead)
-_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
-
-
 class LocalWriter:
     """Write into local_path: truncate from 0 (write_offset None) or in place at write_offset.
     A symbolic link at local_path is refused (LocalWriteError), never written through."""
 
     def __init__(self, local_path, write_offset=None, hasher=None):
         self.path, self.hasher, self.count = local_path, hasher, 0
+        self._own = None        # our read buffer (buffer()), when the hasher lends none
         try:
             if write_offset is None:
-                fd = os.open(local_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW, 0o666)
+                fd = os.open(local_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, 0o666)
                 self.fh = os.fdopen(fd, 'wb')
             else:
-                fd = os.open(local_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+                fd = os.open(local_path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o666)
                 self.fh = os.fdopen(fd, 'r+b')
                 self.fh.seek(write_offset)
         except OSError as e:
@@ -204,7 +203,7 @@ class LocalWriter:
         lend = getattr(self.hasher, 'borrow', None)
         if lend is not None:
             return lend(size)
-        own = getattr(self, '_own', None)
+        own = self._own
         if own is None or len(own) != size:
             own = self._own = memoryview(bytearray(size))
         return own

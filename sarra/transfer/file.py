@@ -3,6 +3,8 @@
 import errno
 import os
 
+from sarra.paths import NOFOLLOW
+
 from . import (FAILED, Transfer, TransferError, check_range, decode_path, os_error,
                register, split_url)
 
@@ -33,7 +35,7 @@ def _copy_range(src, dst, offset, length, dst_offset, hasher, bufsize, action, s
                                     'file %s' % (action, shown))
             return _hash_only(sfd, offset, want, hasher, bufsize)
         # a download never writes through a symbolic link at its (temporary) name
-        nofollow = getattr(os, 'O_NOFOLLOW', 0) if action == 'download' else 0
+        nofollow = NOFOLLOW if action == 'download' else 0
         try:
             if dst_offset is None:
                 dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | nofollow, 0o666)

@@ -172,28 +172,21 @@ def _write_range(chunks, out, skip, length):
     return skip, left, False
 
 
-def _read_chunks(resp, size):
-    """An http.client body in chunks of at most size; a short body is an error."""
+def _read_chunks(resp, size, out=None):
+    """An http.client body in chunks of at most size; a short body is an error. With
+    ``out``, read into the buffers of out.buffer(size) (reused: no allocation per chunk);
+    each view is then valid until it is written or the next one is asked for."""
     while True:
-        chunk = resp.read(size)
+        if out is None:
+            chunk = resp.read(size)
+        else:
+            view = out.buffer(size)
+            chunk = view[:resp.readinto(view)]
         if not chunk:
             if resp.length:         # EOF before Content-Length: http.client is silent
                 raise http.client.IncompleteRead(b"", resp.length)
             return
         yield chunk
-
-
-def _read_into(resp, out, size):
-    """The same, read into buffers from out.buffer(size) (reused: no allocation per
-    chunk); each view yielded is valid until it is written or the next one is asked for."""
-    while True:
-        view = out.buffer(size)
-        n = resp.readinto(view)
-        if not n:
-            if resp.length:
-                raise http.client.IncompleteRead(b"", resp.length)
-            return
-        yield view[:n]
 
 
 def _reason(e):
@@ -473,7 +466,7 @@ class HttpTransfer(RequestsHttpTransfer):
         if (resp.length or 0) < BIG_BODY:
             chunks = _read_chunks(resp, self.bufsize)
         else:
-            chunks = _read_into(resp, out, max(self.bufsize, BIG_READ))
+            chunks = _read_chunks(resp, max(self.bufsize, BIG_READ), out)
         try:
             skip, left, extra = _write_range(chunks, out, skip, length)
         except (OSError, http.client.HTTPException) as e:
