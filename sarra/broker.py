@@ -136,6 +136,11 @@ def _frames(channel, chunk, args, header, body):
     return b''.join(out)
 
 
+def _ack_frame(channel, tag, multiple):
+    """basic.ack (class 60, method 80) as one method frame."""
+    return pack('>BHIHHQB', 1, channel, 13, _BASIC, 80, tag, 1 if multiple else 0) + _FRAME_END
+
+
 # ---------------------------------------------------------------------------- broker
 
 class Broker(BrokerConnection):
@@ -387,6 +392,39 @@ class Broker(BrokerConnection):
     def ack(self, delivery_tag):
         """Acknowledge a delivery (a Delivery or its tag); stale tags are ignored."""
         self._settle_delivery(delivery_tag, 'ack', lambda t: self._chan.basic_ack(t))
+
+    def ack_many(self, delivery_tags):
+        """Acknowledge several deliveries with one write: a single ``multiple`` ack when
+        they are every unacknowledged delivery up to the highest of them (the usual case:
+        a batch handled in order), else one ack frame each. Stale tags are ignored."""
+        tags = []
+        for t in delivery_tags:
+            if isinstance(t, Delivery):
+                t = t.delivery_tag
+            if getattr(t, 'generation', self._generation) == self._generation:
+                tags.append(int(t))
+        if not tags:
+            return
+        if self._conn is None or not self._chan_ready:
+            return       # nothing can be outstanding: the broker redelivers them
+
+        def settle():
+            unacked = self._unacked
+            mine = [t for t in tags if t in unacked]
+            if not mine:
+                return
+            top = max(mine)
+            chosen = set(mine)
+            if all(t in chosen for t in unacked if t <= top):
+                frames = _ack_frame(self._chan.channel_id, top, True)
+            else:
+                frames = b''.join(_ack_frame(self._chan.channel_id, t, False) for t in mine)
+            self._wbuf.flush()
+            self._conn.transport.write(frames)
+            self._conn.bytes_sent += 1            # what py-amqp's frame writer counts
+            unacked.difference_update(mine)
+
+        self._do(settle, 'ack')
 
     def reject(self, delivery_tag, requeue=True):
         self._settle_delivery(delivery_tag, 'reject',

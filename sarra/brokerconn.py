@@ -155,6 +155,11 @@ class BrokerConnection:
         if self.connected:
             self._do(lambda: self._drain(0), 'heartbeat')
 
+    def flush(self):
+        """Send frames collected by ``batch_writes`` now."""
+        if self._wbuf.buf and self.connected:
+            self._do(lambda: None, 'send')      # _do flushes the write buffer first
+
     def _frame_writer(self, connection, transport):
         self._wbuf.reset(transport)
         return method_framing.frame_writer(connection, self._wbuf)

@@ -113,6 +113,9 @@ class Consumer:
     def ack(self, delivery):
         self.broker.ack(delivery.delivery_tag)
 
+    def ack_many(self, deliveries):
+        self.broker.ack_many([d.delivery_tag for d in deliveries])
+
     def requeue(self, delivery):
         self.broker.reject(delivery.delivery_tag, requeue=True)
 

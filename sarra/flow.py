@@ -190,8 +190,10 @@ class Flow:
         return rc
 
     def gather(self) -> List[Work]:
-        """Up to ``prefetch`` new messages; due retries when the queue has nothing."""
-        limit = max(1, self.cfg.prefetch or 1)
+        """Up to half of ``prefetch`` new messages (the broker sends the other half while
+        this batch is handled: no wait for deliveries after each ack); due retries when
+        the queue has nothing."""
+        limit = max(1, ((self.cfg.prefetch or 1) + 1) // 2)
         batch = []
         take_retry = self._since_retry >= RETRY_EVERY
         wait = 0.0 if take_retry else self._idle_wait()
@@ -291,6 +293,7 @@ class Flow:
                 if w.cache_key is not None and w.outcome == "done":
                     self.cache.check_and_add(w.cache_key)
             self.cache.flush()
+        acks = []
         for w in batch:
             if w.outcome == "returned":
                 if w.delivery is not None:
@@ -312,7 +315,11 @@ class Flow:
             elif w.retry_entry is not None:
                 self.retry.done(w.retry_entry)
             if w.delivery is not None:
-                self._safe(self.consumer.ack, w.delivery)
+                acks.append(w.delivery)
+        if self.reporter is not None:
+            self.reporter.flush()        # the batch's reports: one write
+        if acks:
+            self._safe(self.consumer.ack_many, acks)     # one write, usually one frame
 
     def _safe(self, fn, *args):
         try:

@@ -3,6 +3,7 @@
 Codes and texts from reports.md §3. A report exchange that is missing or refuses us gives
 one warning and switches reporting off for this process; it never stalls the data flow.
 
+Reports are written in batches (flush(): once per batch of messages, tick(): once a second).
 Reports go on a connection of their own (opened at the first report): a publish the broker
 refuses closes the channel it came on, and on the consumer's channel that would hand every
 unacknowledged delivery back to the queue (received again, downloaded twice).
@@ -130,12 +131,24 @@ class Reporter:
                    connect_timeout=src.connect_timeout, logger=src.log, reconnect=False,
                    backoff_initial=src.backoff_initial, backoff_max=src.backoff_max,
                    stop_event=src.stop_event, should_stop=src.should_stop,
-                   ssl_options=src.ssl_options)
+                   ssl_options=src.ssl_options, batch_writes=True)
         b.connect()               # once, without retries: failing, reports go off
         b.reconnect = src.reconnect
         self._own = (src, b)
         self._ticked = time.monotonic()
         return b
+
+    def flush(self) -> None:
+        """Send the reports collected so far (published reports are written ~8 KiB at a
+        time; the flow calls this once per batch, tick() once a second)."""
+        if self._own is None:
+            return
+        try:
+            self._own[1].flush()
+        except BrokerStopped:
+            raise
+        except Exception as e:    # lost and not recovered (reconnect off)
+            self._off(e)
 
     def tick(self) -> None:
         """Heartbeats and confirms of the reports' connection (at most once a second);

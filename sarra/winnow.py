@@ -373,6 +373,10 @@ class TxConsumer:
     def ack(self, delivery):
         self._tx.ack_later(delivery)
 
+    def ack_many(self, deliveries):
+        for d in deliveries:
+            self._tx.ack_later(d)
+
 
 # -------------------------------------------------------------------- the preset's hooks
 

@@ -198,6 +198,36 @@ def test_reject_requeues(make_broker, names):
     assert b.get(0.3) is None
 
 
+def test_ack_many_settles_a_batch_in_one_write(make_broker, names, broker_url):
+    """One multiple-ack for a contiguous batch; separate frames around a requeued one;
+    whatever was acked never comes back, whatever was not does."""
+    exchange, queue = names
+    b = make_broker()
+    setup_topology(b, exchange, queue)
+    for i in range(8):
+        b.publish(exchange, 'v02.post', f'm{i}', {})
+    b.wait_confirms()
+    b.consume(queue, prefetch=8)
+    got = [b.get(5) for _ in range(8)]
+    assert [d.body for d in got] == [f'm{i}' for i in range(8)]
+    writes = []
+    real = b._conn.transport.write
+    b._conn.transport.write = lambda data: (writes.append(bytes(data)), real(data))[1]
+    b.ack_many(got[:3])                          # m0..m2: every unacked tag up to m2
+    assert len(writes) == 1 and len(writes[0]) == 21 and writes[0][-2] == 1   # multiple
+    b.reject(got[3].delivery_tag, requeue=True)  # m3 goes back
+    writes.clear()
+    b.ack_many([got[4], got[6]])                 # m5 still out: one frame each
+    assert len(writes) == 1 and len(writes[0]) == 42
+    assert writes[0][19] == 0 and writes[0][-2] == 0
+    b._conn.transport.write = real
+    b.close()
+    # m3 (requeued), m5 and m7 (never acked) come back; nothing acked does
+    with Broker(broker_url, reconnect=False) as c:
+        again = sorted(d.body for d in drain_all(c, queue))
+    assert again == ['m3', 'm5', 'm7']
+
+
 def test_queue_arguments_and_passive(make_broker, names):
     exchange, queue = names
     b = make_broker()

@@ -24,6 +24,11 @@ class FakeConsumer:
     def ack(self, d):
         self.acked.append(d.body.split()[2])
 
+    def ack_many(self, ds):
+        self.ack_calls = getattr(self, "ack_calls", []) + [len(ds)]
+        for d in ds:
+            self.ack(d)
+
     def requeue(self, d):
         self.requeued.append(d.body.split()[2])
 
@@ -33,6 +38,9 @@ class FakeReporter:
 
     def __init__(self):
         self.sent = []
+
+    def flush(self):
+        pass
 
     def report(self, msg, code, text, received):
         self.sent.append((msg.relpath, code))
@@ -139,6 +147,19 @@ def test_duplicates_within_one_batch_are_suppressed(home):
     assert [c for _, c in flow.reporter.sent] == [201, 304, 499, 201, 304]
 
 
+def test_batches_take_half_the_prefetch_window_and_ack_in_one_call(home):
+    flow = make_flow(home, lambda flow, w: None,
+                     deliveries=[delivery(f"/m{i}") for i in range(10)])
+    flow.cfg.set("prefetch", 9)
+    run_batches(flow, 3)
+    assert flow.consumer.acked == [f"/m{i}" for i in range(10)]
+    assert flow.consumer.ack_calls == [5, 5]
+    flow.cfg.set("prefetch", 1)       # a window of one: batches of one
+    flow.consumer.inbox = [delivery("/x"), delivery("/y")]
+    run_batches(flow, 1)
+    assert flow.consumer.ack_calls == [5, 5, 1]
+
+
 def test_stop_returns_the_rest_of_the_batch(home):
     def work(flow, w):
         flow.stop_event.set()
@@ -160,8 +181,8 @@ def test_new_messages_before_retries_and_retries_not_starved(home, monkeypatch):
     entry = flow.retry.due(limit=10) or list(flow.retry._entries.values())
     monkeypatch.setattr(flow.retry, "clock", lambda: time.time() + 5)   # due now
     flow.consumer.inbox = [delivery(f"/n{i}") for i in range(150)]
-    flow.cfg.set("prefetch", 50)
-    run_batches(flow, 3)
+    flow.cfg.set("prefetch", 50)     # batches of 25: half the window
+    run_batches(flow, 5)
     # 100 new messages first, then the due retry rides along with the next batch
     order = [p for p, _ in seen[1:]]
     assert order[:100] == [f"/n{i}" for i in range(100)]

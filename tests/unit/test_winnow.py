@@ -215,6 +215,10 @@ class FakeConsumer:
     def ack(self, d):
         self.acked.append(d.body.split()[2])
 
+    def ack_many(self, ds):
+        for d in ds:
+            self.ack(d)
+
     def requeue(self, d):
         self.requeued.append(d.body.split()[2])
 
@@ -224,6 +228,9 @@ class FakeReporter:
 
     def __init__(self):
         self.sent = []
+
+    def flush(self):
+        pass
 
     def report(self, msg, code, text, received):
         self.sent.append((msg.relpath, code))
