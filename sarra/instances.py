@@ -567,17 +567,40 @@ def _stop_orphans(children: List[psutil.Process], grace: float) -> None:
 
 # ---------------------------------------------------------------- inside the instance
 
+#: process groups of commands the instance started in sessions of their own (run_command):
+#: a second stop signal ends them before the instance exits at once
+_CHILD_GROUPS = set()
+
+
+def track_child_group(pgid: int) -> None:
+    _CHILD_GROUPS.add(pgid)
+
+
+def untrack_child_group(pgid: int) -> None:
+    _CHILD_GROUPS.discard(pgid)
+
+
+def _kill_child_groups() -> None:
+    for pgid in list(_CHILD_GROUPS):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def instance_signals(on_stop: Optional[Callable[[], None]] = None,
                      on_reload: Optional[Callable[[], None]] = None) -> threading.Event:
     """Install the instance's signal handlers (main thread only); return the stop event.
 
-    SIGTERM/SIGINT: set the event and call on_stop once; a second one exits at once
-    (exit status 128 + signal).  SIGHUP: call on_reload when given.
+    SIGTERM/SIGINT: set the event and call on_stop once; a second one kills the tracked
+    child process groups and exits at once (exit status 128 + signal).  SIGHUP: call
+    on_reload when given.
     """
     stopping = threading.Event()
 
     def _stop(signum, frame):
         if stopping.is_set():
+            _kill_child_groups()
             os._exit(128 + signum)
         stopping.set()
         if on_stop is not None:

@@ -15,7 +15,8 @@ so a terminal's SIGINT never reaches it and the flow must end it.  The command i
 for in short slices while the parent's ``stop_event`` (the flow's) is watched; once a stop
 is requested the command has STOP_GRACE seconds left to finish by itself, then its process
 group gets SIGTERM and, KILL_GRACE seconds later, SIGKILL; one line is logged and False is
-returned, as for a timeout.  The message is then finished like any other whose on_file
+returned, as for a timeout.  A second stop signal (the instance then exits at once) kills
+the command's process group first.  The message is then finished like any other whose on_file
 said False: the download succeeded, so it is acknowledged and the file stays in place, not
 re-posted.  (Returning it to the queue would not run the command again: the restart finds
 the same file with the same checksum and reports 304 without calling on_file.)
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import time
 
+from sarra import instances
 from sarra.plugin import get_option, plugin_logger
 from sarra.plugins.file_log import local_path
 
@@ -100,7 +102,14 @@ def on_file(parent):
     except OSError as e:
         log.error("run_command: cannot run %s: %s", args[0], e.strerror or e)
         return False
-    stop = _stop_event(parent)
+    instances.track_child_group(proc.pid)    # a second stop signal kills it too
+    try:
+        return _wait(proc, args, path, timeout, _stop_event(parent), log)
+    finally:
+        instances.untrack_child_group(proc.pid)
+
+
+def _wait(proc, args, path, timeout, stop, log):
     deadline = time.monotonic() + timeout
     stop_deadline = None
     while True:

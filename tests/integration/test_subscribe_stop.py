@@ -127,6 +127,28 @@ def test_stop_kills_a_slow_run_command_and_finishes_the_message(sub_env, stub_ht
     assert "stopped, killed" not in env.log_text(1)
 
 
+def test_a_second_sigterm_exits_at_once_and_kills_the_command_too(sub_env, stub_http):
+    """Impatient stop (SIGTERM twice, before the command's grace is over): the instance
+    exits at once (143) and the command's process group, which ignores SIGTERM, is killed
+    with it; nothing is acknowledged, so a restart downloads the file again."""
+    env, stub = sub_env, stub_http
+    runs, flag, pids = _slow_env(env, BODIES["ignores_sigterm"])
+    data = b"impatient\n" * 50
+    _publish(env, stub, "a.txt", data)
+    p = env.foreground()
+    assert wait_for(lambda: _runs(runs), timeout=30), env.log_text()
+    assert wait_for(lambda: pids.exists() and pids.read_text().strip(), timeout=10)
+    children = [int(_runs(runs)[0][0]), int(pids.read_text().split()[0])]
+    assert not any(_gone(c) for c in children)
+    p.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(5) == 128 + signal.SIGTERM
+    assert wait_for(lambda: all(_gone(c) for c in children), timeout=3)
+    # not acknowledged: back in the queue
+    assert wait_for(lambda: env.queue_depth(env.queue_name()) == 1, timeout=10)
+
+
 class _Parent:
     """What run_command needs of its parent: options, msg, logger, stop_event."""
 
