@@ -4,7 +4,8 @@
     placement → on_message → duplicate cache → work (download / send / none) →
     on_part/on_file → post → report → ack
 
-Messages are handled in small batches (up to ``prefetch``): the posts of a batch are
+Messages are handled in small batches (up to half of ``prefetch``, so that the broker
+sends the next batch while this one is worked on; a batch's acks go in one write): the posts of a batch are
 confirmed by the broker (pipelined) and the duplicate cache flushed before any message of
 the batch is acked, so an ack always means "finished" or "durably recorded in the retry
 queue" (an fsynced append, retry.py). A message is acked in exactly one of these cases:
