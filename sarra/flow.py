@@ -4,8 +4,9 @@
     placement → on_message → duplicate cache → work (download / send / none) →
     on_part/on_file → post → report → ack
 
-Messages are handled in small batches (up to half of ``prefetch``, so that the broker
-sends the next batch while this one is worked on; a batch's acks go in one write): the posts of a batch are
+Messages are handled in small batches (up to ``prefetch``; half of it when nothing is
+posted, so that the broker sends the next batch while this one is worked on; a batch's
+acks go in one write): the posts of a batch are
 confirmed by the broker (pipelined) and the duplicate cache flushed before any message of
 the batch is acked, so an ack always means "finished" or "durably recorded in the retry
 queue" (an fsynced append, retry.py). A message is acked in exactly one of these cases:
@@ -191,10 +192,13 @@ class Flow:
         return rc
 
     def gather(self) -> List[Work]:
-        """Up to half of ``prefetch`` new messages (the broker sends the other half while
-        this batch is handled: no wait for deliveries after each ack); due retries when
-        the queue has nothing."""
-        limit = max(1, ((self.cfg.prefetch or 1) + 1) // 2)
+        """New messages: up to half of ``prefetch`` (the broker sends the other half while
+        this batch is handled: no wait for deliveries after each ack), or up to all of it
+        when the flow posts (each batch waits for its posts' confirms, winnow commits a
+        transaction: fewer, larger batches); due retries when the queue has nothing."""
+        limit = max(1, self.cfg.prefetch or 1)
+        if self.post_broker is None:
+            limit = (limit + 1) // 2
         batch = []
         take_retry = self._since_retry >= RETRY_EVERY
         wait = 0.0 if take_retry else self._idle_wait()

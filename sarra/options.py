@@ -130,8 +130,8 @@ OPTIONS: Tuple[Option, ...] = (
     _o("message_ttl", ("message-ttl",), DURATION, None, _C,
        "queue x-message-ttl (seconds here; 0 = none)", lo=0),
     _o("prefetch", (), INT, {"*": 25, "winnow": 100}, _C,
-       "basic.qos prefetch count; messages are handled and acked in batches of half of it "
-       "(winnow: one transaction per batch)", lo=1, hi=65535),
+       "basic.qos prefetch count; messages are handled and acked in batches of that size "
+       "when the component posts (winnow: one transaction per batch), of half of it when not", lo=1, hi=65535),
     _o("declare_queue", ("dq",), BOOL, True, _C, "declare the queue"),
     _o("bind_queue", ("bq",), BOOL, True, _C, "bind the queue"),
     _o("declare_exchange", ("dx",), BOOL, True, _C, "declare exchanges"),

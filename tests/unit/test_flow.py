@@ -147,7 +147,7 @@ def test_duplicates_within_one_batch_are_suppressed(home):
     assert [c for _, c in flow.reporter.sent] == [201, 304, 499, 201, 304]
 
 
-def test_batches_take_half_the_prefetch_window_and_ack_in_one_call(home):
+def test_batches_take_half_the_prefetch_window_unless_posting_and_ack_in_one_call(home):
     flow = make_flow(home, lambda flow, w: None,
                      deliveries=[delivery(f"/m{i}") for i in range(10)])
     flow.cfg.set("prefetch", 9)
@@ -158,6 +158,13 @@ def test_batches_take_half_the_prefetch_window_and_ack_in_one_call(home):
     flow.consumer.inbox = [delivery("/x"), delivery("/y")]
     run_batches(flow, 1)
     assert flow.consumer.ack_calls == [5, 5, 1]
+    # a flow that posts takes the whole window (its posts are confirmed per batch)
+    flow.post_broker = type("PostBroker", (), {"wait_confirms": lambda self: None,
+                                               "tick": lambda self: None})()
+    flow.cfg.set("prefetch", 9)
+    flow.consumer.inbox += [delivery(f"/p{i}") for i in range(10)]
+    run_batches(flow, 2)
+    assert flow.consumer.ack_calls == [5, 5, 1, 9, 2]     # "/y" was still waiting
 
 
 def test_stop_returns_the_rest_of_the_batch(home):
