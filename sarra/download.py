@@ -211,7 +211,7 @@ def download(flow, work):
 def _whole(flow, work, final, parts):
     cfg, s = flow.cfg, work.sum
     if not cfg.overwrite and _have(final, s, 0, parts.filesize, parts.filesize, True):
-        raise Outcome(*report.SAME_CHECKSUM)
+        _already_here(flow, work, final, report.SAME_CHECKSUM)
     temp = placement.inflight_path(final, cfg.inflight)
     _temp_place(flow, work, temp)
     before = _stamp(final) if flow.hooks.has("do_download") else None
@@ -253,10 +253,10 @@ def _block_inplace(flow, work, final, parts):
     with man.locked():
         st = man.state(gen)
         if st == "complete" and os.path.exists(final):
-            raise Outcome(304, "not modified3: file already assembled")
+            _already_here(flow, work, final, (304, "not modified3: file already assembled"))
         ours = assemble.is_regular(temp)     # a link put there is not our temporary file
         if st == "partial" and man.has(gen, parts.bno) and ours:
-            raise Outcome(304, "not modified3: block already received")
+            _already_here(flow, work, final, (304, "not modified3: block already received"))
         if st != "partial" or not ours:
             _discard(temp)
             man.start(gen, final, temp)
@@ -286,7 +286,7 @@ def _block_partfile(flow, work, final, parts):
     s = work.sum
     part_path = final + parts.suffix(s.algo)
     if not flow.cfg.overwrite and _have(part_path, s, 0, parts.length, parts.length, True):
-        raise Outcome(*report.SAME_CHECKSUM)
+        _already_here(flow, work, part_path, report.SAME_CHECKSUM, part_file=True)
     temp = placement.inflight_path(part_path, flow.cfg.inflight)
     _temp_place(flow, work, temp)
     try:
@@ -299,6 +299,18 @@ def _block_partfile(flow, work, final, parts):
     _rename(temp, part_path)
     work.code, work.text = report.DOWNLOADED
     _done(flow, work, part_path, complete=False, part_file=True)
+
+
+def _already_here(flow, work, path, why, part_file=False):
+    """The announced bytes are here already: 304, nothing written. A message seen before
+    (redelivered, or a retry) may be one whose work was done by an instance that died
+    between the rename and its post's confirm: a posting flow (sr_sarra, a re-posting
+    subscriber) posts it again, or the next hop would never hear of the file. Downstream a
+    second post is a duplicate at worst; on_file is not run twice."""
+    if flow.post_broker is not None and work.again:
+        work.local_path, work.new_file = path, os.path.basename(path)
+        work.posts.append(repost(flow, work, path, part_file))
+    raise Outcome(*why)
 
 
 def _done(flow, work, path, complete: bool, part_file: bool = False):

@@ -381,7 +381,10 @@ class Flow:
             elif o.code >= 400:
                 self.log.error("%s: %s %s", msg.url, o.code, o.text)
             else:
-                self.log.info("%s: %s %s", msg.url, o.code, o.text)
+                self.log.info("%s: %s %s%s", msg.url, o.code, o.text,
+                              " (seen before: posted again)" if work.posts else "")
+                if work.posts and self.preset.posts and self.post_broker is not None:
+                    self.post(work)     # see download._already_here
             self.reporter.report(msg, o.code, o.text, work.received)
         except download_stopped:
             work.outcome = "returned"

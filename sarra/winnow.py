@@ -442,8 +442,7 @@ def dedupe(flow, work):
     w = flow.winnow
     msg = work.msg
     key = key_digest(dupcache.cache_key(msg, w.basis))
-    again = work.retry_entry is not None or bool(
-        work.delivery is not None and work.delivery.redelivered)
+    again = work.again
     sumkey = digest(msg.headers["sum"]) if w.links and linkable(msg) else None
     reclaims = w.store.reclaims
     try:

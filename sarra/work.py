@@ -58,6 +58,13 @@ class Work:
     relpath = property(lambda self: self.msg.path)
     urlstr = property(lambda self: self.msg.url)
     isRetry = property(lambda self: self.retry_entry is not None)
+
+    @property
+    def again(self) -> bool:
+        """Seen before: redelivered by the broker or taken from the retry queue (its work
+        may have been done, all or in part, by an instance that died before the ack)."""
+        return self.retry_entry is not None or bool(
+            self.delivery is not None and self.delivery.redelivered)
     isPulse = property(lambda self: self.msg.kind == "pulse")
     partstr = property(lambda self: self.msg.headers.get("parts"))
     sumstr = property(lambda self: self.msg.headers.get("sum"))

@@ -205,3 +205,56 @@ def test_sarra_killed_mid_flow_loses_nothing(pump):
         assert not dup, "delivered more than once: %s" % sorted(dup.items())[:5]
     finally:
         alice_tap.close()
+
+
+DIE_ONCE = """import os, signal
+OPTIONS = ("die_once_on", "die_once_marker")
+
+def on_file(parent):
+    from sarra.plugin import get_option
+    marker = get_option(parent, "die_once_marker", "")
+    if parent.msg.new_file == get_option(parent, "die_once_on", "") and \\
+            not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)   # after the rename, before the post
+    return True
+"""
+
+
+def test_sarra_killed_between_its_copy_and_its_post_posts_it_after_restart(pump, tmp_path):
+    """The narrowest crash window of a pump: the file is renamed into the pump's tree, its
+    post not yet made. The redelivered message finds the file there (304) and sr_sarra
+    posts it again: carol gets every file, each once."""
+    conf = os.path.join(pump.cfgdir, "sarra", "ingest.conf")
+    with open(conf) as f:
+        original = f.read()
+    marker = tmp_path / "died"
+    pump.write("plugins/die_once.py", DIE_ONCE)
+    pump.stop("sarra")
+    pump.write("sarra/ingest.conf", original + "on_file die_once\ndie_once_on f00007.bin\n"
+               "die_once_marker %s\n" % marker)
+    alice_tap = pump.report_tap("alice")
+    try:
+        pump.start("sarra", "sr_sarra", "foreground", "ingest")
+        files = pump.make_files("alice", 20, 512, sub="window")
+        want = {os.path.join(today(), pump.users["alice"], rel): s for rel, s in files.items()}
+        assert pump.post("alice", [os.path.join(pump.src["alice"], "window")]).returncode == 0
+        p = pump.procs["sarra"]
+        assert p.wait(30) == -signal.SIGKILL, pump.log_tail()
+        assert marker.exists()
+        pump.procs.pop("sarra")
+        pump.start("sarra", "sr_sarra", "foreground", "ingest")
+        assert pump.wait_files(want, 30) == len(want), pump.log_tail()
+        deadline = time.monotonic() + 10
+        while pump.arrived(want) != want and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pump.arrived(want) == want
+        alice_tap.wait(lambda m: len(by_carol(pump, m)) >= len(files), 20)
+        time.sleep(1)
+        carol = by_carol(pump, alice_tap.poll())
+        assert len(carol) == len(files) and set(carol.values()) == {1}, carol
+    finally:
+        alice_tap.close()
+        pump.stop("sarra")
+        pump.write("sarra/ingest.conf", original)
+        pump.start("sarra", "sr_sarra", "foreground", "ingest")

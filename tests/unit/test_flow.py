@@ -2,6 +2,7 @@
 reported and recorded in the duplicate cache, and in which order retries come back."""
 
 import hashlib
+import os
 import time
 
 import pytest
@@ -260,3 +261,67 @@ def test_an_idle_flow_keeps_its_post_broker_connection_alive(home, monkeypatch):
     progress.next_tick = 0.0                         # a transfer that has run for a while
     progress.update(b"x")
     assert flow.broker.ticks == 1 and flow.post_broker.ticks == 1
+
+
+class FakePostBroker:
+    def __init__(self):
+        self.published = []
+
+    def publish(self, exchange, topic, body, headers):
+        self.published.append(body.split()[2])
+
+    def wait_confirms(self):
+        pass
+
+    def tick(self):
+        pass
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_a_redelivered_message_whose_file_is_here_is_posted_again(home, blocks):
+    """An instance that died between the rename and its post's confirm: the message comes
+    back redelivered, the file is here with its checksum (304, not downloaded again), and
+    a posting flow posts it again so that the next hop hears of it; a first delivery of a
+    file already here is not posted."""
+    src = home / "src"
+    src.mkdir()
+    data = b"x" * 100
+    (src / "a.bin").write_bytes(data)
+    (home / "dst").mkdir()
+    (home / "dst" / "a.bin").write_bytes(data)
+    parts = "i,50,2,0,1" if blocks else "1,100,1,0,0"
+    sums = "d," + hashlib.md5(data[50:] if blocks else data).hexdigest()
+
+    def post_of(redelivered):
+        m = message.make_post("20240101000000.0", f"file://{src}/", "/a.bin",
+                              {"sum": sums, "parts": parts})
+        topic, body, hdrs = m.encode()
+        return Delivery("xs_x", topic, body, b"", hdrs, DeliveryTag(next(_tag), 0),
+                        redelivered, {})
+    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
+                                          ("directory", str(home / "dst")),
+                                          ("post_broker", "amqp://u:p@localhost/"),
+                                          ("post_exchange", "xpublic"),
+                                          ("post_base_url", "http://pump/"),
+                                          ("post_base_dir", str(home / "dst"))])
+    flow = Flow(cfg, components.preset("subscribe"))
+    flow.consumer = FakeConsumer([post_of(False), post_of(True)])
+    flow.reporter = FakeReporter()
+    flow.post_broker = FakePostBroker()
+    if blocks:        # the file was assembled from its blocks, then the instance died
+        from sarra import assemble
+        gen = assemble.generation(message.Message(
+            "20240101000000.0", f"file://{src}/", "/a.bin", {"sum": sums, "parts": parts}
+        ).parts, None)
+        final = str(home / "dst" / "a.bin")
+        man = assemble.Manifest(os.path.join(flow.user_cache_dir, "parts"), final)
+        with man.locked():
+            man.start(gen, final, final + ".tmp")
+            man.add(gen, 0)
+            man.add(gen, 1)
+    run_batches(flow, 2)
+    assert [c for _, c in flow.reporter.sent] == [304, 304]
+    assert flow.counters["transferred"] == 0
+    assert flow.consumer.acked == ["/a.bin", "/a.bin"]
+    assert flow.post_broker.published == ["/a.bin"]          # the redelivered one only
+    assert (home / "dst" / "a.bin").read_bytes() == data
