@@ -3,7 +3,9 @@ broker connection cut and restored, SIGTERM/SIGINT while idle, while a large dow
 streaming and while the server has gone silent."""
 
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -79,6 +81,46 @@ def test_broker_connection_cut_and_restored(sub_env, http_server, broker_url):
     lines = env.on_file_lines()
     assert len(lines) == len(set(lines)) and len(lines) >= 299
     assert files_under(env.dst) == sorted(tree)
+
+
+def _rabbitmqctl(*args):
+    r = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, f"rabbitmqctl {' '.join(args)}: {r.stdout}{r.stderr}"
+
+
+def test_rabbitmq_restarted_in_the_middle(sub_env, http_server, broker_url):
+    """The broker itself stops (every connection closed, the node down for a few seconds)
+    and starts again: the subscriber reconnects to its durable queue and finishes, every
+    file once and intact. Needs the test broker to be this machine's own node."""
+    u = urllib.parse.urlsplit(broker_url)
+    if shutil.which("rabbitmqctl") is None or u.hostname not in ("127.0.0.1", "localhost"):
+        pytest.skip("the test broker is not a RabbitMQ node of this machine")
+    env = sub_env
+    tree = _serve_tree(env, http_server, 300)
+    env.config(extra="mirror on\nprefetch 10\ncount_file_sleep 0.005", report=False)
+    env.setup()
+    env.post(env.src)
+    p = env.foreground()
+    try:
+        assert wait_for(lambda: len(env.on_file_lines()) >= 100, timeout=60), env.log_text()
+        _rabbitmqctl("stop_app")
+        cut_at = len(env.on_file_lines())
+        time.sleep(2)
+    finally:
+        _rabbitmqctl("start_app")
+        _rabbitmqctl("await_startup")
+    env._conn = None                      # the test's own connection died with the node
+    assert env.wait_files(tree, timeout=120) == {}, env.log_text()[-3000:]
+    env.stop(p)
+    assert p.returncode == 0
+    log = env.log_text()
+    assert "connection lost" in log, log[-2000:]
+    assert cut_at < 300
+    lines = env.on_file_lines()
+    assert len(lines) == len(set(lines)) and len(lines) >= 299, "a file was delivered twice"
+    assert files_under(env.dst) == sorted(tree)
+    assert env.queue_depth(env.queue_name()) == 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
