@@ -306,12 +306,14 @@ def resolve_config(component: str, config: Optional[str]) -> Tuple[Optional[str]
 
 
 def load(component: str, config: Optional[str] = None, cli=None,
-         warn_unknown: bool = True) -> Config:
+         warn_unknown: bool = True, set_state_host: bool = True) -> Config:
     """Read all configuration layers for `component` and return the effective Config.
 
     cli: list of (key, value-or-None) pairs, or a raw argv list (see parse_cli).
     warn_unknown=False defers unknown-option warnings to Config.check_unknown(); otherwise
     an unknown option is warned about unless a configured plugin reads it.
+    set_state_host: make the configuration's `statehost` the one of this process (see
+    paths.set_state_host); the umbrella command and the supervisor keep default.conf's.
     """
     component = paths.canonical_component(component)
     name, path = resolve_config(component, config)
@@ -332,10 +334,25 @@ def load(component: str, config: Optional[str] = None, cli=None,
         for key, value in pairs:
             parser.apply(key.lstrip("-"), value, CLI_ORIGIN, None, [])
     parser.finalize()
+    if set_state_host:      # pid, log, retry, cache... files follow it
+        paths.set_state_host(cfg.state_host())
     if warn_unknown and cfg.unknown:
         from sarra import plugin
         cfg.check_unknown(plugin.declared_options(cfg.plugins))
     return cfg
+
+
+def use_default_state_host() -> Optional[str]:
+    """Set this process's `statehost` from default.conf and admin.conf alone and return it:
+    for the umbrella command and the supervisor, which belong to no one configuration."""
+    cfg = Config("subscribe", None, None)
+    parser = _Parser(cfg, warn_unknown=False)
+    cdir = paths.config_dir()
+    for fname in ("default.conf", "admin.conf"):
+        parser.read_file(os.path.join(cdir, fname), required=False)
+    host = cfg.state_host()
+    paths.set_state_host(host)
+    return host
 
 
 class _Parser:

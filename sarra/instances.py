@@ -37,19 +37,10 @@ logger = logging.getLogger("sarra.instances")
 
 COMMANDS_PACKAGE = "sarra.commands"
 
-_host: Optional[str] = None
-
-
-def set_host(host: Optional[str]) -> None:
-    """`statehost`: put pid, state and log files under a per-host directory (None: off)."""
-    global _host
-    _host = host or None
-
-
 # ---------------------------------------------------------------- files
 
 def _state_dir(component: str, config: str) -> Path:
-    return Path(paths.state_dir(component_name(component), config, _host, create=False))
+    return Path(paths.state_dir(component_name(component), config, create=False))
 
 
 def pid_file(component: str, config: str, n: int) -> Path:
@@ -353,7 +344,7 @@ def spawn(component: str, config: str, n: int, argv_extra: Optional[Iterable[str
     if argv_extra is None:
         argv_extra = read_options(component, config)
     cmd = instance_command(component, config, n, argv_extra, module)
-    proc = _spawn(cmd, log_file(component, config, n, _host), env)
+    proc = _spawn(cmd, log_file(component, config, n), env)
     write_pid(component, config, n, proc.pid, remove_at_exit=False)
     return proc
 
@@ -380,7 +371,7 @@ def start(component: str, config: str, instances: int,
         for n in range(1, instances + 1):
             if process_of(read_pid(component, config, n), component, config, n) is not None:
                 continue
-            lpath = log_file(component, config, n, _host)
+            lpath = log_file(component, config, n)
             try:
                 proc = spawn(component, config, n, argv_extra, module, env)
             except OSError as e:

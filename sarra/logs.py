@@ -73,7 +73,8 @@ def parse_level(level) -> int:
                          f"critical none)") from None
 
 
-def log_file(component: str, config: str, instance: int, host: Optional[str] = None) -> Path:
+def log_file(component: str, config: str, instance: int,
+             host: Optional[str] = paths.SETTING) -> Path:
     """Path of the log of one background instance (host: the `statehost` directory)."""
     from pathlib import Path
     name = f"{program_name(component)}_{config}_{int(instance):02d}.log"
@@ -162,7 +163,7 @@ def who(component: str, config: Optional[str], instance: Optional[int]) -> str:
 
 def setup_logging(component: str, config: Optional[str], instance: Optional[int],
                   level="info", foreground: bool = False, logdays: int = 5,
-                  log_mode: int = 0o600, host: Optional[str] = None) -> logging.Logger:
+                  log_mode: int = 0o600, host: Optional[str] = paths.SETTING) -> logging.Logger:
     """Configure and return the 'sarra' logger; replaces a previous set-up.
 
     foreground: log to stderr.  Otherwise ``instance`` is required and the log goes to
@@ -176,7 +177,7 @@ def setup_logging(component: str, config: Optional[str], instance: Optional[int]
     return _install(who(component, config, instance), path, level, logdays, log_mode)
 
 
-def named_log_file(name: str, host: Optional[str] = None) -> Path:
+def named_log_file(name: str, host: Optional[str] = paths.SETTING) -> Path:
     """Log of a process that is no instance, e.g. 'sr_supervisor' -> <log_dir>/sr_supervisor.log."""
     from pathlib import Path
     return Path(paths.log_dir(host)) / f"{name}.log"

@@ -131,7 +131,8 @@ OPTIONS: Tuple[Option, ...] = (
        "queue x-message-ttl (seconds here; 0 = none)", lo=0),
     _o("prefetch", (), INT, {"*": 25, "winnow": 100}, _C,
        "basic.qos prefetch count; messages are handled and acked in batches of that size "
-       "when the component posts (winnow: one transaction per batch), of half of it when not", lo=1, hi=65535),
+       "when the component posts (winnow: one transaction per batch), of half of it when not",
+       lo=1, hi=65535),
     _o("declare_queue", ("dq",), BOOL, True, _C, "declare the queue"),
     _o("bind_queue", ("bq",), BOOL, True, _C, "bind the queue"),
     _o("declare_exchange", ("dx",), BOOL, True, _C, "declare exchanges"),
@@ -275,7 +276,9 @@ OPTIONS: Tuple[Option, ...] = (
        "replay into this queue"),
     _o("tls_rigour", ("tlsr",), CHOICE, "medium", ALL, "lax | medium | strict",
        choices=("lax", "medium", "strict")),
-    _o("statehost", (), BOOL, False, ALL, "insert the host name in state/log dirs"),
+    _o("statehost", (), BOOL, False, ALL,
+       "insert the host name in state/log dirs (~/.cache/sarra/<host>/: home directories "
+       "shared by several nodes); put it in default.conf, where sr and its supervisor read it"),
     _o("hostform", (), CHOICE, "fqdn", ALL, "short | fqdn host name for statehost",
        choices=("short", "fqdn")),
     # --- v03 ---

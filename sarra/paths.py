@@ -68,16 +68,41 @@ def credentials_path() -> str:
     return os.path.join(config_dir(), "credentials.conf")
 
 
+#: default of the host arguments below: the `statehost` directory in force in this process
+SETTING = "<statehost setting>"
+_state_host: Optional[str] = None
+
+
+def set_state_host(host: Optional[str]) -> None:
+    """`statehost` for this process (None: off): every state, log and pid path that is not
+    given a host explicitly goes under ~/.cache/sarra/<host>/. config.load sets it from the
+    configuration it reads; the umbrella command and the supervisor from default.conf."""
+    global _state_host
+    _state_host = host or None
+
+
+def state_host() -> Optional[str]:
+    """The `statehost` directory in force in this process (None: off)."""
+    return _state_host
+
+
 def _host_part(host: Optional[str]) -> List[str]:
+    if host is SETTING:
+        host = _state_host
     return [host] if host else []
 
 
-def state_dir(component: str, config: Optional[str], host: Optional[str] = None,
+def host_cache_dir(host: Optional[str] = SETTING) -> str:
+    """~/.cache/sarra/[<host>/]: the root of state and logs (not of remote config copies)."""
+    return os.path.join(*([cache_dir()] + _host_part(host)))
+
+
+def state_dir(component: str, config: Optional[str], host: Optional[str] = SETTING,
               create: bool = True) -> str:
     """~/.cache/sarra/[<host>/]<component>/<config>/, created unless create=False.
 
-    config None gives the component level directory. host is given when
-    `statehost` is on (shared home directories across nodes).
+    config None gives the component level directory. host: the `statehost` directory
+    (default: the one in force in this process, see set_state_host; None: no host level).
     """
     parts = [cache_dir()] + _host_part(host) + [canonical_component(component)]
     if config:
@@ -88,7 +113,7 @@ def state_dir(component: str, config: Optional[str], host: Optional[str] = None,
     return path
 
 
-def log_dir(host: Optional[str] = None, create: bool = True) -> str:
+def log_dir(host: Optional[str] = SETTING, create: bool = True) -> str:
     """~/.cache/sarra/[<host>/]log/, created unless create=False."""
     path = os.path.join(*([cache_dir()] + _host_part(host) + ["log"]))
     if create:

@@ -59,15 +59,15 @@ Key = Tuple[str, str, int]
 # ---------------------------------------------------------------- files and probes
 
 def pid_file() -> Path:
-    return Path(paths.cache_dir()) / f"{NAME}.pid"
+    return Path(paths.host_cache_dir()) / f"{NAME}.pid"
 
 
 def lock_file() -> Path:
-    return Path(paths.cache_dir()) / f"{NAME}.lock"
+    return Path(paths.host_cache_dir()) / f"{NAME}.lock"
 
 
 def summary_file() -> Path:
-    return Path(paths.cache_dir()) / f"{NAME}.json"
+    return Path(paths.host_cache_dir()) / f"{NAME}.json"
 
 
 def log_file() -> Path:
@@ -317,7 +317,7 @@ class Supervisor:
         if cached and cached[0] == mtime:
             return cached[1]
         try:
-            sld = float(config.load(component, name).sanity_log_dead or 0) or None
+            sld = float(config.load(component, name, set_state_host=False).sanity_log_dead or 0) or None
         except Exception as e:   # a broken config must not stop the supervision of others
             self.log.error("%s (hang detection off for %s/%s)", e, component, name)
             sld = None
@@ -573,6 +573,11 @@ def _kill(pid: Optional[int], sig: int) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        config.use_default_state_host()
+    except config.ConfigError as e:
+        print(f"{NAME}: {e}", file=sys.stderr)
+        return 2
     logs.setup_named_logging(NAME, log_file(), level="info")
     return Supervisor().run()
 

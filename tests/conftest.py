@@ -45,6 +45,14 @@ COMMANDS = {
 
 # ------------------------------------------------------------------ HOME
 
+@pytest.fixture(autouse=True)
+def _no_state_host_left_over():
+    """A test that loads a config with `statehost on` must not move the next test's files."""
+    yield
+    from sarra import paths
+    paths.set_state_host(None)
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A private HOME for one test; XDG config/cache trees live under it."""

@@ -151,11 +151,9 @@ def _broker_action(component, action, cfg) -> int:
                 for q in dict.fromkeys(names):
                     b.delete_queue(q)
                 consumer.forget_queue(cfg)
-                # the config's own state dir (under the host name with statehost: the queue
-                # name is there) and the plain one (pid, retry and cache files)
-                for d in {cfg.state_dir(create=False), paths.state_dir(component, cfg.name,
-                                                                       create=False)}:
-                    shutil.rmtree(d, ignore_errors=True)
+                # the whole state dir (under the host name with statehost): queue name,
+                # pid, retry, cache and part files
+                shutil.rmtree(cfg.state_dir(create=False), ignore_errors=True)
                 print(f"{program} {cfg.name}: queue {' '.join(names) or '(none)'} deleted, "
                       "state removed")
             else:

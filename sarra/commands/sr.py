@@ -139,7 +139,7 @@ def select(words: List[str], action: str) -> Tuple[List[Item], List[str]]:
 def _load(item: Item):
     """The parsed configuration, or None after printing why not."""
     try:
-        return config.load(item.component, item.name)
+        return config.load(item.component, item.name, set_state_host=False)
     except config.ConfigError as e:
         _err(f"{item.label}: {e} (skipped)")
     except Exception as e:          # a broken config must never stop the others
@@ -416,7 +416,7 @@ def status_rows(items: List[Item], now: Optional[float] = None,
         cfg, error = None, None
         if it.enabled:
             try:
-                cfg = config.load(it.component, it.name)
+                cfg = config.load(it.component, it.name, set_state_host=False)
             except Exception as e:
                 error = str(e)
                 notes.append(f"{it.label}: {e}")
@@ -553,6 +553,10 @@ def run(argv: List[str]) -> int:
     if len(acts) != 1:
         return common.fail(PROG, "give one action: " + " ".join(ACTIONS), common.USAGE)
     action = acts[0]
+    try:        # statehost: default.conf's, as the supervisor's (see paths.set_state_host)
+        config.use_default_state_host()
+    except config.ConfigError as e:
+        return common.fail(PROG, str(e), common.USAGE)
     logs.setup_named_logging(PROG, None, level="warning")
     common.quiet_third_party()
     items, errors = select(words, action)

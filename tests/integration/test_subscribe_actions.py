@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.parse
@@ -313,6 +314,38 @@ def test_cleanup_with_statehost_removes_the_host_state(sub_env):
     assert not _exists(env, queue)
     assert not host_dirs[0].exists()
     assert not env.state_dir().exists()
+
+
+def test_statehost_keeps_every_state_and_log_file_under_the_host_dir(sub_env, stub_http):
+    """Home directories shared across nodes: statehost in default.conf puts pid, instance
+    count, queue name, retry and log files of every instance, and the umbrella's view of
+    them, under ~/.cache/sarra/<host>/; nothing is written in the shared directories."""
+    env, stub = sub_env, stub_http
+    (env.home / ".config" / "sarra" / "default.conf").write_text("statehost on\n"
+                                                                 "hostform short\n")
+    env.config()
+    cache = env.home / ".cache" / "sarra"
+    host = socket.getfqdn().split(".")[0]
+    hdir = cache / host
+    env.cmd("start", env.name, check=True)
+    want = _serve(stub, env, "/h.txt")
+    assert env.wait_files(want, timeout=30) == {}
+    sdir = hdir / "subscribe" / env.name
+    assert list(sdir.glob(f"sr_subscribe_{env.name}_01.pid")), list(sdir.iterdir())
+    assert list(sdir.glob("*.qname")) and list(sdir.glob(f"sr_subscribe_{env.name}.state"))
+    log = hdir / "log" / f"sr_subscribe_{env.name}_01.log"
+    assert wait_for(lambda: log.exists() and "h.txt" in log.read_text(), timeout=10)
+    assert not (cache / "subscribe").exists() and not (cache / "log").exists()
+    assert "running" in env.cmd("status", env.name, check=True).stdout
+    r = subprocess.run(command_argv("sr") + ["status", f"subscribe/{env.name}"],
+                       capture_output=True, text=True, timeout=60, env=command_env(),
+                       cwd=str(env.home), stdin=subprocess.DEVNULL)
+    row = [x for x in r.stdout.splitlines() if env.name in x]
+    assert row and "running" in row[0] and "1/1" in row[0], r.stdout + r.stderr
+    assert "stopped 1 instance(s)" in env.cmd("stop", env.name, check=True).stdout
+    env.cmd("cleanup", env.name, check=True)
+    assert not sdir.exists()
+    assert not (cache / "subscribe").exists()
 
 
 # ---------------------------------------------------------------- command line

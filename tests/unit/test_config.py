@@ -805,3 +805,38 @@ def test_v2_parts_bad_values(home, value, reason):
     with pytest.raises(ConfigError) as e:
         load("post", "bad")
     assert str(e.value) == "%s:2: option 'parts': %s" % (path, reason)
+
+
+def test_statehost_from_the_config_is_this_process_state_host(tmp_path, monkeypatch):
+    import socket
+    from sarra import instances, logs, paths
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "c"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "k"))
+    cdir = tmp_path / "c" / "sarra"
+    (cdir / "subscribe").mkdir(parents=True)
+    (cdir / "subscribe" / "a.conf").write_text("broker amqp://u@h/\nstatehost on\n"
+                                               "hostform short\n")
+    (cdir / "subscribe" / "b.conf").write_text("broker amqp://u@h/\n")
+    short = socket.getfqdn().split(".")[0]
+    hdir = tmp_path / "k" / "sarra" / short
+    try:
+        cfg = config.load("subscribe", "a")
+        assert cfg.state_host() == short == paths.state_host()
+        assert cfg.state_dir(create=False) == str(hdir / "subscribe" / "a")
+        assert instances.pid_file("subscribe", "a", 1) == \
+            hdir / "subscribe" / "a" / "sr_subscribe_a_01.pid"
+        assert logs.log_file("subscribe", "a", 2) == hdir / "log" / "sr_subscribe_a_02.log"
+        # the umbrella's loads leave the process setting alone
+        config.load("subscribe", "b", set_state_host=False)
+        assert paths.state_host() == short
+        config.load("subscribe", "b")
+        assert paths.state_host() is None
+        assert instances.pid_file("subscribe", "b", 1).parent == \
+            tmp_path / "k" / "sarra" / "subscribe" / "b"
+        # default.conf decides for the umbrella command and the supervisor
+        assert config.use_default_state_host() is None
+        (cdir / "default.conf").write_text("statehost on\n")
+        assert config.use_default_state_host() == socket.getfqdn() == paths.state_host()
+    finally:
+        paths.set_state_host(None)

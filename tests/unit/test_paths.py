@@ -87,3 +87,21 @@ def test_atomic_write_failure_keeps_old_file(tmp_path):
         paths.atomic_write(str(target), 12345)  # not bytes/str
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["state"]
+
+
+def test_statehost_setting_moves_state_logs_and_supervisor_files(xdg):
+    root = xdg / ".cache" / "sarra"
+    paths.set_state_host("node1")
+    try:
+        assert paths.state_host() == "node1"
+        assert paths.state_dir("subscribe", "a", create=False) == str(root / "node1/subscribe/a")
+        assert paths.log_dir(create=False) == str(root / "node1" / "log")
+        assert paths.host_cache_dir() == str(root / "node1")
+        # an explicit host wins, None means no host level at all
+        assert paths.state_dir("subscribe", "a", host=None, create=False) == \
+            str(root / "subscribe" / "a")
+        assert paths.log_dir(host="n2", create=False) == str(root / "n2" / "log")
+    finally:
+        paths.set_state_host(None)
+    assert paths.state_dir("subscribe", "a", create=False) == str(root / "subscribe" / "a")
+    assert paths.host_cache_dir() == str(root)
