@@ -3,7 +3,7 @@
 
     python bench/subscribe.py [--files 10000] [--runs 3] [--big-mib 1024] [--server auto]
                               [--big-sum d|s] [--big-parts MIB] [--big-instances N]
-                              [--settle S]
+                              [--settle S] [--no-primer]
 
 1. 10,000 announced files of 1 KiB, served by a fast keep-alive HTTP server (nginx when
    installed, else a selectors/sendfile server in its own process), drained by
@@ -22,7 +22,9 @@
    --big-instances 1 runs one process. Each transfer starts after os.sync() and --settle
    seconds of quiet: on the test VM, memory freed by the previous GiB is handed back to
    the host after a moment, and whoever ran right after a deletion was up to 2x faster
-   or slower than the same program a few seconds later (curl included).
+   or slower than the same program a few seconds later (curl included). So before each
+   of them a primer writes and deletes as many bytes in the tmpfs (--no-primer: none);
+   without it, whichever of curl and sr_subscribe went first in a run paid the slow case.
 3. Peak RSS (VmHWM) of every subscriber instance.
 
 Files are served from and written to /dev/shm when it exists (--dir to change).
@@ -238,6 +240,20 @@ def loop_http_client(port, rels, dst):
     return len(rels) / dt
 
 
+def prime(where, size):
+    """Write `size` bytes to a file in `where` and delete it. On the test VM, a GiB written
+    right after memory was freed a few seconds ago is about twice as fast as one written
+    when the freed memory has already gone back to the host (measured: curl -o to tmpfs
+    1.7 s vs 3.0 s). Without a primer, whoever of curl and sr_subscribe went first in a
+    pair paid the slow case; with one, both start from the same state."""
+    path = os.path.join(where, ".primer")
+    block = bytes(4 << 20)
+    with open(path, "wb") as f:
+        for _ in range(max(1, size // len(block))):
+            f.write(block)
+    os.unlink(path)
+
+
 def curl(url, dst):
     t0 = time.perf_counter()
     subprocess.run(["curl", "-s", "-f", "-o", dst, url], check=True)
@@ -446,6 +462,9 @@ def main():
                          "(default 2: one per CPU here)")
     ap.add_argument("--settle", type=float, default=3.0, metavar="S",
                     help="seconds of quiet before each large-file transfer (after sync)")
+    ap.add_argument("--no-primer", dest="primer", action="store_false",
+                    help="no 1 GiB write+delete in the tmpfs before each large-file "
+                         "transfer (see prime(): it puts curl and us in the same state)")
     ap.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
     ap.add_argument("--skip", default="", help="comma list: small, two, big")
     ap.add_argument("--dir", help="where files are served from and written to "
@@ -510,6 +529,8 @@ def main():
                 for where, cu, su in ((top, "curl", "bigsub"), (disk, "curldisk", "bigdisk")):
                     steps = [cu, su] if r % 2 == 0 else [su, cu]
                     for step in steps:
+                        if a.primer:
+                            prime(top, big_size)
                         os.sync()
                         time.sleep(a.settle)
                         if step == cu:
@@ -568,7 +589,8 @@ def report(res, rss, a, big_size, md5s, tmp, disk):
     if "curl" in med:
         how = f"in {a.big_parts} MiB blocks" if a.big_parts else "whole"
         print(f"large   {big_size / mib:.0f} MiB announced {how}, sum {a.big_sum}, "
-              f"{a.big_instances} subscriber process(es), {a.settle:g} s settle before each")
+              f"{a.big_instances} subscriber process(es), {a.settle:g} s settle before each"
+              + (", after a primer write" if a.primer else ""))
         n = big_size / med["curlnull"] / mib
         print(f"limit   curl -o /dev/null, {big_size / mib:.0f} MiB  {n:6.0f} MiB/s ({med['curlnull']:.2f} s)"
               f"  (network only: no file, no checksum)")

@@ -25,10 +25,21 @@ class _Progress:
         lend = getattr(hasher, 'borrow', None)
         if lend is not None:
             self.borrow = lend
+        if hasher is None or hasattr(hasher, 'update_range'):
+            self.update_range = self._update_range      # the splice path may be used
+
+    def _update_range(self, fd, start, end):
+        """Bytes [start, end) of the file open as fd were written (spliced): hash them."""
+        if self.hasher is not None:
+            self.hasher.update_range(fd, start, end)
+        self._step()
 
     def update(self, data):
         if self.hasher is not None:
             self.hasher.update(data)
+        self._step()
+
+    def _step(self):
         flow = self.flow
         if flow.stop_event.is_set():
             raise TransferInterrupted()
@@ -44,6 +55,8 @@ class _Progress:
 
 #: from this size on, the checksum is computed in a second thread while the data arrives
 THREADED_HASH_MIN = 8 << 20
+#: read size of the hash thread when it hashes a spliced file range from the page cache
+RANGE_READ = 2 << 20
 
 
 class _HashThread:
@@ -64,17 +77,51 @@ class _HashThread:
         self.free = queue.Queue()
         self.made = 0
         self.lent = None        # the buffer lent last, until handed to update()
+        self.range_fd = None    # update_range(): our duplicate of the writer's descriptor
+        self.range_buf = None
+        self.failed = None      # a range that could not be read back
         self.t = threading.Thread(target=self._run, name="hash", daemon=True)
         self.t.start()
 
     def _run(self):
-        while True:
-            data = self.q.get()
-            if data is None:
+        try:
+            while True:
+                data = self.q.get()
+                if data is None:
+                    return
+                if isinstance(data, tuple):
+                    self._hash_range(*data)
+                    continue
+                self.hasher.update(data)
+                if isinstance(data, memoryview) and isinstance(data.obj, _Pooled):
+                    self.free.put(data.obj)
+        finally:
+            if self.range_fd is not None:
+                os.close(self.range_fd)
+
+    def _hash_range(self, start, end):
+        """Hash [start, end) of the file from the page cache (it was spliced there)."""
+        buf = self.range_buf
+        if buf is None:
+            buf = self.range_buf = memoryview(bytearray(RANGE_READ))
+        while start < end:
+            try:
+                n = os.preadv(self.range_fd, [buf[:min(len(buf), end - start)]], start)
+            except OSError as e:
+                n, self.failed = 0, e
+            if n <= 0:
+                self.failed = self.failed or OSError(
+                    f"cannot read back bytes {start}-{end} to hash them")
                 return
-            self.hasher.update(data)
-            if isinstance(data, memoryview) and isinstance(data.obj, _Pooled):
-                self.free.put(data.obj)
+            self.hasher.update(buf[:n])
+            start += n
+
+    def update_range(self, fd, start, end):
+        """Hash [start, end) of the file open as fd (an fd of our own is kept: the writer
+        closes its one before the last ranges are hashed)."""
+        if self.range_fd is None:
+            self.range_fd = os.dup(fd)
+        self.q.put((start, end))
 
     def borrow(self, size):
         lent = self.lent
@@ -104,6 +151,8 @@ class _HashThread:
     def hexdigest(self):
         self.q.put(None)
         self.t.join()
+        if self.failed is not None:
+            raise self.failed
         return self.hasher.hexdigest()
 
     def abandon(self):

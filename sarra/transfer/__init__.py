@@ -182,8 +182,14 @@ class LocalWriter:
         self.path, self.hasher, self.count = local_path, hasher, 0
         self._own = None        # our read buffer (buffer()), when the hasher lends none
         try:
+            self.readable = True    # the hash thread can read back what was spliced
             if write_offset is None:
-                fd = os.open(local_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, 0o666)
+                flags = os.O_CREAT | os.O_TRUNC | NOFOLLOW
+                try:
+                    fd = os.open(local_path, os.O_RDWR | flags, 0o666)
+                except PermissionError:     # a file we may write but not read
+                    fd = os.open(local_path, os.O_WRONLY | flags, 0o666)
+                    self.readable = False
                 self.fh = os.fdopen(fd, 'wb')
             else:
                 fd = os.open(local_path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o666)
@@ -207,6 +213,31 @@ class LocalWriter:
         if own is None or len(own) != size:
             own = self._own = memoryview(bytearray(size))
         return own
+
+    def can_splice(self):
+        """Whether splice_from() may be used: Linux, and a hasher that hashes file ranges
+        (update_range) or none."""
+        from sarra.transfer import splice
+        return splice.AVAILABLE and (self.hasher is None or (
+            self.readable and hasattr(self.hasher, 'update_range')))
+
+    def splice_from(self, sock, count, timeout, shown=''):
+        """Move count bytes from a plain socket straight into the file (transfer/splice.py);
+        the hasher is handed each written range to hash from the page cache."""
+        from sarra.transfer import splice
+        try:
+            self.fh.flush()
+            pos = self.fh.tell()
+        except OSError as e:
+            raise LocalWriteError(self.path, e) from None
+        fd = self.fh.fileno()
+        on_range = None
+        if self.hasher is not None:
+            def on_range(start, end):
+                self.hasher.update_range(fd, start, end)
+        end = splice.splice_into(sock, timeout, fd, pos, count, self.path, on_range, shown)
+        self.count += end - pos
+        self.fh.seek(end)
 
     def write(self, data):
         try:

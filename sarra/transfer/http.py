@@ -425,7 +425,10 @@ class HttpTransfer(RequestsHttpTransfer):
                 if length == 0:
                     self._finish(ep, resp)
                     return 0
-                self._copy(ep, resp, out, skip, length, shown)
+                if self._can_splice(conn, resp, out, skip, length):
+                    self._splice(ep, conn, resp, out, shown)
+                else:
+                    self._copy(ep, resp, out, skip, length, shown)
             return out.count
         except BaseException:
             self._drop(ep)              # a half-read answer: that connection is done
@@ -460,6 +463,33 @@ class HttpTransfer(RequestsHttpTransfer):
         self._finish(ep, resp)
         raise TransferError(FAILED, 'http download failed: %d %s %s'
                             % (code, resp.reason or '', shown))
+
+    @staticmethod
+    def _can_splice(conn, resp, out, skip, length):
+        """A big plain-HTTP body of known length, wanted whole from its first byte:
+        transfer/splice.py moves it into the file without reading it ourselves."""
+        return (resp.length is not None and resp.length >= BIG_BODY and not resp.chunked
+                and not skip and (length is None or length == resp.length)
+                and not isinstance(conn.sock, ssl.SSLSocket) and conn.sock is not None
+                and out.can_splice())
+
+    def _splice(self, ep, conn, resp, out, shown):
+        total = resp.length
+        try:
+            # what http.client already read past the headers, then the rest from the socket
+            head = resp.fp.read(min(len(resp.fp.peek(1)), total))
+        except (OSError, http.client.HTTPException) as e:
+            self._drop(ep)
+            raise TransferError(FAILED, 'http download failed: %s: %s' % (
+                shown, getattr(e, 'strerror', None) or e)) from None
+        if head:
+            out.write(head)
+        if total > len(head):
+            out.splice_from(conn.sock, total - len(head), conn.sock.gettimeout(), shown)
+        resp.length = 0
+        resp._close_conn()      # all read: the connection serves the next request
+        if resp.will_close:
+            self._drop(ep)
 
     def _copy(self, ep, resp, out, skip, length, shown):
         # big bodies in bigger reads: fewer system calls and hand-overs to the hash thread

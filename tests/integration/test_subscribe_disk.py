@@ -276,3 +276,42 @@ def test_unwritable_directory_waits_then_arrives_once(small_fs, sub_env, http_se
     assert (target / "f.txt").read_bytes() == data
     env.stop(p)
     assert env.queue_depth(queue) == 0
+
+
+def test_a_spliced_download_onto_a_full_disk_names_the_path(small_fs, tmp_path, monkeypatch):
+    """Bodies of BIG_BODY+ bytes are spliced from the socket into the file: a disk that
+    fills up half-way is a LocalWriteError naming the file (the retry queue's case), and
+    the connection is not reused for the next request."""
+    import http.server
+    import threading
+    from sarra.fetch import _HashThread
+    from sarra.transfer import LocalWriteError
+    from sarra.transfer.http import BIG_BODY, HttpTransfer
+    root = tmp_path / "www"
+    root.mkdir()
+    data = os.urandom(BIG_BODY + MiB)          # more than the 8 MiB tmpfs holds
+    (root / "big.bin").write_bytes(data)
+    handler = type("H", (http.server.SimpleHTTPRequestHandler,), {
+        "protocol_version": "HTTP/1.1", "log_message": lambda *a: None,
+        "__init__": lambda self, *a, **k: http.server.SimpleHTTPRequestHandler.__init__(
+            self, *a, directory=str(root), **k)})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    dest = small_fs / "big.bin"
+    from sarra.transfer import splice
+    calls = []
+    real = splice.splice_into
+    monkeypatch.setattr(splice, "splice_into", lambda *a, **k: calls.append(a) or real(*a, **k))
+    try:
+        with HttpTransfer(timeout=10) as drv:
+            h = _HashThread(hashlib.md5())
+            with pytest.raises(LocalWriteError) as e:
+                drv.get(f"http://127.0.0.1:{srv.server_address[1]}/big.bin", str(dest),
+                        hasher=h)
+            h.abandon()
+            assert str(dest) in str(e.value) and NOSPACE in str(e.value), str(e.value)
+            assert len(calls) == 1                  # it was the splice path
+            assert not drv._conns                   # the half-read answer's connection went
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -331,10 +331,11 @@ def test_http_server_ignoring_range_is_skipped_not_written_whole(_http, tmp_path
         assert out.read_bytes() == payload[:1000]
 
 
-def test_http_big_bodies_read_into_lent_buffers(_http, tmp_path):
-    """Bodies of BIG_BODY and more go through buffers lent by the hash thread (no copy, no
-    allocation per piece): whole, in place at an offset, and skipped to the offset when
-    the server ignores Range; the digest is right and the pool never grows past POOL."""
+def test_http_big_bodies_spliced_or_read_into_lent_buffers(_http, tmp_path):
+    """Bodies of BIG_BODY and more, wanted from their first byte, are spliced into the file
+    and hashed from it (whole, and in place at an offset); when the server ignores Range,
+    they go through buffers lent by the hash thread (no copy, no allocation per piece) and
+    are skipped to the offset. The digest is right; the pool never grows past POOL."""
     from sarra.fetch import _HashThread
     (_http.root / 'norange').mkdir(exist_ok=True)
     size = BIG_BODY + 3 * BIG_READ + 12_345            # not a multiple of anything
@@ -349,7 +350,7 @@ def test_http_big_bodies_read_into_lent_buffers(_http, tmp_path):
         assert drv.get(base + name, str(out), hasher=h) == size
         assert h.hexdigest() == hashlib.md5(payload).hexdigest()
         assert out.read_bytes() == payload
-        assert 1 <= h.made <= _HashThread.POOL
+        assert h.made == 0 and h.range_fd is not None       # spliced, hashed from the file
 
         # a block of BIG_BODY+ bytes written in place between other bytes
         off, ln = BIG_READ + 7, BIG_BODY + BIG_READ
@@ -359,6 +360,7 @@ def test_http_big_bodies_read_into_lent_buffers(_http, tmp_path):
         assert drv.get(base + name, str(inplace), off, ln, hasher=h, write_offset=off) == ln
         assert h.hexdigest() == hashlib.sha512(payload[off:off + ln]).hexdigest()
         assert inplace.read_bytes() == b'x' * off + payload[off:off + ln] + b'x' * (size - off - ln)
+        assert h.made == 0 and h.range_fd is not None
 
         # the server answers 200 with the whole body: 2+ lent buffers are skipped unwritten
         h = _HashThread(hashlib.md5())
@@ -367,7 +369,7 @@ def test_http_big_bodies_read_into_lent_buffers(_http, tmp_path):
         assert drv.get(base + 'norange/' + name, str(skipped), off, 1000, hasher=h) == 1000
         assert h.hexdigest() == hashlib.md5(payload[off:off + 1000]).hexdigest()
         assert skipped.read_bytes() == payload[off:off + 1000]
-        assert h.made <= _HashThread.POOL
+        assert 1 <= h.made <= _HashThread.POOL and h.range_fd is None
 
         # no hasher: one buffer of the writer's own, reused
         plain = tmp_path / 'plain'
@@ -626,3 +628,80 @@ def test_ftp_login_failure(_ftpd, tmp_path):
     assert ei.value.code == 499
     assert ei.value.message.startswith('ftp login failed for user@%s:%d' % (HOST, _ftpd.port))
     assert 'wrong' not in ei.value.message
+
+
+class _RawHttp:
+    """A one-thread HTTP/1.1 server on loopback that answers every GET with a body of
+    BIG_BODY+ bytes sent as told: 'full', 'short' (half, then close) or 'stall' (half,
+    then silence); counts the connections it accepted."""
+
+    def __init__(self, payload, mode):
+        import threading
+        self.payload, self.mode, self.accepted = payload, mode, 0
+        self.srv = socket.create_server((HOST, 0))
+        self.port = self.srv.getsockname()[1]
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._serve, daemon=True)
+        self.t.start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            with conn:
+                buf = b''
+                while True:
+                    while b'\r\n\r\n' not in buf:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        buf += data
+                    if b'\r\n\r\n' not in buf:
+                        break
+                    buf = buf.split(b'\r\n\r\n', 1)[1]
+                    body = self.payload
+                    conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n' % len(body))
+                    if self.mode == 'full':
+                        conn.sendall(body)
+                        continue
+                    conn.sendall(body[:len(body) // 2])
+                    if self.mode == 'stall':
+                        self.stop.wait(10)
+                    break
+
+    def close(self):
+        self.stop.set()
+        self.srv.close()
+
+
+@pytest.mark.parametrize('mode', ['full', 'short', 'stall'])
+def test_http_spliced_body_reuses_the_connection_and_fails_cleanly(tmp_path, mode):
+    """The splice path: two bodies over one kept-alive connection; a body cut short or a
+    server gone silent half-way is one TransferError that says so, not a hang."""
+    from sarra.fetch import _HashThread
+    payload = os.urandom(BIG_BODY + 5 * 4096 + 3)
+    srv = _RawHttp(payload, mode)
+    try:
+        url = 'http://%s:%d/f' % (HOST, srv.port)
+        with HttpTransfer(timeout=1) as drv:
+            if mode == 'full':
+                for name in ('a', 'b'):
+                    h = _HashThread(hashlib.md5())
+                    assert drv.get(url, str(tmp_path / name), hasher=h) == len(payload)
+                    assert h.hexdigest() == hashlib.md5(payload).hexdigest()
+                    assert h.range_fd is not None
+                    assert (tmp_path / name).read_bytes() == payload
+                assert srv.accepted == 1
+                return
+            t0 = time.monotonic()
+            with pytest.raises(TransferError) as e:
+                drv.get(url, str(tmp_path / 'x'), hasher=_HashThread(hashlib.md5()))
+            assert time.monotonic() - t0 < 5
+            said = str(e.value)
+            assert ('short read' if mode == 'short' else 'timed out') in said, said
+            assert url in said
+    finally:
+        srv.close()
