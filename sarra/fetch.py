@@ -32,14 +32,15 @@ class _Progress:
         """Bytes [start, end) of the file open as fd were written (spliced): hash them."""
         if self.hasher is not None:
             self.hasher.update_range(fd, start, end)
-        self._step()
 
     def update(self, data):
         if self.hasher is not None:
             self.hasher.update(data)
-        self._step()
+        self.step()
 
-    def _step(self):
+    def step(self):
+        """A stop request ends the transfer at once; the broker connections are kept
+        alive (every 5 s). Called after each piece received."""
         flow = self.flow
         if flow.stop_event.is_set():
             raise TransferInterrupted()

@@ -235,7 +235,8 @@ class LocalWriter:
         if self.hasher is not None:
             def on_range(start, end):
                 self.hasher.update_range(fd, start, end)
-        end = splice.splice_into(sock, timeout, fd, pos, count, self.path, on_range, shown)
+        end = splice.splice_into(sock, timeout, fd, pos, count, self.path, on_range, shown,
+                                 getattr(self.hasher, 'step', None))
         self.count += end - pos
         self.fh.seek(end)
 

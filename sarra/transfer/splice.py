@@ -26,11 +26,13 @@ HASH_STEP = 8 << 20
 _F_SETPIPE_SZ = 1031
 
 
-def splice_into(sock, timeout, fd, pos, count, path, on_range=None, shown=''):
+def splice_into(sock, timeout, fd, pos, count, path, on_range=None, shown='', on_piece=None):
     """Move ``count`` bytes from connected socket ``sock`` into file descriptor ``fd`` at
     offset ``pos``; return the offset after the last byte. ``on_range(start, end)`` is
     called for each file range once it is written (at least every HASH_STEP bytes, and at
-    the end). Socket trouble is a TransferError, a write error a LocalWriteError."""
+    the end); ``on_piece()`` after every piece moved (stop requests, broker heartbeats
+    during a slow body). Socket trouble is a TransferError, a write error a
+    LocalWriteError."""
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         try:
@@ -67,6 +69,8 @@ def splice_into(sock, timeout, fd, pos, count, path, on_range=None, shown=''):
                     raise LocalWriteError(path, OSError(errno.EIO, 'splice wrote nothing'))
                 pos += k
                 n -= k
+            if on_piece is not None:
+                on_piece()
             if on_range is not None and (pos - hashed >= HASH_STEP or not left):
                 on_range(hashed, pos)
                 hashed = pos

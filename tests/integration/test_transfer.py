@@ -705,3 +705,38 @@ def test_http_spliced_body_reuses_the_connection_and_fails_cleanly(tmp_path, mod
             assert url in said
     finally:
         srv.close()
+
+
+def test_http_spliced_body_reports_every_piece_and_each_range_once(tmp_path):
+    """The splice path hands the hasher contiguous ranges that cover the body once, and
+    calls step() after every piece (where the flow checks for a stop and keeps its broker
+    connections alive during a slow body)."""
+    from sarra.transfer.splice import PIECE
+
+    class Recorder:
+        def __init__(self):
+            self.ranges, self.steps = [], 0
+
+        def update(self, data):
+            self.ranges.append(('bytes', len(data)))
+
+        def update_range(self, fd, start, end):
+            self.ranges.append((start, end))
+
+        def step(self):
+            self.steps += 1
+
+    payload = os.urandom(BIG_BODY + 3 * PIECE + 17)
+    srv = _RawHttp(payload, 'full')
+    try:
+        rec = Recorder()
+        with HttpTransfer(timeout=5) as drv:
+            assert drv.get('http://%s:%d/f' % (HOST, srv.port), str(tmp_path / 'f'),
+                           hasher=rec) == len(payload)
+        head = sum(n for kind, n in rec.ranges if kind == 'bytes')   # read with the headers
+        spans = [r for r in rec.ranges if r[0] != 'bytes']
+        assert spans[0][0] == head and spans[-1][1] == len(payload)
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert rec.steps >= (len(payload) - head) // PIECE
+    finally:
+        srv.close()
