@@ -195,7 +195,11 @@ def fetch(flow, work, dest, offset, length, write_offset):
             finally:
                 flow._interruptible = False
             flow.counters["bytes"] += n
-            return h.hexdigest() if h is not None else None
+            try:
+                return h.hexdigest() if h is not None else None
+            except OSError as e:        # a spliced range could not be read back
+                raise Outcome(500, f"cannot read back {dest} to checksum it: "
+                                   f"{e.strerror or e}", retry=True) from None
         except TransferInterrupted:
             raise download_stopped() from None
         except TransferError as e:

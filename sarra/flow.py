@@ -382,9 +382,10 @@ class Flow:
                 self.log.error("%s: %s %s", msg.url, o.code, o.text)
             else:
                 self.log.info("%s: %s %s%s", msg.url, o.code, o.text,
-                              " (seen before: posted again)" if work.posts else "")
+                              " (seen before: posting it again)" if work.posts else "")
                 if work.posts and self.preset.posts and self.post_broker is not None:
-                    self.post(work)     # see download._already_here
+                    if not self._post_again(work):      # see download._already_here
+                        return
             self.reporter.report(msg, o.code, o.text, work.received)
         except download_stopped:
             work.outcome = "returned"
@@ -399,6 +400,22 @@ class Flow:
             self.reporter.report(msg, 503, "Unable to process", work.received)
         finally:
             self.msg = None
+
+    def _post_again(self, work: Work) -> bool:
+        """Post a 304 that was seen before (download._already_here) with the same
+        outcomes as a post on the main path; False when that failed (reported here)."""
+        try:
+            self.post(work)
+            return True
+        except BrokerStopped:
+            work.outcome = "returned"
+            raise
+        except Exception as e:      # cannot encode, exchange refused...: retry it later
+            work.outcome = "failed"
+            self.counters["failed"] += 1
+            self.log.error("%s: posting again failed, will retry: %s", work.msg.url, e)
+            self.reporter.report(work.msg, 503, "Unable to process", work.received)
+            return False
 
     def msg_to_retry(self):
         """Plugins (e.g. delay) call this to put the current message aside for a later retry."""

@@ -236,7 +236,7 @@ class LocalWriter:
             def on_range(start, end):
                 self.hasher.update_range(fd, start, end)
         end = splice.splice_into(sock, timeout, fd, pos, count, self.path, on_range, shown,
-                                 getattr(self.hasher, 'step', None))
+                                 getattr(self.hasher, 'step', None), already=self.count)
         self.count += end - pos
         self.fh.seek(end)
 

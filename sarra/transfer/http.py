@@ -467,7 +467,8 @@ class HttpTransfer(RequestsHttpTransfer):
     @staticmethod
     def _can_splice(conn, resp, out, skip, length):
         """A big plain-HTTP body of known length, wanted whole from its first byte:
-        transfer/splice.py moves it into the file without reading it ourselves."""
+        transfer/splice.py moves it into the file without reading it ourselves. (An answer
+        that closes the connection is not spliced: http.client has let go of its socket.)"""
         return (resp.length is not None and resp.length >= BIG_BODY and not resp.chunked
                 and not skip and (length is None or length == resp.length)
                 and not isinstance(conn.sock, ssl.SSLSocket) and conn.sock is not None
@@ -488,8 +489,6 @@ class HttpTransfer(RequestsHttpTransfer):
             out.splice_from(conn.sock, total - len(head), conn.sock.gettimeout(), shown)
         resp.length = 0
         resp._close_conn()      # all read: the connection serves the next request
-        if resp.will_close:
-            self._drop(ep)
 
     def _copy(self, ep, resp, out, skip, length, shown):
         # big bodies in bigger reads: fewer system calls and hand-overs to the hash thread

@@ -24,15 +24,19 @@ PIECE = 1 << 20
 #: the hasher is handed the file range written so far every HASH_STEP bytes
 HASH_STEP = 8 << 20
 _F_SETPIPE_SZ = 1031
+#: what splice(2) answers where a socket or a file system does not support it
+UNSUPPORTED = frozenset((errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP))
 
 
-def splice_into(sock, timeout, fd, pos, count, path, on_range=None, shown='', on_piece=None):
+def splice_into(sock, timeout, fd, pos, count, path, on_range=None, shown='', on_piece=None,
+                already=0):
     """Move ``count`` bytes from connected socket ``sock`` into file descriptor ``fd`` at
     offset ``pos``; return the offset after the last byte. ``on_range(start, end)`` is
     called for each file range once it is written (at least every HASH_STEP bytes, and at
     the end); ``on_piece()`` after every piece moved (stop requests, broker heartbeats
-    during a slow body). Socket trouble is a TransferError, a write error a
-    LocalWriteError."""
+    during a slow body). ``already``: body bytes written before (for the messages).
+    Where the socket or the file system cannot splice, the rest is copied through a
+    buffer of ours. Socket trouble is a TransferError, a write error a LocalWriteError."""
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         try:
@@ -45,30 +49,32 @@ def splice_into(sock, timeout, fd, pos, count, path, on_range=None, shown='', on
         poller.register(src, select.POLLIN)
         wait_ms = None if timeout is None else int(timeout * 1000)
         hashed, left, start = pos, count, pos
+        buf = None                      # copy mode: splice is not possible here
         while left:
             try:
-                n = os.splice(src, w, min(left, PIECE))
+                if buf is None:
+                    n = os.splice(src, w, min(left, PIECE))
+                else:
+                    n = sock.recv_into(buf, min(left, len(buf)))
             except BlockingIOError:
                 if not poller.poll(wait_ms):
-                    raise TransferError(FAILED, 'http download failed: %s after %d bytes: '
-                                        'timed out' % (shown, pos - start)) from None
+                    raise _failed(shown, already + pos - start, 'timed out') from None
                 continue
             except OSError as e:
-                raise TransferError(FAILED, 'http download failed: %s after %d bytes: %s' % (
-                    shown, pos - start, e.strerror or e)) from None
+                if buf is None and e.errno in UNSUPPORTED:
+                    buf = memoryview(bytearray(PIECE))      # this socket cannot splice
+                    continue
+                what = 'timed out' if isinstance(e, TimeoutError) else (e.strerror or e)
+                raise _failed(shown, already + pos - start, what) from None
             if n == 0:
                 raise TransferError(FAILED, 'http download failed: short read, got %d of '
-                                    '%d bytes %s' % (pos - start, count, shown))
+                                    '%d bytes %s' % (already + pos - start, already + count,
+                                                     shown))
             left -= n
-            while n:
-                try:
-                    k = os.splice(r, fd, n, offset_dst=pos)
-                except OSError as e:
-                    raise LocalWriteError(path, e) from None
-                if k == 0:          # cannot happen on a regular file; never spin on it
-                    raise LocalWriteError(path, OSError(errno.EIO, 'splice wrote nothing'))
-                pos += k
-                n -= k
+            if buf is None:
+                pos, buf = _move(r, fd, n, pos, path)
+            else:
+                pos = _pwrite_all(fd, buf[:n], pos, path)
             if on_piece is not None:
                 on_piece()
             if on_range is not None and (pos - hashed >= HASH_STEP or not left):
@@ -78,3 +84,42 @@ def splice_into(sock, timeout, fd, pos, count, path, on_range=None, shown='', on
     finally:
         os.close(r)
         os.close(w)
+
+
+def _failed(shown, got, what):
+    return TransferError(FAILED, 'http download failed: %s after %d bytes: %s'
+                         % (shown, got, what))
+
+
+def _move(r, fd, n, pos, path):
+    """n bytes from the pipe into the file at pos. Returns (new pos, None), or (new pos,
+    a buffer) when this file system cannot splice: the bytes were read and written, and
+    the caller copies through that buffer from now on."""
+    while n:
+        try:
+            k = os.splice(r, fd, n, offset_dst=pos)
+        except OSError as e:
+            if e.errno not in UNSUPPORTED:
+                raise LocalWriteError(path, e) from None
+            while n:
+                data = os.read(r, n)
+                pos = _pwrite_all(fd, data, pos, path)
+                n -= len(data)
+            return pos, memoryview(bytearray(PIECE))
+        if k == 0:              # cannot happen on a regular file; never spin on it
+            raise LocalWriteError(path, OSError(errno.EIO, 'splice wrote nothing'))
+        pos += k
+        n -= k
+    return pos, None
+
+
+def _pwrite_all(fd, data, pos, path):
+    view = memoryview(data)
+    while view:
+        try:
+            k = os.pwrite(fd, view, pos)
+        except OSError as e:
+            raise LocalWriteError(path, e) from None
+        pos += k
+        view = view[k:]
+    return pos

@@ -740,3 +740,33 @@ def test_http_spliced_body_reports_every_piece_and_each_range_once(tmp_path):
         assert rec.steps >= (len(payload) - head) // PIECE
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize('where', ['file', 'socket'])
+def test_http_splice_refused_falls_back_to_copying(tmp_path, monkeypatch, where):
+    """A file system (or socket) that cannot splice (EINVAL) gets the bytes copied through
+    a buffer instead: the file and digest are right, bytes already in the pipe included."""
+    import errno as _errno
+    from sarra.fetch import _HashThread
+    real = os.splice
+    calls = []
+
+    def splice(src, dst, count, offset_src=None, offset_dst=None, flags=0):
+        to_file = offset_dst is not None
+        calls.append(to_file)
+        if to_file == (where == 'file'):
+            raise OSError(_errno.EINVAL, 'Invalid argument')
+        return real(src, dst, count, offset_src=offset_src, offset_dst=offset_dst)
+    monkeypatch.setattr(os, 'splice', splice)
+    payload = os.urandom(BIG_BODY + 3 * 4096 + 5)
+    srv = _RawHttp(payload, 'full')
+    try:
+        with HttpTransfer(timeout=5) as drv:
+            h = _HashThread(hashlib.md5())
+            assert drv.get('http://%s:%d/f' % (HOST, srv.port), str(tmp_path / 'f'),
+                           hasher=h) == len(payload)
+            assert h.hexdigest() == hashlib.md5(payload).hexdigest()
+        assert (tmp_path / 'f').read_bytes() == payload
+        assert len(calls) <= 2              # one refusal, then copying
+    finally:
+        srv.close()

@@ -325,3 +325,38 @@ def test_a_redelivered_message_whose_file_is_here_is_posted_again(home, blocks):
     assert flow.consumer.acked == ["/a.bin", "/a.bin"]
     assert flow.post_broker.published == ["/a.bin"]          # the redelivered one only
     assert (home / "dst" / "a.bin").read_bytes() == data
+
+
+def test_posting_again_that_fails_is_a_retry_not_a_crash(home):
+    """The post of a redelivered 304 refused by the broker (or impossible to encode): the
+    message goes to the retry queue with a 503 report, like a failed post on the main
+    path; the instance goes on."""
+    from sarra.broker import BrokerError
+    src = home / "src"
+    src.mkdir()
+    data = b"y" * 10
+    (src / "b.bin").write_bytes(data)
+    (home / "dst").mkdir()
+    (home / "dst" / "b.bin").write_bytes(data)
+    m = message.make_post("20240101000000.0", f"file://{src}/", "/b.bin",
+                          {"sum": "d," + hashlib.md5(data).hexdigest(), "parts": "1,10,1,0,0"})
+    topic, body, hdrs = m.encode()
+    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
+                                          ("directory", str(home / "dst")),
+                                          ("post_broker", "amqp://u:p@localhost/"),
+                                          ("post_exchange", "xpublic"),
+                                          ("post_base_url", "http://pump/"),
+                                          ("post_base_dir", str(home / "dst"))])
+    flow = Flow(cfg, components.preset("subscribe"))
+    flow.consumer = FakeConsumer([Delivery("xs_x", topic, body, b"", hdrs,
+                                           DeliveryTag(next(_tag), 0), True, {})])
+    flow.reporter = FakeReporter()
+    flow.post_broker = FakePostBroker()
+
+    def refuse(*a):
+        raise BrokerError("publish refused: ACCESS_REFUSED")
+    flow.post_broker.publish = refuse
+    run_batches(flow, 1)
+    assert flow.reporter.sent == [("/b.bin", 503)]
+    assert flow.consumer.acked == ["/b.bin"] and len(flow.retry) == 1
+    assert flow.counters["failed"] == 1
