@@ -305,6 +305,10 @@ def resolve_config(component: str, config: Optional[str]) -> Tuple[Optional[str]
     return name, path
 
 
+#: read before every component's own files, in this order
+SHARED_FILES = ("default.conf", "admin.conf")
+
+
 def load(component: str, config: Optional[str] = None, cli=None,
          warn_unknown: bool = True, set_state_host: bool = True) -> Config:
     """Read all configuration layers for `component` and return the effective Config.
@@ -320,7 +324,7 @@ def load(component: str, config: Optional[str] = None, cli=None,
     cfg = Config(component, name, path)
     parser = _Parser(cfg, warn_unknown)
     cdir = paths.config_dir()
-    for fname in ("default.conf", "admin.conf", component + ".conf"):
+    for fname in SHARED_FILES + (component + ".conf",):
         parser.read_file(os.path.join(cdir, fname), required=False)
     if path:
         parser.read_file(path, required=True)
@@ -348,7 +352,7 @@ def use_default_state_host() -> Optional[str]:
     cfg = Config("subscribe", None, None)
     parser = _Parser(cfg, warn_unknown=False)
     cdir = paths.config_dir()
-    for fname in ("default.conf", "admin.conf"):
+    for fname in SHARED_FILES:
         parser.read_file(os.path.join(cdir, fname), required=False)
     host = cfg.state_host()
     paths.set_state_host(host)

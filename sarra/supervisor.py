@@ -317,7 +317,8 @@ class Supervisor:
         if cached and cached[0] == mtime:
             return cached[1]
         try:
-            sld = float(config.load(component, name, set_state_host=False).sanity_log_dead or 0) or None
+            cfg = config.load(component, name, set_state_host=False)
+            sld = float(cfg.sanity_log_dead or 0) or None
         except Exception as e:   # a broken config must not stop the supervision of others
             self.log.error("%s (hang detection off for %s/%s)", e, component, name)
             sld = None

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from functools import partial
 from urllib.parse import unquote, urlsplit
 
 from sarra.paths import NOFOLLOW
@@ -231,10 +232,7 @@ class LocalWriter:
         except OSError as e:
             raise LocalWriteError(self.path, e) from None
         fd = self.fh.fileno()
-        on_range = None
-        if self.hasher is not None:
-            def on_range(start, end):
-                self.hasher.update_range(fd, start, end)
+        on_range = None if self.hasher is None else partial(self.hasher.update_range, fd)
         end = splice.splice_into(sock, timeout, fd, pos, count, self.path, on_range, shown,
                                  getattr(self.hasher, 'step', None), already=self.count)
         self.count += end - pos

@@ -277,6 +277,21 @@ class FakePostBroker:
         pass
 
 
+def reposting_flow(home, deliveries):
+    """A subscriber that downloads into home/dst and posts what it got (fakes around it)."""
+    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
+                                          ("directory", str(home / "dst")),
+                                          ("post_broker", "amqp://u:p@localhost/"),
+                                          ("post_exchange", "xpublic"),
+                                          ("post_base_url", "http://pump/"),
+                                          ("post_base_dir", str(home / "dst"))])
+    flow = Flow(cfg, components.preset("subscribe"))
+    flow.consumer = FakeConsumer(deliveries)
+    flow.reporter = FakeReporter()
+    flow.post_broker = FakePostBroker()
+    return flow
+
+
 @pytest.mark.parametrize("blocks", [False, True])
 def test_a_redelivered_message_whose_file_is_here_is_posted_again(home, blocks):
     """An instance that died between the rename and its post's confirm: the message comes
@@ -298,16 +313,7 @@ def test_a_redelivered_message_whose_file_is_here_is_posted_again(home, blocks):
         topic, body, hdrs = m.encode()
         return Delivery("xs_x", topic, body, b"", hdrs, DeliveryTag(next(_tag), 0),
                         redelivered, {})
-    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
-                                          ("directory", str(home / "dst")),
-                                          ("post_broker", "amqp://u:p@localhost/"),
-                                          ("post_exchange", "xpublic"),
-                                          ("post_base_url", "http://pump/"),
-                                          ("post_base_dir", str(home / "dst"))])
-    flow = Flow(cfg, components.preset("subscribe"))
-    flow.consumer = FakeConsumer([post_of(False), post_of(True)])
-    flow.reporter = FakeReporter()
-    flow.post_broker = FakePostBroker()
+    flow = reposting_flow(home, [post_of(False), post_of(True)])
     if blocks:        # the file was assembled from its blocks, then the instance died
         from sarra import assemble
         gen = assemble.generation(message.Message(
@@ -341,17 +347,8 @@ def test_posting_again_that_fails_is_a_retry_not_a_crash(home):
     m = message.make_post("20240101000000.0", f"file://{src}/", "/b.bin",
                           {"sum": "d," + hashlib.md5(data).hexdigest(), "parts": "1,10,1,0,0"})
     topic, body, hdrs = m.encode()
-    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
-                                          ("directory", str(home / "dst")),
-                                          ("post_broker", "amqp://u:p@localhost/"),
-                                          ("post_exchange", "xpublic"),
-                                          ("post_base_url", "http://pump/"),
-                                          ("post_base_dir", str(home / "dst"))])
-    flow = Flow(cfg, components.preset("subscribe"))
-    flow.consumer = FakeConsumer([Delivery("xs_x", topic, body, b"", hdrs,
-                                           DeliveryTag(next(_tag), 0), True, {})])
-    flow.reporter = FakeReporter()
-    flow.post_broker = FakePostBroker()
+    flow = reposting_flow(home, [Delivery("xs_x", topic, body, b"", hdrs,
+                                          DeliveryTag(next(_tag), 0), True, {})])
 
     def refuse(*a):
         raise BrokerError("publish refused: ACCESS_REFUSED")
