@@ -25,6 +25,13 @@
    or slower than the same program a few seconds later (curl included). So before each
    of them a primer writes and deletes as many bytes in the tmpfs (--no-primer: none);
    without it, whichever of curl and sr_subscribe went first in a run paid the slow case.
+   CPU floors, from the busy CPU-seconds of the whole machine (/proc/stat) during each
+   transfer: a verified download does at least what curl does plus the hash, so on N
+   cores it cannot take less than (curl's CPU-seconds + the hash's) / N (the "verified
+   floor"); nor less than (CPU of curl to /dev/null + CPU of writing the bytes from
+   memory into a file there + the hash's) / N (the "absolute floor": receive, store,
+   hash, nothing else). Where a floor is above 80 % of curl's time, the target cannot
+   be met on this machine by any download that checks an MD5 sum.
 3. Peak RSS (VmHWM) of every subscriber instance.
 
 Files are served from and written to /dev/shm when it exists (--dir to change).
@@ -254,10 +261,46 @@ def prime(where, size):
     os.unlink(path)
 
 
-def curl(url, dst):
+def write_cpu(where, size):
+    """Busy CPU-seconds of writing ``size`` bytes from memory into a new file in ``where``
+    (the second of two writes: the first may pay for memory the VM handed back)."""
+    block = bytes(4 << 20)
+    path = os.path.join(where, "write-cpu.bin")
+    cpu = None
+    for _ in range(2):
+        b0 = busy()
+        with open(path, "wb", buffering=0) as f:
+            for _ in range(max(1, size // len(block))):
+                f.write(block)
+        cpu = cpu_since(b0)
+        os.unlink(path)
+    return cpu
+
+
+def busy():
+    """CPU-seconds the whole machine has spent busy so far (all cores, every process and
+    the kernel: /proc/stat less idle and iowait); None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_since(b0):
+    b1 = busy()
+    return None if b0 is None or b1 is None else b1 - b0
+
+
+def curl(url, dst, cpu=None):
+    b0 = busy()
     t0 = time.perf_counter()
     subprocess.run(["curl", "-s", "-f", "-o", dst, url], check=True)
-    return time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    if cpu is not None:
+        cpu.append(cpu_since(b0))
+    return dt
 
 
 # ------------------------------------------------------------------ sr_subscribe
@@ -350,7 +393,8 @@ class Sub:
         return (n - 1) / (last - first), rss
 
     def big(self, rel, posts_, size, base_url, dst=None, instances=1):
-        """One large file through running subscribers: seconds from publish to rename."""
+        """One large file through running subscribers: (seconds from publish to rename,
+        peak RSS, CPU-seconds the machine was busy meanwhile)."""
         saved, self.dst = self.dst, dst or self.dst
         try:
             return self._big(rel, posts_, size, base_url, instances)
@@ -385,6 +429,7 @@ class Sub:
             "sum": sumh, "parts": parts, "mode": "644"}).encode() for parts, sumh in posts_]
         final = os.path.join(self.dst, rel)
         try:
+            b0 = busy()
             t0 = time.perf_counter()
             self.publish(msgs)
             while not os.path.exists(final):
@@ -393,6 +438,7 @@ class Sub:
                         open(log, errors="replace").read()[-3000:] for log in logs))
                 time.sleep(0.005)
             dt = time.perf_counter() - t0
+            cpu = cpu_since(b0)
             rss = max(_hwm(p.pid) or 0 for p in procs)
         finally:
             for p in procs:
@@ -401,7 +447,7 @@ class Sub:
                 p.wait(30)
         if os.path.getsize(final) != size:
             raise SystemExit("bench: the large file arrived with the wrong size")
-        return dt, rss
+        return dt, rss, cpu
 
     def close(self):
         self.cmd("cleanup", self.name)
@@ -508,6 +554,8 @@ def main():
                "bigsub": [], "curldisk": [], "bigdisk": []}
         disk = tempfile.mkdtemp(prefix="sarra-bench-disk-")     # the same on a disk file system
         rss = {"one": [], "two": [], "big": []}
+        cpu = {"curl": [], "bigsub": [], "curldisk": [], "bigdisk": [], "curlnull": [],
+               "write_curl": [], "write_curldisk": []}
         for r in range(a.runs):
             ldst = os.path.join(top, "loop_dst")
             for key, fn in (("loop", lambda: loop_requests(base_url, rels, ldst)),
@@ -535,20 +583,23 @@ def main():
                         time.sleep(a.settle)
                         if step == cu:
                             cdst = os.path.join(where, "curl.bin")
-                            res[cu].append(curl(base_url + "big.bin", cdst))
+                            res[cu].append(curl(base_url + "big.bin", cdst, cpu[cu]))
                             os.unlink(cdst)
                         else:
-                            dt, m = sub.big("big.bin", big_posts, big_size, base_url,
-                                            os.path.join(where, "sub_big"), a.big_instances)
+                            dt, m, c = sub.big("big.bin", big_posts, big_size, base_url,
+                                               os.path.join(where, "sub_big"), a.big_instances)
                             res[su].append(dt)
+                            cpu[su].append(c)
                             rss["big"].append(m)
                     if where == top:
                         os.sync()
                         time.sleep(a.settle)
-                        res["curlnull"].append(curl(base_url + "big.bin", "/dev/null"))
+                        res["curlnull"].append(curl(base_url + "big.bin", "/dev/null",
+                                                    cpu["curlnull"]))
+                    cpu["write_" + cu].append(write_cpu(where, big_size))
             print(f"  run {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in res.items() if v))
         md5s = md5_time(os.path.join(root, "big.bin"), a.big_sum) if "big" not in skip else None
-        report(res, rss, a, big_size, md5s, top, disk)
+        report(res, rss, a, big_size, md5s, top, disk, cpu)
     finally:
         if sub is not None:
             sub.close()
@@ -557,6 +608,11 @@ def main():
         shutil.rmtree(top, ignore_errors=True)
         shutil.rmtree(disk, ignore_errors=True)
     return 0
+
+
+def _median_of(cpu, key):
+    vals = [v for v in (cpu or {}).get(key, ()) if v is not None]
+    return statistics.median(vals) if vals else None
 
 
 def md5_time(path, algo="d"):
@@ -570,7 +626,7 @@ def md5_time(path, algo="d"):
         return time.perf_counter() - t0
 
 
-def report(res, rss, a, big_size, md5s, tmp, disk):
+def report(res, rss, a, big_size, md5s, tmp, disk, cpu=None):
     med = {k: statistics.median(v) for k, v in res.items() if v}
     mib = 1 << 20
     limit = med["loop"]
@@ -605,6 +661,26 @@ def report(res, rss, a, big_size, md5s, tmp, disk):
             print(f"ours    sr_subscribe to {where}")
             print(f"                                   {s:6.0f} MiB/s ({med[sub]:.2f} s)  "
                   f"{100 * s / c:5.1f}% of curl (target 80%)  -> {'ok' if s >= 0.8 * c else 'BELOW'}")
+            cc, sc = _median_of(cpu, cu), _median_of(cpu, sub)
+            if cc is not None and sc is not None and md5s:
+                # a verified download does at least curl's work and the hash's: spread
+                # perfectly over every core, it still takes (their CPU-seconds) / cores
+                ncpu = os.cpu_count() or 1
+                floor = (cc + md5s) / ncpu
+                print(f"        busy CPU-seconds, whole machine: curl {cc:.2f}, ours {sc:.2f} "
+                      f"({100 * sc / (med[sub] * ncpu):.0f}% of {ncpu} cores)")
+                print(f"limit   verified floor (curl's CPU + the hash's) / {ncpu} cores: "
+                      f"{floor:.2f} s = {100 * med[cu] / floor:.1f}% of curl; "
+                      f"ours is {100 * floor / med[sub]:.1f}% of that floor")
+                nc, wc = _median_of(cpu, "curlnull"), _median_of(cpu, "write_" + cu)
+                if nc is not None and wc is not None:
+                    # the least any verified download can do: receive the bytes (curl to
+                    # /dev/null), put them in a file (a write from memory), hash them
+                    low = (nc + wc + md5s) / ncpu
+                    print(f"limit   absolute floor (network {nc:.2f} + write {wc:.2f} + hash "
+                          f"{md5s:.2f} CPU-s) / {ncpu} cores: {low:.2f} s = "
+                          f"{100 * med[cu] / low:.1f}% of curl; ours is "
+                          f"{100 * low / med[sub]:.1f}% of that floor")
     for k, label in (("one", "1 instance"), ("two", "2 instances"), ("big", "large file")):
         vals = [v for v in rss[k] if v]
         if vals:
