@@ -252,29 +252,24 @@ def prime(where, size):
     right after memory was freed a few seconds ago is about twice as fast as one written
     when the freed memory has already gone back to the host (measured: curl -o to tmpfs
     1.7 s vs 3.0 s). Without a primer, whoever of curl and sr_subscribe went first in a
-    pair paid the slow case; with one, both start from the same state."""
+    pair paid the slow case; with one, both start from the same state.
+    Returns the busy CPU-seconds of the write (see busy())."""
     path = os.path.join(where, ".primer")
     block = bytes(4 << 20)
+    b0 = busy()
     with open(path, "wb") as f:
         for _ in range(max(1, size // len(block))):
             f.write(block)
+    cpu = cpu_since(b0)
     os.unlink(path)
+    return cpu
 
 
 def write_cpu(where, size):
     """Busy CPU-seconds of writing ``size`` bytes from memory into a new file in ``where``
     (the second of two writes: the first may pay for memory the VM handed back)."""
-    block = bytes(4 << 20)
-    path = os.path.join(where, "write-cpu.bin")
-    cpu = None
-    for _ in range(2):
-        b0 = busy()
-        with open(path, "wb", buffering=0) as f:
-            for _ in range(max(1, size // len(block))):
-                f.write(block)
-        cpu = cpu_since(b0)
-        os.unlink(path)
-    return cpu
+    prime(where, size)
+    return prime(where, size)
 
 
 def busy():
