@@ -2,7 +2,8 @@
 
 Each block is written at its offset into one temporary file beside the target. A manifest
 (JSON, in the configuration's state directory, protected by an OS file lock) records which
-blocks of which *generation* (bsz, blktot, brem, mtime) are verified. Completion is decided
+blocks of which *generation* (bsz, blktot, and mtime or pubtime) are verified, with
+their sums; a block of an older version than the one recorded is refused. Completion is decided
 under the lock from that record, never from a block number or a file size, so exactly one
 process sees the file become complete: it renames the temporary file to the final name and
 that process alone fires on_file. A completed manifest is kept (tiny) so that a redelivered
@@ -21,15 +22,35 @@ from contextlib import contextmanager
 from typing import Optional
 
 from sarra.checksum import Parts
+from sarra.message import parse_time
 from sarra.paths import NOFOLLOW
 
 
-def generation(parts: Parts, mtime: Optional[str]) -> str:
-    return f"{parts.bsz},{parts.blktot},{parts.brem},{mtime or ''}"
+def generation(parts: Parts, mtime: Optional[str], pubtime: Optional[str] = None) -> str:
+    """Which version of a file a block belongs to: block layout and the file's mtime, or,
+    for a post without mtime, its pubtime (the same on every block of one posting). The
+    4th parts field is left out: sr3 puts each block's own length there."""
+    if mtime:
+        return f"{parts.bsz},{parts.blktot},m{mtime}"
+    return f"{parts.bsz},{parts.blktot},p{pubtime or ''}"
+
+
+def order(mtime: Optional[str], pubtime: Optional[str]) -> float:
+    """How new a version is (its mtime, else its pubtime): a block of an older version
+    than the one being (or already) assembled is not let in."""
+    for t in (mtime, pubtime):
+        if t:
+            try:
+                return parse_time(t)
+            except ValueError:
+                pass
+    return 0.0
 
 
 class Manifest:
-    """The record of verified blocks for one target file."""
+    """The record of verified blocks for one target file: its generation, how new that
+    version is, each block's announced sum, the file size (the last block's post is the
+    one to trust), and whether any block was downloaded (not copied from the local file)."""
 
     def __init__(self, state_dir: str, final_path: str):
         os.makedirs(state_dir, exist_ok=True)
@@ -54,46 +75,84 @@ class Manifest:
                 self.data = json.loads(raw.decode()) if raw else {}
             except ValueError:
                 self.data = {}   # a torn manifest is rebuilt: blocks are fetched again
+            if not isinstance(self.data, dict) or not isinstance(self.data.get("blocks", {}), dict):
+                self.data = {}   # not ours, or the list of an older release: start again
             self._fd = fd
             yield self
-            out = json.dumps(self.data).encode()
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.ftruncate(fd, 0)
-            os.write(fd, out)
+            self.save()
         finally:
             self._fd = None
             os.close(fd)   # closing releases the lock
 
     # -- call these only inside `with manifest.locked():`
+    def save(self) -> None:
+        """Write the record now (it is also written when the lock is released)."""
+        out = json.dumps(self.data).encode()
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, out)
+
     def state(self, gen: str) -> str:
         """'complete', 'new' (no record of this generation) or 'partial'."""
         if self.data.get("gen") != gen:
             return "new"
         return "complete" if self.data.get("complete") else "partial"
 
-    def has(self, gen: str, bno: int) -> bool:
-        return self.data.get("gen") == gen and bno in self.data.get("blocks", [])
+    def supersedes(self, version: float) -> bool:
+        """The record is of a newer version of the file than ``version`` (see order())."""
+        return bool(self.data.get("gen")) and self.data.get("order", 0.0) > version
 
-    def start(self, gen: str, final: str, temp: str) -> None:
-        self.data = {"gen": gen, "final": final, "temp": temp, "blocks": [], "complete": False}
+    def has(self, gen: str, bno: int, bsum: Optional[str] = None) -> bool:
+        """Block bno of gen is recorded (with the announced sum ``bsum``, when given)."""
+        if self.data.get("gen") != gen:
+            return False
+        got = self.data.get("blocks", {}).get(str(bno))
+        return got is not None and (bsum is None or got in ("", bsum))
 
-    def add(self, gen: str, bno: int) -> bool:
-        """Record a verified block; True when this call completes the file."""
+    def conflicts(self, gen: str, bno: int, bsum: str) -> bool:
+        """Block bno of gen is recorded with another sum: the file changed, its mtime did
+        not (or the posts have none and share a pubtime)."""
+        got = self.data.get("blocks", {}).get(str(bno)) if self.data.get("gen") == gen else None
+        return got not in (None, "", bsum)
+
+    def start(self, gen: str, final: str, temp: str, version: float = 0.0) -> None:
+        self.data = {"gen": gen, "order": version, "final": final, "temp": temp,
+                     "blocks": {}, "complete": False, "fetched": False}
+
+    def add(self, gen: str, bno: int, bsum: str = "", size: Optional[int] = None,
+            fetched: bool = True) -> bool:
+        """Record a verified block; True when this call completes the file. ``size``: the
+        file size this block's post gives, kept when it is the last block's."""
         if self.data.get("gen") != gen or self.data.get("complete"):
             return False
-        blocks = self.data.setdefault("blocks", [])
-        if bno not in blocks:
-            blocks.append(bno)
+        blocks = self.data.setdefault("blocks", {})
+        blocks.setdefault(str(bno), bsum)
+        if size is not None:
+            self.data["size"] = size
+        if fetched:
+            self.data["fetched"] = True
         blktot = int(gen.split(",")[1])
         if len(blocks) >= blktot:
             self.data["complete"] = True
             return True
         return False
 
+    def unadd(self, bno: int) -> None:
+        """Take back the block that completed the file (its completion failed)."""
+        self.data.get("blocks", {}).pop(str(bno), None)
+        self.data["complete"] = False
+
+    def size(self, default: int) -> int:
+        return self.data.get("size", default)
+
+    def fetched(self) -> bool:
+        """Some block of this generation was downloaded (not only copied from the file)."""
+        return bool(self.data.get("fetched"))
+
     def missing(self, gen: str):
         blktot = int(gen.split(",")[1])
-        have = set(self.data.get("blocks", [])) if self.data.get("gen") == gen else set()
-        return [b for b in range(blktot) if b not in have]
+        have = set(self.data.get("blocks", {})) if self.data.get("gen") == gen else set()
+        return [b for b in range(blktot) if str(b) not in have]
 
 
 def is_regular(path: str) -> bool:
@@ -108,7 +167,7 @@ def open_for_blocks(temp: str) -> None:
     """Create the temporary file if missing, never truncating blocks other instances wrote
     (and never opening a symbolic link put in its place)."""
     os.makedirs(os.path.dirname(temp) or ".", exist_ok=True)
-    fd = os.open(temp, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o666)   # umask applies, as for a whole file
     os.close(fd)
 
 

@@ -30,6 +30,9 @@ class Preset:
     connected: Optional[Callable] = None     # flow -> None
     dedupe: Optional[Callable] = None        # flow, work -> None
     settled: Optional[Callable] = None       # flow, batch -> None
+    # flow, work -> True where the duplicate cache is not asked: download.py's block
+    # manifest dedupes blocks it assembles, and needs every block of a new version
+    uncached: Optional[Callable] = None
 
 
 def exchange_owner(exchange: str, cfg) -> str:
@@ -76,10 +79,10 @@ ROUTING = {"on_message": ["sarra.routing:on_message"]}
 
 PRESETS = {
     "subscribe": Preset("subscribe", place=download.destination, work=download.download,
-                        posts=True),
+                        posts=True, uncached=download.assembled),
     "sarra": Preset("sarra", place=routing.newest_wins(download.destination),
                     work=download.download, posts=True, check=sarra_check,
-                    default_plugins=ROUTING),
+                    default_plugins=ROUTING, uncached=download.assembled),
     "sender": Preset("sender", place=send.place, work=send.send, posts=True,
                      default_plugins=ROUTING),
     "shovel": Preset("shovel", posts=True, default_plugins=ROUTING),

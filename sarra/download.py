@@ -18,6 +18,7 @@ from sarra.config import expand_message_vars
 from sarra.fetch import fetch as _fetch
 from sarra.fetch import file_digest as _digest
 from sarra.message import Message, escape, parse_time, topic_for
+from sarra.paths import NOFOLLOW
 from sarra.poster import public_base_url
 from sarra.transfer import TransferError
 from sarra.work import Outcome, Work
@@ -237,48 +238,145 @@ def _whole(flow, work, final, parts):
     _done(flow, work, final, complete=True)
 
 
+def assembled(flow, work) -> bool:
+    """The message is a block this flow writes into its file (inplace): the block manifest,
+    not the duplicate cache, decides whether it is needed. The cache would drop the
+    unchanged blocks of a rewritten file, and its new version could never be completed."""
+    parts = work.msg.parts
+    return (parts is not None and not parts.whole and flow.cfg.inplace
+            and not flow.cfg.notify_only and (work.sumstr or "")[:1] not in ("R", "L"))
+
+
 def _block_inplace(flow, work, final, parts):
     """One block written at its offset into the file's temporary name; the manifest says
-    when every block of this generation is in, and only then is the file renamed."""
-    msg = work.msg
-    gen = assemble.generation(parts, msg.headers.get("mtime"))
+    when every block of this generation is in, and only then is the file renamed.
+    A block the local file already holds (same sum at that range: an unchanged block of a
+    rewritten file, or one from a second source) is copied from it, not downloaded; a
+    block of an older version than the one recorded is refused (304)."""
+    msg, bno = work.msg, parts.bno
+    mtime = msg.headers.get("mtime")
+    gen = assemble.generation(parts, mtime, msg.pubtime)
+    version = assemble.order(mtime, msg.pubtime)
+    bsum = str(work.sum)
+    # sr3 puts each block's own length in the 4th field: only the last block's post
+    # gives the file size
+    size = parts.filesize if parts.last or parts.brem != parts.bsz else None
     temp = placement.inflight_path(final, flow.cfg.inflight)
     _temp_place(flow, work, temp)
+    man = _manifest(flow, final)
+    with man.locked():
+        st = man.state(gen)
+        if st == "new" and man.supersedes(version):
+            raise Outcome(304, "not modified3: block of an older version of the file than "
+                               "the one already here")
+        ours = assemble.is_regular(temp)     # a link put there is not our temporary file
+        if man.has(gen, bno, bsum):
+            if st == "complete":
+                if os.path.lexists(final):
+                    _already_here(flow, work, final,
+                                  (304, "not modified3: file already assembled"))
+                if ours:    # recorded complete, then stopped before the rename: do it now
+                    _complete(flow, man, temp, final, msg, bno, parts.filesize)
+                    work.code, work.text = report.INSERTED
+                    _done(flow, work, final, complete=True)
+                    return
+            elif ours:
+                _already_here(flow, work, final, (304, "not modified3: block already received"))
+        if st != "partial" or not ours or man.conflicts(gen, bno, bsum):
+            _discard(temp)
+            man.start(gen, final, temp, version)
+        try:
+            assemble.open_for_blocks(temp)
+        except OSError as e:            # an unwritable directory: the retry queue
+            raise Outcome(499, f"cannot write {temp}: {e.strerror or e}", retry=True) from None
+    digest = None
+    if not flow.cfg.overwrite and size is not None:
+        digest = _copy_from_local(final, temp, work.sum, parts.offset, parts.length, size)
+    fetched = digest is None
+    if fetched:
+        digest = _fetch(flow, work, temp, parts.offset, parts.length, parts.offset)
+    _check(work, digest, f" in block {bno}")
+    with man.locked():
+        if man.state(gen) != "partial":
+            raise Outcome(304, "not modified3: file completed by another instance"
+                          if man.state(gen) == "complete" else
+                          "not modified3: a newer version of the file came in meanwhile")
+        complete = man.add(gen, bno, bsum, size if parts.last else None, fetched)
+        if complete and not man.fetched():
+            # every block was already in the local file: nothing to change (as for a
+            # whole file with the same checksum)
+            _discard(temp)
+            man.save()
+            _already_here(flow, work, final, (304, "not modified3: the local file already "
+                                                   "has every block"))
+        if complete:
+            man.save()      # completion is on record before the rename (see above)
+            _complete(flow, man, temp, final, msg, bno, parts.filesize)
+    work.code, work.text = report.INSERTED
+    _done(flow, work, final, complete=complete)
+
+
+#: read size when a block is copied from the local file
+COPY_PIECE = 1 << 20
+
+
+def _manifest(flow, final):
     state = os.path.join(flow.user_cache_dir, "parts")
     if not flow.__dict__.get("_parts_pruned"):        # once per process: old manifests go
         flow._parts_pruned = True
         cfg = flow.cfg
         assemble.prune(state, max(cfg.retry_ttl or 0, cfg.expire or 0, 86400.0))
-    man = assemble.Manifest(state, final)
-    with man.locked():
-        st = man.state(gen)
-        if st == "complete" and os.path.exists(final):
-            _already_here(flow, work, final, (304, "not modified3: file already assembled"))
-        ours = assemble.is_regular(temp)     # a link put there is not our temporary file
-        if st == "partial" and man.has(gen, parts.bno) and ours:
-            _already_here(flow, work, final, (304, "not modified3: block already received"))
-        if st != "partial" or not ours:
-            _discard(temp)
-            man.start(gen, final, temp)
+    return assemble.Manifest(state, final)
+
+
+def _complete(flow, man, temp, final, msg, bno, filesize):
+    """Cut the assembled file to its size and rename it (inside the manifest's lock). On
+    failure the block that completed it is taken back, so that its retry completes it."""
+    try:
+        assemble.finish(temp, final, man.size(filesize))
+    except OSError as e:
+        man.unadd(bno)
+        man.save()
+        raise Outcome(500, f"cannot complete {final} from {temp}: {e.strerror or e}",
+                      retry=True) from None
+    _apply_meta(flow, msg, final)
+
+
+def _copy_from_local(final, temp, s, offset, length, size):
+    """Copy [offset, offset+length) of the local file into temp, hashing what is copied:
+    its digest when the local file has the announced size and those bytes the announced
+    sum, else None (a mismatch leaves bytes in temp that the download then overwrites)."""
+    if s.algo not in checksum.DATA_ALGOS or not s.value:
+        return None
+    try:
+        src = os.open(final, os.O_RDONLY | NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            return None
+        h = checksum.new_hasher(s.algo)
+        dst = os.open(temp, os.O_WRONLY | NOFOLLOW)
         try:
-            assemble.open_for_blocks(temp)
-        except OSError as e:            # an unwritable directory: the retry queue
-            raise Outcome(499, f"cannot write {temp}: {e.strerror or e}", retry=True) from None
-    digest = _fetch(flow, work, temp, parts.offset, parts.length, parts.offset)
-    _check(work, digest, f" in block {parts.bno}")
-    with man.locked():
-        if man.state(gen) != "partial":
-            raise Outcome(304, "not modified3: file completed by another instance")
-        complete = man.add(gen, parts.bno)
-        if complete:
-            try:
-                assemble.finish(temp, final, parts.filesize)
-            except OSError as e:    # the manifest is left as it was: the block is retried
-                raise Outcome(500, f"cannot complete {final} from {temp}: "
-                                   f"{e.strerror or e}", retry=True) from None
-            _apply_meta(flow, msg, final)
-    work.code, work.text = report.INSERTED
-    _done(flow, work, final, complete=complete)
+            pos, end = offset, offset + length
+            while pos < end:
+                data = os.pread(src, min(COPY_PIECE, end - pos), pos)
+                if not data:
+                    return None
+                h.update(data)
+                view = memoryview(data)
+                while view:
+                    n = os.pwrite(dst, view, pos)
+                    view, pos = view[n:], pos + n
+        finally:
+            os.close(dst)
+        digest = h.hexdigest()
+        return digest if digest == s.value else None
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(src)
 
 
 def _block_partfile(flow, work, final, parts):

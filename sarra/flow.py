@@ -359,7 +359,8 @@ class Flow:
                 return
             if self.preset.dedupe is not None:
                 self.preset.dedupe(self, work)
-            elif self.cache is not None:
+            elif self.cache is not None and not (self.preset.uncached is not None
+                                                 and self.preset.uncached(self, work)):
                 work.cache_key = dupcache.cache_key(msg, self.cfg.suppress_duplicates_basis or "path")
                 if work.retry_entry is None and (work.cache_key in self.cache
                                                  or work.cache_key in self._batch_keys):

@@ -318,7 +318,7 @@ def test_a_redelivered_message_whose_file_is_here_is_posted_again(home, blocks):
         from sarra import assemble
         gen = assemble.generation(message.Message(
             "20240101000000.0", f"file://{src}/", "/a.bin", {"sum": sums, "parts": parts}
-        ).parts, None)
+        ).parts, None, "20240101000000.0")
         final = str(home / "dst" / "a.bin")
         man = assemble.Manifest(os.path.join(flow.user_cache_dir, "parts"), final)
         with man.locked():
