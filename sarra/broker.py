@@ -288,7 +288,11 @@ class Broker(BrokerConnection):
                 self._drain(min(remaining, 1.0), burst=True)
 
         if self._pending or self._resend:
-            self._do(wait, 'wait for publish confirms')
+            try:
+                self._do(wait, 'wait for publish confirms')
+            except BrokerError:
+                self._nacked, self._returned = [], 0    # this error reports them
+                raise
         nacked, returned = self._nacked, self._returned
         self._nacked, self._returned = [], 0
         if nacked:

@@ -329,9 +329,13 @@ class BrokerConnection:
             # Asynchronous publish failure: drop what went to the bad exchange.
             bad = found.group(2) if found and found.group(1) == 'exchange' else None
             keep = [i for i in self._resend if bad is not None and i[0] != bad]
-            n = len(self._resend) - len(keep)
+            gone = [i for i in self._resend if bad is None or i[0] == bad]
             self._resend = collections.deque(keep)
-            dropped = f'; {n} unconfirmed messages dropped'
+            # refused, like a nack: the error is raised to whatever call noticed it, and the
+            # next wait_confirms() fails too, so that no publisher takes them for confirmed
+            if gone:
+                self._nacked.extend((i[0], i[1]) for i in gone)
+            dropped = f'; {len(gone)} unconfirmed messages dropped'
             what = 'publish'
         code = exc.reply_code
         if code == 403:

@@ -317,6 +317,30 @@ def test_backoff_warns_and_stops(make_broker, caplog):
     assert not any('hidden' in w for w in warnings)
 
 
+def test_a_refused_publish_noticed_elsewhere_still_fails_wait_confirms(make_broker, names,
+                                                                       uid):
+    """The channel close that refuses a publish is read by another call (a tick during a
+    long download): that call raises, and the next wait_confirms() raises too, so the
+    publisher never takes the dropped message for confirmed (it would ack its source)."""
+    exchange, queue = names
+    b = make_broker()
+    setup_topology(b, exchange, queue)
+    missing = f'x_missing_{uid}'
+    b.publish(missing, 'v02.post', 'lost', {})
+    b.flush()
+    deadline = time.monotonic() + 10
+    with pytest.raises(BrokerError):
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            b.tick()
+    with pytest.raises(BrokerError) as info:
+        b.wait_confirms(timeout=10)
+    assert 'refused' in str(info.value) and missing in str(info.value)
+    b.publish(exchange, 'v02.post', 'kept', {})
+    b.wait_confirms(timeout=10)      # reported once, then cleared
+    assert [d.body for d in drain_all(b, queue, idle=0.5)] == ['kept']
+
+
 def test_nack_reported_by_wait_confirms(make_broker, names):
     exchange, queue = names
     b = make_broker()
