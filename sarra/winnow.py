@@ -253,6 +253,10 @@ def same_broker(a: Optional[str], b: Optional[str]) -> bool:
             == (y.scheme, y.host.lower(), y.port, y.vhost, y.user))
 
 
+#: longest pause after a failed commit (seconds)
+COMMIT_BACKOFF_MAX = 30.0
+
+
 class TxPost:
     """Stands in for the flow's post broker: the posts of a batch go on the consuming channel
     in the AMQP transaction that also holds the batch's acks.
@@ -269,6 +273,7 @@ class TxPost:
         self._tx_generation = None     # channel incarnation that is in tx mode
         self._posts = []               # (exchange, routing key, amqp.Message) to commit
         self._acks = []                # delivery tags to ack (one multiple ack) at commit
+        self._failed_commits = 0       # in a row: the pause after the next failure doubles
         self.unconfirmed = 0
 
     def tick(self):
@@ -353,7 +358,16 @@ class TxPost:
         except BrokerStopped:
             raise
         except BrokerError as e:
-            self.log.error("%s (the batch comes back from the queue and is posted then)", e)
+            # the broker gives the batch back at once: without a pause, a refused post
+            # (a missing exchange) would be received and refused again hundreds of times
+            # a second. 1 s, doubling up to COMMIT_BACKOFF_MAX, until a commit succeeds.
+            delay = min(COMMIT_BACKOFF_MAX, 2.0 ** self._failed_commits)
+            self._failed_commits += 1
+            self.log.error("%s (the batch comes back from the queue and is posted then; "
+                           "next try in %g s)", e, delay)
+            self.flow.stop_event.wait(delay)
+        else:
+            self._failed_commits = 0
 
     def close(self):
         if self.other is not None:

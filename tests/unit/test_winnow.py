@@ -402,6 +402,43 @@ def test_txpost_drops_posts_of_messages_from_a_lost_channel():
     assert b.log == ["select", "select", ("publish", "xo", b"b3"), "commit"]
 
 
+def test_txpost_pauses_after_a_failed_commit_doubling_until_one_succeeds():
+    """A commit the broker refuses (a missing exchange): the batch comes back at once, so
+    each failure is followed by a pause (1, 2, 4 s ...), reset by a successful commit."""
+    from sarra.broker import BrokerError
+    b, flow = FakeBroker(), FakeFlow()
+    waits = []
+
+    class Stop:
+        def wait(self, seconds):
+            waits.append(seconds)
+    flow.stop_event = Stop()
+    refuse = [True]
+
+    def do(op, what):
+        if what.startswith("commit") and refuse[0]:
+            raise BrokerError("exchange 'xo' not found")
+        return op()
+    b._do = do
+    tx = winnow.TxPost(flow, b)
+    flow.msg = Work(message.make_post("20240101000000.0", "http://h/", "/a", {"sum": "0,1"}),
+                    delivery=delivery("/a"))
+    for _ in range(3):
+        tx.publish("xo", "k", "b", {})
+        tx.commit()
+    assert waits == [1.0, 2.0, 4.0]
+    refuse[0] = False
+    tx.publish("xo", "k", "b", {})
+    tx.commit()
+    refuse[0] = True
+    tx.publish("xo", "k", "b", {})
+    tx.commit()
+    assert waits == [1.0, 2.0, 4.0, 1.0]
+    for _ in range(10):
+        tx.commit()
+    assert waits[-1] == winnow.COMMIT_BACKOFF_MAX
+
+
 def test_txpost_acks_a_batch_with_one_frame_inside_the_transaction():
     b, flow = FakeBroker(), FakeFlow()
     tx = winnow.TxPost(flow, b)
