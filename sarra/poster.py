@@ -243,6 +243,8 @@ def walk(path: str, follow_symlinks: bool = False):
         while errors:
             e = errors.pop()
             yield PostError(f"{e.filename}: {e.strerror}")
+    for e in errors:        # after the last directory listed (or the top one unreadable)
+        yield PostError(f"{e.filename}: {e.strerror}")
 
 
 __all__ = ["PostOptions", "PostError", "public_base_url", "relpath_of", "file_posts", "remove_post",

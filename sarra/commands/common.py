@@ -35,7 +35,9 @@ def _stdout_gone() -> bool:
 
 def pipe_safe(main):
     """A command whose reader stops reading (``| head``) ends quietly with status 1, like a
-    Unix tool, instead of a traceback. Any other broken pipe is not ours to hide."""
+    Unix tool, instead of a traceback. Any other broken pipe is not ours to hide. Another
+    OSError (a configuration or state directory that cannot be read or created) is one
+    line naming the file, status 1, not a traceback."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -49,7 +51,18 @@ def pipe_safe(main):
             except OSError:
                 pass
             return 1
+        except OSError as e:        # a directory of ours we cannot read or create, ...
+            where = f": {e.filename}" if e.filename else ""
+            return fail(_program(), f"{e.strerror or e}{where}", SOME_FAILED)
     return wrapper
+
+
+def _program() -> str:
+    """This command's name (sr_subscribe, also when run as python -m ...subscribe)."""
+    name = os.path.basename(sys.argv[0]) or "sarra"
+    if name.endswith(".py"):
+        name = name[:-3] if name.startswith("sr") else "sr_" + name[:-3]
+    return name
 
 
 def fail(program: str, text: str, code: int) -> int:

@@ -20,6 +20,7 @@ from sarra.credentials import Credentials, CredentialsError
 
 NO_CONFIG_ACTIONS = ("list", "status", "start", "stop", "restart", "sanity", "cleanup")
 FILE_ACTIONS = ("list", "edit", "add", "remove", "enable", "disable")
+NEEDS_BROKER = ("foreground", "start", "restart", "sanity", "declare", "setup", "cleanup")
 
 
 def _split(words):
@@ -50,8 +51,14 @@ def run(component: str, argv=None) -> int:
     except common.UsageError as e:
         return common.fail(program, str(e), common.USAGE)
     if action is None:
+        if len(words) > 1:
+            return common.fail(program, f"unknown action {words[0]!r} (one of "
+                               f"{', '.join(common.CONSUMER_ACTIONS)})", common.USAGE)
         return common.fail(program, f"no action given (one of {', '.join(common.CONSUMER_ACTIONS)})",
                            common.USAGE)
+    if extra:
+        return common.fail(program, f"unexpected argument(s) after {name!r}: {' '.join(extra)} "
+                           "(one config per command)", common.USAGE)
     if action in FILE_ACTIONS:
         return _file_action(component, action, name)
     if name is None:
@@ -80,8 +87,22 @@ def _one(component, action, name, pairs, no) -> int:
     try:
         cfg = config.load(component, name, pairs)
     except config.ConfigError as e:
-        return common.fail(program, str(e), common.USAGE)
-    cname = cfg.name or name
+        # a configuration broken, disabled or removed since its start: its instances may
+        # be running still; stop them, or tell about them
+        cname = os.path.basename(name)
+        for suffix in (".conf.off", ".conf"):
+            cname = cname[:-len(suffix)] if cname.endswith(suffix) else cname
+        st = instances.status(component, cname) if action in ("stop", "status") else None
+        if st is None or not (st.running or st.expected):
+            return common.fail(program, str(e), common.USAGE)
+        common.fail(program, f"warning: {e} (acting on its recorded instances)", common.USAGE)
+        cfg = None
+    else:
+        cname = cfg.name or name
+    if cfg is not None and action in NEEDS_BROKER:
+        missing = _missing_option(component, cfg)
+        if missing:
+            return common.fail(program, missing, common.USAGE)
     if action == "show":
         print(cfg.show())
         return common.OK
@@ -98,8 +119,9 @@ def _one(component, action, name, pairs, no) -> int:
         return _start(component, cfg, _instance_args(pairs))
     if action == "status":
         st = instances.status(component, cname)
+        wanted = cfg.instances or 1 if cfg is not None else 1
         print(f"{program} {cname}: {instances.state(component, cname)} "
-              f"({len(st.running)}/{max(st.expected, cfg.instances or 1)} instances)")
+              f"({len(st.running)}/{max(st.expected, wanted)} instances)")
         return common.OK
     if action == "sanity":
         st = instances.status(component, cname)
@@ -112,6 +134,16 @@ def _one(component, action, name, pairs, no) -> int:
     if action in ("declare", "setup", "cleanup"):
         return _broker_action(component, action, cfg)
     return common.fail(program, f"unknown action {action}", common.USAGE)
+
+
+def _missing_option(component, cfg):
+    """What a configuration cannot run without, as a one-line error (None: nothing)."""
+    where = f"{cfg.config_path}: " if cfg.config_path else ""
+    if not cfg.broker:
+        return f"{where}option broker is required (the broker to consume from)"
+    if component == "sender" and not cfg.destination:    # do_send plugins get it too
+        return f"{where}option destination is required (where sr_sender sends)"
+    return None
 
 
 def _instance_args(pairs):

@@ -396,3 +396,87 @@ def test_unknown_option_warns_and_leaves_the_action_alone(sub_env):
     warn = [x for x in r.stderr.splitlines() if "bogus" in x]
     assert len(warn) == 1 and warn[0].startswith("sr_post: ") and \
         "unknown option" in warn[0], r.stderr
+
+
+# ---------------------------------------------------------------- errors a person can act on
+
+def test_a_config_without_broker_is_one_line_and_status_2(sub_env):
+    env = sub_env
+    env.config_path.parent.mkdir(parents=True, exist_ok=True)
+    env.config_path.write_text(f"exchange {env.exchange}\n")
+    for action in ("foreground", "start", "declare"):
+        r = env.cmd(action, env.name)
+        assert r.returncode == 2, (action, r.stderr)
+        assert r.stderr.splitlines() == [
+            f"sr_subscribe: {env.config_path}: option broker is required (the broker to "
+            f"consume from)"], (action, r.stderr)
+    assert not list(env.state_dir().glob("*.pid"))
+
+
+def test_extra_config_names_and_unknown_actions_are_usage_errors(sub_env):
+    env = sub_env
+    env.config()
+    r = env.cmd("start", env.name, "other")
+    assert r.returncode == 2
+    assert "unexpected argument(s) after" in r.stderr and "other" in r.stderr
+    r = env.cmd("bogus", env.name)
+    assert r.returncode == 2 and "unknown action 'bogus'" in r.stderr
+
+
+@pytest.mark.parametrize("breakage", ["bad_value", "disabled", "removed"])
+def test_stop_and_status_still_work_when_the_config_broke_after_start(sub_env, breakage):
+    """Its instances are running: stop and status act on them (one warning naming the
+    config's problem), where they used to fail and leave them running."""
+    env = sub_env
+    env.config()
+    env.cmd("start", env.name, check=True)
+    pid, _ = _instance(env)
+    if breakage == "bad_value":
+        with open(env.config_path, "a") as f:
+            f.write("instances abc\n")
+    elif breakage == "disabled":
+        env.cmd("disable", env.name, check=True)
+    else:
+        env.config_path.unlink()
+    try:
+        r = env.cmd("status", env.name)
+        assert r.returncode == 0, r.stderr
+        assert "running (1/1 instances)" in r.stdout
+        assert "warning:" in r.stderr and "acting on its recorded instances" in r.stderr
+        r = env.cmd("stop", env.name)
+        assert r.returncode == 0, r.stderr
+        assert "stopped 1 instance(s)" in r.stdout
+        assert not _alive(pid)
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    r = env.cmd("stop", "no_such_config")           # nothing recorded: still an error
+    assert r.returncode == 2 and "no_such_config" in r.stderr
+
+
+def test_a_sender_without_destination_refuses_to_start(sub_env):
+    env = sub_env
+    cdir = env.home / ".config" / "sarra" / "sender"
+    cdir.mkdir(parents=True, exist_ok=True)
+    (cdir / "nodest.conf").write_text(f"broker {env.broker}\nexchange {env.exchange}\n")
+    r = subprocess.run(command_argv("sr_sender") + ["foreground", "nodest"],
+                       capture_output=True, text=True, timeout=60, env=command_env(),
+                       cwd=str(env.home), stdin=subprocess.DEVNULL)
+    assert r.returncode == 2
+    assert "option destination is required" in r.stderr and "nodest.conf" in r.stderr
+
+
+@pytest.mark.parametrize("var,args", [("XDG_CONFIG_HOME", ["list"]),
+                                      ("XDG_CACHE_HOME", ["status", "one"])])
+def test_a_config_or_state_directory_that_cannot_be_used_is_one_line(sub_env, var, args):
+    """(A file where the directory should be: root reads any directory, so permissions
+    cannot make the point in this test.)"""
+    env = sub_env
+    blocker = env.tmp / "not_a_dir"
+    blocker.write_text("")
+    r = subprocess.run(command_argv("sr_subscribe") + args, capture_output=True, text=True,
+                       timeout=60, env=dict(command_env(), **{var: str(blocker)}),
+                       cwd=str(env.home), stdin=subprocess.DEVNULL)
+    assert r.returncode == 1
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("sr_subscribe: Not a directory: " + str(blocker)), r.stderr

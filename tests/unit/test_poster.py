@@ -451,6 +451,29 @@ def test_walk_reports_unreadable_directory(tmp_path):
     assert errors and "locked" in str(errors[0])
 
 
+def test_walk_reports_an_error_after_the_last_directory_listed(tmp_path, monkeypatch):
+    """The last directory of the walk (or the top one) cannot be listed: still reported
+    (it used to be lost when no directory was listed after it). Root reads any directory:
+    the refusal is made by scandir here."""
+    top = tmp_path / "tree"
+    (top / "a").mkdir(parents=True)
+    (top / "a" / "f").write_bytes(b"x")
+    (top / "z").mkdir()
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("/z"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    items = list(walk(str(top)))
+    errors = [str(i) for i in items if isinstance(i, PostError)]
+    assert errors == [f"{top / 'z'}: Permission denied"]
+    assert [i for i in items if not isinstance(i, PostError)] == [str(top / "a" / "f")]
+    monkeypatch.setattr(os, "scandir", lambda path=".": scandir(str(top / "z")))
+    assert [str(i) for i in walk(str(top))] == [f"{top / 'z'}: Permission denied"]
+
+
 def test_message_relpath_is_escaped_once(src):
     d = src / "a%20b"
     d.mkdir()
