@@ -49,8 +49,8 @@ def order(mtime: Optional[str], pubtime: Optional[str]) -> float:
 
 class Manifest:
     """The record of verified blocks for one target file: its generation, how new that
-    version is, each block's announced sum, the file size (the last block's post is the
-    one to trust), and whether any block was downloaded (not copied from the local file)."""
+    version is, each block's announced sum ('' for sums not of the data), and the file
+    size (the last block's post is the one to trust)."""
 
     def __init__(self, state_dir: str, final_path: str):
         os.makedirs(state_dir, exist_ok=True)
@@ -117,10 +117,9 @@ class Manifest:
 
     def start(self, gen: str, final: str, temp: str, version: float = 0.0) -> None:
         self.data = {"gen": gen, "order": version, "final": final, "temp": temp,
-                     "blocks": {}, "complete": False, "fetched": False}
+                     "blocks": {}, "complete": False}
 
-    def add(self, gen: str, bno: int, bsum: str = "", size: Optional[int] = None,
-            fetched: bool = True) -> bool:
+    def add(self, gen: str, bno: int, bsum: str = "", size: Optional[int] = None) -> bool:
         """Record a verified block; True when this call completes the file. ``size``: the
         file size this block's post gives, kept when it is the last block's."""
         if self.data.get("gen") != gen or self.data.get("complete"):
@@ -129,8 +128,6 @@ class Manifest:
         blocks.setdefault(str(bno), bsum)
         if size is not None:
             self.data["size"] = size
-        if fetched:
-            self.data["fetched"] = True
         blktot = int(gen.split(",")[1])
         if len(blocks) >= blktot:
             self.data["complete"] = True
@@ -144,10 +141,6 @@ class Manifest:
 
     def size(self, default: int) -> int:
         return self.data.get("size", default)
-
-    def fetched(self) -> bool:
-        """Some block of this generation was downloaded (not only copied from the file)."""
-        return bool(self.data.get("fetched"))
 
     def missing(self, gen: str):
         blktot = int(gen.split(",")[1])

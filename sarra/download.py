@@ -251,13 +251,16 @@ def _block_inplace(flow, work, final, parts):
     """One block written at its offset into the file's temporary name; the manifest says
     when every block of this generation is in, and only then is the file renamed.
     A block the local file already holds (same sum at that range: an unchanged block of a
-    rewritten file, or one from a second source) is copied from it, not downloaded; a
-    block of an older version than the one recorded is refused (304)."""
+    rewritten file, or one from a second source) is copied from it, not downloaded; the
+    version is then completed, renamed and posted like any other (downstream gets every
+    block of it). A block of an older version than the one recorded is refused (304)."""
     msg, bno = work.msg, parts.bno
     mtime = msg.headers.get("mtime")
     gen = assemble.generation(parts, mtime, msg.pubtime)
     version = assemble.order(mtime, msg.pubtime)
-    bsum = str(work.sum)
+    # the sum tells versions apart only when it is of the data (not 0, n, z ...)
+    s = work.sum
+    bsum = str(s) if s.algo in checksum.DATA_ALGOS and s.value else ""
     # sr3 puts each block's own length in the 4th field: only the last block's post
     # gives the file size
     size = parts.filesize if parts.last or parts.brem != parts.bsz else None
@@ -270,16 +273,16 @@ def _block_inplace(flow, work, final, parts):
             raise Outcome(304, "not modified3: block of an older version of the file than "
                                "the one already here")
         ours = assemble.is_regular(temp)     # a link put there is not our temporary file
-        if man.has(gen, bno, bsum):
+        if man.has(gen, bno, bsum or None):
             if st == "complete":
-                if os.path.lexists(final):
-                    _already_here(flow, work, final,
-                                  (304, "not modified3: file already assembled"))
                 if ours:    # recorded complete, then stopped before the rename: do it now
                     _complete(flow, man, temp, final, msg, bno, parts.filesize)
                     work.code, work.text = report.INSERTED
                     _done(flow, work, final, complete=True)
                     return
+                if os.path.lexists(final):
+                    _already_here(flow, work, final,
+                                  (304, "not modified3: file already assembled"))
             elif ours:
                 _already_here(flow, work, final, (304, "not modified3: block already received"))
         if st != "partial" or not ours or man.conflicts(gen, bno, bsum):
@@ -292,8 +295,7 @@ def _block_inplace(flow, work, final, parts):
     digest = None
     if not flow.cfg.overwrite and size is not None:
         digest = _copy_from_local(final, temp, work.sum, parts.offset, parts.length, size)
-    fetched = digest is None
-    if fetched:
+    if digest is None:
         digest = _fetch(flow, work, temp, parts.offset, parts.length, parts.offset)
     _check(work, digest, f" in block {bno}")
     with man.locked():
@@ -301,14 +303,7 @@ def _block_inplace(flow, work, final, parts):
             raise Outcome(304, "not modified3: file completed by another instance"
                           if man.state(gen) == "complete" else
                           "not modified3: a newer version of the file came in meanwhile")
-        complete = man.add(gen, bno, bsum, size if parts.last else None, fetched)
-        if complete and not man.fetched():
-            # every block was already in the local file: nothing to change (as for a
-            # whole file with the same checksum)
-            _discard(temp)
-            man.save()
-            _already_here(flow, work, final, (304, "not modified3: the local file already "
-                                                   "has every block"))
+        complete = man.add(gen, bno, bsum, size if parts.last else None)
         if complete:
             man.save()      # completion is on record before the rename (see above)
             _complete(flow, man, temp, final, msg, bno, parts.filesize)

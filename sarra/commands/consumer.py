@@ -52,8 +52,8 @@ def run(component: str, argv=None) -> int:
         return common.fail(program, str(e), common.USAGE)
     if action is None:
         if len(words) > 1:
-            return common.fail(program, f"unknown action {words[0]!r} (one of "
-                               f"{', '.join(common.CONSUMER_ACTIONS)})", common.USAGE)
+            return common.fail(program, f"no action among {' '.join(map(repr, words))} (one "
+                               f"of {', '.join(common.CONSUMER_ACTIONS)})", common.USAGE)
         return common.fail(program, f"no action given (one of {', '.join(common.CONSUMER_ACTIONS)})",
                            common.USAGE)
     if extra:

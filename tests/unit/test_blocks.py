@@ -106,37 +106,57 @@ def test_a_block_with_another_sum_for_the_same_version_starts_it_again(env):
     assert env.on_file() == [str(env.final)]
 
 
-def test_the_same_file_again_with_a_new_mtime_is_not_rewritten(env):
+def test_the_same_file_again_with_a_new_mtime_is_copied_not_downloaded(env):
     """Every block of a new version is already in the local file (touched, not changed):
-    they are checked against it, nothing is downloaded or renamed, and the last one says
-    so (304); on_file does not run again."""
+    each is copied from it and checked, none is downloaded; the version is completed like
+    any other (201, on_file, and a re-posting flow posts every block of it)."""
     data = os.urandom(4 * BSZ)
     env.src.write_bytes(data)
     assert [c for c, _ in feed(env, posts(env.src))] == [201] * 4
-    ino = os.stat(env.final).st_ino
     env.src.write_bytes(os.urandom(4 * BSZ))     # a download would now fail its checksum
     later = posts(env.final, pubtime="20240101000100.0", mtime="20240101000100.0")
-    got = feed(env, later)
-    assert got[-1] == (304, "not modified3: the local file already has every block"), got
-    assert [c for c, _ in got[:-1]] == [201] * 3
-    assert os.stat(env.final).st_ino == ino and env.final.read_bytes() == data
+    assert feed(env, later) == [(201, "Inserted")] * 4
+    assert env.final.read_bytes() == data
+    assert env.on_file() == [str(env.final)] * 2
+    assert sorted(os.listdir(env.dst)) == ["f.bin"]
+
+
+def test_blocks_whose_sum_is_not_of_the_data_from_two_feeds(env):
+    """sum 0 (a random number on each post): two feeds of the same file, interleaved. The
+    sums say nothing about the content, so they never make a new version."""
+    data = os.urandom(3 * BSZ)
+    env.src.write_bytes(data)
+    feeds = []
+    for n in (1, 2):
+        msgs = posts(env.src, sums=False)
+        for m in msgs:
+            m.headers["sum"] = f"0,{n}{m.parts.bno}"
+        feeds.append(msgs)
+    got = feed(env, [m for pair in zip(*feeds) for m in pair])
+    assert [c for c, _ in got] == [201, 304] * 3, got
+    assert env.final.read_bytes() == data
     assert env.on_file() == [str(env.final)]
     assert sorted(os.listdir(env.dst)) == ["f.bin"]
 
 
+@pytest.mark.parametrize("older", [False, True])
 @pytest.mark.parametrize("renamed", [False, True])
 def test_stopped_around_the_rename_the_redelivery_leaves_one_whole_file(env, monkeypatch,
-                                                                        renamed):
+                                                                        renamed, older):
     """The completion is on record before the rename. Stopped before it, the redelivered
     last block renames the whole temporary file (201, on_file then); stopped after it,
     the redelivery is a 304 and leaves no stray temporary file (that on_file is lost: the
     process died before running it)."""
     from sarra import assemble
     real = assemble.finish
+    if older:                   # an earlier version of the file is here
+        env.src.write_bytes(os.urandom(3 * BSZ))
+        feed(env, posts(env.src, pubtime="20231231000000.0", mtime="20231231000000.0"))
     data = os.urandom(3 * BSZ)
     env.src.write_bytes(data)
     msgs = posts(env.src)
     feed(env, msgs[:2])
+    files = env.on_file()
 
     def killed(*a):
         if renamed:
@@ -146,13 +166,14 @@ def test_stopped_around_the_rename_the_redelivery_leaves_one_whole_file(env, mon
     with pytest.raises(SystemExit):
         feed(env, msgs[2:])
     monkeypatch.undo()
-    assert env.final.exists() == renamed and env.on_file() == []
+    assert (env.final.exists() and env.final.read_bytes() == data) == renamed
+    assert env.on_file() == files
     got = feed(env, msgs[2:], redelivered=True)
     if renamed:
         assert got == [(304, "not modified3: file already assembled")]
     else:
         assert got == [(201, "Inserted")]
-        assert env.on_file() == [str(env.final)]
+        assert env.on_file() == files + [str(env.final)]
     assert env.final.read_bytes() == data
     assert sorted(os.listdir(env.dst)) == ["f.bin"]
 
