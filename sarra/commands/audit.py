@@ -54,10 +54,11 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     synopsis = "%s [options] %s [<config>]" % (program, "|".join(ACTIONS))
     if not argv or common.wants_help(argv):
-        common.print_help(program, "audit", synopsis, ACTIONS)
-        print("  --fix\n      check/foreground: also repair what breaks the conventions\n"
-              "  --management_url URL\n      management API (default http://<admin host>:15672/)")
+        common.print_help(program, "audit", synopsis, ACTIONS, extra=(
+            "  --fix\n      check/foreground: also repair what breaks the conventions\n"
+            "  --management_url URL\n      management API (default http://<admin host>:15672/)"))
         return common.OK if argv else common.USAGE
+    common.cli_warnings(program)
     try:
         argv, fix = _take_fix(argv)
         pairs, words, no = common.split_argv(argv, ACTIONS)

@@ -126,15 +126,18 @@ def wants_help(argv) -> bool:
     return any(a in ("-h", "--help", "-help", "help") for a in argv)
 
 
-def print_help(program: str, component: str, synopsis: str, actions=()):
+def print_help(program: str, component: str, synopsis: str, actions=(), extra: str = ""):
+    """``extra``: the command's own options, in the same form, listed after the table's."""
     text = options.render_help(component, actions)
     if text.startswith("usage:"):       # ours is the synopsis given (one usage line)
         text = text.split("\n", 1)[1].lstrip("\n")
     print(f"usage: {synopsis}\n")
     if actions:
         print(f"actions: {' '.join(actions)}\n")
-    print(text)
-    print(f"See man {program} for details.")
+    print(text.rstrip("\n"))
+    if extra:
+        print(extra.rstrip("\n"))
+    print(f"\nSee man {program} for details.")
 
 
 def cli_warnings(program: str) -> None:

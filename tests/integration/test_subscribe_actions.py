@@ -361,6 +361,17 @@ def test_help_has_one_usage_line(home, prog):
         assert "<action>" not in r.stdout
 
 
+def test_police_help_lists_its_own_options_before_the_man_page_line(home):
+    r = subprocess.run(command_argv("sr_police") + ["--help"], capture_output=True,
+                       text=True, timeout=60, env=command_env(), cwd=str(home))
+    lines = r.stdout.rstrip("\n").splitlines()
+    assert lines[-1] == "See man sr_police for details."
+    assert "  --fix" in lines and lines.index("  --fix") < len(lines) - 1
+    r = subprocess.run(command_argv("sr_police") + ["--users", "show"], capture_output=True,
+                       text=True, timeout=60, env=command_env(), cwd=str(home))
+    assert "sr_police: command line: unknown option 'users'" in r.stderr.splitlines(), r.stderr
+
+
 @pytest.mark.parametrize("prog", ["sr_post", "sr_subscribe", "sr", "sr_watch", "sr_police"])
 def test_help_into_a_closed_pipe_ends_quietly(home, prog):
     """`sr_subscribe --help | head`: a reader that is gone is not a traceback."""
