@@ -564,7 +564,8 @@ def run(argv: List[str]) -> int:
         _err(e)
     rc = common.USAGE if errors else common.OK
     if action == "start":
-        rc = max(rc, do_start(items))
+        if items or not errors:     # (no supervisor for names that match nothing)
+            rc = max(rc, do_start(items))
     elif action == "stop":
         rc = max(rc, do_stop(items, everything=not words))
     elif action == "restart":

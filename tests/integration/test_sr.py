@@ -342,6 +342,13 @@ def test_component_command_coexists_with_supervisor(pump):
     assert r.returncode == 0 and table(r.stdout)[1][name]["STATE"] == "stopped"
 
 
+def test_start_of_names_that_match_nothing_starts_no_supervisor(pump):
+    r = pump.sr("start", "subscribe/nosuch")
+    assert r.returncode == 2
+    assert "no configuration matches 'subscribe/nosuch'" in r.stderr
+    assert pump.supervisor_pid() is None
+
+
 def test_works_with_only_home_in_the_environment(pump):
     """As from cron: no tty, no XDG variables, nothing but HOME (and PYTHONPATH, since
     sarra is not installed here)."""
