@@ -13,7 +13,7 @@ import os
 import posixpath
 import stat
 
-from sarra import assemble, checksum, placement, report
+from sarra import assemble, checksum, placement, report, transfer
 from sarra.config import expand_message_vars
 from sarra.fetch import fetch as _fetch
 from sarra.fetch import file_digest as _digest
@@ -290,19 +290,27 @@ def _block_inplace(flow, work, final, parts):
             man.start(gen, final, temp, version)
         try:
             assemble.open_for_blocks(temp)
+            # the block goes into this file, even if another instance replaces the
+            # temporary file meanwhile (a newer version): then it is not recorded
+            fd = os.open(temp, os.O_RDWR | NOFOLLOW)
         except OSError as e:            # an unwritable directory: the retry queue
             raise Outcome(499, f"cannot write {temp}: {e.strerror or e}", retry=True) from None
-    digest = None
-    if not flow.cfg.overwrite and size is not None:
-        digest = _copy_from_local(final, temp, work.sum, parts.offset, parts.length, size)
-    if digest is None:
-        digest = _fetch(flow, work, temp, parts.offset, parts.length, parts.offset)
-    _check(work, digest, f" in block {bno}")
+    try:
+        digest = None
+        if not flow.cfg.overwrite and size is not None:
+            digest = _copy_from_local(final, fd, work.sum, parts.offset, parts.length, size)
+        if digest is None:
+            with transfer.pinned(temp, fd):
+                digest = _fetch(flow, work, temp, parts.offset, parts.length, parts.offset)
+        _check(work, digest, f" in block {bno}")
+        ino = os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
     with man.locked():
-        if man.state(gen) != "partial":
-            raise Outcome(304, "not modified3: file completed by another instance"
-                          if man.state(gen) == "complete" else
-                          "not modified3: a newer version of the file came in meanwhile")
+        if man.state(gen) == "complete":
+            raise Outcome(304, "not modified3: file completed by another instance")
+        if man.state(gen) != "partial" or _inode(temp) != ino:
+            raise Outcome(304, "not modified3: a newer version of the file came in meanwhile")
         complete = man.add(gen, bno, bsum, size if parts.last else None)
         if complete:
             man.save()      # completion is on record before the rename (see above)
@@ -337,10 +345,18 @@ def _complete(flow, man, temp, final, msg, bno, filesize):
     _apply_meta(flow, msg, final)
 
 
-def _copy_from_local(final, temp, s, offset, length, size):
-    """Copy [offset, offset+length) of the local file into temp, hashing what is copied:
-    its digest when the local file has the announced size and those bytes the announced
-    sum, else None (a mismatch leaves bytes in temp that the download then overwrites)."""
+def _inode(path):
+    try:
+        return os.lstat(path).st_ino
+    except OSError:
+        return None
+
+
+def _copy_from_local(final, dst, s, offset, length, size):
+    """Copy [offset, offset+length) of the local file into the temporary file open as dst,
+    hashing what is copied: its digest when the local file has the announced size and
+    those bytes the announced sum, else None (a mismatch leaves bytes in the temporary
+    file that the download then overwrites)."""
     if s.algo not in checksum.DATA_ALGOS or not s.value:
         return None
     try:
@@ -352,20 +368,16 @@ def _copy_from_local(final, temp, s, offset, length, size):
         if not stat.S_ISREG(st.st_mode) or st.st_size != size:
             return None
         h = checksum.new_hasher(s.algo)
-        dst = os.open(temp, os.O_WRONLY | NOFOLLOW)
-        try:
-            pos, end = offset, offset + length
-            while pos < end:
-                data = os.pread(src, min(COPY_PIECE, end - pos), pos)
-                if not data:
-                    return None
-                h.update(data)
-                view = memoryview(data)
-                while view:
-                    n = os.pwrite(dst, view, pos)
-                    view, pos = view[n:], pos + n
-        finally:
-            os.close(dst)
+        pos, end = offset, offset + length
+        while pos < end:
+            data = os.pread(src, min(COPY_PIECE, end - pos), pos)
+            if not data:
+                return None
+            h.update(data)
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(dst, view, pos)
+                view, pos = view[n:], pos + n
         digest = h.hexdigest()
         return digest if digest == s.value else None
     except (OSError, ValueError):

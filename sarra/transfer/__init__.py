@@ -15,6 +15,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from contextlib import contextmanager
 from functools import partial
 from urllib.parse import unquote, urlsplit
 
@@ -175,6 +176,34 @@ def credential_user_password(creds):
 
 # --- local file helpers -------------------------------------------------------------------------
 
+#: local path -> descriptor of the file that in-place writes to that path go into (pinned())
+_PINNED = {}
+
+
+@contextmanager
+def pinned(path, fd):
+    """While inside, writes in place to ``path`` (a block at its offset) go into the file
+    open as ``fd``, whatever is at ``path`` by then: download.py's block assembly knows so
+    which file the bytes went into, also if another instance replaced the temporary file
+    meanwhile (a newer version of the file came in)."""
+    before = _PINNED.get(path)
+    _PINNED[path] = fd
+    try:
+        yield
+    finally:
+        if before is None:
+            _PINNED.pop(path, None)
+        else:
+            _PINNED[path] = before
+
+
+def open_in_place(path, flags=os.O_RDWR | os.O_CREAT | NOFOLLOW):
+    """A descriptor to write into ``path`` in place: a duplicate of the one pinned for it,
+    else ``path`` opened with ``flags``."""
+    fd = _PINNED.get(path)
+    return os.dup(fd) if fd is not None else os.open(path, flags, 0o666)
+
+
 class LocalWriter:
     """Write into local_path: truncate from 0 (write_offset None) or in place at write_offset.
     A symbolic link at local_path is refused (LocalWriteError), never written through."""
@@ -193,7 +222,7 @@ class LocalWriter:
                     self.readable = False
                 self.fh = os.fdopen(fd, 'wb')
             else:
-                fd = os.open(local_path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o666)
+                fd = open_in_place(local_path)
                 self.fh = os.fdopen(fd, 'r+b')
                 self.fh.seek(write_offset)
         except OSError as e:

@@ -5,8 +5,8 @@ import os
 
 from sarra.paths import NOFOLLOW
 
-from . import (FAILED, Transfer, TransferError, check_range, decode_path, os_error,
-               register, split_url)
+from . import (FAILED, Transfer, TransferError, check_range, decode_path, open_in_place,
+               os_error, register, split_url)
 
 
 def local_path_of(url):
@@ -40,7 +40,7 @@ def _copy_range(src, dst, offset, length, dst_offset, hasher, bufsize, action, s
             if dst_offset is None:
                 dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | nofollow, 0o666)
             else:
-                dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | nofollow, 0o666)
+                dfd = open_in_place(dst, os.O_WRONLY | os.O_CREAT | nofollow)
         except OSError as e:
             raise TransferError(FAILED, 'file %s failed: cannot write %s: %s'
                                 % (action, dst, e.strerror)) from None

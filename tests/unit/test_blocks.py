@@ -187,3 +187,43 @@ def test_a_file_assembled_from_blocks_gets_the_mode_a_whole_file_gets(env):
     finally:
         os.umask(old)
     assert env.final.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_block_in_flight_when_a_newer_version_starts_goes_to_the_old_file(env, monkeypatch):
+    """Two instances: one is downloading block 1 of version 1 when the other starts
+    version 2 (a new temporary file) and records its block 1. The first one's bytes go
+    into the file it set out to write (version 1's, now unlinked), never into version
+    2's, and are not recorded (304)."""
+    from sarra import download
+    BLK = 2 * BSZ
+    v1 = os.urandom(BLK)
+    env.src.write_bytes(v1)
+    g1 = posts(env.src, pubtime="20240101000000.0", mtime="20240101000000.0")
+    v2 = os.urandom(BLK)
+    v2_src = env.src.with_name("v2.bin")
+    v2_src.write_bytes(v2)
+    g2 = [message.make_post("20240101000100.0", "file:", str(env.src), {
+        "sum": m.headers["sum"], "parts": m.headers["parts"], "mtime": "20240101000100.0"})
+        for m in posts(v2_src)]
+    other = Flow(env.flow.cfg, components.preset("subscribe"))
+    other.consumer, other.reporter = FakeConsumer(), Reports()
+    feed(env, g1[:1])
+    real = download._fetch
+    served = {}
+
+    def fetch(flow, work, dest, *args):
+        if flow is env.flow and work.msg.parts.bno == 1 and not served:
+            served["v1"] = True
+            env.src.write_bytes(v2)              # the source now has version 2 ...
+            other_env = type("E", (), {"flow": other})()
+            assert feed(other_env, g2[1:]) == [(201, "Inserted")]
+            env.src.write_bytes(v1)              # ... and this download still gets v1
+        return real(flow, work, dest, *args)
+    monkeypatch.setattr(download, "_fetch", fetch)
+    got = feed(env, g1[1:])
+    assert got == [(304, "not modified3: a newer version of the file came in meanwhile")]
+    env.src.write_bytes(v2)
+    other_env = type("E", (), {"flow": other})()
+    assert feed(other_env, g2[:1]) == [(201, "Inserted")]
+    assert env.final.read_bytes() == v2
+    assert sorted(os.listdir(env.dst)) == ["f.bin"]
