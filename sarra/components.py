@@ -53,8 +53,15 @@ def exchange_owner(exchange: str, cfg) -> str:
 
 
 def sarra_check(flow, work):
-    """A pump's ingest rule: the source is who posted, whatever the message claims."""
+    """A pump's ingest rule: the source is who posted, whatever the message claims. The
+    source header is set to the poster before any refusal, so that the refusal's report
+    goes back to the poster, never to the source it claimed to be."""
     msg, cfg = work.msg, flow.cfg
+    owner = claimed = None
+    if cfg.source_from_exchange and msg.exchange.startswith("xs_"):
+        owner = exchange_owner(msg.exchange, cfg)
+        claimed = msg.headers.get("source")
+        msg.headers["source"] = owner
     if cfg.source_from_exchange and msg.baseurl.startswith("file:") and cfg.base_dir:
         # a source must not make the pump copy the pump's own files into the public tree:
         # with base_dir set (the pump's incoming area), file: URLs must point below it
@@ -63,12 +70,9 @@ def sarra_check(flow, work):
         root = os.path.realpath(cfg.base_dir)
         if not real.startswith(root.rstrip("/") + "/"):
             raise Outcome(403, f"Forbidden: file: URL outside base_dir {root} from {msg.exchange}")
-    if cfg.source_from_exchange and msg.exchange.startswith("xs_"):
-        owner = exchange_owner(msg.exchange, cfg)
-        claimed = msg.headers.get("source")
+    if owner is not None:
         if claimed and claimed != owner and work.retry_entry is None:
             raise Outcome(403, f"Forbidden: message from exchange {msg.exchange} claims source {claimed}")
-        msg.headers["source"] = owner
         msg.headers["from_cluster"] = cfg.cluster or cfg.broker_netloc()
 
 

@@ -87,8 +87,10 @@ def test_impersonation_refused(pump):
                       dict(HEADERS, source=bob))
             b.wait_confirms(10)
         reports = xreport.__call__(timeout=15, want=1)
-        assert any(body.split()[3] == "403" and "forged/f.txt" in body for body, _ in reports), \
-            reports
+        refused = [h for body, h in reports if body.split()[3] == "403" and "forged/f.txt" in body]
+        assert refused, reports
+        # the report of the refusal goes back to the poster, not to the source it claimed
+        assert [h.get("source") for h in refused] == [alice], refused
         assert not [b for b, _ in public(timeout=2) if "forged" in b]
     finally:
         conn_p.close()
