@@ -483,7 +483,11 @@ def report_shovels(pump: Pump) -> Dict[str, str]:
     """{config name: text} of the report routing shovels (reports.md §5.1)."""
     feeder = redact(pump.feeder_url)
     out = {}
-    common = ["topic_prefix v02.report", "subtopic #", "post_broker %s" % feeder]
+    # reports.md §1-2: reports are v02.report.#, v02.log.# from 2016-era peers, and v02.post
+    # for a v2 consumer's report on a root-level file (its topic was never changed); on
+    # xs_<user> posts with that key are dropped by msg_by_user (a report has 7 fields)
+    common = ["topic_prefix v02.report", "subtopic #", "topic_prefix v02.log", "subtopic #",
+              "topic_prefix v02", "subtopic post", "post_broker %s" % feeder]
     for user in pump.users(*ORDINARY):
         name = "rr_%s2xreport" % user
         out[name] = "\n".join([

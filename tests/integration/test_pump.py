@@ -98,6 +98,31 @@ def test_impersonation_refused(pump):
     assert not [p for p in pump.pump_files() if "forged" in p]
 
 
+def test_reports_with_v2_root_level_and_2016_topics_reach_their_source(pump):
+    """reports.md §1-2: a v2 consumer's report on a root-level file keeps the topic
+    v02.post, and 2016-era peers publish v02.log...: both reach the source, like
+    v02.report; a post with the key v02.post on the same exchange is not taken for one."""
+    alice, carol = pump.users["alice"], pump.users["carol"]
+    conn, xr_alice = admin_tap(pump, "xr_" + alice)
+    hdr = dict(HEADERS, source=alice, from_cluster="127.0.0.1:5672", message="Downloaded")
+    try:
+        with Broker(pump.url("carol"), reconnect=False) as b:
+            for key, rel in (("v02.report", "/ctrl.txt"), ("v02.post", "/v2_root.txt"),
+                             ("v02.log.sub", "/sub/v2016.txt")):
+                b.publish("xs_" + carol, key,
+                          "20261127120000 http://x/ %s 201 h %s 0.1" % (rel, carol), hdr)
+            b.publish("xs_" + carol, "v02.post", "20261127120000 http://x/ /a_post.txt",
+                      dict(HEADERS, source=alice))
+            b.wait_confirms(10)
+        got = xr_alice(timeout=20, want=3)
+        time.sleep(1)
+        got += xr_alice(timeout=0.5)
+        assert sorted(body.split()[2] for body, _ in got) == \
+            ["/ctrl.txt", "/sub/v2016.txt", "/v2_root.txt"], got
+    finally:
+        conn.close()
+
+
 def test_alice_cannot_use_bobs_exchanges(pump):
     alice, bob = pump.users["alice"], pump.users["bob"]
     with Broker(pump.url("alice"), reconnect=False) as b:

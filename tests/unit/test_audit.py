@@ -410,7 +410,7 @@ def test_shovel_config_parses(home):
         write("shovel/%s.conf" % name, text)
     cfg = config.load("shovel", "rr_xreport2alice", warn_unknown=False)
     assert cfg.exchange == "xreport" and cfg.post_exchange == "xr_alice"
-    assert [b.key for b in cfg.bindings] == ["v02.report.#"]
+    assert [b.key for b in cfg.bindings] == ["v02.report.#", "v02.log.#", "v02.post"]
     assert cfg.report_back is False and cfg.plugins["on_message"] == ["msg_by_source"]
     assert cfg.msg_by_source == ["alice"]
 
