@@ -85,6 +85,7 @@ def _is_normal_abs(path: str) -> bool:
 
 def relpath_of(path: str, base_dir: Optional[str]) -> str:
     """Path relative to post_base_dir with a leading '/', the v2 form."""
+    _utf8("file name", path)
     if not _is_normal_abs(path):
         path = os.path.abspath(path)
     if base_dir:
@@ -120,8 +121,22 @@ def _finish(headers: Dict[str, str], opts: PostOptions) -> Dict[str, str]:
     return headers
 
 
+def _utf8(what: str, text: str) -> None:
+    """v02 messages are UTF-8: a name that is not (bytes kept by surrogateescape) cannot be
+    announced, and is refused here, once, naming it, rather than failing the publish."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        raise PostError(f"{shown}: {what} is not valid UTF-8: v02 cannot announce it "
+                        "(rename it)") from None
+
+
 def _post(opts: PostOptions, pubtime: str, rel: str, headers: Dict[str, str]) -> Message:
     # make_post() without its copy of the headers: they were built for this post alone
+    for k in ("oldname", "newname"):
+        if k in headers:
+            _utf8(k, headers[k])
     rel = escape(rel)
     return Message(pubtime, opts.post_base_url, rel, _finish(headers, opts),
                    topic=topic_for(opts.topic_prefix, rel, opts.subtopic),
@@ -194,6 +209,7 @@ def link_post(path: str, opts: PostOptions, target: Optional[str] = None,
     rel = relpath_of(path, opts.post_base_dir)
     if target is None:
         target = os.readlink(path)
+    _utf8("link", target)
     h = _common(opts)
     h["link"] = target
     h["sum"] = "L," + checksum.name_sum("L", target)

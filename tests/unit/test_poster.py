@@ -537,3 +537,23 @@ def test_subscriber_and_sender_reposts_carry_no_password(home, tmp_path, monkeyp
     sflow = Flow(scfg, components.preset("sender"))
     sent = send.announce(sflow, work, "sftp://u:webpassX@h/out/a.txt")
     assert sent.baseurl == "sftp://u@h/out" and sent.relpath == "/a.txt"
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_naming_it(src):
+    """v02 is UTF-8: such a name cannot be announced; one PostError naming the path (with
+    the byte shown as \\xff), not a UnicodeEncodeError from the publish that ends sr_post
+    or sr_watch (which then crashed again at every start)."""
+    bad = os.path.join(os.fsencode(str(src)), b"bad\xffname")
+    with open(bad, "wb") as f:
+        f.write(b"x")
+    path = os.fsdecode(bad)
+    with pytest.raises(PostError) as info:
+        posts_for_path(path, opts_for(src), pubtime=PT)
+    assert "bad\\xffname: file name is not valid UTF-8" in str(info.value)
+    good = src / "good"
+    good.write_bytes(b"y")
+    os.symlink(path, str(src / "to_bad"))
+    with pytest.raises(PostError) as info:
+        posts_for_path(str(src / "to_bad"), opts_for(src), pubtime=PT)
+    assert "link is not valid UTF-8" in str(info.value)
+    assert posts_for_path(str(good), opts_for(src), pubtime=PT)
