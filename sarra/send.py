@@ -22,7 +22,7 @@ import os
 from sarra import placement, report
 from sarra.message import Message, escape, parse_time, topic_for, unescape
 from sarra.poster import public_base_url
-from sarra.transfer import TransferError
+from sarra.transfer import CannotDeliver, TransferError
 from sarra.work import Outcome, TransferInterrupted, download_stopped
 
 #: bytes per slice of a large upload (sftp/file, which can write at an offset)
@@ -205,6 +205,8 @@ def _attempts(flow, work, url, op):
                 flow._interruptible = False
         except TransferInterrupted:
             raise download_stopped() from None
+        except CannotDeliver as e:          # reports.md: 499, and no retry
+            raise Outcome(499, f"{scheme} delivery failed: {e.message}") from None
         except TransferError as e:
             if attempt == tries or flow.stop_event.is_set():
                 raise Outcome(497, f"{scheme} delivery failed: {e.message}", retry=True) from None
@@ -235,8 +237,12 @@ def _put(flow, work, t, src, url, scheme):
         if tmp != url:
             t.rename(tmp, url)
         return n
-    # blocks travel as blocks: written in place at their offset in the remote file
-    return _upload(flow, t, src, url, parts.offset, parts.length, parts.offset, scheme)
+    # blocks travel as blocks: written in place at their offset in the remote file; after
+    # the last one the file is cut to its size (an older, longer file keeps no stale tail)
+    n = _upload(flow, t, src, url, parts.offset, parts.length, parts.offset, scheme)
+    if parts.last:
+        t.truncate(url, parts.filesize)
+    return n
 
 
 def _upload(flow, t, src, url, offset, length, remote_offset, scheme):

@@ -52,6 +52,13 @@ class LocalWriteError(TransferError):
         self.errno = e.errno
 
 
+class CannotDeliver(TransferError):
+    """The destination can never take this (blocks over FTP): no retry will help."""
+
+    def __init__(self, message):
+        super().__init__(FAILED, message)
+
+
 _PASSWORD_RE = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*://)([^/@:]*):[^/@]*@')
 
 
@@ -372,6 +379,11 @@ class Transfer:
     def mkdirs(self, url):
         """Create the directory url and its missing parents."""
         self._unsupported('mkdir')
+
+    def truncate(self, url, size):
+        """Cut (or extend) the remote file url to size bytes: after the last block of a
+        file sent in place, so that an older, longer file there keeps no stale tail."""
+        self._unsupported('truncate')
 
     def set_attributes(self, url, mode=None, mtime=None, atime=None):
         """Set permission bits and/or times (seconds since epoch) of url, where supported."""

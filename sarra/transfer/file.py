@@ -137,6 +137,12 @@ class FileTransfer(Transfer):
     def mkdirs(self, url):
         self._makedirs(local_path_of(url), url)
 
+    def truncate(self, url, size):
+        try:
+            os.truncate(local_path_of(url), size)
+        except OSError as e:
+            raise os_error('file', 'truncate', url, e) from None
+
     def delete(self, url):
         path = local_path_of(url)
         try:

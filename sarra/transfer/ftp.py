@@ -6,7 +6,7 @@ import posixpath
 import ssl
 import time
 
-from . import (FAILED, NOT_FOUND, LocalWriter, Transfer, TransferError, check_range,
+from . import (FAILED, NOT_FOUND, CannotDeliver, LocalWriter, Transfer, TransferError, check_range,
                credential_flag, credential_user_password, read_local, redact, register,
                remote_path, split_url)
 
@@ -173,8 +173,8 @@ class FtpTransfer(Transfer):
 
     def put(self, local_path, url, offset=0, length=None, remote_offset=None):
         check_range(offset, length)
-        if remote_offset:
-            raise TransferError(FAILED, 'ftp cannot deliver partitioned files %s' % redact(url))
+        if remote_offset is not None:       # (block 0 too: it is not the whole file)
+            raise CannotDeliver('ftp cannot deliver partitioned files %s' % redact(url))
         if not os.path.isfile(local_path):
             raise TransferError(NOT_FOUND, 'ftp upload failed: 404 Not Found %s' % local_path)
 
@@ -222,6 +222,11 @@ class FtpTransfer(Transfer):
                 try:
                     ftp.rmd(path)
                 except ftplib.error_perm:
+                    # 550 is also "permission denied": only a name that is not there is
+                    # a 404 (already deleted); one still listed was refused
+                    if _listed(ftp, path):
+                        raise TransferError(FAILED, 'ftp delete failed: %s %s'
+                                            % (_line(e), redact(url))) from None
                     raise e from None
                 self._dirs.discard(path)
 
@@ -294,3 +299,13 @@ def _quiet_close(ftp):
 def _line(e):
     text = getattr(e, 'strerror', None) or str(e) or type(e).__name__
     return ' '.join(str(text).split())[:300]
+
+
+def _listed(ftp, path):
+    """Whether path's name is in the listing of its directory (False when not listable)."""
+    parent, name = posixpath.split(path)
+    try:
+        names = ftp.nlst(parent or '.')
+    except ftplib.Error:
+        return False
+    return any(posixpath.basename(n.rstrip('/')) == name for n in names)

@@ -203,6 +203,9 @@ class SftpTransfer(Transfer):
     def mkdirs(self, url):
         self._run(url, 'mkdir', lambda sftp, path: self._mkdirs(sftp, path.rstrip('/') or '/'))
 
+    def truncate(self, url, size):
+        self._run(url, 'truncate', lambda sftp, path: sftp.truncate(path, size))
+
     def delete(self, url):
         def op(sftp, path):
             try:

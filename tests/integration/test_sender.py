@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -404,3 +405,95 @@ def test_sender_posting_into_its_own_exchange_is_refused(runner, env):
     assert r.returncode == 2, r.stdout + r.stderr
     lines = [line for line in r.stderr.splitlines() if "refused" in line]
     assert len(lines) == 1 and env.exchange in lines[0] and "loop" in lines[0], r.stderr
+
+
+# ---------------------------------------------------------------- blocks, FTP refusals
+
+def _sftp(runner, env, sftp_server):
+    host = "%s@%s:%d" % (sftp_server.user, sftp_server.host, sftp_server.port)
+    runner.credentials("sftp://%s ssh_keyfile=%s" % (host, sftp_server.keyfile))
+    return "sftp://%s/" % host
+
+
+def _blocks_over_longer_remote(runner, env, dest, remote_file, extra=""):
+    """An older, longer version is on the remote; the new (shorter) version is sent as
+    1 MiB blocks: the remote must end up identical to the new file."""
+    remote_file.parent.mkdir(parents=True, exist_ok=True)
+    remote_file.write_bytes(b"OLD" * (2 << 20))          # 6 MiB old version
+    big = env.src / "big.bin"
+    big.write_bytes(os.urandom((3 << 20) + 12345))       # 3 MiB + a bit: 4 blocks
+    sender_config(runner, env, dest, extra)
+    assert runner.run("sr_sender", "setup", env.name).returncode == 0
+    p = runner.start("sender", env.name)
+    runner.wait_consuming(p, env.name)
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [big], "--blocksize", "1M")
+    got = codes(env.reports, 4)
+    assert sorted(c for _, c in got) == [201] * 4, runner.log()
+    assert remote_file.stat().st_size == big.stat().st_size
+    assert md5(remote_file) == md5(big)
+    runner.stop(p)
+
+
+def test_sftp_blocks_over_longer_remote_file(runner, env, sftp_server):
+    sub = "stale_%s" % env.name
+    _blocks_over_longer_remote(runner, env, _sftp(runner, env, sftp_server),
+                               sftp_server.root / sub / "big.bin", "directory %s" % sub)
+
+
+def test_file_blocks_over_longer_remote_file(runner, env, tmp_path):
+    out = tmp_path / "out"
+    _blocks_over_longer_remote(runner, env, "file:%s" % out, out / "big.bin")
+
+
+def test_ftp_blocks(runner, env, ftp_server):
+    """FTP cannot write at an offset: every block is refused alike (499 'ftp cannot
+    deliver partitioned files', no retry); block 0 is not STORed as if it were the file."""
+    sub = "ftpblk_%s" % env.name
+    big = env.src / "big.bin"
+    big.write_bytes(os.urandom((3 << 20) + 12345))
+    sender_config(runner, env, ftp_server.url, "directory %s\nattempts 1" % sub)
+    assert runner.run("sr_sender", "setup", env.name).returncode == 0
+    p = runner.start("sender", env.name)
+    runner.wait_consuming(p, env.name)
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [big], "--blocksize", "1M")
+    got = codes(env.reports, 4, timeout=30)
+    remote = ftp_server.root / sub / "big.bin"
+    runner.stop(p)
+    assert not remote.exists(), "a block stored as the whole file, codes %s" % got
+    assert [c for _, c in got] == [499] * 4, got          # reports.md: 499, no retry
+
+
+@pytest.fixture
+def ftp_nodelete(tmp_path):
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import FTPServer
+    root = tmp_path / "ftproot"
+    root.mkdir()
+    auth = DummyAuthorizer()
+    auth.add_user("u", "p", str(root), perm="elrawmfM")       # everything but 'd' (delete)
+    handler = type("H", (FTPHandler,), {"authorizer": auth})
+    srv = FTPServer(("127.0.0.1", 0), handler)
+    port = srv.socket.getsockname()[1]
+    t = threading.Thread(target=srv.serve_forever, kwargs={"timeout": 0.2}, daemon=True)
+    t.start()
+    yield root, "ftp://u:p@127.0.0.1:%d/" % port
+    srv.close_all()
+
+
+def test_ftp_delete_refused_by_the_server_is_a_failure(runner, env, ftp_nodelete):
+    root, url = ftp_nodelete
+    (root / "keep.txt").write_text("still here\n")
+    sender_config(runner, env, url, "attempts 1")
+    assert runner.run("sr_sender", "setup", env.name).returncode == 0
+    p = runner.start("sender", env.name)
+    runner.wait_consuming(p, env.name)
+    victim = env.src / "keep.txt"
+    victim.write_text("x")
+    victim.unlink()
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [victim],
+            "--events", "create,delete,link,modify")
+    got = codes(env.reports, 1)
+    runner.stop(p)
+    assert (root / "keep.txt").exists()
+    assert got and got[0][1] == 497, "delete refused by the server but reported %s" % got
