@@ -32,7 +32,7 @@ from sarra.watchannounce import Announcer
 from sarra.watcher import (InotifySource, PollSource, Sink, WatchError, dir_key,
                            inotify_watched, limit_message, probe_watch, walk_files)
 from sarra.watchready import Pending, temp_name
-from sarra.watchstate import FileState
+from sarra.watchstate import FileState, Rec
 
 COMPONENT = "watch"
 
@@ -101,6 +101,7 @@ class Daemon(Announcer):
             self.write_stats(now)
             for root in self.roots:
                 self.add_root(root, now, initial=True)
+            self.state.started()
             self.log.info("watching %s with %s, events %s", " ".join(self.roots),
                           "polling" if self.polling else "inotify", "|".join(sorted(self.events)))
             while not self.stop.is_set():
@@ -244,7 +245,8 @@ class Daemon(Announcer):
         self.active[root] = (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
         if stat.S_ISDIR(st.st_mode):
             self.rescan(root, now, initial)
-        elif self.wanted(root) and (not initial or self.cfg.post_on_start or root in self.state):
+        elif self.wanted(root) and (not initial or self.cfg.post_on_start or root in self.state
+                                    or self.state.restarted):
             self.pending.found(root, now)
 
     def rescan(self, root: str, now: float, initial: bool = False) -> None:
@@ -367,7 +369,9 @@ class Daemon(Announcer):
     def scan_dir(self, d: str, now: float, initial: bool = False) -> None:
         """Make pending what a directory holds that was not announced as it is now."""
         self.note_dir(d, now)
-        post_new = not initial or self.cfg.post_on_start
+        # post_on_start off spares the tree found at the very first start; on a restart
+        # (a state file from the last run) what appeared meanwhile is posted like any change
+        post_new = not initial or self.cfg.post_on_start or self.state.restarted
         for p, isdir in walk_files(d, self.follow, self.walk_error):
             if isdir:
                 self.note_dir(p, now)
@@ -383,6 +387,13 @@ class Daemon(Announcer):
             if post_new:
                 self.born.add(p)
                 self.pending.found(p, now)
+            else:   # spared (post_on_start off): on record as it is, posted once it changes
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    return
+                if stat.S_ISREG(st.st_mode):
+                    self.state.set(p, Rec(st.st_size, st.st_mtime_ns))
             return
         try:
             st = os.lstat(p)

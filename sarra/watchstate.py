@@ -77,8 +77,18 @@ class FileState:
         self._fp = None
         self._lines = 0
         self._dirty: Dict[str, Optional[Rec]] = {}   # path -> value before this batch
+        # a state file from an earlier run: this start is a restart (see started())
+        self.restarted = bool(path) and os.path.exists(path)
         if path:
             self._load()
+
+    def started(self) -> None:
+        """The first scan is done: the state file exists from now on (even with nothing
+        posted yet), so that the next start knows it is a restart."""
+        if self.path and self._fp is None:
+            self._write("")
+            self._lines -= 1
+            self._fp.flush()
 
     def __len__(self):
         return len(self.d)

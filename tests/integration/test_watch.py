@@ -375,6 +375,32 @@ def test_post_on_start_off(watch_env):
     env.msgs.none(1.0)
 
 
+def test_post_on_start_off_spares_the_first_tree_only(watch_env):
+    """On a restart (the state file of the last run is there), what appeared meanwhile is
+    posted, as is a file that was still being written when sr_watch stopped; only the tree
+    found at the very first start is spared. A first run that posted nothing counts."""
+    env, root = watch_env, watch_env.root
+    (root / "old").write_text("old")
+    w = env.start(["post_on_start off"])
+    env.msgs.none(1.0)
+    assert w.stop() == 0
+    (root / "new").write_text("created while stopped")
+    w = env.start(["post_on_start off"])
+    m, = env.msgs.get(1)
+    assert m.relpath == "/watched/new"
+    with open(root / "inprogress", "wb") as f:
+        f.write(b"part 1")
+        f.flush()
+        time.sleep(1.0)
+        env.msgs.none(0.5)                                  # still open: not posted
+        assert w.stop() == 0
+        f.write(b"part 2")
+    env.start(["post_on_start off"])
+    m, = env.msgs.get(1)
+    assert m.relpath == "/watched/inprogress"
+    env.msgs.none(1.0)
+
+
 def test_part_files_are_posted_as_method_p(watch_env):
     env, root = watch_env, watch_env.root
     env.start()
