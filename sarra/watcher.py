@@ -378,7 +378,31 @@ def diff(old: Dict[str, _Stat], new: Dict[str, _Stat]) -> List[Event]:
             continue                       # replaced in place: reported as a change above
         (rmdirs if old[p].kind == "d" else deletes).append(
             Event("rmdir" if old[p].kind == "d" else "delete", p))
-    return dirmoves + mkdirs + moves + changes + deletes + rmdirs
+    moves, unmoved = _in_order(moves)
+    return dirmoves + mkdirs + moves + unmoved + changes + deletes + rmdirs
+
+
+def _in_order(moves: List[Event]) -> Tuple[List[Event], List[Event]]:
+    """File moves in an order that can be applied one after the other: a move out of a
+    name comes before the move into it (log rotation: log.1 -> log.2 before log -> log.1).
+    Moves in a cycle (a swap) cannot be: each becomes a change of its destination (posted
+    anew, without the rename). Returns (moves, changes)."""
+    out_of = {m.path: m for m in moves}
+    done, ordered, cyclic = set(), [], []
+    for m in moves:
+        chain = []
+        while m is not None and m.path not in done and m not in chain:
+            chain.append(m)
+            m = out_of.get(m.dest)          # the move that must go first
+        if m is not None and m in chain:    # a cycle: from m on, the chain loops
+            loop = chain[chain.index(m):]
+            cyclic += [Event("change", x.dest) for x in loop]
+            done.update(x.path for x in loop)
+            chain = chain[:chain.index(m)]
+        for x in reversed(chain):
+            ordered.append(x)
+            done.add(x.path)
+    return ordered, cyclic
 
 
 def _replaced(a: _Stat, b: _Stat) -> bool:

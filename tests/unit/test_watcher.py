@@ -35,6 +35,27 @@ def test_diff_rename_over_existing_file():
     assert watcher.diff(old, new) == [Event("move", "/r/tmp", "/r/x")]
 
 
+def test_diff_orders_a_rotation_so_that_each_move_empties_its_destination_first():
+    """mv log.1 log.2; mv log log.1; a new log: seen in one poll, log.1 -> log.2 must be
+    applied before log -> log.1 (the other order lost log.1's new content)."""
+    old = {"/r/log": S("f", 1), "/r/log.1": S("f", 2)}
+    new = {"/r/log": S("f", 3), "/r/log.1": S("f", 1), "/r/log.2": S("f", 2)}
+    assert watcher.diff(old, new) == [Event("move", "/r/log.1", "/r/log.2"),
+                                      Event("move", "/r/log", "/r/log.1"),
+                                      Event("change", "/r/log")]
+
+
+def test_diff_turns_a_swap_into_changes():
+    old = {"/r/a": S("f", 1), "/r/b": S("f", 2)}
+    new = {"/r/a": S("f", 2), "/r/b": S("f", 1)}
+    assert sorted(watcher.diff(old, new)) == [Event("change", "/r/a"), Event("change", "/r/b")]
+    old = {"/r/a": S("f", 1), "/r/b": S("f", 2), "/r/c": S("f", 3), "/r/z": S("f", 9)}
+    new = {"/r/b": S("f", 1), "/r/c": S("f", 2), "/r/a": S("f", 3), "/r/y": S("f", 9)}
+    got = watcher.diff(old, new)                  # a 3-cycle and a plain move
+    assert got[0] == Event("move", "/r/z", "/r/y")
+    assert sorted(got[1:]) == [Event("change", p) for p in ("/r/a", "/r/b", "/r/c")]
+
+
 def test_diff_directory_move_and_contents_in_order():
     old = {"/r/d": S("d", 10), "/r/d/f": S("f", 11)}
     new = {"/r/e": S("d", 10), "/r/e/f": S("f", 11), "/r/n": S("d", 12)}
