@@ -129,8 +129,11 @@ class Announcer:
         sums = tuple(m.headers["sum"] for m in msgs)
         parts = checksum.Parts.parse(msgs[0].headers["parts"])
         bsz = 0 if parts.whole else parts.bsz
+        # only the blocks that changed are posted again, as a file grows or is rewritten;
+        # a file that shrank is posted whole (no block may have changed, and receivers
+        # must learn its new size)
         if rec is not None and not new and not e.oldname and rec.bsz == bsz \
-                and sums[0].split(",")[0] in checksum.DATA_ALGOS:
+                and st.st_size >= rec.size and sums[0].split(",")[0] in checksum.DATA_ALGOS:
             msgs = [m for i, (m, s) in enumerate(zip(msgs, sums))
                     if i >= len(rec.sums) or rec.sums[i] != s]
         self.state.set(path, Rec(st.st_size, st.st_mtime_ns, bsz, sums))

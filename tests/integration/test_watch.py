@@ -303,6 +303,13 @@ def test_only_changed_blocks_are_posted_again(watch_env, mode):
     assert m.h["parts"] == f"i,{bsz},5,{bsz // 2},1" and m.h["sum"][2:] == md5(data[bsz:2 * bsz])
     env.msgs.none(1.0)
 
+    with open(root / "big", "r+b") as f:                    # cut to 3 whole blocks: no
+        f.truncate(3 * bsz)                                 # block changed, all posted
+    data = data[:3 * bsz]
+    got = env.msgs.get(3)
+    assert sorted(m.h["parts"] for m in got) == [f"i,{bsz},3,0,{k}" for k in range(3)]
+    env.msgs.none(1.0)
+
 
 def test_file_written_for_a_long_time_is_posted_at_intervals(watch_env):
     env, root = watch_env, watch_env.root
