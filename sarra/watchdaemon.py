@@ -245,9 +245,12 @@ class Daemon(Announcer):
         self.active[root] = (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
         if stat.S_ISDIR(st.st_mode):
             self.rescan(root, now, initial)
-        elif self.wanted(root) and (not initial or self.cfg.post_on_start or root in self.state
-                                    or self.state.restarted):
-            self.pending.found(root, now)
+        elif self.wanted(root):
+            if not initial or self.cfg.post_on_start or root in self.state \
+                    or self.state.restarted:
+                self.pending.found(root, now)
+            else:
+                self.spare(root)
 
     def rescan(self, root: str, now: float, initial: bool = False) -> None:
         """Compare a tree with what was announced: post changes and removals."""
@@ -387,13 +390,8 @@ class Daemon(Announcer):
             if post_new:
                 self.born.add(p)
                 self.pending.found(p, now)
-            else:   # spared (post_on_start off): on record as it is, posted once it changes
-                try:
-                    st = os.lstat(p)
-                except OSError:
-                    return
-                if stat.S_ISREG(st.st_mode):
-                    self.state.set(p, Rec(st.st_size, st.st_mtime_ns))
+            else:
+                self.spare(p)
             return
         try:
             st = os.lstat(p)
@@ -401,6 +399,16 @@ class Daemon(Announcer):
             return
         if rec.link is not None or (rec.size, rec.mtime_ns) != (st.st_size, st.st_mtime_ns):
             self.pending.found(p, now)
+
+    def spare(self, p: str) -> None:
+        """Spared by post_on_start off at the first start: on record as it is (written by
+        state.started()), so that it is posted once it changes, and not at a restart."""
+        try:
+            st = os.lstat(p)
+        except OSError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            self.state.set(p, Rec(st.st_size, st.st_mtime_ns))
 
     def walk_error(self, e: OSError) -> None:
         if isinstance(e, PermissionError):

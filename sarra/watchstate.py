@@ -83,8 +83,10 @@ class FileState:
             self._load()
 
     def started(self) -> None:
-        """The first scan is done: the state file exists from now on (even with nothing
-        posted yet), so that the next start knows it is a restart."""
+        """The first scan is done: what it put on record (files spared by post_on_start
+        off) is written, and the state file exists from now on (even with nothing posted
+        yet), so that the next start knows it is a restart."""
+        self.commit()
         if self.path and self._fp is None:
             self._write("")
             self._lines -= 1

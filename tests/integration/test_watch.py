@@ -408,6 +408,42 @@ def test_post_on_start_off_spares_the_first_tree_only(watch_env):
     env.msgs.none(1.0)
 
 
+def test_post_on_start_off_stopped_during_its_first_scan_still_spares_the_tree(watch_env):
+    """The stop arrives while the first scan runs (here: before it starts): what it spared
+    is on record all the same, so the next start posts none of it."""
+    import logging
+    from sarra import config
+    from sarra.watchdaemon import Daemon
+    env, root = watch_env, watch_env.root
+    for i in range(5):
+        (root / f"old{i}").write_text("old")
+    name = f"s{env.uid}"
+    cdir = env.home / ".config" / "sarra" / "watch"
+    cdir.mkdir(parents=True, exist_ok=True)
+    (cdir / f"{name}.conf").write_text("\n".join(env.lines(["post_on_start off"])) + "\n")
+    stop = threading.Event()
+    stop.set()
+    Daemon(config.load("watch", name), logging.getLogger("test"), stop, 1).run()
+    env.start(["post_on_start off"], name=name)
+    env.msgs.none(2.0)
+
+
+def test_post_on_start_off_spares_a_single_file_path_too(watch_env):
+    env, root = watch_env, watch_env.root
+    f = root / "single.txt"
+    f.write_text("spared")
+    w = env.start(["post_on_start off"], root=f)
+    env.msgs.none(1.5)
+    assert w.stop() == 0
+    w = env.start(["post_on_start off"], root=f)            # a restart, the file unchanged
+    env.msgs.none(2.0)
+    assert w.stop() == 0
+    f.write_text("changed")
+    env.start(["post_on_start off"], root=f)
+    m, = env.msgs.get(1)
+    assert m.relpath.endswith("/single.txt")
+
+
 def test_part_files_are_posted_as_method_p(watch_env):
     env, root = watch_env, watch_env.root
     env.start()
