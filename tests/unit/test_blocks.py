@@ -9,7 +9,7 @@ import pytest
 from sarra import checksum, components, config, message
 from sarra.broker import Delivery, DeliveryTag
 from sarra.flow import Flow
-from tests.unit.test_flow import FakeConsumer
+from tests.unit.test_flow import FakeConsumer, FakeReporter
 
 BSZ = 1024
 _tag = iter(range(1, 10**6))
@@ -37,14 +37,8 @@ def env(home, tmp_path):
     return e
 
 
-class Reports:
-    enabled = True
-
-    def __init__(self):
-        self.sent = []
-
-    def flush(self):
-        pass
+class Reports(FakeReporter):
+    """(code, text) of each report."""
 
     def report(self, msg, code, text, received):
         self.sent.append((code, text))
