@@ -167,7 +167,9 @@ def add(component: str, file: str) -> int:
     prog = _prog(component)
     src = _find_source(component, file)
     if src is None:
-        _err(f"{prog}: add: file not found: {file}")
+        why = "is a directory, not a configuration file" if os.path.isdir(
+            os.path.expanduser(file)) else "file not found"
+        _err(f"{prog}: add: {why}: {file}")
         return 1
     name = src.name
     if not (name.endswith(CONF) or name.endswith(".inc") or name.endswith(OFF)):

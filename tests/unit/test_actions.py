@@ -92,6 +92,10 @@ def test_add_from_cwd_and_path(home, tmp_path, monkeypatch, capsys):
     assert (dest.parent / "plain.conf").read_text() == "x\n"
     assert actions.add(COMP, "missing.conf") == 1
     assert "not found" in capsys.readouterr().err
+    (src / "adir").mkdir()
+    assert actions.add(COMP, str(src / "adir")) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        f"add: is a directory, not a configuration file: {src / 'adir'}")
 
 
 def test_add_refuses_when_disabled_copy_exists(cdir, tmp_path, capsys):
