@@ -297,12 +297,17 @@ def resolve_config(component: str, config: Optional[str]) -> Tuple[Optional[str]
                                   % (path, os.path.basename(fname)[:-5]))
             if os.path.isfile(config):
                 path = os.path.abspath(config)
-    name = os.path.basename(path)
+    return config_name(path), path
+
+
+def config_name(config: str) -> str:
+    """The configuration name a word or path stands for: its file name without .conf or
+    .conf.off (nothing is read: it names a configuration that may be gone)."""
+    name = os.path.basename(config)
     for suffix in (".conf.off", ".conf"):
         if name.endswith(suffix):
-            name = name[:-len(suffix)]
-            break
-    return name, path
+            return name[:-len(suffix)]
+    return name
 
 
 #: read before every component's own files, in this order

@@ -89,9 +89,7 @@ def _one(component, action, name, pairs, no) -> int:
     except config.ConfigError as e:
         # a configuration broken, disabled or removed since its start: its instances may
         # be running still; stop them, or tell about them
-        cname = os.path.basename(name)
-        for suffix in (".conf.off", ".conf"):
-            cname = cname[:-len(suffix)] if cname.endswith(suffix) else cname
+        cname = config.config_name(name)
         st = instances.status(component, cname) if action in ("stop", "status") else None
         if st is None or not (st.running or st.expected):
             return common.fail(program, str(e), common.USAGE)
