@@ -23,6 +23,18 @@ DATA_ALGOS: Dict[str, Callable] = {"d": hashlib.md5, "s": hashlib.sha512}
 NO_PARTS_ALGOS = frozenset({"R", "L", "m", "r"})
 #: sums that can never match a local file (never used to skip a download)
 NOT_COMPARABLE = frozenset({"0", "n", "z", "a", "p", "R", "L", "m", "r", "l"})
+#: the other algorithms of the spec (§1): none of them is computed from the data
+NON_DATA_ALGOS = frozenset({"0", "n", "a", "z", "p", "R", "L", "m", "r", "l"})
+
+
+def unknown(s: "Sum"):
+    """Why a received sum names no algorithm of the spec nor one registered here (its
+    value would check nothing; 'z' must name the algorithm to compute), else None."""
+    if s.algo not in DATA_ALGOS and s.algo not in NON_DATA_ALGOS:
+        return f"unknown checksum algorithm {s.algo!r}"
+    if s.algo == "z" and s.value not in DATA_ALGOS and s.value not in ("n", "0"):
+        return f"unknown checksum algorithm {s.value!r} to compute ('z,d' or 'z,s')"
+    return None
 
 
 class Sum(NamedTuple):

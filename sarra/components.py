@@ -12,7 +12,8 @@ differ per component (mirror, inplace, accept_unmatch, ...) live in the options 
 import dataclasses
 from typing import Callable, Dict, List, Optional
 
-from sarra import download, routing, send, winnow
+from sarra import download, fetchpolicy, routing, send, winnow
+from sarra import msgbounds
 from sarra.work import Outcome
 
 
@@ -62,18 +63,14 @@ def sarra_check(flow, work):
         owner = exchange_owner(msg.exchange, cfg)
         claimed = msg.headers.get("source")
         msg.headers["source"] = owner
-    if cfg.source_from_exchange and msg.baseurl.startswith("file:") and cfg.base_dir:
-        # a source must not make the pump copy the pump's own files into the public tree:
-        # with base_dir set (the pump's incoming area), file: URLs must point below it
-        import os
-        real = os.path.realpath(msg.baseurl[5:] + msg.path)
-        root = os.path.realpath(cfg.base_dir)
-        if not real.startswith(root.rstrip("/") + "/"):
-            raise Outcome(403, f"Forbidden: file: URL outside base_dir {root} from {msg.exchange}")
+    # what a source may make the pump fetch (schemes, hosts, file: below base_dir) and
+    # whose credentials it may use: fetchpolicy.py
+    fetchpolicy.check(flow, work)
     if owner is not None:
         if claimed and claimed != owner and work.retry_entry is None:
             raise Outcome(403, f"Forbidden: message from exchange {msg.exchange} claims source {claimed}")
         msg.headers["from_cluster"] = cfg.cluster or cfg.broker_netloc()
+    msgbounds.pump_check(flow, work)    # sums that check no data, masked mode: msgbounds.py
 
 
 #: inter-pump routing (to_clusters, gateway_for, loop prevention; off unless

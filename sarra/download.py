@@ -13,11 +13,12 @@ import os
 import posixpath
 import stat
 
-from sarra import assemble, checksum, placement, report, transfer
+from sarra import assemble, checksum, placement, report, transfer, treeguard
 from sarra.config import expand_message_vars
 from sarra.fetch import fetch as _fetch
 from sarra.fetch import file_digest as _digest
 from sarra.message import Message, escape, parse_time, topic_for
+from sarra.msgbounds import mode_mask
 from sarra.paths import NOFOLLOW
 from sarra.poster import public_base_url
 from sarra.transfer import TransferError
@@ -61,7 +62,7 @@ def _mkdirs(flow, d):
     if os.path.isdir(d):
         return
     try:
-        os.makedirs(d, mode=flow.cfg.chmod_dir or 0o775, exist_ok=True)
+        os.makedirs(d, mode=(flow.cfg.chmod_dir or 0o775) & mode_mask(flow.cfg), exist_ok=True)
     except OSError as e:
         raise Outcome(500, f"cannot create directory {d}: {e.strerror}", retry=True) from None
 
@@ -85,10 +86,11 @@ def _epoch(text: str) -> float:
 def _apply_meta(flow, msg, path):
     cfg, h = flow.cfg, msg.headers
     try:
+        # never setuid/setgid from a message; at a pump never world-writable (msgbounds)
         if cfg.preserve_mode and "mode" in h:
-            os.chmod(path, int(h["mode"], 8) & 0o777)   # never setuid/setgid from a message
+            os.chmod(path, int(h["mode"], 8) & mode_mask(cfg))
         elif cfg.chmod:
-            os.chmod(path, cfg.chmod)
+            os.chmod(path, cfg.chmod & mode_mask(cfg))
         if cfg.preserve_time and "mtime" in h:
             mt = _epoch(h["mtime"])
             at = _epoch(h["atime"]) if "atime" in h else mt
@@ -495,18 +497,17 @@ def _remove(flow, work, final):
         raise Outcome(304, "not modified3: delete events are not applied (events)")
     newname = work.msg.headers.get("newname")
     if newname:
+        m = work.mask
         try:
-            new_dir, new_file = placement.local_name(escape(newname), work.root, cfg.mirror,
-                                                     cfg.strip, cfg.flatten or "/")
+            new_dir, new_file = placement.local_name(
+                escape(newname), work.root, m.mirror if m is not None else cfg.mirror,
+                m.strip if m is not None else cfg.strip,
+                (m.flatten if m is not None else cfg.flatten) or "/")
             target = placement.check_inside(new_dir, new_file, work.root)
         except placement.PlacementError as e:
             raise Outcome(403, f"Forbidden: {e}") from None
         if os.path.lexists(final):
-            _mkdirs(flow, new_dir)
-            try:
-                os.replace(final, target)
-            except OSError as e:
-                raise Outcome(500, f"move failed: {final}: {e.strerror}", retry=True) from None
+            _move(flow, work, final, new_dir, target)
             work.code, work.text = report.MOVED
             return
     try:
@@ -520,6 +521,30 @@ def _remove(flow, work, final):
         raise Outcome(500, f"remove failed: {final}: {e.strerror}", retry=True) from None
     if flow.post_broker is not None:
         work.posts.append(repost(flow, work, final))
+
+
+def _move(flow, work, final, new_dir, target):
+    """Move what is at ``final`` (file, link, directory) to ``target``, the tree kept closed
+    (treeguard.move: 403 when a link would then lead outside it)."""
+    try:
+        treeguard.move(*_tree(work), final, target, lambda: _mkdirs(flow, new_dir), flow.log)
+    except treeguard.Escape as e:
+        raise Outcome(403, f"Forbidden: {e}") from None
+    except OSError as e:
+        raise Outcome(500, f"move failed: {final}: {e.strerror}", retry=True) from None
+
+
+def _tree(work):
+    """(root, its real path) of the tree the message's entries must stay in."""
+    root = work.root or work.new_dir
+    return root, os.path.realpath(root)
+
+
+def _settle(flow, work, path):
+    try:
+        treeguard.settle(*_tree(work), path, flow.log)
+    except treeguard.Escape as e:
+        raise Outcome(403, f"Forbidden: {e}") from None
 
 
 def _symlink(target, final):
@@ -544,24 +569,21 @@ def _link(flow, work, final):
     _check_link_target(work, final, target)
     _mkdirs(flow, work.new_dir)
     _symlink(target, final)
+    _settle(flow, work, final)
     work.code, work.text = report.LINKED
     if flow.post_broker is not None:
         work.posts.append(repost(flow, work, final))
 
 
 def _check_link_target(work, final, target):
-    """A link must point inside the target directory (403 otherwise): an absolute target or
-    one that climbs out with '..' or through a linked directory could later be written or
-    served through."""
-    root = os.path.realpath(work.root or work.new_dir)
-    if "\0" in target:
-        real = None
-    else:
-        real = os.path.realpath(os.path.join(os.path.dirname(final), target))
-        if real == root or real.startswith(root.rstrip("/") + "/"):
-            return
-    raise Outcome(403, f"Forbidden: link {final} -> {target!r} resolves to {real}, outside "
-                       f"the target directory {root}")
+    """A link must stay inside the target directory from where it is, and wherever it may
+    be moved (403 otherwise; treeguard.py): an absolute target elsewhere, or one that
+    climbs out with '..', now or after a move, or through a linked directory, could later
+    be written or served through."""
+    try:
+        treeguard.check_link(*_tree(work), final, target)
+    except treeguard.Escape as e:
+        raise Outcome(403, f"Forbidden: {e}") from None
 
 
 # ------------------------------------------------------------------ sr_winnow link posts
@@ -589,8 +611,10 @@ def _winnow_link(flow, work, final):
         if os.path.realpath(local) == os.path.realpath(final):
             raise Outcome(*report.SAME_CHECKSUM)
         target = os.path.relpath(local, work.new_dir)
+        _check_link_target(work, final, target)
         _mkdirs(flow, work.new_dir)
         _symlink(target, final)
+        _settle(flow, work, final)
         work.code, work.text = report.LINKED
         if flow.post_broker is not None:
             post = repost(flow, work, final)

@@ -35,7 +35,9 @@ import time
 from typing import List, Optional
 
 from sarra import cache as dupcache
-from sarra import message, paths, plugin, report, retry, routing
+from sarra import msgbounds
+from sarra import fetchpolicy, message, paths, plugin, report, retry, routing
+from sarra.amqpframes import Undecodable
 from sarra.broker import Broker, BrokerError, BrokerStopped
 from sarra.consumer import Consumer
 from sarra.credentials import Credentials
@@ -234,8 +236,10 @@ class Flow:
     def decode(self, delivery) -> Optional[Work]:
         self.counters["received"] += 1
         try:
+            if getattr(delivery, "undecodable", ""):    # a frame py-amqp could not read
+                raise Undecodable(delivery.undecodable)
             msg = message.decode(delivery.routing_key, delivery.body, delivery.headers, delivery.exchange)
-        except MessageError as e:
+        except (MessageError, Undecodable) as e:
             self.counters["malformed"] += 1
             self.log.error("malformed message from exchange %s, key %s: %s (acknowledged and dropped)",
                            delivery.exchange, delivery.routing_key, e)
@@ -257,8 +261,7 @@ class Flow:
         except ValueError:
             return
         try:
-            hdrs = {str(k): str(v) for k, v in (delivery.headers or {}).items()
-                    if str(k).isprintable()}
+            hdrs = msgbounds.echoed_headers(delivery.headers)
             hdrs.setdefault("sum", "0,0")
             bad = Message(fields[0], fields[1], fields[2], hdrs,
                           topic=str(delivery.routing_key) or "v02.post")
@@ -366,6 +369,8 @@ class Flow:
                                                  or work.cache_key in self._batch_keys):
                     self.counters["duplicates"] += 1
                     raise Outcome(*report.DUPLICATE)
+            if self.preset.posts and self.post_broker is not None:
+                msgbounds.check_postable(self, work)    # before the transfer: 413, once
             if self.preset.work is not None and not self.cfg.notify_only:
                 self.preset.work(self, work)
             else:
@@ -411,7 +416,12 @@ class Flow:
         except BrokerStopped:
             work.outcome = "returned"
             raise
-        except Exception as e:      # cannot encode, exchange refused...: retry it later
+        except Outcome as o:        # cannot be encoded: refused once, never retried
+            work.code, work.text = o.code, o.text
+            self.log.error("%s: %s %s", work.msg.url, o.code, o.text)
+            self.reporter.report(work.msg, o.code, o.text, work.received)
+            return False
+        except Exception as e:      # exchange refused...: retry it later
             work.outcome = "failed"
             self.counters["failed"] += 1
             self.log.error("%s: posting again failed, will retry: %s", work.msg.url, e)
@@ -455,9 +465,14 @@ class Flow:
         for p in work.posts:
             self.msg = work
             work.outgoing = p
-            if not self.hooks.run("on_post"):
-                continue
-            topic, body, headers = p.encode()
+            try:
+                p.encode()              # one that cannot be posted is not logged "posted"
+                if not self.hooks.run("on_post"):
+                    continue
+                topic, body, headers = p.encode()
+            except MessageError as e:   # a permanent failure: reported once, not retried
+                raise Outcome(msgbounds.TOO_LARGE, f"Payload Too Large: not posted: {e}") \
+                    from None
             self.post_broker.publish(self.cfg.post_exchange, topic, body, headers)
             self.counters["posted"] += 1
 
@@ -529,4 +544,4 @@ class Flow:
         cache = self.__dict__.setdefault("_creds", {})
         if key not in cache:
             cache[key] = self.credentials.lookup(url)
-        return cache[key]
+        return fetchpolicy.lend(self, url, cache[key])     # a pump: only what is lent

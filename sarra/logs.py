@@ -7,7 +7,8 @@ One logger, ``sarra`` (every module logs to a child of it).  A line looks like::
 Foreground runs log to stderr; background instances log to
 ``<log_dir>/sr_<component>_<config>_<NN>.log``, rotated at midnight, ``logdays`` old files
 kept, created with mode ``log_mode`` (0600).  Every line goes through a redaction step that
-masks the password of any ``scheme://user:password@`` it contains.
+masks the password of any ``scheme://user:password@`` it contains, and has its control
+characters escaped (a newline or an escape sequence in a message field cannot forge a line).
 
 logging.handlers and pathlib are imported when first needed (background logs): a
 foreground command such as sr_post starts faster without them.
@@ -43,6 +44,23 @@ LINE_FORMAT = "%(asctime)s [%(levelname)s] %(sarra_who)s %(message)s"
 # scheme://user:password@  ->  scheme://user:***@   (user may be empty; the password runs
 # to the last '@' before the next '/' or blank, so an unescaped '@' in it is masked too).
 _URL_SECRET = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<pw>[^\s/]*)@")
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(c: str) -> str:
+    n = ord(c)
+    return _NAMED.get(c) or ("\\x%02x" % n if n < 0x100 else "\\u%04x" % n)
+
+
+def one_line(text: str) -> str:
+    """text with every character str.isprintable() refuses escaped (\\n, \\x1b, \\u2028,
+    ...): whatever a message field holds (a name with a newline, a terminal escape
+    sequence), it cannot start a forged log line nor drive the terminal showing the log."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
 
 
 def redact(text: str) -> str:
@@ -82,14 +100,16 @@ def log_file(component: str, config: str, instance: int,
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrite a record's message so that no URL password survives (defence in depth)."""
+    """Rewrite a record's message so that no URL password survives (defence in depth),
+    on one line whatever its arguments hold (one_line; a traceback, exc_info, still
+    follows on lines of its own)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             text = record.getMessage()
         except Exception:  # bad format args: let the handler report it as usual
             return True
-        clean = redact(text)
+        clean = one_line(redact(text))
         if clean != text or record.args:
             record.msg, record.args = clean, None
         record.sarra_redacted = True    # RedactingFormatter need not redact the message again

@@ -21,6 +21,18 @@ MAX_HEADER_BYTES = 253
 #: topics are truncated to at most this many bytes (AMQP short string is 255)
 MAX_TOPIC_BYTES = 253
 
+# Bounds on what a received message may carry (any peer may be hostile; v2 and sr3 posts
+# have about ten headers, each value under MAX_HEADER_BYTES). A message beyond them is
+# malformed: acknowledged, dropped, never forwarded.
+#: headers per message
+MAX_HEADERS = 100
+#: UTF-8 bytes of one header value, and of the baseurl and the relpath (PATH_MAX)
+MAX_FIELD_BYTES = 4096
+#: UTF-8 bytes of all header names and values together
+MAX_HEADERS_TOTAL = 32768
+#: characters of a body (its first line holds the fields; a pulse's text)
+MAX_BODY_CHARS = 65536
+
 KINDS = {"post": "post", "report": "report", "log": "report", "pulse": "pulse"}
 
 _ESC = {" ": "%20", "#": "%23"}
@@ -330,6 +342,16 @@ def decode(routing_key, body, headers, exchange: str = "") -> Message:
                            f"undecodable ({type(e).__name__})") from None
 
 
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _bounded(field: str, text: str, limit: int = MAX_FIELD_BYTES) -> str:
+    if len(text) > limit // 4 and _utf8_len(text) > limit:
+        raise MessageError(field, text, f"{_utf8_len(text)} bytes; at most {limit} accepted")
+    return text
+
+
 def _decode(routing_key, body, headers, exchange) -> Message:
     topic = _text(routing_key, "topic")
     words = topic.split(".")
@@ -343,10 +365,23 @@ def _decode(routing_key, body, headers, exchange) -> Message:
         headers = {}
     if not isinstance(headers, dict):
         raise MessageError("headers", headers, "expected a table of headers")
+    if len(headers) > MAX_HEADERS:
+        raise MessageError("headers", f"{len(headers)} headers",
+                           f"more than {MAX_HEADERS} headers")
+    if len(text) > MAX_BODY_CHARS:
+        raise MessageError("body", text, f"{len(text)} characters; at most "
+                                         f"{MAX_BODY_CHARS} accepted")
     hdrs = {}
+    total = 0
     for k, v in headers.items():
         key = _text(k, "header name")
-        hdrs[key] = _header_value(key, v)
+        if not key or not key.isprintable():
+            raise MessageError("header name", key, "empty or not printable")
+        value = hdrs[key] = _bounded(f"header {key}", _header_value(key, v))
+        total += _utf8_len(key) + _utf8_len(value)
+        if total > MAX_HEADERS_TOTAL:
+            raise MessageError("headers", f"{len(headers)} headers",
+                               f"more than {MAX_HEADERS_TOTAL} bytes in all")
     line = text.split("\n", 1)[0].strip()
     if line.startswith("{") or line.startswith("["):
         raise MessageError("body", line, "JSON (v03) bodies are not v02")
@@ -359,6 +394,8 @@ def _decode(routing_key, body, headers, exchange) -> Message:
     if len(fields) < 3:
         raise MessageError("body", line, "expected '<pubtime> <baseurl> <relpath>'")
     pubtime, baseurl, relpath = fields[:3]
+    _bounded("baseurl", baseurl)
+    _bounded("relpath", relpath)
     try:
         parse_time(pubtime)
     except ValueError as e:
@@ -385,6 +422,9 @@ def _decode(routing_key, body, headers, exchange) -> Message:
         s = checksum.parse_sum(hdrs["sum"])
     except ValueError as e:
         raise MessageError("header sum", hdrs["sum"], str(e)) from None
+    why = checksum.unknown(s)
+    if why is not None:
+        raise MessageError("header sum", hdrs["sum"], why)
     if "parts" in hdrs:
         try:
             checksum.Parts.parse(hdrs["parts"])

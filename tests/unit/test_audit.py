@@ -471,7 +471,7 @@ def test_report_line(capsys):
 
 def sarra_work(exchange, headers):
     from sarra.flow import Work
-    msg = Message("20240315121500.11", "http://src/", "/f.txt", dict(headers, sum="d,x"),
+    msg = Message("20240315121500.11", "http://src/", "/f.txt", dict(headers, sum="d," + "0" * 32),
                   topic="v02.post", exchange=exchange)
     return Work(msg)
 

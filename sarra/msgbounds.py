@@ -1,0 +1,100 @@
+"""What a peer's message may make a consumer do: modes, sums that check nothing, posts
+that cannot be re-posted.
+
+Every header may come from a hostile source, so:
+
+* ``mode``: applied masked, never setuid/setgid/sticky; at a pump (sr_sarra) never
+  world-writable either, and the pump re-posts the masked mode, not the one it received;
+* ``sum``: at a pump, an algorithm that checks no data (``0``, ``n``, ``a``, ``p``, or
+  ``z`` of one of those) is refused (403) unless the admin sets ``unchecked_sums``;
+  removals (``R``), links (``L``) and the v03 directory operations carry no data and pass;
+* a message whose re-post could not be encoded (a header v02 peers refuse) is refused
+  before any transfer (413), once, not retried.
+
+Unknown algorithms and oversized messages are refused earlier, when decoded
+(message.py).
+"""
+
+import dataclasses
+
+from sarra import checksum, message
+from sarra.work import Outcome
+
+#: at a pump: no world-write, no setuid/setgid/sticky
+PUMP_MODE_MASK = 0o775
+#: elsewhere: the permission bits only (never setuid/setgid/sticky from a message)
+MODE_MASK = 0o777
+
+#: sums without data to check, but without data to fetch either
+NO_DATA = frozenset({"R", "L", "m", "r", "l"})
+
+#: the code of a message refused because it cannot be passed on (RFC 9110 §15.5.14)
+TOO_LARGE = 413
+
+
+def mode_mask(cfg) -> int:
+    """The permission bits a component may give what it writes."""
+    return PUMP_MODE_MASK if getattr(cfg, "component", None) == "sarra" else MODE_MASK
+
+
+def checks_data(s: checksum.Sum) -> bool:
+    """The sum lets the receiver verify the data it fetches."""
+    if s.algo == "z":
+        return s.value in checksum.DATA_ALGOS
+    return s.algo in checksum.DATA_ALGOS and bool(s.value)
+
+
+def pump_check(flow, work):
+    """sr_sarra's bounds on one message (from components.sarra_check): the sum must check
+    the data (403 otherwise, unless unchecked_sums), and the mode header is masked so
+    that what is written and what is re-posted agree."""
+    msg, cfg = work.msg, flow.cfg
+    try:
+        s = msg.sum
+    except ValueError:      # not from a decoded message: decode refuses it as malformed
+        s = None
+    if s is not None and s.algo not in NO_DATA and not checks_data(s) \
+            and not getattr(cfg, "unchecked_sums", False):
+        raise Outcome(403, f"Forbidden: sum {msg.headers.get('sum')} checks no data "
+                           f"(refused at this pump: unchecked_sums off)")
+    mode = msg.headers.get("mode")
+    if mode is not None:
+        try:
+            msg.headers["mode"] = "%o" % (int(mode, 8) & PUMP_MODE_MASK)
+        except (TypeError, ValueError):
+            del msg.headers["mode"]      # not a mode: nothing to apply or to pass on
+
+
+def check_postable(flow, work):
+    """A posting flow refuses (413, not retried) a message it could not post again
+    (a header value v02 peers refuse), before any transfer: otherwise the file would sit in
+    its tree unannounced and the message loop in the retry queue. ``rename`` is not passed
+    on (download.repost drops it)."""
+    msg = work.msg
+    if "rename" in msg.headers:
+        msg = dataclasses.replace(msg, headers={k: v for k, v in msg.headers.items()
+                                                if k != "rename"})
+    try:
+        message.encode(msg)
+    except message.MessageError as e:
+        raise Outcome(TOO_LARGE, f"Payload Too Large: cannot be passed on: {e}") from None
+
+
+def echoed_headers(headers) -> dict:
+    """The headers of a malformed message that its 417 report repeats: at most
+    message.MAX_HEADERS of them, each name printable and each value short enough to be
+    posted (a message refused for its 10,000 headers is not sent on inside its report)."""
+    out = {}
+    if not isinstance(headers, dict):
+        return out
+    for k, v in headers.items():
+        if len(out) >= message.MAX_HEADERS:
+            break
+        if isinstance(k, (bytes, bytearray)):
+            k = bytes(k).decode("utf-8", "replace")
+        if isinstance(v, (bytes, bytearray)):
+            v = bytes(v).decode("utf-8", "replace")
+        k, v = str(k), str(v)
+        if k and k.isprintable() and len(v.encode("utf-8", "replace")) < message.MAX_HEADER_BYTES:
+            out[k] = v
+    return out
