@@ -11,7 +11,7 @@ import threading
 import time
 
 from sarra import checksum
-from sarra.transfer import LocalWriteError, TransferError
+from sarra.transfer import LocalWriteError, TransferError, bounds, redact, split_url
 from sarra.work import Outcome, TransferInterrupted, download_stopped
 
 
@@ -19,8 +19,10 @@ class _Progress:
     """Sits in the hasher's place during a transfer: feeds the real hasher, aborts the
     transfer as soon as a stop is requested, and keeps the broker connection alive."""
 
-    def __init__(self, flow, hasher):
+    def __init__(self, flow, hasher, limit=None, guard=None):
         self.flow, self.hasher = flow, hasher
+        self.limit = limit          # LocalWriter writes no more (transfer/bounds.py)
+        self.guard = guard          # the transfer's time bounds, or None
         self.next_tick = time.monotonic() + 5.0
         lend = getattr(hasher, 'borrow', None)
         if lend is not None:
@@ -32,10 +34,14 @@ class _Progress:
         """Bytes [start, end) of the file open as fd were written (spliced): hash them."""
         if self.hasher is not None:
             self.hasher.update_range(fd, start, end)
+        if self.guard is not None:
+            self.guard.count += end - start
 
     def update(self, data):
         if self.hasher is not None:
             self.hasher.update(data)
+        if self.guard is not None:
+            self.guard.count += len(data)
         self.step()
 
     def step(self):
@@ -45,6 +51,8 @@ class _Progress:
         if flow.stop_event.is_set():
             raise TransferInterrupted()
         now = time.monotonic()
+        if self.guard is not None:
+            self.guard.check(now)
         if now >= self.next_tick:
             self.next_tick = now + 5.0
             flow._interruptible = False      # never interrupt broker I/O
@@ -182,18 +190,27 @@ def fetch(flow, work, dest, offset, length, write_offset):
     tries = max(1, flow.cfg.attempts or 1)
     parts = msg.parts
     expected = length if length is not None else (parts.filesize if parts is not None else 0)
+    limit = length if length is not None else (parts.filesize if parts is not None else None)
+    slots, key = _slow_slots(flow, msg, url)
+    if slots is not None and slots.busy(key):
+        raise Outcome(503, f"Service unavailable: deferred: slow transfers of {key} hold "
+                           f"every slot", retry=True)
     for attempt in range(1, tries + 1):
         h = checksum.new_hasher(algo)
         if h is not None and expected >= THREADED_HASH_MIN:
             h = _HashThread(h)
+        guard = _guard(flow, expected, slots, key, url)
+        t = None
         try:
             t = flow.transfer_for(url, msg.baseurl)
             flow._interruptible = True
             try:
-                n = t.get(url, dest, offset=offset, length=length, hasher=_Progress(flow, h),
-                          write_offset=write_offset)
+                _arm(flow, guard)
+                n = t.get(url, dest, offset=offset, length=length,
+                          hasher=_Progress(flow, h, limit, guard), write_offset=write_offset)
             finally:
                 flow._interruptible = False
+                bounds.disarm()
             flow.counters["bytes"] += n
             try:
                 return h.hexdigest() if h is not None else None
@@ -202,6 +219,16 @@ def fetch(flow, work, dest, offset, length, write_offset):
                                    f"{e.strerror or e}", retry=True) from None
         except TransferInterrupted:
             raise download_stopped() from None
+        except (bounds.TransferDeadline, bounds.TransferDeferred) as e:
+            _drop_driver(flow, t)       # its connection is in the middle of an answer
+            late = isinstance(e, bounds.TransferDeadline)
+            if guard is not None:
+                guard.release(penalise=late)
+            raise Outcome(bounds.DEADLINE if late else bounds.DEFERRED, e.message,
+                          retry=True) from None
+        except bounds.TransferRefused as e:    # more than announced, unasked encoding...
+            _drop_driver(flow, t)
+            raise Outcome(e.code, e.message) from None      # permanent: not retried
         except TransferError as e:
             if (e.code == 404 or attempt == tries or flow.stop_event.is_set()
                     or isinstance(e, LocalWriteError)):     # a full disk: the retry queue
@@ -214,8 +241,65 @@ def fetch(flow, work, dest, offset, length, write_offset):
         except OSError as e:
             raise Outcome(500, f"cannot write {dest}: {e.strerror or e}", retry=True) from None
         finally:
+            if guard is not None:
+                guard.release()
             if isinstance(h, _HashThread) and h.t.is_alive():
                 h.abandon()             # a failed try: let its thread go
+
+
+def _slow_slots(flow, msg, url):
+    """(the configuration's slow slots, this transfer's key in them), or (None, None)
+    when transfers have no time bound. The key is the source at a pump (set by the pump
+    from the exchange it posted on), else the server (scheme://host:port)."""
+    cfg = flow.cfg
+    if not getattr(cfg, "transfer_min_rate", 0):
+        return None, None
+    slots = flow.__dict__.get("_slow_slots")
+    if slots is None:
+        slots = flow.__dict__["_slow_slots"] = bounds.SlowSlots(
+            os.path.join(cfg.state_dir(), "slow"), max(1, (cfg.instances or 1) - 1),
+            cfg.transfer_penalty or 0)
+    source = msg.headers.get("source") if getattr(cfg, "source_from_exchange", False) else None
+    if source:
+        return slots, "source " + source
+    try:
+        ep = split_url(url)
+    except TransferError:
+        return slots, url.split(":", 1)[0]
+    return slots, "%s://%s:%s" % (ep.scheme, ep.host, ep.port or "")
+
+
+def _guard(flow, size, slots, key, url):
+    cfg = flow.cfg
+    if slots is None:
+        return None
+    return bounds.Guard(size, cfg.transfer_min_rate, cfg.transfer_grace or 0, slots, key,
+                        redact(url))
+
+
+def _arm(flow, guard):
+    """The timer that checks the guard while a read is blocked: from the end of the grace
+    time on, every Guard.TICK seconds, never during broker I/O (_interruptible)."""
+    if guard is None:
+        return
+
+    def fire():
+        if flow._interruptible:
+            guard.check()
+    bounds.arm(guard.grace + 0.01, fire, guard.TICK)
+
+
+def _drop_driver(flow, t):
+    """Close t and forget it (its session may be in the middle of an answer)."""
+    if t is None:
+        return
+    try:
+        t.close()
+    except Exception:
+        pass
+    for pool in (flow.transfers, getattr(flow, "_by_base", {})):
+        for k in [k for k, v in pool.items() if v is t]:
+            del pool[k]
 
 
 def file_digest(path, algo, offset=0, length=None):

@@ -213,10 +213,13 @@ def open_in_place(path, flags=os.O_RDWR | os.O_CREAT | NOFOLLOW):
 
 class LocalWriter:
     """Write into local_path: truncate from 0 (write_offset None) or in place at write_offset.
-    A symbolic link at local_path is refused (LocalWriteError), never written through."""
+    A symbolic link at local_path is refused (LocalWriteError), never written through.
+    The hasher's ``limit`` (fetch.py: the announced size), when it has one, is the most
+    bytes written: one more is refused (bounds.TransferRefused, 413)."""
 
     def __init__(self, local_path, write_offset=None, hasher=None):
         self.path, self.hasher, self.count = local_path, hasher, 0
+        self.limit = getattr(hasher, 'limit', None)
         self._own = None        # our read buffer (buffer()), when the hasher lends none
         try:
             self.readable = True    # the hash thread can read back what was spliced
@@ -262,6 +265,9 @@ class LocalWriter:
         """Move count bytes from a plain socket straight into the file (transfer/splice.py);
         the hasher is handed each written range to hash from the page cache."""
         from sarra.transfer import splice
+        if self.limit is not None and self.count + count > self.limit:
+            from sarra.transfer.bounds import too_long
+            raise too_long(self.count + count, self.limit, self.path)
         try:
             self.fh.flush()
             pos = self.fh.tell()
@@ -274,7 +280,17 @@ class LocalWriter:
         self.count += end - pos
         self.fh.seek(end)
 
+    def expect(self, total, shown=''):
+        """The body will be ``total`` bytes (None: unknown): refused at once when that is
+        more than the limit (bounds.TransferRefused, 413), nothing read."""
+        if self.limit is not None and total is not None and total > self.limit:
+            from sarra.transfer.bounds import refuse_length
+            refuse_length(total, self.limit, shown or self.path)
+
     def write(self, data):
+        if self.limit is not None and self.count + len(data) > self.limit:
+            from sarra.transfer.bounds import too_long
+            raise too_long(self.count + len(data), self.limit, self.path)
         try:
             self.fh.write(data)
         except OSError as e:

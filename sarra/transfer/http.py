@@ -3,7 +3,9 @@
 HttpTransfer does the plain GET over one kept-alive http.client connection per server
 (about a third of the Python time per request of requests.Session, which matters for
 small files) and hands everything else to RequestsHttpTransfer, its base: a proxy in the
-environment, a redirect, a compressed answer. Both apply the same credentials
+environment, a redirect (followed to the same scheme, host and port only). An answer with a
+Content-Encoding (never asked for: Accept-Encoding: identity) is refused, never decoded,
+and no body is read past the announced size (transfer/bounds.py). Both apply the same credentials
 (credentials.conf: user/password or bearer_token), the same Range rules (spec
 checksums-and-parts.md section 4.4: a server that ignores Range is skipped up to the
 offset, never written whole) and the same error codes. Certificates: the system store, or
@@ -16,9 +18,15 @@ import os
 import re
 import socket
 import ssl
+from urllib.parse import urljoin, urlsplit
 
 from . import (FAILED, NOT_FOUND, LocalWriter, Transfer, TransferError, check_range,
                credential_user_password, credential_value, redact, register, split_url)
+from .bounds import REDIRECT, TransferRefused, refuse_encoding
+
+#: redirects followed per request, each to the same scheme, host and port only: a source's
+#: server must not send the pump (and the credentials it holds for that server) elsewhere
+MAX_REDIRECTS = 5
 
 _SAFE = frozenset(b"!$%&'()*+,-./0123456789:;=?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]_"
                   b"abcdefghijklmnopqrstuvwxyz~")
@@ -39,7 +47,7 @@ def quote_url(url):
 
 class RequestsHttpTransfer(Transfer):
     """http/https through a keep-alive requests.Session: proxies from the environment,
-    redirects, compressed answers. HttpTransfer (below) hands those cases to it."""
+    same-origin redirects. HttpTransfer (below) hands those cases to it."""
 
     schemes = ('http', 'https')
 
@@ -85,7 +93,7 @@ class RequestsHttpTransfer(Transfer):
         for attempt in (0, 1):
             try:
                 return self._session().get(url, headers=headers, auth=auth, stream=True,
-                                           timeout=self.timeout, allow_redirects=True)
+                                           timeout=self.timeout, allow_redirects=False)
             except requests.exceptions.ConnectionError as e:
                 if attempt == 0 and not isinstance(e, requests.exceptions.ConnectTimeout):
                     self.logger.debug('http: retrying %s after %s', redact(url), e)
@@ -104,16 +112,36 @@ class RequestsHttpTransfer(Transfer):
         if ranged:
             end = '' if length is None else str(offset + length - 1)
             headers['Range'] = 'bytes=%d-%s' % (offset, end)
-        resp = self._open(qurl, headers, auth)
+        resp = self._follow(qurl, headers, auth, shown)
         try:
             skip = self._check_status(resp, shown, ranged, offset)
+            refuse_encoding(resp.headers.get('Content-Encoding'), shown)
             with LocalWriter(local_path, write_offset, hasher) as out:
                 if length == 0:
                     return 0
+                size = resp.headers.get('Content-Length', '')
+                if length is None and size.isdigit():
+                    out.expect(int(size) - skip, shown)
                 self._copy_body(resp, out, skip, length, shown)
             return out.count
         finally:
             resp.close()
+
+    def _follow(self, qurl, headers, auth, shown):
+        """GET qurl, following redirects to the same origin only (MAX_REDIRECTS at most);
+        a redirect elsewhere is refused (403, not retried)."""
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self._open(qurl, headers, auth)
+            if not resp.is_redirect:
+                return resp
+            target = urljoin(qurl, resp.headers.get('Location', ''))
+            resp.close()
+            if not same_origin(qurl, target):
+                raise TransferRefused(REDIRECT, 'Forbidden: redirect to another server '
+                                      'refused: %s -> %r' % (shown, redact(target)[:200]))
+            qurl = quote_url(target)
+        raise TransferRefused(REDIRECT, 'Forbidden: more than %d redirects %s'
+                              % (MAX_REDIRECTS, shown))
 
     def _check_status(self, resp, shown, ranged, offset):
         """Validate the response; return how many body bytes to skip to reach offset."""
@@ -148,6 +176,22 @@ class RequestsHttpTransfer(Transfer):
         if self.session is not None:
             self.session.close()
             self.session = None
+
+
+def _origin(url):
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return scheme, (parts.hostname or '').lower(), port or {'http': 80, 'https': 443}.get(scheme)
+
+
+def same_origin(url, target):
+    """Whether target has url's scheme, host and port."""
+    origin = _origin(url)
+    return origin is not None and origin == _origin(target)
 
 
 def _write_range(chunks, out, skip, length):
@@ -415,16 +459,18 @@ class HttpTransfer(RequestsHttpTransfer):
             headers['Range'] = 'bytes=%d-%s' % (offset, end)
         conn, resp = self._request(ep, path, headers, shown)
         status = resp.status
-        encoding = (resp.getheader('Content-Encoding') or 'identity').strip().lower()
-        if (300 <= status < 400 and status != 304) or encoding not in ('identity', ''):
-            self._finish(ep, resp)      # redirects and compressed bodies: requests knows
+        if 300 <= status < 400 and status != 304:
+            self._finish(ep, resp)      # redirects (same origin only): requests follows them
             return super().get(url, local_path, offset, length, hasher, write_offset)
         skip = self._check(ep, resp, shown, ranged, offset)    # errors: answer read or dropped
         try:
+            refuse_encoding(resp.getheader('Content-Encoding'), shown)  # never decoded
             with LocalWriter(local_path, write_offset, hasher) as out:
                 if length == 0:
                     self._finish(ep, resp)
                     return 0
+                if length is None and resp.length is not None:
+                    out.expect(resp.length - skip, shown)
                 if self._can_splice(conn, resp, out, skip, length):
                     self._splice(ep, conn, resp, out, shown)
                 else:

@@ -130,6 +130,7 @@ class SftpTransfer(Transfer):
                     raise TransferError(FAILED, 'sftp download failed: range %d+%s beyond end of '
                                         '%d-byte file %s' % (offset, length, size, redact(url)))
                 with LocalWriter(local_path, write_offset, hasher) as out:
+                    out.expect(want, redact(url))   # longer than announced: nothing read
                     if want:
                         # pipelined reads of exactly [offset, offset+want)
                         f.seek(offset)
