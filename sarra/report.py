@@ -14,6 +14,7 @@ import socket
 import time
 
 from sarra.broker import Broker, BrokerStopped
+from sarra.message import MAX_HEADER_BYTES
 
 DOWNLOADED = (201, "Downloaded")
 INSERTED = (201, "Inserted")
@@ -32,6 +33,16 @@ MALFORMED = (417, "Expectation Failed: invalid message (corrupt headers)")
 FAILED = (499, "Not Copied")
 LOCAL_FAILURE = (500, "local file operation failed")
 UNSUPPORTED = (503, "Service unavailable")
+
+
+def fit_text(text: str, limit: int = MAX_HEADER_BYTES - 1) -> str:
+    """A report's text cut to ``limit`` UTF-8 bytes (ending in '...'): an error naming a
+    long path or link would otherwise make a report no v02 peer passes on (a header
+    of MAX_HEADER_BYTES or more), and the source would never hear of it."""
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit - 3].decode("utf-8", "ignore") + "..."
 
 
 def hostname() -> str:
@@ -92,7 +103,8 @@ class Reporter:
     def report(self, msg, code: int, text: str, received: float) -> None:
         if not self.enabled or msg is None:
             return
-        rep = msg.to_report(code, text, self.host, self.user, max(0.0, time.time() - received))
+        rep = msg.to_report(code, fit_text(text), self.host, self.user,
+                            max(0.0, time.time() - received))
         if self.hooks is not None and self.hooks.has("on_report"):
             saved = getattr(self.parent, "report_msg", None)
             self.parent.report_msg = rep

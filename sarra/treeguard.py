@@ -38,6 +38,15 @@ def _inside(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
+def shown(path: str, *roots: str) -> str:
+    """``path`` as messages show it: relative to the tree's root when below it."""
+    for root in roots:
+        top = root.rstrip("/") + "/"
+        if path.startswith(top):
+            return path[len(top):]
+    return path
+
+
 def depth_below(real_root: str, real_dir: str) -> Optional[int]:
     """How many directories ``real_dir`` is below ``real_root`` (both real paths); None
     when it is not inside it."""
@@ -78,15 +87,15 @@ def check_link(root: str, real_root: str, path: str, target: str) -> None:
     real_dir = os.path.realpath(os.path.dirname(path))
     depth = depth_below(real_root, real_dir)
     if depth is None:
-        raise Escape(f"link {path} -> {target!r}: its directory resolves to {real_dir}, "
-                     f"outside the target directory {real_root}")
-    why = target_escapes(target, depth, (os.path.abspath(root), real_root))
+        why = f"its directory resolves to {real_dir}"
+    else:
+        why = target_escapes(target, depth, (os.path.abspath(root), real_root))
     if why is None and not _inside(os.path.realpath(os.path.join(real_dir, target)),
                                    real_root):
         why = f"resolves to {os.path.realpath(os.path.join(real_dir, target))}"
     if why is not None:
-        raise Escape(f"link {path} -> {target!r}: {why}, outside the target directory "
-                     f"{real_root}")
+        raise Escape(f"link {shown(path, root, real_root)} -> {target!r} leads outside "
+                     f"the target directory {real_root}: {why}")
 
 
 def _links_below(top: str):
@@ -115,8 +124,8 @@ def check_move(root: str, real_root: str, src: str, dst: str) -> None:
     elif stat.S_ISDIR(st.st_mode):
         new_top = os.path.join(os.path.realpath(os.path.dirname(dst)), os.path.basename(dst))
         if depth_below(real_root, new_top) is None:
-            raise Escape(f"{dst} resolves to {new_top}, outside the target directory "
-                         f"{real_root}")
+            raise Escape(f"{shown(dst, root)} resolves to {new_top}, outside the target "
+                         f"directory {real_root}")
         for rel, target in _links_below(src):
             check_link(root, real_root, os.path.join(new_top, rel), target)
 
@@ -167,7 +176,7 @@ def move(root: str, real_root: str, src: str, dst: str, make_dir=None, log=None)
     try:
         check_move(root, real_root, src, dst)
     except Escape as e:
-        raise Escape(f"move {src} to {dst}: {e}") from None
+        raise Escape(f"move {shown(src, root)} to {shown(dst, root)}: {e}") from None
     if make_dir is not None:
         make_dir()
     os.replace(src, dst)
