@@ -152,3 +152,107 @@ def test_timer_interrupts_a_blocked_call():
         bounds.disarm()
     assert fired == [1]
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+# --- fetch(): what a bound becomes ----------------------------------------------------------
+
+class _Cfg:
+    attempts = 3
+    transfer_min_rate = 1000
+    transfer_grace = 0.3
+    transfer_penalty = 60
+    instances = 2
+    source_from_exchange = True
+
+    def __init__(self, state):
+        self.state = state
+
+    def state_dir(self):
+        return self.state
+
+
+class _Flow:
+    def __init__(self, tmp_path, driver):
+        import threading
+        from types import SimpleNamespace
+        self.cfg = _Cfg(str(tmp_path / "state"))
+        self.hooks = SimpleNamespace(has=lambda name: False)
+        self.stop_event = threading.Event()
+        self._interruptible = False
+        self.counters = {"bytes": 0}
+        self.log = SimpleNamespace(warning=lambda *a: None)
+        self.driver = driver
+        self.transfers = {("http", "h", None, None): driver}
+        self._by_base = {"http://h/": driver}
+
+    def transfer_for(self, url, baseurl=None):
+        return self.driver
+
+    def tick_brokers(self):
+        pass
+
+
+class _Driver:
+    """Writes ``pieces`` (bytes) through a LocalWriter, sleeping ``pause`` before each."""
+
+    def __init__(self, pieces, pause=0.0):
+        self.pieces, self.pause, self.calls, self.closed = pieces, pause, 0, False
+
+    def get(self, url, dest, offset=0, length=None, hasher=None, write_offset=None):
+        self.calls += 1
+        with LocalWriter(dest, write_offset, hasher) as out:
+            for piece in self.pieces:
+                time.sleep(self.pause)
+                out.write(piece)
+        return out.count
+
+    def close(self):
+        self.closed = True
+
+
+def _work(size, source="bob"):
+    from types import SimpleNamespace
+    from sarra.checksum import parse_sum
+    msg = SimpleNamespace(url="http://h/f", baseurl="http://h/",
+                          parts=SimpleNamespace(filesize=size), headers={"source": source})
+    return SimpleNamespace(msg=msg, sum=parse_sum("d,d41d8cd98f00b204e9800998ecf8427e"))
+
+
+def test_fetch_refuses_more_than_announced_once_and_drops_the_driver(tmp_path):
+    from sarra.fetch import fetch
+    from sarra.work import Outcome
+    drv = _Driver([b"x" * 21, b"y"])
+    flow = _Flow(tmp_path, drv)
+    with pytest.raises(Outcome) as e:
+        fetch(flow, _work(21), str(tmp_path / "f"), 0, None, None)
+    assert (e.value.code, e.value.retry, drv.calls) == (413, False, 1)
+    assert drv.closed and not flow.transfers and not flow._by_base
+
+
+def test_fetch_cuts_a_slow_transfer_then_defers_its_source(tmp_path):
+    from sarra.fetch import fetch
+    from sarra.work import Outcome
+    drv = _Driver([b"x"] * 50, pause=0.1)       # 10 B/s, 1000 wanted after 0.3 s
+    flow = _Flow(tmp_path, drv)
+    start = time.monotonic()
+    with pytest.raises(Outcome) as e:
+        fetch(flow, _work(50), str(tmp_path / "f"), 0, None, None)
+    assert (e.value.code, e.value.retry, drv.calls) == (504, True, 1)
+    assert time.monotonic() - start < 2
+    flow.driver = fresh = _Driver([b"x"])
+    with pytest.raises(Outcome) as e:           # bob is held back: not even tried
+        fetch(flow, _work(1), str(tmp_path / "g"), 0, None, None)
+    assert (e.value.code, e.value.retry, fresh.calls) == (503, True, 0)
+    assert fetch(flow, _work(1, source="alice"), str(tmp_path / "h"), 0, None, None)
+
+
+def test_fetch_interrupts_a_read_blocked_past_the_deadline(tmp_path):
+    from sarra.fetch import fetch
+    from sarra.work import Outcome
+    drv = _Driver([b"x"], pause=30)             # a server silent for 30 s
+    flow = _Flow(tmp_path, drv)
+    start = time.monotonic()
+    with pytest.raises(Outcome) as e:
+        fetch(flow, _work(1), str(tmp_path / "f"), 0, None, None)
+    assert e.value.code == 504 and time.monotonic() - start < 3
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
