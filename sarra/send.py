@@ -19,7 +19,7 @@ honoured between slices. With ``post_broker``, each delivery is announced there 
 
 import os
 
-from sarra import placement, report
+from sarra import placement, report, treeguard
 from sarra.message import Message, escape, parse_time, topic_for, unescape
 from sarra.poster import public_base_url
 from sarra.transfer import CannotDeliver, TransferError
@@ -33,7 +33,7 @@ SLICED_SCHEMES = ("sftp", "file")
 def local_file(flow, msg) -> str:
     """Where the announced file is on this machine."""
     path = unescape(msg.relpath)
-    if msg.baseurl.startswith("file:"):
+    if msg.baseurl[:5].lower() == "file:":        # schemes are case-insensitive
         base = msg.baseurl[len("file:"):]
         if base.startswith("//"):
             base = base[2:]
@@ -118,6 +118,7 @@ def send(flow, work):
         target = msg.headers.get("link")
         if not target:
             raise Outcome(499, "symlink failed: the L post carries no link header (sr3 peer?)")
+        _check_remote_link(flow, work, target)
         _attempts(flow, work, url, lambda: t.symlink(target, url))
         return _delivered(flow, work, url, (205, "Reset Content : linked"))
     if s.algo in ("m", "r", "l") or msg.parts is None:
@@ -129,6 +130,26 @@ def send(flow, work):
     _attributes(flow, work, t, url)
     flow.hooks.run("on_file")
     return _delivered(flow, work, url, report.DELIVERED)
+
+
+def _check_remote_link(flow, work, target):
+    """A remote link must stay inside the destination directory, from where it is and
+    wherever it is moved there (treeguard's rule, judged from the names alone: the remote
+    is not resolved): 403 otherwise."""
+    m = work.mask
+    directory = (m.directory if m is not None and m.directory else None) or flow.cfg.directory
+    base = os.path.normpath(directory) if directory not in (None, "", ".", "./") else ""
+    here = os.path.normpath(work.new_dir) if work.new_dir not in (None, "", ".") else ""
+    if base and here != base and here.startswith(base.rstrip("/") + "/"):
+        depth = here[len(base.rstrip("/")) + 1:].count("/") + 1
+    elif not base and here and not here.startswith("/"):
+        depth = here.count("/") + 1
+    else:
+        depth = 0               # at the top (or put elsewhere by a plugin): no '..' at all
+    why = treeguard.target_escapes(target, depth, (base,) if base.startswith("/") else ())
+    if why is not None:
+        raise Outcome(403, f"Forbidden: link {work.new_file} -> {target!r} leads outside "
+                           f"the destination directory: {why}")
 
 
 def _check_local(flow, src):

@@ -174,3 +174,38 @@ def test_a_link_slipped_in_during_a_move_is_removed(tmp_path, monkeypatch):
     code, text = _run(flow, "/a/b", _moved_to("/b"))
     assert code == 403 and "late" in text, text
     assert os.path.isdir(dst / "b") and os.listdir(dst / "b") == []
+
+
+# ------------------------------------------------------------------ sr_sender, report texts
+
+@pytest.mark.parametrize("directory,new_dir,target,ok", [
+    ("/srv/out", "/srv/out/a/b", "../../x", True),
+    ("/srv/out", "/srv/out/a/b", "../../../x", False),
+    ("/srv/out", "/srv/out", "/srv/out/x", True),
+    ("/srv/out", "/srv/out/a", "/etc/shadow", False),
+    ("out", "out/a", "../x", True),
+    ("out", "out", "../x", False),
+    ("", "a/b", "../../x", True),
+    ("", "", "../x", False),
+    ("", "a", "/etc/shadow", False),            # relative destination: no absolute target
+    ("", "a/b", "c/../../../x", False),
+])
+def test_sender_links_stay_in_the_destination(directory, new_dir, target, ok):
+    from types import SimpleNamespace as NS
+    from sarra import send
+    flow = NS(cfg=NS(directory=directory))
+    work = NS(mask=None, new_dir=new_dir, new_file="l")
+    if ok:
+        send._check_remote_link(flow, work, target)
+    else:
+        with pytest.raises(Outcome) as e:
+            send._check_remote_link(flow, work, target)
+        assert e.value.code == 403 and "outside the destination directory" in e.value.text
+
+
+def test_report_texts_fit_a_v02_header():
+    from sarra import report
+    text = report.fit_text("Forbidden: link " + "d/" * 200 + "l")
+    assert len(text.encode()) < message.MAX_HEADER_BYTES and text.endswith("...")
+    assert report.fit_text("Forbidden: short") == "Forbidden: short"
+    assert len(report.fit_text("é" * 300).encode()) < message.MAX_HEADER_BYTES
