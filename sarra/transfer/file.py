@@ -7,6 +7,7 @@ from sarra.paths import NOFOLLOW
 
 from . import (FAILED, Transfer, TransferError, check_range, decode_path, open_in_place,
                os_error, register, split_url)
+from .bounds import refuse_length
 
 
 def local_path_of(url):
@@ -29,6 +30,7 @@ def _copy_range(src, dst, offset, length, dst_offset, hasher, bufsize, action, s
         if want < 0 or offset + want > size:
             raise TransferError(FAILED, 'file %s failed: range %d+%s beyond end of %d-byte file %s'
                                 % (action, offset, length, size, shown))
+        refuse_length(want, getattr(hasher, 'limit', None), shown)   # longer than announced
         if _same_file(sfd, dst):
             if dst_offset not in (None, offset) or (dst_offset is None and offset):
                 raise TransferError(FAILED, 'file %s failed: source and destination are the same '

@@ -256,3 +256,14 @@ def test_fetch_interrupts_a_read_blocked_past_the_deadline(tmp_path):
         fetch(flow, _work(1), str(tmp_path / "f"), 0, None, None)
     assert e.value.code == 504 and time.monotonic() - start < 3
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_file_driver_refuses_a_file_longer_than_announced(tmp_path):
+    from sarra.transfer.file import FileTransfer
+    src = tmp_path / "big"
+    src.write_bytes(b"x" * 1000)
+    with pytest.raises(bounds.TransferRefused) as e:
+        FileTransfer().get("file:" + str(src), str(tmp_path / "out"), hasher=_Limited(21))
+    assert e.value.code == 413 and not (tmp_path / "out").exists()
+    assert FileTransfer().get("file:" + str(src), str(tmp_path / "ok"),
+                              hasher=_Limited(1000)) == 1000
