@@ -209,3 +209,31 @@ def test_report_texts_fit_a_v02_header():
     assert len(text.encode()) < message.MAX_HEADER_BYTES and text.endswith("...")
     assert report.fit_text("Forbidden: short") == "Forbidden: short"
     assert len(report.fit_text("é" * 300).encode()) < message.MAX_HEADER_BYTES
+
+
+def test_newname_climbing_out_is_refused(tmp_path):
+    dst = tmp_path / "dst"
+    flow = _flow(dst)
+    (dst / "a").mkdir(parents=True)
+    (dst / "a" / "f").write_text("x")
+    for newname in ("/../f", "/a/../../f"):
+        code, text = _run(flow, "/a/f", _moved_to(newname))
+        assert code == 403 and "'..'" in text, text
+    assert (dst / "a" / "f").read_text() == "x" and sorted(os.listdir(tmp_path)) == ["dst"]
+
+
+def test_a_link_to_a_link_is_judged_link_by_link(tmp_path):
+    dst = tmp_path / "dst"
+    flow = _flow(dst)
+    assert _run(flow, "/a/b/l2", _link("../../x"))[0] == 201     # to the root's x
+    assert _run(flow, "/l1", _link("a/b/l2"))[0] == 201          # to l2: inside
+    code, text = _run(flow, "/a/b/l2", _moved_to("/l2"))         # l1 would follow it out
+    assert code == 403, text
+    assert escaping(dst) == []
+
+
+def escaping(top):
+    """Entries below top whose resolved path is outside it."""
+    real_top = os.path.realpath(top)
+    return [os.path.join(d, n) for d, ds, fs in os.walk(top) for n in ds + fs
+            if not (os.path.realpath(os.path.join(d, n)) + "/").startswith(real_top + "/")]
