@@ -130,6 +130,9 @@ def _parse_options(text: str, where: str) -> Dict[str, object]:
             opts["bearer_token"] = value
         elif key == "ssh_keyfile" and sep:
             opts["ssh_keyfile"] = os.path.expanduser(value)
+        elif key in ("source", "sources") and sep and value.strip():
+            # a pump lends this entry only to these sources (fetchpolicy.py); repeatable
+            opts.setdefault("sources", []).append(value.strip())  # type: ignore[union-attr]
         else:
             logger.warning("%s: unknown credential option %r ignored", where, key)
     return opts

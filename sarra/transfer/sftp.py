@@ -9,8 +9,8 @@ import stat as statmod
 import paramiko
 
 from . import (FAILED, NOT_FOUND, LocalWriter, Transfer, TransferError, check_range,
-               credential_user_password, credential_value, read_local, redact, register,
-               remote_path, split_url)
+               credential_flag, credential_user_password, credential_value, read_local,
+               redact, register, remote_path, split_url)
 
 _CONNECTION_ERRORS = (EOFError, paramiko.SSHException, socket.error, OSError)
 
@@ -60,6 +60,9 @@ class SftpTransfer(Transfer):
         keyfile = credential_value(creds, 'ssh_keyfile')
         if keyfile:
             keyfile = os.path.expanduser(str(keyfile))
+        # own_keys off (a pump fetching for a source, fetchpolicy.bare): never the
+        # account's own ~/.ssh keys or agent
+        own_keys = not keyfile and credential_flag(creds, 'own_keys', default=True)
         where = '%s@%s:%d' % (user or '', ep.host, ep.port or 22)
         client = paramiko.SSHClient()
         try:
@@ -69,8 +72,8 @@ class SftpTransfer(Transfer):
         client.set_missing_host_key_policy(_AcceptUnknownHost(self.logger))
         try:
             client.connect(ep.host, port=ep.port or 22, username=user, password=password,
-                           key_filename=keyfile or None, allow_agent=not keyfile,
-                           look_for_keys=not keyfile, timeout=self.timeout,
+                           key_filename=keyfile or None, allow_agent=own_keys,
+                           look_for_keys=own_keys, timeout=self.timeout,
                            banner_timeout=self.timeout, auth_timeout=self.timeout)
             transport = client.get_transport()
             transport.set_keepalive(60)

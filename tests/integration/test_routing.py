@@ -249,8 +249,10 @@ def start_chain(chain, bob_dir, back_link=True):
     """Every component of the three-pump chain, running; returns the names of the sarras."""
     A, B, C = (chain.pumps[n] for n in "ABC")
     sarras = ["A_ingest", "B_from_A", "C_from_B"]
+    # alice posts file: URLs of tmp/alice: the pump takes them from there only
     chain.sarra("A_ingest", "A", A.url(), exchange="xs_" + A.user("alice"), gateway_for="B,C",
-                extra="source_from_exchange on")
+                extra="source_from_exchange on\nfetch_schemes http,https,file\n"
+                      "base_dir %s" % (chain.tmp / "alice"))
     chain.sarra("B_from_A", "B", A.url("b_on_a"), gateway_for="C")
     chain.sarra("C_from_B", "C", B.url("c_on_b"))
     if back_link:
@@ -459,8 +461,10 @@ def test_push_through_the_firewall(chain, runner, tmp_path, sftp_server):
         heartbeat 5
         accept .*
     """ % (A.url("alice"), alice, host, incoming, src, A.url("alice"), alice, sftp_server.root))
+    # the pump takes file: URLs from its sources only when told, and only below base_dir
     chain.sarra("A_ingest", "A", A.url(), exchange="xs_" + alice,
-                extra="source_from_exchange on")
+                extra="source_from_exchange on\nfetch_schemes http,https,sftp,ftp,ftps,file\n"
+                      "base_dir %s" % sftp_server.root)
     public = UserTap(A.url(), "xpublic")
     try:
         chain.start("sarra", ["A_ingest"])

@@ -1,0 +1,179 @@
+"""Issue 16, items 1 and 5, against a whole pump (scripts/pump_demo.Pump): a hostile source
+cannot make the pump fetch its own files (file: URLs, whatever the case), nor lend it the
+credentials the pump holds for another user. Each attack is a raw v02 post by alice on her
+own xs_ exchange; each is refused with a 403 report to alice, nothing lands in the tree or
+on xpublic, and a good file from alice still reaches carol afterwards.
+"""
+
+import hashlib
+import os
+import time
+
+import amqp
+import pytest
+
+from sarra.broker import Broker
+from scripts.pump_demo import Pump
+from tests.integration import servers
+
+PRIVATE = b"bob's private data: not for alice\n"
+
+
+@pytest.fixture(scope="module")
+def pump(tmp_path_factory, broker_url):
+    p = Pump(top=str(tmp_path_factory.mktemp("hostile_fetch")), broker=broker_url)
+    try:
+        p.setup()
+        p.start_http()
+        # bob's private web server: his files need his password, which the pump holds
+        # (credentials.conf), lent to bob alone
+        bob = p.users["bob"]
+        p.bob_pw = "B0b-http-secret"
+        p.private = os.path.join(p.top, "bob_private")
+        os.makedirs(os.path.join(p.private, "private"))
+        with open(os.path.join(p.private, "private", "p.txt"), "wb") as f:
+            f.write(PRIVATE)
+        p.http["bob_private"] = servers.start_http(p.private, p.logs, auth=(bob, p.bob_pw))
+        s = p.http["bob_private"]
+        p.bob_private_url = "http://%s@%s:%d/" % (bob, s.host, s.port)
+        p.credentials_path = os.path.join(p.cfgdir, "credentials.conf")
+        with open(p.credentials_path, "a") as f:
+            f.write("http://%s:%s@%s:%d source=%s\n" % (bob, p.bob_pw, s.host, s.port, bob))
+        p.configure()
+        p.start_pump()
+        p.wait_consumers(p.standard_consumers())
+        yield p
+    finally:
+        p.close()
+
+
+def admin_tap(pump, exchange):
+    conn = amqp.Connection(host=pump.netloc, userid=pump.admin, password=pump.admin_pw,
+                           virtual_host=pump.vhost, connect_timeout=10)
+    conn.connect()
+    ch = conn.channel()
+    q, _, _ = ch.queue_declare("", exclusive=True, auto_delete=True)
+    ch.queue_bind(q, exchange, "#")
+
+    def get(timeout=5.0, want=None):
+        got, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline and (want is None or len(got) < want):
+            m = ch.basic_get(q, no_ack=True)
+            if m is None:
+                time.sleep(0.05)
+                continue
+            body = m.body.decode() if isinstance(m.body, bytes) else m.body
+            got.append((body, dict(m.properties.get("application_headers") or {})))
+        return got
+    return conn, get
+
+
+def today():
+    return time.strftime("%Y%m%d", time.gmtime())
+
+
+def headers_for(data):
+    return {"sum": "d," + hashlib.md5(data).hexdigest(), "parts": "1,%d,1,0,0" % len(data)}
+
+
+def publish(pump, role, posts):
+    """Raw v02 posts [(baseurl, relpath, data)] by role on its own xs_ exchange."""
+    with Broker(pump.url(role), reconnect=False) as b:
+        for baseurl, rel, data in posts:
+            key = "v02.post" + ".".join([""] + [w for w in rel.split("/") if w])
+            b.publish("xs_" + pump.users[role], key, "%s %s %s" % (
+                time.strftime("%Y%m%d%H%M%S", time.gmtime()), baseurl, rel), headers_for(data))
+        b.wait_confirms(10)
+
+
+def good_file_reaches_carol(pump, name):
+    """alice posts a good file with sr_post: it reaches carol intact."""
+    path = os.path.join(pump.src["alice"], "good", name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    data = os.urandom(2048)
+    with open(path, "wb") as f:
+        f.write(data)
+    r = pump.post("alice", [path])
+    assert r.returncode == 0, r.stdout + r.stderr
+    want = {os.path.join(today(), pump.users["alice"], "good", name):
+            hashlib.md5(data).hexdigest()}
+    assert pump.wait_files(want, 30) == 1, pump.log_tail()
+    deadline = time.monotonic() + 10
+    while pump.arrived(want) != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pump.arrived(want) == want
+
+
+def refusals(reports, marker):
+    """The 403 reports whose relpath contains marker: [(body, headers)]."""
+    return [(b, h) for b, h in reports if b.split()[3:4] == ["403"] and marker in b.split()[2]]
+
+
+def test_file_urls_naming_the_pumps_credentials_are_refused(pump):
+    """Item 1: file:, FILE:, File: and file://localhost base URLs naming the pump's own
+    credentials.conf (every broker password) and /etc/passwd: 403 to alice, nothing
+    copied, nothing announced; then a good file of alice's still arrives."""
+    alice = pump.users["alice"]
+    with open(pump.credentials_path, "rb") as f:
+        secret = f.read()
+    conn_p, public = admin_tap(pump, "xpublic")
+    conn_r, xreport = admin_tap(pump, "xreport")
+    try:
+        posts = [(base, pump.credentials_path, secret)
+                 for base in ("file:", "FILE:", "File:", "file://localhost", "fIlE://")]
+        posts.append(("FILE:", "/etc/passwd", b""))
+        publish(pump, "alice", posts)
+        reports = xreport(timeout=20, want=len(posts))
+        time.sleep(1)
+        reports += xreport(timeout=0.5)
+        refused = refusals(reports, "credentials.conf") + refusals(reports, "/etc/passwd")
+        assert len(refused) == len(posts), (reports, pump.log_tail())
+        for body, h in refused:
+            assert h.get("source") == alice, h
+            assert "Forbidden" in h.get("message", "") and "fetch_schemes" in h["message"], h
+        published = public(timeout=2)
+        assert not [b for b, _ in published if "credentials" in b or "passwd" in b], published
+    finally:
+        conn_p.close()
+        conn_r.close()
+    assert not [p for p in pump.pump_files() if "credentials" in p or "passwd" in p]
+    for rel in pump.pump_files():
+        with open(os.path.join(pump.tree, rel), "rb") as f:
+            assert pump.pw[pump.users["feeder"]].encode() not in f.read(), rel
+    good_file_reaches_carol(pump, "after_file_urls.bin")
+
+
+def test_bobs_credentials_are_not_lent_to_alice(pump):
+    """Item 5: alice names bob's private server as bob; the pump holds bob's password
+    (lent to bob only): refused with 403, bob's file neither copied nor announced. The
+    same URL posted by bob is fetched with his password and reaches carol; then a good
+    file of alice's still arrives."""
+    alice, bob = pump.users["alice"], pump.users["bob"]
+    conn_p, public = admin_tap(pump, "xpublic")
+    conn_r, xreport = admin_tap(pump, "xreport")
+    try:
+        publish(pump, "alice", [(pump.bob_private_url, "/private/p.txt", PRIVATE)])
+        reports = xreport(timeout=20, want=1)
+        refused = refusals(reports, "private/p.txt")
+        assert len(refused) == 1, (reports, pump.log_tail())
+        body, h = refused[0]
+        assert h.get("source") == alice and "not lent to source " + alice in h["message"], h
+        assert pump.bob_pw not in body + str(h)
+        assert not [b for b, _ in public(timeout=2) if "private" in b]
+        assert not [p for p in pump.pump_files() if "private" in p]
+
+        # the binding works: bob's own post of his file is fetched with his password
+        publish(pump, "bob", [(pump.bob_private_url, "/private/p.txt", PRIVATE)])
+        want = os.path.join(pump.dst, today(), bob, "private", "p.txt")
+        deadline = time.monotonic() + 30
+        while not os.path.exists(want) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert os.path.exists(want), pump.log_tail()
+        time.sleep(0.3)
+        with open(want, "rb") as f:
+            assert f.read() == PRIVATE
+    finally:
+        conn_p.close()
+        conn_r.close()
+    assert not os.path.exists(os.path.join(pump.tree, today(), alice, "private"))
+    good_file_reaches_carol(pump, "after_bobs_url.bin")
