@@ -66,10 +66,16 @@ def pump_check(flow, work):
 
 
 def check_postable(flow, work):
-    """A posting flow refuses (413, not retried) a message it could not post again
-    (a header value v02 peers refuse), before any transfer: otherwise the file would sit in
-    its tree unannounced and the message loop in the retry queue. ``rename`` is not passed
-    on (download.repost drops it)."""
+    """A posting flow refuses a message it could not post again, before any transfer:
+    otherwise the file would sit in its tree unannounced and the message loop in the retry
+    queue. A header value v02 peers refuse: 413 (``rename`` is not passed on:
+    download.repost drops it); a local name with whitespace other than space (a rename
+    header with a newline): 403. Neither is retried."""
+    path = work.local_path
+    if path is not None and message.escape(path).split(None, 1) != [message.escape(path)]:
+        # only space is escaped (%20) in a v02 relpath: a newline, a tab... cannot be carried
+        raise Outcome(403, f"Forbidden: local name {path!r} holds a character that a v02 "
+                           f"relpath cannot carry") from None
     msg = work.msg
     if "rename" in msg.headers:
         msg = dataclasses.replace(msg, headers={k: v for k, v in msg.headers.items()
@@ -81,20 +87,34 @@ def check_postable(flow, work):
 
 
 def echoed_headers(headers) -> dict:
-    """The headers of a malformed message that its 417 report repeats: at most
-    message.MAX_HEADERS of them, each name printable and each value short enough to be
-    posted (a message refused for its 10,000 headers is not sent on inside its report)."""
+    """The headers of a malformed message that its 417 report repeats: few enough for the
+    report to be decoded on its way back to the source (room left for its ``message``
+    header), each name printable, each value short enough to be posted, a ``sum`` or
+    ``parts`` only when valid (the report's own default sum replaces a bad one): a message
+    refused for its 10,000 headers or its unknown sum is not sent on inside its report."""
     out = {}
     if not isinstance(headers, dict):
         return out
     for k, v in headers.items():
-        if len(out) >= message.MAX_HEADERS:
+        if len(out) >= message.MAX_HEADERS - 2:
             break
         if isinstance(k, (bytes, bytearray)):
             k = bytes(k).decode("utf-8", "replace")
         if isinstance(v, (bytes, bytearray)):
             v = bytes(v).decode("utf-8", "replace")
         k, v = str(k), str(v)
-        if k and k.isprintable() and len(v.encode("utf-8", "replace")) < message.MAX_HEADER_BYTES:
+        if k and k.isprintable() and len(v.encode("utf-8", "replace")) < message.MAX_HEADER_BYTES \
+                and _valid(k, v):
             out[k] = v
     return out
+
+
+def _valid(key: str, value: str) -> bool:
+    try:
+        if key == "sum":
+            return checksum.unknown(checksum.parse_sum(value)) is None
+        if key == "parts":
+            checksum.Parts.parse(value)
+    except ValueError:
+        return False
+    return True

@@ -212,6 +212,22 @@ def test_a_header_too_long_to_post_on_is_refused_before_the_transfer(home, caplo
                 and "long" in r.getMessage()]
 
 
+def test_a_name_a_relpath_cannot_carry_is_refused_before_the_transfer(home):
+    done = []
+
+    def work(flow, w):
+        done.append(w.msg.path)
+    flow = posting_flow(home, work)
+    flow.preset = components.Preset("subscribe", place=download.destination, work=work,
+                                    posts=True)
+    feed(flow, "/a", dict(GOOD, rename="x\n2026-01-01 00:00:00,000 [INFO] forged"))
+    feed(flow, "/b", dict(GOOD, rename="tab\there"))
+    feed(flow, "/c", dict(GOOD, rename="with space"))
+    assert done == ["/c"]
+    assert flow.reporter.sent == [("/a", 403), ("/b", 403), ("/c", 201)]
+    assert len(flow.retry) == 0
+
+
 def test_a_post_a_plugin_made_too_long_is_refused_once_not_retried(home, caplog):
     def work(flow, w):
         p = w.msg.copy()
@@ -230,9 +246,24 @@ def test_the_report_of_a_malformed_message_does_not_repeat_its_10000_headers():
     h = dict(GOOD, **{f"x{i}": "v" for i in range(10000)}, long="z" * 300)
     h[b"raw"] = b"bytes"
     out = msgbounds.echoed_headers(h)
-    assert len(out) == message.MAX_HEADERS and "long" not in out
+    assert len(out) == message.MAX_HEADERS - 2 and "long" not in out
     assert msgbounds.echoed_headers(None) == {}
     assert msgbounds.echoed_headers({b"raw": b"bytes"}) == {"raw": "bytes"}
+    assert msgbounds.echoed_headers({"sum": "q,123", "parts": "x", "a": "1"}) == {"a": "1"}
+    assert msgbounds.echoed_headers(GOOD) == GOOD
+
+
+def test_the_report_of_a_malformed_message_can_be_decoded(home):
+    flow = posting_flow(home, lambda f, w: None)
+    reports = []
+    flow.reporter.report = lambda msg, code, text, received: reports.append(
+        msg.to_report(code, text, "h", "u", 0.0))
+    for h in (dict(GOOD, sum="q,123"), dict(GOOD, **{f"x{i}": "v" for i in range(10000)})):
+        feed(flow, "/bad", h)
+    assert [r.report.code for r in reports] == [417, 417]
+    for r in reports:
+        topic, body, headers = r.encode(allow_long_headers=True)
+        assert message.decode(topic, body, headers).report.code == 417
 
 
 # ------------------------------------------------------------------ log lines
