@@ -19,6 +19,7 @@ from struct import pack
 
 from amqp import exceptions as amqp_exc
 
+from sarra import amqpframes
 from sarra.brokerconn import (BrokerAccessRefused, BrokerConnection, BrokerError,  # noqa: F401
                               BrokerStopped, _WriteBuffer)
 from sarra.brokerurl import DEFAULT_PORTS, BrokerURL, _display, parse_url, redact  # noqa: F401
@@ -48,6 +49,7 @@ class Delivery:
     delivery_tag: DeliveryTag
     redelivered: bool
     properties: dict     # other AMQP properties (content_type, delivery_mode, ...)
+    undecodable: str = ''   # why the frame could not be decoded (see sarra.amqpframes)
 
 
 def _as_text(value):
@@ -459,9 +461,15 @@ class Broker(BrokerConnection):
         self._unacked.add(int(tag))
         raw = bytes(msg.body) if not isinstance(msg.body, str) else msg.body.encode('utf-8')
         props = dict(msg.properties)
-        headers = props.pop('application_headers', None) or {}
+        # a frame a peer wrote may hold anything: what is not text is marked, not raised
+        headers, bad = amqpframes.headers_text(props.pop('application_headers', None) or {})
+        bad = msg.__dict__.get('sarra_undecodable') or bad
+        try:
+            body = raw.decode('utf-8')
+        except UnicodeDecodeError as e:
+            body = raw.decode('utf-8', 'replace')
+            bad = bad or f'body is not valid UTF-8 (byte {e.start})'
         self._inbox.append(Delivery(
             exchange=info.get('exchange', ''), routing_key=info.get('routing_key', ''),
-            body=raw.decode('utf-8', 'replace'), raw=raw,
-            headers={str(k): _as_text(v) for k, v in headers.items()},
-            delivery_tag=tag, redelivered=bool(info.get('redelivered')), properties=props))
+            body=body, raw=raw, headers=headers, delivery_tag=tag,
+            redelivered=bool(info.get('redelivered')), properties=props, undecodable=bad))

@@ -21,6 +21,8 @@ from amqp import exceptions as amqp_exc
 from amqp import method_framing, spec
 from amqp.transport import TCPTransport
 
+from sarra import amqpframes
+
 # Errors meaning "the connection is gone" (socket errors, connection.close from the
 # server, heartbeat loss, consumer cancelled by the server, use of a collected connection).
 _CONNECTION_ERRORS = (OSError, EOFError, amqp_exc.ConnectionError,
@@ -239,7 +241,8 @@ class BrokerConnection:
                                virtual_host=u.vhost, login_method='PLAIN', ssl=ssl_opt,
                                connect_timeout=self.connect_timeout,
                                heartbeat=self.heartbeat or 0,
-                               frame_writer=self._frame_writer)
+                               frame_writer=self._frame_writer,
+                               frame_handler=amqpframes.frame_handler)
         try:
             conn.connect()
         except amqp_exc.AccessRefused:
