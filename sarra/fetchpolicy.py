@@ -23,7 +23,9 @@ retried) when the URL is not allowed:
 
 ``lend(flow, url, cred)`` applies the same lending rule where the transfer drivers ask
 for credentials (flow._credential_for), so that a driver never sees a secret the check
-would have refused. Components other than a pump are not affected.
+would have refused; for a ``file:`` URL it tells the file driver to read only below
+``base_dir``, judged on the file it opened (a name swapped for a link after the check
+cannot escape). Components other than a pump are not affected.
 """
 
 import os
@@ -217,8 +219,17 @@ def check(flow, work):
 def lend(flow, url: str, cred):
     """The credential a transfer driver may use for url: cred itself except at a pump,
     where only an entry lent to the current message's source is handed out."""
-    if not is_pump(getattr(flow, "cfg", None)):
+    cfg = getattr(flow, "cfg", None)
+    if not is_pump(cfg):
         return cred
+    if url[:5].lower() == "file:":
+        # the file driver reads only below base_dir, judged again on the file it opened
+        out = bare(url)
+        schemes = {s.strip().lower() for s in (getattr(cfg, "fetch_schemes", None)
+                                               or DEFAULT_SCHEMES)}
+        base = getattr(cfg, "base_dir", None)
+        out.options["confine"] = base if base and "file" in schemes else ""
+        return out
     work = getattr(flow, "msg", None)
     msg = getattr(work, "msg", None)
     source = None

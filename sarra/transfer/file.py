@@ -2,11 +2,12 @@
 
 import errno
 import os
+import stat
 
 from sarra.paths import NOFOLLOW
 
-from . import (FAILED, Transfer, TransferError, check_range, decode_path, open_in_place,
-               os_error, register, split_url)
+from . import (FAILED, Transfer, TransferError, check_range, credential_value, decode_path,
+               open_in_place, os_error, register, split_url)
 from .bounds import refuse_length
 
 
@@ -18,13 +19,34 @@ def local_path_of(url):
     return decode_path(ep.path)
 
 
-def _copy_range(src, dst, offset, length, dst_offset, hasher, bufsize, action, shown):
-    """Copy src[offset:offset+length] into dst (truncate when dst_offset is None)."""
+def _confined(fd, src, root, shown):
+    """A pump reads a source's file: URL only below root (fetchpolicy.lend), judged on the
+    file opened, so that a name swapped for a link after the policy check cannot escape."""
     try:
-        sfd = os.open(src, os.O_RDONLY)
+        real = os.readlink('/proc/self/fd/%d' % fd)
+    except OSError:         # no /proc: judged on the name
+        real = os.path.realpath(src)
+    top = os.path.realpath(root) if root else None
+    if top is None or not (real == top or real.startswith(top.rstrip('/') + '/')):
+        raise TransferError(FAILED, 'file download refused: %s is outside %s' % (
+            shown, top or 'any allowed directory'))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise TransferError(FAILED, 'file download refused: %s is not a regular file' % shown)
+
+
+def _copy_range(src, dst, offset, length, dst_offset, hasher, bufsize, action, shown,
+                confine=None):
+    """Copy src[offset:offset+length] into dst (truncate when dst_offset is None); with
+    confine (a directory, '' for none), only a src that is really below it."""
+    # confined: a FIFO or a terminal must not block or take the open
+    flags = os.O_RDONLY if confine is None else os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        sfd = os.open(src, flags)
     except OSError as e:
         raise os_error('file', action, shown, e) from None
     try:
+        if confine is not None:
+            _confined(sfd, src, confine, shown)
         size = os.fstat(sfd).st_size
         want = size - offset if length is None else length
         if want < 0 or offset + want > size:
@@ -118,8 +140,9 @@ class FileTransfer(Transfer):
 
     def get(self, url, local_path, offset=0, length=None, hasher=None, write_offset=None):
         check_range(offset, length)
+        confine = credential_value(self._creds(url), 'confine')    # a pump: fetchpolicy.lend
         return _copy_range(local_path_of(url), local_path, offset, length, write_offset, hasher,
-                           self.bufsize, 'download', url)
+                           self.bufsize, 'download', url, confine)
 
     def put(self, local_path, url, offset=0, length=None, remote_offset=None):
         check_range(offset, length)

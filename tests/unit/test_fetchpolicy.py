@@ -287,3 +287,51 @@ def test_sender_reads_file_urls_whatever_the_case():
                                                            post_base_dir=None))
     for base in ("file:", "FILE:", "File:", "file://localhost", "FILE://"):
         assert send.local_file(flow, work(base + "/etc", "/shadow").msg) == "/etc/shadow", base
+
+
+# ------------------------------------------------------------------ file: judged on the file opened
+def test_lend_confines_file_urls_to_base_dir(incoming):
+    flow = pump_flow(fetch_schemes=list(FILE_OK), base_dir=str(incoming))
+    assert fetchpolicy.lend(flow, "FILE:/x", None).options["confine"] == str(incoming)
+    flow = pump_flow(base_dir=str(incoming))             # file not in fetch_schemes
+    assert fetchpolicy.lend(flow, "file:/x", None).options["confine"] == ""
+    assert fetchpolicy.lend(pump_flow(source_from_exchange=False), "file:/x", None) is None
+
+
+def test_name_swapped_for_a_link_after_the_check_is_not_read(incoming, tmp_path):
+    """The policy check passes on a regular file; the source then swaps it for a link to
+    the pump's credentials: the file driver, confined by lend(), refuses to read it."""
+    from sarra.transfer import TransferError
+    from sarra.transfer.file import FileTransfer
+    flow = pump_flow(fetch_schemes=list(FILE_OK), base_dir=str(incoming))
+    name = incoming / "alice" / "swap.txt"
+    name.write_text("harmless")
+    url = "file:%s" % name
+    check_url(url, FILE_OK, base_dir=str(incoming))
+    t = FileTransfer(credentials=lambda u: fetchpolicy.lend(flow, u, None))
+    assert t.get(url, str(tmp_path / "copy1")) == len("harmless")
+    name.unlink()
+    os.symlink(str(tmp_path / "credentials.conf"), str(name))
+    with pytest.raises(TransferError, match="outside"):
+        t.get(url, str(tmp_path / "copy2"))
+    assert not (tmp_path / "copy2").exists() or (tmp_path / "copy2").read_text() == ""
+    # a directory of the path swapped for a link to outside: the same
+    os.rename(str(incoming / "alice"), str(incoming / "alice.old"))
+    os.symlink(str(tmp_path), str(incoming / "alice"))
+    with pytest.raises(TransferError, match="outside"):
+        t.get("file:%s/alice/credentials.conf" % incoming, str(tmp_path / "copy3"))
+
+
+def test_confined_read_refuses_fifos_without_blocking(incoming, tmp_path):
+    from sarra.transfer import TransferError
+    from sarra.transfer.file import FileTransfer
+    fifo = incoming / "alice" / "fifo"
+    os.mkfifo(str(fifo))
+    t = FileTransfer(credentials={"confine": str(incoming)})
+    with pytest.raises(TransferError, match="not a regular file"):
+        t.get("file:%s" % fifo, str(tmp_path / "out"))
+    with pytest.raises(TransferError, match="outside"):
+        FileTransfer(credentials={"confine": ""}).get(
+            "file:%s/alice/ok.txt" % incoming, str(tmp_path / "out"))
+    # not confined (any other component): as before
+    assert FileTransfer().get("file:%s/alice/ok.txt" % incoming, str(tmp_path / "out")) == 2
