@@ -54,7 +54,8 @@ def test_checksum_mismatch_leaves_no_file(sub_env, http_server):
     env.config()
     env.setup()
     env.post(env.src)
-    (env.src / "changing.txt").write_bytes(b"version two, changed after posting\n")
+    # same length: a longer one is refused before its checksum matters (413, test_transfer_bounds)
+    (env.src / "changing.txt").write_bytes(b"version TWO, as announced\n")
     p = env.foreground()
     reports = {r["relpath"]: r for r in env.reports.wait(2, timeout=30)}
     bad = reports["/changing.txt"]
