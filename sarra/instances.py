@@ -9,8 +9,12 @@ Files (config.md §1), in paths.state_dir(component, config):
   sr_<component>_<config>_NN.stats counters written by the instance at each heartbeat
   .sr_<component>_<config>.lock    flock taken while instances are started or stopped, so
                                    that `start`, `stop` and the supervisor never race
-An instance is alive when its pid exists, is not a zombie, and its command line names the
-component and the configuration (so a recycled pid is never mistaken for ours).
+  sr_<component>_<config>_NN.ident identity of that process (start time, uid, state dir),
+                                   see procident: pid files stay bare pids
+An instance is alive when its pid exists, is not a zombie, is the very process recorded
+(procident.verify: same start time, same user, same HOME; so a recycled pid, another HOME's
+or another user's instance is never mistaken for ours), and its command line names the
+component and the configuration.  Nothing that signals looks processes up by name.
 """
 
 import atexit
@@ -30,7 +34,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import psutil
 
-from sarra import paths
+from sarra import paths, procident, secretargs
 from sarra.logs import component_name, log_file, program_name
 
 logger = logging.getLogger("sarra.instances")
@@ -153,6 +157,7 @@ def write_pid(component: str, config: str, n: int, pid: Optional[int] = None,
     pid = os.getpid() if pid is None else int(pid)
     path = pid_file(component, config, n)
     _write(path, f"{pid}\n")
+    procident.record(path, pid)
     if remove_at_exit and pid == os.getpid():
         atexit.register(_remove_if_ours, path, pid)
     return path
@@ -162,11 +167,17 @@ def _remove_if_ours(path: Path, pid: int) -> None:
     if _read_int(path) == pid:
         with contextlib.suppress(OSError):
             path.unlink()
+        procident.forget(path)
+
+
+def _unlink_pid(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    procident.forget(path)
 
 
 def remove_pid(component: str, config: str, n: int) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        pid_file(component, config, n).unlink()
+    _unlink_pid(pid_file(component, config, n))
 
 
 def options_file(component: str, config: str) -> Path:
@@ -242,13 +253,24 @@ def cmdline_matches(cmdline: Sequence[str], component: str, config: str,
 
 def process_of(pid: Optional[int], component: str, config: str,
                n: Optional[int] = None) -> Optional[psutil.Process]:
-    """The live process with that pid if it is an instance of component/config."""
+    """The live process with that pid if it is an instance of component/config, verified
+    against the pid file of instance n (of any instance when n is None) of the caller's
+    own state (procident.verify)."""
     if not pid or pid <= 0:
         return None
+    if n is not None:
+        candidates = [pid_file(component, config, n)]
+    else:
+        candidates = [path for _, path in pid_files(component, config)]
+    p = None
+    for path in candidates:
+        if _read_int(path) == pid:
+            p = procident.verify(pid, path)
+            if p is not None:
+                break
+    if p is None:
+        return None
     try:
-        p = psutil.Process(pid)
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return None
         if not cmdline_matches(p.cmdline(), component, config, n):
             return None
         return p
@@ -295,6 +317,7 @@ def clean_stale(component: str, config: str) -> List[int]:
         if process_of(pid, component, config, n) is None:
             try:
                 path.unlink()
+                procident.forget(path)
                 removed.append(n)
             except FileNotFoundError:
                 pass
@@ -323,6 +346,7 @@ def _module_path(component: str, module: Optional[str]) -> str:
 
 def instance_command(component: str, config: str, n: int, argv_extra: Iterable[str] = (),
                      module: Optional[str] = None) -> List[str]:
+    """The instance's full command (with any password: see secretargs, spawn)."""
     return [sys.executable, "-m", _module_path(component, module), *argv_extra,
             "--no", str(int(n)), "foreground", config]
 
@@ -344,6 +368,9 @@ def spawn(component: str, config: str, n: int, argv_extra: Optional[Iterable[str
     if argv_extra is None:
         argv_extra = read_options(component, config)
     cmd = instance_command(component, config, n, argv_extra, module)
+    # passwords go to the child's environment, never to its command line (ps); the
+    # child is marked as this HOME's (procident.ENV_MARK)
+    cmd, env = secretargs.split(cmd, procident.child_env(env))
     proc = _spawn(cmd, log_file(component, config, n), env)
     write_pid(component, config, n, proc.pid, remove_at_exit=False)
     return proc
@@ -479,15 +506,14 @@ def stop_many(configs: Iterable[Tuple[str, str]], timeout: float = 5.0
                 p = process_of(_read_int(path), comp, name, n)
                 if p is not None:
                     targets[p.pid] = (p, (comp, name))
-        for p, key in _find_many(configs):   # instances whose pid file went missing
+        for p, key in _find_lost(configs):   # instances whose pid file went missing
             targets.setdefault(p.pid, (p, key))
         _terminate([p for p, _ in targets.values()], timeout,
                    lambda p: "%s %s" % (program_name(targets[p.pid][1][0]),
                                         targets[p.pid][1][1]))
         for comp, name in configs:
             for n, path in pid_files(comp, name):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                _unlink_pid(path)
     counts = {key: 0 for key in configs}
     for _, key in targets.values():
         counts[key] += 1
@@ -505,16 +531,14 @@ def stop_instance(component: str, config: str, n: int, timeout: float = 5.0) -> 
     return p is not None
 
 
-def _find_many(configs: List[Tuple[str, str]]) -> List[Tuple[psutil.Process, Tuple[str, str]]]:
-    """Instance processes of these configurations found in the process table."""
-    me = os.getpid()
+def _find_lost(configs: List[Tuple[str, str]]) -> List[Tuple[psutil.Process, Tuple[str, str]]]:
+    """Instances of these configurations that this HOME started (procident.marked: our
+    uid, our cache directory in their environment) and whose pid file is gone; never a
+    look-up by name alone."""
     found = []
-    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+    for p in procident.marked():
         try:
-            info = p.info
-            if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            cmd = info["cmdline"] or []
+            cmd = p.cmdline()
             if "--no" not in cmd:
                 continue
             for comp, name in configs:

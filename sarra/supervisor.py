@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Tuple
 
 import psutil
 
-from sarra import config, instances, logs, paths
+from sarra import config, instances, logs, paths, procident
 
 NAME = "sr_supervisor"
 # Components whose configurations run as daemons (sr_post runs once; cpost/cpump are C;
@@ -107,6 +107,19 @@ def read_pid() -> Optional[int]:
         return None
 
 
+def verified_pid() -> Optional[psutil.Process]:
+    """The running supervisor named by our pid file, verified as the very process that
+    wrote it (procident: same user, same start time, this HOME), else None."""
+    pid = read_pid()
+    p = procident.verify(pid, pid_file()) if pid else None
+    try:
+        if p is not None and "sarra.supervisor" in " ".join(p.cmdline()):
+            return p
+    except psutil.Error:
+        pass
+    return None
+
+
 def state() -> str:
     """'running'; 'dead' (its pid file is there but it is not: it did not exit normally);
     or 'stopped'."""
@@ -163,11 +176,11 @@ def ensure_running(env=None) -> Tuple[int, bool]:
 
 def wake(pid: Optional[int] = None) -> None:
     """Make the supervisor look at the configurations now (SIGHUP)."""
-    pid = pid or read_pid()
-    if pid and is_running():
+    p = verified_pid() if is_running() else None
+    if p is not None and (pid is None or p.pid == pid):
         try:
-            os.kill(pid, signal.SIGHUP)
-        except OSError:
+            p.send_signal(signal.SIGHUP)
+        except psutil.Error:
             pass
 
 
@@ -180,9 +193,14 @@ def terminate(timeout: float = STOP_TIMEOUT + 20.0) -> Optional[int]:
         return None
     if not pid:
         return None
+    proc = verified_pid()
+    if proc is None:
+        logging.getLogger("sarra.supervisor").error(
+            "%s names pid %d, not this HOME's supervisor: not signalled", pid_file(), pid)
+        return None
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+        proc.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
         return pid
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -191,11 +209,11 @@ def terminate(timeout: float = STOP_TIMEOUT + 20.0) -> Optional[int]:
         time.sleep(0.05)
     else:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            proc.send_signal(signal.SIGKILL)     # psutil: never a reused pid
+        except psutil.NoSuchProcess:
             pass
     try:
-        psutil.Process(pid).wait(5)       # gone, or a zombie of an exited parent
+        proc.wait(5)       # gone, or a zombie of an exited parent
     except (psutil.NoSuchProcess, psutil.TimeoutExpired):
         pass
     _remove_pid_file(pid)
@@ -208,6 +226,7 @@ def _remove_pid_file(pid: Optional[int]) -> None:
             pid_file().unlink()
         except FileNotFoundError:
             pass
+        procident.forget(pid_file())
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -502,6 +521,7 @@ class Supervisor:
                 time.sleep(0.05)
         self._lock_fd = fd
         paths.atomic_write(str(pid_file()), f"{os.getpid()}\n")
+        procident.record(pid_file(), os.getpid())
         return True
 
     def release(self) -> None:

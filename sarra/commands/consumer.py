@@ -13,7 +13,7 @@ import shutil
 import signal
 import sys
 
-from sarra import actions, components, config, consumer, instances, logs, paths
+from sarra import actions, components, config, consumer, instances, logs, paths, secretargs
 from sarra.broker import Broker, BrokerError
 from sarra.commands import common
 from sarra.credentials import Credentials, CredentialsError
@@ -40,6 +40,7 @@ def _split(words):
 def run(component: str, argv=None) -> int:
     program = f"sr_{component}"
     argv = sys.argv[1:] if argv is None else argv
+    argv = secretargs.restore(argv)     # passwords its starter kept off our command line
     synopsis = f"{program} [options] <action> [<config>]"
     if not argv or common.wants_help(argv):
         common.print_help(program, component, synopsis, common.CONSUMER_ACTIONS)
