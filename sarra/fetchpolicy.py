@@ -166,7 +166,8 @@ def lent_to(cred: Credential, source: Optional[str]) -> bool:
 
 def bare(url: str) -> Credential:
     """What a driver gets for a URL whose entry is not lent: no secret of the pump's, and
-    no use of the pump account's own ssh keys or agent."""
+    no use of the pump account's own identity (own_keys off: no ~/.ssh keys or agent for
+    sftp, no ~/.netrc login for http)."""
     from sarra.credentials import parse_url
     try:
         cred = parse_url(url)

@@ -21,8 +21,16 @@ import ssl
 from urllib.parse import urljoin, urlsplit
 
 from . import (FAILED, NOT_FOUND, LocalWriter, Transfer, TransferError, check_range,
-               credential_user_password, credential_value, redact, register, split_url)
+               credential_flag, credential_user_password, credential_value, redact, register,
+               split_url)
 from .bounds import REDIRECT, TransferRefused, refuse_encoding
+
+
+def _no_netrc(request):
+    """requests' auth that adds nothing: with it, requests never takes the login of the
+    account's own ~/.netrc (a pump must not lend it to a source's URL)."""
+    return request
+
 
 #: redirects followed per request, each to the same scheme, host and port only: a source's
 #: server must not send the pump (and the credentials it holds for that server) elsewhere
@@ -108,6 +116,8 @@ class RequestsHttpTransfer(Transfer):
         check_range(offset, length)
         shown = redact(url)
         qurl, headers, auth = self._request_args(url)
+        if auth is None and not credential_flag(self._creds(url), 'own_keys', default=True):
+            auth = _no_netrc        # a pump fetching for a source (fetchpolicy.bare)
         ranged = length != 0 and (offset > 0 or length is not None)
         if ranged:
             end = '' if length is None else str(offset + length - 1)

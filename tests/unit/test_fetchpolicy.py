@@ -335,3 +335,38 @@ def test_confined_read_refuses_fifos_without_blocking(incoming, tmp_path):
             "file:%s/alice/ok.txt" % incoming, str(tmp_path / "out"))
     # not confined (any other component): as before
     assert FileTransfer().get("file:%s/alice/ok.txt" % incoming, str(tmp_path / "out")) == 2
+
+
+def test_http_does_not_lend_the_accounts_netrc(tmp_path, monkeypatch):
+    """requests takes a login from ~/.netrc when no auth is given: not for a source's URL
+    at a pump (own_keys off), as before elsewhere."""
+    import http.server
+    import threading
+    from sarra.transfer.http import RequestsHttpTransfer
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / ".netrc").write_text("machine 127.0.0.1 login pump password PumpSecret\n")
+        os.chmod(str(tmp_path / ".netrc"), 0o600)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.delenv("NETRC", raising=False)
+        url = "http://127.0.0.1:%d/f" % srv.server_port
+        RequestsHttpTransfer(credentials={"own_keys": False}).get(url, str(tmp_path / "a"))
+        RequestsHttpTransfer(credentials=None).get(url, str(tmp_path / "b"))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert seen[0] is None
+    assert seen[1] and seen[1].startswith("Basic ")     # the account's own use: unchanged
