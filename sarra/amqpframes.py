@@ -33,7 +33,12 @@ MAX_BODY = 1 << 20          # no v02 post or report comes near: larger bodies ar
 MAX_DEPTH = 16              # header tables nested deeper than this are refused
 
 _CONTENT_METHODS = frozenset((spec.Basic.Deliver, spec.Basic.Return, spec.Basic.GetOk))
-_METHOD_ARGS = {sig: m.args for sig, m in amqp.Channel._METHODS.items() if m.args}
+# argument formats of the methods a broker sends on a channel (py-amqp's table; the
+# content methods' are fixed by AMQP 0-9-1)
+_METHOD_ARGS = {sig: m.args for sig, m in getattr(amqp.Channel, '_METHODS', {}).items()
+                if getattr(m, 'args', None)}
+_METHOD_ARGS.update({spec.Basic.Deliver: 'sLbss', spec.Basic.Return: 'Bsss',
+                     spec.Basic.GetOk: 'Lbssl'})
 _NAMES = {spec.Basic.Deliver: ('consumer tag', 'delivery tag', 'redelivered', 'exchange',
                                'routing key'),
           spec.Basic.Return: ('reply code', 'reply text', 'exchange', 'routing key'),
