@@ -369,8 +369,7 @@ class Flow:
                                                  or work.cache_key in self._batch_keys):
                     self.counters["duplicates"] += 1
                     raise Outcome(*report.DUPLICATE)
-            if self.preset.posts and self.post_broker is not None:
-                msgbounds.check_postable(self, work)    # before the transfer: 413, once
+            msgbounds.check_work(self, work)    # before the transfer: refused once
             if self.preset.work is not None and not self.cfg.notify_only:
                 self.preset.work(self, work)
             else:

@@ -140,6 +140,21 @@ class RedactingFormatter(logging.Formatter):
             text = redact(text)
         return text
 
+    def formatException(self, ei) -> str:
+        return _quote_traceback(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _quote_traceback(super().formatStack(stack_info))
+
+
+def _quote_traceback(text: str) -> str:
+    """A traceback keeps its lines, but an exception's text (which may hold a message
+    field) cannot forge a log line: control characters are escaped in each line, and a
+    line that starts with a digit (as a log line's date does; no traceback line does) is
+    indented."""
+    return "\n".join(("    " if line[:1].isdigit() else "") + one_line(line)
+                     for line in text.split("\n"))
+
 
 _ROTATING = None
 

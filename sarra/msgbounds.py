@@ -65,6 +65,32 @@ def pump_check(flow, work):
             del msg.headers["mode"]      # not a mode: nothing to apply or to pass on
 
 
+#: longest file name (one path component, UTF-8 bytes) and path local file systems take
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def check_work(flow, work):
+    """Before the work step of every flow: a local name no file system takes, and in a
+    posting flow a message that could not be posted on, are refused once, not retried
+    (each retry would fail the same way)."""
+    path = work.local_path
+    if path is not None:
+        check_name(path)
+    if flow.preset.posts and flow.post_broker is not None:
+        check_postable(flow, work)
+
+
+def check_name(path: str):
+    """403 for a local path longer than PATH_MAX or with a component longer than
+    NAME_MAX bytes (ENAMETOOLONG is no error to retry)."""
+    raw = path.encode("utf-8", "surrogateescape")
+    if len(raw) >= PATH_MAX or any(len(c) > NAME_MAX for c in raw.split(b"/")):
+        shown = path if len(path) <= 120 else path[:117] + "..."
+        raise Outcome(403, f"Forbidden: local name {shown!r} too long (names of at most "
+                           f"{NAME_MAX} bytes, paths under {PATH_MAX})")
+
+
 def check_postable(flow, work):
     """A posting flow refuses a message it could not post again, before any transfer:
     otherwise the file would sit in its tree unannounced and the message loop in the retry

@@ -228,6 +228,29 @@ def test_a_name_a_relpath_cannot_carry_is_refused_before_the_transfer(home):
     assert len(flow.retry) == 0
 
 
+def test_a_name_too_long_for_the_disk_is_refused_once_not_retried(home):
+    done = []
+
+    def work(flow, w):
+        done.append(w.msg.path)
+    flow = make_subscriber(home, work)
+    feed(flow, "/d/" + "n" * 256, dict(GOOD))
+    feed(flow, "/d/" + "é" * 128, dict(GOOD))
+    feed(flow, "/" + "dd/" * 1360 + "f", dict(GOOD))      # decoded, too long here
+    feed(flow, "/d/" + "n" * 255, dict(GOOD))
+    assert done == ["/d/" + "n" * 255]
+    assert [c for _, c in flow.reporter.sent] == [403, 403, 403, 201]
+    assert len(flow.retry) == 0
+
+
+def make_subscriber(home, work):
+    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
+                                          ("directory", str(home / "dst")), ("mirror", "on")])
+    flow = Flow(cfg, components.Preset("subscribe", place=download.destination, work=work))
+    flow.consumer, flow.reporter = FakeConsumer(), FakeReporter()
+    return flow
+
+
 def test_a_post_a_plugin_made_too_long_is_refused_once_not_retried(home, caplog):
     def work(flow, w):
         p = w.msg.copy()
@@ -290,3 +313,22 @@ def test_a_name_with_a_newline_cannot_forge_a_log_line(capsys):
         lg.propagate = True
     assert len(lines) == 1, lines
     assert "\\n2026-01-01" in lines[0] and "\\x1b[2K" in lines[0] and "x\\ny" in lines[0]
+
+
+def test_an_exception_text_cannot_forge_a_log_line_in_a_traceback(capsys):
+    lg = logs.setup_logging("sarra", "ingest", 1, foreground=True)
+    try:
+        try:
+            raise ValueError("bad\n2026-01-01 00:00:00,000 [INFO] sr_sarra/ingest/01 "
+                             "forged\x1b[2K")
+        except ValueError:
+            lg.getChild("flow").exception("unexpected error")
+        lines = capsys.readouterr().err.splitlines()
+    finally:
+        for h in [h for h in lg.handlers if getattr(h, "_sarra_handler", False)]:
+            lg.removeHandler(h)
+            h.close()
+        lg.propagate = True
+    assert lines[1] == "Traceback (most recent call last):"
+    assert [ln for ln in lines if ln[:1].isdigit()] == lines[:1], lines
+    assert "\x1b" not in "\n".join(lines) and "forged\\x1b[2K" in lines[-1]
