@@ -177,3 +177,26 @@ def test_bobs_credentials_are_not_lent_to_alice(pump):
         conn_r.close()
     assert not os.path.exists(os.path.join(pump.tree, today(), alice, "private"))
     good_file_reaches_carol(pump, "after_bobs_url.bin")
+
+
+def test_pumps_own_identity_and_odd_urls_refused(pump):
+    """An sftp URL with no credentials lent to alice would log in with the pump account's
+    own ssh keys (to the pump's own host, say); a URL with two @ is read differently by
+    different parsers: both refused with 403 before any connection; then a good file of
+    alice's still arrives."""
+    alice = pump.users["alice"]
+    port = servers.free_port()
+    conn_r, xreport = admin_tap(pump, "xreport")
+    try:
+        publish(pump, "alice", [
+            ("sftp://%s@127.0.0.1:%d/" % (os.environ.get("USER", "root"), port),
+             "/own_keys/.config/sarra/credentials.conf", b"x"),
+            ("http://%s@evil@127.0.0.1:%d/" % (alice, port), "/two_at/f.txt", b"x")])
+        reports = xreport(timeout=20, want=2)
+        keys, two_at = refusals(reports, "own_keys"), refusals(reports, "two_at")
+        assert len(keys) == 1 and len(two_at) == 1, (reports, pump.log_tail())
+        assert "own ssh keys" in keys[0][1]["message"], keys
+        assert "more than one @" in two_at[0][1]["message"], two_at
+    finally:
+        conn_r.close()
+    good_file_reaches_carol(pump, "after_own_keys.bin")
