@@ -63,8 +63,8 @@ def is_pump(cfg) -> bool:
 
 # ------------------------------------------------------------------ reading the URL
 def split(url: str):
-    """(scheme, host, port, user, has_password, path) of url as the transfer layer reads
-    it; Refused for a form that some layer could read differently."""
+    """url's Endpoint (scheme, host, port, user, password, path) as the transfer layer
+    reads it; Refused for a form that some layer could read differently."""
     from sarra.transfer import TransferError, split_url
     if not isinstance(url, str) or not url:
         raise Refused("empty URL")
