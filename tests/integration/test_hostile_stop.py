@@ -10,6 +10,7 @@ appears on no process's command line, and the instances still connect with it.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -228,6 +229,39 @@ def test_stale_pid_files_are_not_signalled(homes, uid):
         for p in (sleeper, twin):
             p.kill()
             p.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
+def test_root_never_touches_another_users_processes(homes, uid):
+    """root's stop used to kill, by name, another Unix user's instances."""
+    import pwd
+    try:
+        other = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+    a, _, exchange = homes
+    name = f"hs_{uid}"
+    a.add(name, exchange, f"q_{a.user}.hs_{uid}.alice")
+    # another user's process whose command line is that of instance 1 of the same name
+    theirs = subprocess.Popen(["sh", "-c", "sleep 60; :", "sarra.commands.subscribe",
+                               "--no", "1", "foreground", name],
+                              user=other.pw_uid, group=other.pw_gid, cwd="/",
+                              start_new_session=True)
+    a.seen.add(theirs.pid)
+    try:
+        assert wait_for(lambda: name in " ".join(psutil.Process(theirs.pid).cmdline()))
+        r = a.run("sr_subscribe", "stop", name)          # no pid file names it
+        assert "stopped 0 instance(s)" in r.stdout, r.stdout
+        a.state_dir(name).mkdir(parents=True, exist_ok=True)
+        a.pid_path(name, 1).write_text(f"{theirs.pid}\n")   # a pid file naming it
+        r = a.run("sr_subscribe", "status", name)
+        assert "stopped (0/" in r.stdout, r.stdout
+        a.run("sr", "stop")
+        time.sleep(0.3)
+        assert theirs.poll() is None, "root's stop killed another user's process"
+    finally:
+        os.killpg(theirs.pid, signal.SIGKILL)          # sh and its sleep
+        theirs.wait()
 
 
 @pytest.fixture
