@@ -4,11 +4,15 @@ Option: ``msg_by_user <user>`` (repeatable, or a comma-separated list). A report
 when the <user> field of its body (the broker user of the consumer that wrote it) is one of
 them; everything else, posts included, is dropped. sr_police's report routing shovel
 ``rr_<user>2xreport`` reads xs_<user> with it: a user can write only to its own xs_
-exchange, so a report there that names somebody else is a forgery and goes no further.
+exchange, so the consumer of a report taken from an xs_ exchange is set to that
+exchange's owner first (sarra.reportguard.stamp_consumer: whatever consumer a report
+claims, the source sees the account that published it). A report with a code or
+duration that is not one (000, nan) is dropped with one line.
 With no ``msg_by_user`` option every message is dropped (and an error is logged once).
 """
 
 from sarra.plugin import plugin_logger
+from sarra.reportguard import printable, publisher, report_problem, stamp_consumer
 
 #: plugin options this module reads (for unknown-option checks)
 OPTIONS = ("msg_by_user",)
@@ -47,10 +51,22 @@ def on_message(parent):
     msg = message_of(parent)
     report = getattr(msg, "report", None)
     if report is None:
+        return False            # a post (key v02.post) on the user's exchange: not a report
+    log = plugin_logger(parent, "msg_by_user")
+    relpath = printable(getattr(msg, "relpath", "?"))
+    problem = report_problem(msg)
+    if problem:
+        log.warning("msg_by_user: dropped a malformed report on %s from exchange %s: %s",
+                    relpath, printable(msg.exchange or "?"), problem)
         return False
+    owner = publisher(msg, getattr(parent, "cfg", None))
+    if owner is not None:
+        claimed = stamp_consumer(msg, owner)
+        if claimed is not None:
+            log.info("msg_by_user: report on %s published on %s named consumer %s: set to %s",
+                     relpath, printable(msg.exchange), printable(claimed), printable(owner))
     if report.user in users:
         return True
-    plugin_logger(parent, "msg_by_user").info(
-        "msg_by_user: dropped report on %s by user %s (only %s accepted here)",
-        getattr(msg, "relpath", "?"), report.user, ",".join(sorted(users)))
+    log.info("msg_by_user: dropped report on %s by user %s (only %s accepted here)",
+             relpath, printable(report.user), ",".join(sorted(users)))
     return False

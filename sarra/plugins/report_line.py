@@ -7,6 +7,9 @@ For sr_report (sr_log): a source reading its reports sees who did what with each
 Fields, separated by two spaces: the time the report was received (UTC; a v02 report
 carries no time of its own), who (broker user @ host of the consumer), the code and its
 message header, the duration the consumer took (seconds), and the URL of the file.
+Every field is the consumer's own text, so control characters in it are escaped
+(sarra.reportguard.printable: ``\\n``, ``\\x1b``...): one report is one line, and nothing in
+it reaches the terminal raw.
 Messages that are not reports are skipped silently. The message always goes on (True).
 """
 
@@ -14,15 +17,16 @@ import sys
 import time
 
 from sarra.plugins.msg_by_user import message_of
+from sarra.reportguard import printable
 
 
 def format_line(msg, received=None) -> str:
     rep = msg.report
     when = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(received or time.time()))
-    text = " ".join(str(msg.headers.get("message", "")).split()) or "-"
+    text = " ".join(printable(msg.headers.get("message", "")).split()) or "-"
     url = getattr(msg, "url", None) or (msg.baseurl + msg.relpath)
-    return "%s  %s@%s  %03d %s  %.3fs  %s" % (when, rep.user, rep.host, rep.code, text,
-                                             rep.duration, url)
+    return "%s  %s@%s  %03d %s  %.3fs  %s" % (when, printable(rep.user), printable(rep.host),
+                                             rep.code, text, rep.duration, printable(url))
 
 
 def on_message(parent):

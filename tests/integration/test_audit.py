@@ -319,7 +319,11 @@ def test_reports_reach_their_source_only(pump, home, tmp_path):
             except subprocess.TimeoutExpired:
                 p.kill()
     rest = procs[-1].stdout.read()
-    assert "forged" not in rest and "not-hers" not in rest, rest
+    # the report claiming to be mallory's reaches alice as what it is: carol's (the account
+    # that published it); the one about alice2's data does not reach alice
+    assert "  %s@ws3.example  201 Downloaded  0.250s  http://pump//d/forged.txt" % carol \
+        in rest, rest
+    assert "mallory" not in rest and "not-hers" not in rest, rest
 
 
 def test_watchdog_loop_repairs(pump, home, tmp_path):
