@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from sarra import audit, config, instances, logs, options, paths
+from sarra import audit, config, instances, logs, options, paths, secretargs
 from sarra.commands import common
 from sarra.credentials import Credentials, CredentialsError
 from sarra.rabbitadmin import ApiError, ManagementAPI
@@ -52,6 +52,7 @@ def _take_fix(argv):
 def main(argv=None) -> int:
     program = _program()
     argv = sys.argv[1:] if argv is None else list(argv)
+    argv = secretargs.restore(argv)     # passwords its starter kept off our command line
     synopsis = "%s [options] %s [<config>]" % (program, "|".join(ACTIONS))
     if not argv or common.wants_help(argv):
         common.print_help(program, "audit", synopsis, ACTIONS, extra=(

@@ -20,7 +20,7 @@ import os
 import shutil
 import sys
 
-from sarra import actions, config, instances, logs, options, paths, plugin
+from sarra import actions, config, instances, logs, options, paths, plugin, secretargs
 from sarra.broker import BrokerError
 from sarra.commands import common, consumer
 from sarra.credentials import CredentialsError
@@ -53,6 +53,7 @@ def load_config(name, pairs):
 @common.pipe_safe
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    argv = secretargs.restore(argv)     # passwords its starter kept off our command line
     synopsis = f"{PROGRAM} [options] <action> [<config>]"
     if not argv or common.wants_help(argv):
         common.print_help(PROGRAM, COMPONENT, synopsis, ACTIONS)
