@@ -470,8 +470,8 @@ class Flow:
                     continue
                 topic, body, headers = p.encode()
             except MessageError as e:   # a permanent failure: reported once, not retried
-                raise Outcome(msgbounds.TOO_LARGE, f"Payload Too Large: not posted: {e}") \
-                    from None
+                raise Outcome(msgbounds.TOO_LARGE, f"Payload Too Large: {e.field} not "
+                                                   f"posted: {e.reason}") from None
             self.post_broker.publish(self.cfg.post_exchange, topic, body, headers)
             self.counters["posted"] += 1
 

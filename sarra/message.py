@@ -249,8 +249,11 @@ class Message:
 
     def to_report(self, code: int, text: str, host: str, user: str, duration: float) -> "Message":
         """The report a consumer publishes about this message (reports.md §2)."""
-        headers = {k: v for k, v in self.headers.items() if k not in ("content", "message")}
-        headers["message"] = text
+        # every value cut to fit (reports.md §2: informative; a long one would stop the
+        # report at the next hop that posts it again, and the source would never see it)
+        headers = {k: _fit(v) for k, v in self.headers.items()
+                   if k not in ("content", "message")}
+        headers["message"] = _fit(text)
         words = (self.topic or topic_for("v02.post", self.relpath)).split(".")
         if len(words) >= 2:
             words[1] = "report"
@@ -259,6 +262,16 @@ class Message:
         return Message(self.pubtime, self.baseurl, self.relpath, headers,
                        topic=".".join(words), exchange=self.exchange, kind="report",
                        report=Report(int(code), host, user, float(duration)))
+
+
+def _fit(value):
+    """A header value cut (on a character boundary) to under MAX_HEADER_BYTES."""
+    if isinstance(value, str) and len(value) >= MAX_HEADER_BYTES // 4:
+        try:
+            return truncate_utf8(value, MAX_HEADER_BYTES - 1)
+        except UnicodeError:            # a lone surrogate: cut by characters
+            return value[:MAX_HEADER_BYTES // 4]
+    return value
 
 
 def make_post(pubtime: str, baseurl: str, relpath: str, headers: Dict[str, str],

@@ -7,12 +7,15 @@ Every header may come from a hostile source, so:
   world-writable either, and the pump re-posts the masked mode, not the one it received;
 * ``sum``: at a pump, an algorithm that checks no data (``0``, ``n``, ``a``, ``p``, or
   ``z`` of one of those) is refused (403) unless the admin sets ``unchecked_sums``;
-  removals (``R``), links (``L``) and the v03 directory operations carry no data and pass;
-* a message whose re-post could not be encoded (a header v02 peers refuse) is refused
-  before any transfer (413), once, not retried.
+  removals (``R``), links (``L``) and the v03 directory operations carry no data and pass
+  (sr_winnow's link posts, which may be downloaded, are judged by their ``link_sum``);
+* refused once before any transfer, never retried (each retry would fail alike): a local
+  name no file system takes (403), and in a posting flow a message whose re-post could
+  not be encoded (a header v02 peers refuse: 413; a name with a newline: 403);
+* the 417 report of a malformed message repeats only what can be decoded again.
 
 Unknown algorithms and oversized messages are refused earlier, when decoded
-(message.py).
+(message.py); control characters in log lines are escaped by logs.py.
 """
 
 import dataclasses
@@ -25,6 +28,8 @@ PUMP_MODE_MASK = 0o775
 #: elsewhere: the permission bits only (never setuid/setgid/sticky from a message)
 MODE_MASK = 0o777
 
+#: the header of sr_winnow's link posts holding the data's sum (download.WINNOW_LINK_SUM)
+LINK_SUM = "link_sum"
 #: sums without data to check, but without data to fetch either
 NO_DATA = frozenset({"R", "L", "m", "r", "l"})
 
@@ -51,11 +56,17 @@ def pump_check(flow, work):
     msg, cfg = work.msg, flow.cfg
     try:
         s = msg.sum
+        if s.algo == "L" and LINK_SUM in msg.headers:
+            # sr_winnow's link post: the file may be downloaded, checked with this sum
+            s = checksum.parse_sum(msg.headers[LINK_SUM])
     except ValueError:      # not from a decoded message: decode refuses it as malformed
         s = None
+        if LINK_SUM in msg.headers:
+            s = checksum.Sum("0", "")       # a link_sum that checks nothing
     if s is not None and s.algo not in NO_DATA and not checks_data(s) \
             and not getattr(cfg, "unchecked_sums", False):
-        raise Outcome(403, f"Forbidden: sum {msg.headers.get('sum')} checks no data "
+        name = LINK_SUM if LINK_SUM in msg.headers else "sum"
+        raise Outcome(403, f"Forbidden: {name} {msg.headers.get(name)} checks no data "
                            f"(refused at this pump: unchecked_sums off)")
     mode = msg.headers.get("mode")
     if mode is not None:
@@ -86,9 +97,13 @@ def check_name(path: str):
     NAME_MAX bytes (ENAMETOOLONG is no error to retry)."""
     raw = path.encode("utf-8", "surrogateescape")
     if len(raw) >= PATH_MAX or any(len(c) > NAME_MAX for c in raw.split(b"/")):
-        shown = path if len(path) <= 120 else path[:117] + "..."
-        raise Outcome(403, f"Forbidden: local name {shown!r} too long (names of at most "
-                           f"{NAME_MAX} bytes, paths under {PATH_MAX})")
+        raise Outcome(403, f"Forbidden: local name too long (names of at most {NAME_MAX} "
+                           f"bytes, paths under {PATH_MAX}): {_shown(path)}")
+
+
+def _shown(path: str) -> str:
+    """The end of a long path (the name), quoted: a report's text fits a v02 header."""
+    return repr(path if len(path) <= 120 else "..." + path[-117:])
 
 
 def check_postable(flow, work):
@@ -100,8 +115,8 @@ def check_postable(flow, work):
     path = work.local_path
     if path is not None and message.escape(path).split(None, 1) != [message.escape(path)]:
         # only space is escaped (%20) in a v02 relpath: a newline, a tab... cannot be carried
-        raise Outcome(403, f"Forbidden: local name {path!r} holds a character that a v02 "
-                           f"relpath cannot carry") from None
+        raise Outcome(403, f"Forbidden: a v02 relpath cannot carry the whitespace in the "
+                           f"local name {_shown(path)}") from None
     msg = work.msg
     if "rename" in msg.headers:
         msg = dataclasses.replace(msg, headers={k: v for k, v in msg.headers.items()
@@ -109,7 +124,8 @@ def check_postable(flow, work):
     try:
         message.encode(msg)
     except message.MessageError as e:
-        raise Outcome(TOO_LARGE, f"Payload Too Large: cannot be passed on: {e}") from None
+        raise Outcome(TOO_LARGE, f"Payload Too Large: {e.field} cannot be passed on: "
+                                 f"{e.reason}") from None
 
 
 def echoed_headers(headers) -> dict:

@@ -121,6 +121,7 @@ def attacked(pump):
     after = ("/h7/after.txt", src_file(pump, "/h7/after.txt", a.last))
     conn_p, public = tap(pump, "xpublic")
     conn_r, reports = tap(pump, "xreport")
+    alice = pump.report_tap("alice")
     try:
         publish(pump, attacks + [after])
         deadline = time.monotonic() + 60
@@ -129,9 +130,12 @@ def attacked(pump):
         time.sleep(4)               # room for any retry of what was refused (1 s, 2 s...)
         a.posted = public(until=lambda g: any("after.txt" in b for b, _ in g))
         a.reports = reports(timeout=3, until=lambda g: len(g) >= 8)
+        a.alice = alice.wait(lambda got: any("after.txt" in b for _, b, _ in got)
+                             and len(got) >= 5, 20)
     finally:
         conn_p.close()
         conn_r.close()
+        alice.close()
     a.posted_paths = [b.split()[2] for b, _ in a.posted]
     a.log = pump_log(pump)
     a.lines = a.log.splitlines()
@@ -140,6 +144,11 @@ def attacked(pump):
         f = body.split()
         a.codes.setdefault(f[2].rsplit("/", 1)[-1], []).append(f[3])
     return a
+
+
+def told_alice(a, name):
+    """The report codes alice received on xr_alice about name."""
+    return [b.split()[3] for _, b, _ in a.alice if b.split()[2].endswith("/" + name)]
 
 
 def refused(pump, a, word):
@@ -175,6 +184,7 @@ def test_an_unknown_sum_is_malformed(pump, attacked):
 def test_a_sum_that_checks_nothing_is_refused_at_the_pump(pump, attacked):
     refused(pump, attacked, "zerosum")
     assert attacked.codes.get("zerosum.txt") == ["403"], attacked.codes
+    assert told_alice(attacked, "zerosum.txt") == ["403"], attacked.alice
 
 
 def test_10000_headers_are_not_forwarded(pump, attacked):
@@ -190,6 +200,7 @@ def test_names_forge_no_log_line_and_no_escape_code(pump, attacked):
     refused(pump, attacked, "FORGED")
     refused(pump, attacked, "esc")
     assert attacked.codes.get("newline.txt") == ["403"], attacked.codes
+    assert told_alice(attacked, "newline.txt") == ["403"], attacked.alice
     assert not [ln for ln in attacked.lines if ln.startswith(FORGED[:30])], attacked.lines
     assert "\x1b" not in attacked.log
     assert "newline.txt\\n" + FORGED in attacked.log       # shown, escaped, on one line
@@ -198,6 +209,7 @@ def test_names_forge_no_log_line_and_no_escape_code(pump, attacked):
 def test_a_header_too_long_to_post_on_is_refused_once(pump, attacked):
     refused(pump, attacked, "toolong")
     assert attacked.codes.get("toolong.txt") == ["413"], attacked.codes
+    assert told_alice(attacked, "toolong.txt") == ["413"], attacked.alice   # the reason
     mentions = [ln for ln in attacked.lines if "toolong.txt" in ln]
     assert len(mentions) == 1, mentions                 # not retried, never "posted"
     assert "413" in mentions[0]

@@ -101,6 +101,19 @@ def test_a_pump_takes_sums_that_check_data_and_removals_and_links(s):
     msgbounds.pump_check(FakeFlow(), pump_work(sum=s))
 
 
+@pytest.mark.parametrize("link_sum, ok", [("0,1", False), ("n," + "0" * 32, False),
+                                          ("x", False), ("d," + "0" * 32, True)])
+def test_a_pump_checks_the_data_sum_of_a_winnow_link_post(link_sum, ok):
+    w = pump_work(sum="L," + "0" * 128, link="/other", link_sum=link_sum)
+    if ok:
+        msgbounds.pump_check(FakeFlow(), w)
+    else:
+        with pytest.raises(Outcome) as e:
+            msgbounds.pump_check(FakeFlow(), w)
+        assert e.value.code == 403
+    assert msgbounds.LINK_SUM == download.WINNOW_LINK_SUM
+
+
 @pytest.mark.parametrize("mode, masked", [("7777", "775"), ("4755", "755"), ("2777", "775"),
                                           ("666", "664"), ("644", "644"), ("0", "0")])
 def test_a_pump_masks_and_reposts_the_mode(mode, masked):
@@ -332,3 +345,13 @@ def test_an_exception_text_cannot_forge_a_log_line_in_a_traceback(capsys):
     assert lines[1] == "Traceback (most recent call last):"
     assert [ln for ln in lines if ln[:1].isdigit()] == lines[:1], lines
     assert "\x1b" not in "\n".join(lines) and "forged\\x1b[2K" in lines[-1]
+
+
+def test_a_report_fits_every_hop_that_posts_it_again():
+    m = message.make_post(T, "http://h/", "/a", dict(GOOD, flow="x" * 300, ok="short"))
+    rep = m.to_report(413, "Payload Too Large: " + "é" * 300, "h", "u", 0.0)
+    topic, body, headers = rep.encode()            # no allow_long_headers: a shovel's post
+    assert len(headers["message"].encode()) < message.MAX_HEADER_BYTES
+    assert headers["message"].startswith("Payload Too Large: éé")
+    assert len(headers["flow"]) == message.MAX_HEADER_BYTES - 1 and headers["ok"] == "short"
+    assert message.decode(topic, body, headers).report.code == 413
