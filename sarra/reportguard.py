@@ -12,39 +12,25 @@ they are.
 
 Everything else in a report (relpath, host, headers such as ``message``) is still the
 consumer's own text: :func:`printable` is the one helper that escapes control characters
-(C0, DEL, C1, line and paragraph separators, bidirectional overrides) wherever a report is
-shown, so that one report is always one line and never reaches a terminal raw.
+(C0, DEL, C1, line and paragraph separators, bidirectional overrides: the log lines' own
+escaping, logs.one_line) wherever a report is shown, so that one report is always one
+line and never reaches a terminal raw.
 """
 
 import math
 from typing import Optional
 
-#: invisible characters that reorder or split what a terminal shows (not C0/C1 controls)
-_FORMATTING = {0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F),
-               *range(0x2066, 0x206A), 0xFEFF}
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
-
-
-def _escape_char(c: str) -> str:
-    if c in _NAMED:
-        return _NAMED[c]
-    n = ord(c)
-    return "\\x%02x" % n if n < 0x100 else "\\u%04x" % n
-
-
-def _unsafe(n: int) -> bool:
-    return n < 0x20 or 0x7F <= n <= 0x9F or n in _FORMATTING
+from sarra.logs import one_line
 
 
 def printable(value) -> str:
-    """``value`` as text with every control character escaped: ``\\n``, ``\\r``, ``\\t``,
-    ``\\x1b`` (C0, DEL and C1 as ``\\xHH``), ``\\u2028`` (line/paragraph separators and
-    bidirectional formatting marks); a backslash is doubled so that the escapes cannot be
-    forged. Printable text, non-ASCII letters included, is unchanged."""
+    """``value`` as text with every control character escaped, as in log lines
+    (logs.one_line: ``\\n``, ``\\r``, ``\\t``, ``\\x1b`` for C0, DEL and C1, ``\\u2028``
+    for separators and formatting marks such as bidirectional overrides), and a backslash
+    doubled first, so that the escapes shown cannot be forged by the text itself.
+    Printable text, non-ASCII letters included, is unchanged."""
     text = value if isinstance(value, str) else str(value)
-    if text.isprintable() and "\\" not in text and not any(ord(c) in _FORMATTING for c in text):
-        return text                     # the usual case: nothing to do
-    return "".join(_escape_char(c) if c == "\\" or _unsafe(ord(c)) else c for c in text)
+    return one_line(text.replace("\\", "\\\\"))
 
 
 def report_problem(msg) -> Optional[str]:
