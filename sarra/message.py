@@ -365,6 +365,16 @@ def _bounded(field: str, text: str, limit: int = MAX_FIELD_BYTES) -> str:
     return text
 
 
+def _check_sizes(hdrs: Dict[str, str], count: int) -> None:
+    total = 0
+    for key, value in hdrs.items():
+        _bounded(f"header {key}", value)
+        total += _utf8_len(key) + _utf8_len(value)
+    if total > MAX_HEADERS_TOTAL:
+        raise MessageError("headers", f"{count} headers",
+                           f"more than {MAX_HEADERS_TOTAL} bytes in all")
+
+
 def _decode(routing_key, body, headers, exchange) -> Message:
     topic = _text(routing_key, "topic")
     words = topic.split(".")
@@ -385,16 +395,20 @@ def _decode(routing_key, body, headers, exchange) -> Message:
         raise MessageError("body", text, f"{len(text)} characters; at most "
                                          f"{MAX_BODY_CHARS} accepted")
     hdrs = {}
-    total = 0
+    chars = longest = 0
     for k, v in headers.items():
         key = _text(k, "header name")
-        if not key or not key.isprintable():
-            raise MessageError("header name", key, "empty or not printable")
-        value = hdrs[key] = _bounded(f"header {key}", _header_value(key, v))
-        total += _utf8_len(key) + _utf8_len(value)
-        if total > MAX_HEADERS_TOTAL:
-            raise MessageError("headers", f"{len(headers)} headers",
-                               f"more than {MAX_HEADERS_TOTAL} bytes in all")
+        value = hdrs[key] = _header_value(key, v)
+        n = len(value)
+        chars += n
+        if n > longest:
+            longest = n
+    names = "".join(hdrs)
+    if "" in hdrs or not names.isprintable():
+        bad = next(k for k in hdrs if not k or not k.isprintable())
+        raise MessageError("header name", bad, "empty or not printable")
+    if longest > MAX_FIELD_BYTES // 4 or chars + len(names) > MAX_HEADERS_TOTAL // 4:
+        _check_sizes(hdrs, len(headers))    # UTF-8 bytes counted only when it may matter
     line = text.split("\n", 1)[0].strip()
     if line.startswith("{") or line.startswith("["):
         raise MessageError("body", line, "JSON (v03) bodies are not v02")
