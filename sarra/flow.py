@@ -261,7 +261,7 @@ class Flow:
         except ValueError:
             return
         try:
-            hdrs = msgbounds.echoed_headers(delivery.headers)
+            hdrs = msgbounds.malformed_report_headers(self, delivery)
             hdrs.setdefault("sum", "0,0")
             bad = Message(fields[0], fields[1], fields[2], hdrs,
                           topic=str(delivery.routing_key) or "v02.post")

@@ -128,17 +128,32 @@ def check_postable(flow, work):
                                  f"{e.reason}") from None
 
 
+def malformed_report_headers(flow, delivery) -> dict:
+    """The headers of the 417 report about a message that could not be decoded: those
+    echoed_headers keeps; at a pump (source_from_exchange) from an xs_ exchange, the
+    source is the exchange's owner, as for any post (components.sarra_check): a malformed
+    post claiming another source sends its report to its poster, not to that source."""
+    hdrs = echoed_headers(delivery.headers)
+    cfg = flow.cfg
+    exchange = delivery.exchange if isinstance(delivery.exchange, str) else ""
+    if getattr(cfg, "source_from_exchange", False) and exchange.startswith("xs_"):
+        from sarra.components import exchange_owner     # components imports this module
+        hdrs["source"] = exchange_owner(exchange, cfg)
+        hdrs["from_cluster"] = cfg.cluster or cfg.broker_netloc()
+    return hdrs
+
+
 def echoed_headers(headers) -> dict:
     """The headers of a malformed message that its 417 report repeats: few enough for the
-    report to be decoded on its way back to the source (room left for its ``message``
-    header), each name printable, each value short enough to be posted, a ``sum`` or
+    report to be decoded on its way back to the source (room left for the headers it
+    sets), each name printable, each value short enough to be posted, a ``sum`` or
     ``parts`` only when valid (the report's own default sum replaces a bad one): a message
     refused for its 10,000 headers or its unknown sum is not sent on inside its report."""
     out = {}
     if not isinstance(headers, dict):
         return out
     for k, v in headers.items():
-        if len(out) >= message.MAX_HEADERS - 2:
+        if len(out) >= message.MAX_HEADERS - 4:      # sum, source, from_cluster, message
             break
         if isinstance(k, (bytes, bytearray)):
             k = bytes(k).decode("utf-8", "replace")

@@ -107,7 +107,8 @@ def attacked(pump):
     data = b"hostile but harmless\n"
     attacks = [
         ("/h7/mode7777.txt", dict(src_file(pump, "/h7/mode7777.txt", data), mode="7777")),
-        ("/h7/qsum.txt", dict(src_file(pump, "/h7/qsum.txt", data), sum="q,123")),
+        ("/h7/qsum.txt", dict(src_file(pump, "/h7/qsum.txt", data), sum="q,123",
+                              source=pump.users["bob"])),
         ("/h7/zerosum.txt", dict(src_file(pump, "/h7/zerosum.txt", data), sum="0,0")),
         ("/h7/many.txt", dict(src_file(pump, "/h7/many.txt", data),
                               **{"x%05d" % i: "v" for i in range(10000)})),
@@ -122,6 +123,7 @@ def attacked(pump):
     conn_p, public = tap(pump, "xpublic")
     conn_r, reports = tap(pump, "xreport")
     alice = pump.report_tap("alice")
+    bob = pump.report_tap("bob")
     try:
         publish(pump, attacks + [after])
         deadline = time.monotonic() + 60
@@ -131,11 +133,13 @@ def attacked(pump):
         a.posted = public(until=lambda g: any("after.txt" in b for b, _ in g))
         a.reports = reports(timeout=3, until=lambda g: len(g) >= 8)
         a.alice = alice.wait(lambda got: any("after.txt" in b for _, b, _ in got)
-                             and len(got) >= 5, 20)
+                             and len(got) >= 6, 20)
+        a.bob = bob.poll()
     finally:
         conn_p.close()
         conn_r.close()
         alice.close()
+        bob.close()
     a.posted_paths = [b.split()[2] for b, _ in a.posted]
     a.log = pump_log(pump)
     a.lines = a.log.splitlines()
@@ -178,6 +182,9 @@ def test_mode_7777_gives_nothing_world_writable_or_setuid(pump, attacked):
 def test_an_unknown_sum_is_malformed(pump, attacked):
     refused(pump, attacked, "qsum")
     assert attacked.codes.get("qsum.txt") == ["417"], attacked.codes
+    # its report goes to its poster, not to the source it claimed
+    assert told_alice(attacked, "qsum.txt") == ["417"], attacked.alice
+    assert not attacked.bob, attacked.bob
     assert len([ln for ln in attacked.lines if "unknown checksum algorithm 'q'" in ln]) == 1
 
 

@@ -282,7 +282,7 @@ def test_the_report_of_a_malformed_message_does_not_repeat_its_10000_headers():
     h = dict(GOOD, **{f"x{i}": "v" for i in range(10000)}, long="z" * 300)
     h[b"raw"] = b"bytes"
     out = msgbounds.echoed_headers(h)
-    assert len(out) == message.MAX_HEADERS - 2 and "long" not in out
+    assert len(out) == message.MAX_HEADERS - 4 and "long" not in out
     assert msgbounds.echoed_headers(None) == {}
     assert msgbounds.echoed_headers({b"raw": b"bytes"}) == {"raw": "bytes"}
     assert msgbounds.echoed_headers({"sum": "q,123", "parts": "x", "a": "1"}) == {"a": "1"}
@@ -355,3 +355,22 @@ def test_a_report_fits_every_hop_that_posts_it_again():
     assert headers["message"].startswith("Payload Too Large: éé")
     assert len(headers["flow"]) == message.MAX_HEADER_BYTES - 1 and headers["ok"] == "short"
     assert message.decode(topic, body, headers).report.code == 413
+
+
+def test_the_report_of_a_malformed_post_goes_to_its_poster(home):
+    cfg = config.load("sarra", None, [("broker", "amqp://u:p@pump:5672/"),
+                                      ("exchange", "xs_alice"),
+                                      ("source_from_exchange", "on")])
+    flow = Flow(cfg, components.preset("sarra"))
+    flow.consumer, flow.reporter = FakeConsumer(), FakeReporter()
+    got = []
+    flow.reporter.report = lambda msg, code, text, received: got.append((code, msg.headers))
+    m = message.make_post(T, "http://h/", "/a", dict(GOOD, sum="q,1", source="bob",
+                                                         from_cluster="elsewhere"))
+    topic, body, hdrs = m.encode()
+    flow.consumer.inbox.append(Delivery("xs_alice", topic, body, b"", hdrs,
+                                        DeliveryTag(1, 0), False, {}))
+    flow.handle(flow.gather())
+    ((code, headers),) = got
+    assert code == 417 and headers["source"] == "alice"
+    assert headers["from_cluster"] == "pump:5672"
