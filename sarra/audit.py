@@ -285,15 +285,11 @@ class Police:
     def run(self, fix_setup: bool, fix_all: bool) -> List[Finding]:
         """Survey the broker and apply the fixes asked for; returns every finding."""
         findings = self.survey()
-        if any(f.what.startswith("vhost") for f in findings) and (fix_setup or fix_all):
-            for f in findings:
-                self.apply(f)
-            if self.dry_run or findings[0].result != "fixed":
-                return findings
-            findings = findings + self.survey()
         for f in findings:
             if f.result == "found" and f.fix is not None and (fix_all or (fix_setup and f.setup)):
                 self.apply(f)
+                if f.result == "failed" and f.what.startswith("vhost"):
+                    break            # nothing else can be made without the vhost
         return findings
 
     def apply(self, f: Finding) -> None:
@@ -312,18 +308,23 @@ class Police:
 
     # ------------------------------------------------------------ survey
     def survey(self) -> List[Finding]:
+        """Every difference, in the order the fixes must be applied: the plan that a run
+        applies and that --dry-run prints (one computation for both). A missing vhost is
+        surveyed as the empty vhost its creation makes, so the plan goes past it."""
         api, vhost = self.api, self.pump.vhost
-        if api.vhost(vhost) is None:
-            return [Finding("vhost '%s'" % vhost, "missing", "create it", "created",
-                            lambda: api.put_vhost(vhost), setup=True)]
-        users = {u["name"]: u for u in api.users()}
-        perms = {p["user"]: p for p in api.permissions(vhost)}
         found: List[Finding] = []
+        fresh = api.vhost(vhost) is None
+        if fresh:
+            found.append(Finding("vhost '%s'" % vhost, "missing", "create it", "created",
+                                 lambda: api.put_vhost(vhost), setup=True))
+        users = {u["name"]: u for u in api.users()}
+        perms = {} if fresh else {p["user"]: p for p in api.permissions(vhost)}
         found += self._declared_users(users, perms)
         found += self._undeclared_users(users, perms)
-        found += self._exchanges({e["name"]: e for e in api.exchanges(vhost)})
-        found += self._queues(api.queues(vhost))
-        found += self._bindings(api.bindings(vhost))
+        found += self._exchanges({} if fresh else
+                                 {e["name"]: e for e in api.exchanges(vhost)})
+        found += self._queues([] if fresh else api.queues(vhost))
+        found += self._bindings([] if fresh else api.bindings(vhost))
         return found
 
     def _declared_users(self, users: Dict, perms: Dict) -> List[Finding]:

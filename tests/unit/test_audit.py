@@ -359,11 +359,32 @@ def test_check_reports_and_fixes_conventions():
 def test_dry_run_changes_nothing():
     api = FakeAPI()
     found = police(api, dry_run=True).run(True, True)
-    assert [f.result for f in found] == ["would fix"]        # the vhost: nothing past it
-    assert api.writes == []
+    assert found[0].what == "vhost '/'" and len(found) > 1   # the plan goes past the vhost
+    assert all(f.result == "would fix" for f in found) and api.writes == []
     api.vhosts.add("/")
     found = police(api, dry_run=True).run(True, True)
     assert found and all(f.result == "would fix" for f in found) and api.writes == []
+
+
+def test_dry_run_on_a_fresh_vhost_lists_what_the_run_does():
+    plan = police(FakeAPI(), dry_run=True).run(True, False)
+    api = FakeAPI()
+    done = police(api).run(True, False)
+    assert [f.what for f in plan] == [f.what for f in done]
+    assert [f.result for f in plan] == ["would fix"] * len(plan)
+    assert [f.result for f in done] == ["fixed"] * len(done)
+    assert len(done) == len(api.writes) == 1 + 5 * 2 + 7   # vhost, users+perms, exchanges
+
+
+def test_failed_vhost_creation_stops_the_run():
+    api = FakeAPI()
+
+    def refuse(*a, **k):
+        raise ApiError("refused")
+    api.put_vhost = refuse
+    found = police(api).run(True, False)
+    assert found[0].result == "failed" and api.writes == []
+    assert all(f.result == "found" for f in found[1:])
 
 
 def test_failed_fix_is_reported():
