@@ -39,7 +39,13 @@ def destination(flow, work):
     strip = m.strip if m is not None else cfg.strip
     flatten = (m.flatten if m is not None else cfg.flatten) or "/"
     if "${" in directory:
-        directory = expand_message_vars(directory, msg.headers.get("source"), extra={
+        source = msg.headers.get("source")
+        if "${SOURCE}" in directory and source and (
+                "/" in source or "\0" in source or source in (".", "..")):
+            # the source header comes from upstream: a name, never a path out of the tree
+            raise Outcome(403, f"Forbidden: source {source!r} is not a plain name "
+                               f"(directory {directory} uses ${{SOURCE}})")
+        directory = expand_message_vars(directory, source, extra={
             "BD": cfg.base_dir or "", "PBD": cfg.post_base_dir or "",
             "PDR": cfg.post_base_dir or "", "DR": cfg.post_base_dir or ""})
     roots = flow.__dict__.setdefault("_roots", {})     # directory -> (abspath, realpath)
@@ -172,8 +178,13 @@ def _check(work, digest, what=""):
         work.msg.headers["sum"] = f"{s.value},{digest}"
         return
     if s.algo in checksum.DATA_ALGOS and digest != s.value:
+        # the file changed after its post (a newer post follows) or was corrupted on the
+        # way: tried once more after the retry queue's backoff, then failed for good
+        first = work.retry_entry is None
         raise Outcome(417, f"Expectation Failed: checksum mismatch{what} (announced "
-                           f"{s.algo},{s.value}, received {s.algo},{digest})")
+                           f"{s.algo},{s.value}, received {s.algo},{digest})"
+                           + ("" if first else " again after a retry: not retried"),
+                      retry=first, failed=True)
 
 
 def _rename(temp, final):
