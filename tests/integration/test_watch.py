@@ -20,7 +20,7 @@ from tests.conftest import command_argv, command_env
 
 BASE_URL = "http://127.0.0.1:8090/"
 MODES = ["inotify", "polling"]
-SAMPLES = Path(os.environ.get("SARRA_SPEC_DIR", "/work/shared/spec")) / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 FILE_HEADERS = ["to_clusters", "mtime", "atime", "mode", "parts", "sum"]
 CAPTURED = {"create": [FILE_HEADERS], "symlink": [["to_clusters", "link", "sum"]] * 2,
             "rename": [["to_clusters", "sum", "newname"], FILE_HEADERS + ["oldname"]],

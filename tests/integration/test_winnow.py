@@ -20,9 +20,7 @@ from sarra import checksum, message, winnow
 from sarra.cache import cache_key
 from tests.conftest import REPO, amqp_connect, command_argv, command_env
 
-SAMPLE = Path("/work/shared/spec/samples/v2_winnow.json")
-if not SAMPLE.exists():
-    SAMPLE = REPO.parent / "shared" / "spec" / "samples" / "v2_winnow.json"
+SAMPLE = REPO / "tests" / "data" / "samples" / "v2_winnow.json"
 
 
 def wait_for(predicate, timeout=20.0, step=0.05):

@@ -8,7 +8,6 @@ None or a tuple.
 import decimal
 import datetime
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from sarra.message import Message, MessageError, decode, parse_time
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-SAMPLES_DIR = Path(os.environ.get("SARRA_SPEC_DIR", "/work/shared/spec")) / "samples"
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "samples"
 REAL = []
 if SAMPLES_DIR.is_dir():
     for p in sorted(SAMPLES_DIR.glob("*.json")):
