@@ -1,0 +1,334 @@
+"""doc/admin-guide.rst, followed in order against the real broker, loses nothing.
+
+The guide's own text is the script: its literal blocks are read in order; a block after a
+``.. guide-test file <who> <path>`` comment is a file that <who> writes, and a line of any
+other block that starts with a prompt (``#`` root, ``sarra$``, ``alice$``, ``carol$``) is a
+command, run by bash as that user (own HOME each; sarra is the admin and the feeder).
+Names are made unique to the test (alice -> alice<tag> ...), ``pump.example.org/pump``
+becomes the test broker with a fresh vhost, the HTTP URLs the loopback servers below.
+
+Substituted, because they need root or would harm the shared test broker:
+* package installation and the ``sarra`` account (apt-get, python3 -m venv, pip, ln,
+  adduser): the repository's code is run through small wrappers on PATH;
+* ``rabbitmq-plugins enable``: the test broker has the management plugin;
+* ``rabbitmqctl add_user/set_user_tags/set_permissions/add_vhost``: the same calls made
+  through the management API (as the test broker's admin);
+* ``rabbitmqctl delete_user guest``: skipped (the guide marks it destructive; the test
+  broker's other users depend on guest);
+* nginx (mkdir/chown of /var/www/pump, site files, systemctl) and alice's web server:
+  HTTP servers of tests/integration/servers.py on loopback; ``curl -sI`` a HEAD request;
+* ``systemctl enable --now sarra``: skipped (the guide's alternative to ``sr start``).
+"""
+
+import os
+import re
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from tests.conftest import COMMANDS, REPO, parse_broker_url
+from tests.integration import servers
+
+GUIDE = REPO / "doc" / "admin-guide.rst"
+MARK = re.compile(r"^\.\. guide-test file (\w+) (\S+)\s*$")
+PROMPT = re.compile(r"^(#|sarra\$|alice\$|carol\$) (.*)$")
+NAMES = ("bunnymaster", "feeder", "alice", "bob", "carol", "anonymous")
+SKIPPED_ROOT = ("apt-get", "python3", "/opt/sarra/bin/pip", "ln", "adduser",
+                "rabbitmq-plugins", "chown", "rm", "systemctl")
+
+
+# ------------------------------------------------------------------ reading the guide
+
+def literal_blocks(text):
+    """[(marker or None, [lines])] of the guide's literal blocks, in order."""
+    lines = text.splitlines()
+    out, marker, i = [], None, 0
+    while i < len(lines):
+        m = MARK.match(lines[i])
+        if m:
+            marker = (m.group(1), m.group(2))
+        elif lines[i].rstrip().endswith("::") and not lines[i].startswith(".. "):
+            i += 1
+            block = []
+            while i < len(lines) and (not lines[i].strip() or lines[i].startswith(" ")):
+                block.append(lines[i])
+                i += 1
+            while block and not block[-1].strip():
+                block.pop()
+            while block and not block[0].strip():
+                block.pop(0)
+            indent = min(len(b) - len(b.lstrip()) for b in block if b.strip())
+            out.append((marker, [b[indent:] for b in block]))
+            marker = None
+            continue
+        i += 1
+    return out
+
+
+def guide_steps(text):
+    """[('file', who, path, content) | ('run', who, command)] in the guide's order."""
+    steps = []
+    for marker, block in literal_blocks(text):
+        if marker:
+            steps.append(("file", marker[0], marker[1], "\n".join(block) + "\n"))
+            continue
+        for line in block:
+            m = PROMPT.match(line)
+            if m:
+                steps.append(("run", "root" if m.group(1) == "#" else m.group(1)[:-1],
+                              m.group(2).strip()))
+    return steps
+
+
+def test_guide_steps_are_read():
+    steps = guide_steps(GUIDE.read_text())
+    files = [(s[1], s[2]) for s in steps if s[0] == "file"]
+    runs = [(s[1], s[2].split()[0]) for s in steps if s[0] == "run"]
+    assert ("sarra", "~/.config/sarra/admin.conf") in files
+    assert ("carol", "~/.config/sarra/subscribe/feed.conf") in files
+    assert ("sarra", "sr_police") in runs and ("alice", "sr_post") in runs
+
+
+def test_queues_are_made_before_the_first_post():
+    """In the guide's order, the pump's, carol's and alice's report queues are declared
+    (setup) before alice's first sr_post."""
+    runs = [(s[1], s[2]) for s in guide_steps(GUIDE.read_text()) if s[0] == "run"]
+    first_post = next(i for i, (who, c) in enumerate(runs) if c.startswith("sr_post"))
+    before = runs[:first_post]
+    assert ("sarra", "sr setup") in [(w, c.split("#")[0].strip()) for w, c in before]
+    assert any(w == "carol" and c.startswith("sr_subscribe setup") for w, c in before)
+    assert any(w == "alice" and c.startswith("sr_report setup") for w, c in before)
+
+
+# ------------------------------------------------------------------ running it
+
+class Guide:
+    def __init__(self, tmp, broker_url, tag):
+        host, port, admin, admin_pw, _ = parse_broker_url(broker_url)
+        self.tmp, self.tag = tmp, tag
+        self.amqp = "%s:%d" % (host, port)
+        self.vhost = "sarra_guide_%s" % tag
+        self.mgmt = os.environ.get("SARRA_TEST_MGMT", "http://%s:15672/" % host)
+        self.api = self.mgmt + "api/"
+        self.session = requests.Session()
+        self.session.auth = (admin, admin_pw)
+        self.homes = {w: tmp / ("home_" + w) for w in ("sarra", "alice", "carol")}
+        for h in self.homes.values():
+            (h / ".config" / "sarra").mkdir(parents=True)
+        self.tree = tmp / "www" / "pump"
+        self.alice_out = self.homes["alice"] / "out"
+        self.alice_out.mkdir()
+        self.logs = tmp / "logs"
+        self.logs.mkdir()
+        self.bin = tmp / "bin"
+        self.bin.mkdir()
+        for name, module in COMMANDS.items():
+            w = self.bin / name
+            w.write_text("#!/bin/sh\nexec %s -c \"import sys; sys.argv[0] = '%s'; from "
+                         "sarra.commands.%s import main; sys.exit(main())\" \"$@\"\n"
+                         % (shlex.quote(sys.executable), name, module))
+            w.chmod(0o755)
+        self.http = {"pump": None, "alice": servers.start_http(self.alice_out, self.logs)}
+        self.users_pw = {}              # rabbitmqctl add_user, for set_user_tags
+        self.background = []
+        self.outputs = []               # (who, command, CompletedProcess)
+
+    def name(self, n):
+        return n + self.tag
+
+    def sub(self, text):
+        """The guide's names and places -> the test's."""
+        alice = self.http["alice"]
+        text = re.sub(r"@pump\.example\.org/pump\b", "@%s/%s" % (self.amqp, self.vhost), text)
+        text = text.replace("http://alice.example.org:8000/",
+                            "http://%s:%d/" % (alice.host, alice.port))
+        if self.http["pump"]:
+            p = self.http["pump"]
+            text = text.replace("http://pump.example.org/", "http://%s:%d/" % (p.host, p.port))
+        text = text.replace("/var/www/pump", "@@TREE@@").replace("/home/alice", "@@ALICE@@")
+        text = text.replace("/home/carol", "@@CAROL@@")
+        # a name, not an option word at the start of a line (feeder amqp://...)
+        text = re.sub(r"(?<=[^A-Za-z0-9@\n])(%s)(?![A-Za-z0-9])" % "|".join(NAMES),
+                      lambda m: m.group(1) + self.tag, text)
+        return (text.replace("@@TREE@@", str(self.tree))
+                .replace("@@ALICE@@", str(self.homes["alice"]))
+                .replace("@@CAROL@@", str(self.homes["carol"])))
+
+    def env(self, who):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
+        env.update(HOME=str(self.homes[who]), PATH="%s:%s" % (self.bin, env["PATH"]),
+                   PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH"))
+                                              if p),
+                   PYTHONUNBUFFERED="1")
+        return env
+
+    # -------------------------------------------------------------- steps
+    def write(self, who, path, content):
+        path = Path(self.sub(path).replace("~", str(self.homes[who]), 1))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.sub(content))
+        if path.name == "credentials.conf":
+            path.chmod(0o600)
+        if path.name == "audit.conf" and "SARRA_TEST_MGMT" in os.environ:
+            with path.open("a") as f:
+                f.write("management_url %s\n" % self.mgmt)
+
+    def root(self, command):
+        argv = shlex.split(command, comments=True)
+        if argv[0] == "rabbitmqctl":
+            return self.rabbitmqctl(argv[1:])
+        if argv[0] == "mkdir":
+            self.tree.mkdir(parents=True, exist_ok=True)
+            return
+        if argv[0] == "curl":
+            r = requests.head(self.sub(argv[-1]), timeout=10)
+            assert r.status_code == 200, (command, r.status_code)
+            return
+        if argv[0] == "systemctl" and "reload" in argv:          # nginx serves the tree
+            self.http["pump"] = servers.start_http(self.tree, self.logs)
+            return
+        assert argv[0] in SKIPPED_ROOT, "root command the test cannot stand in for: " + command
+
+    def rabbitmqctl(self, argv):
+        s, api = self.session, self.api
+        if argv[0] == "delete_user":
+            assert argv[1] == "guest", argv     # destructive on a shared broker: skipped
+            return
+        if argv[0] == "add_user":
+            user, pw = self.name(argv[1]), argv[2]
+            self.users_pw[user] = pw
+            r = s.put(api + "users/" + quote(user, safe=""), json={"password": pw, "tags": ""})
+        elif argv[0] == "set_user_tags":
+            user = self.name(argv[1])
+            r = s.put(api + "users/" + quote(user, safe=""),
+                      json={"password": self.users_pw[user], "tags": ",".join(argv[2:])})
+        elif argv[0] == "add_vhost":
+            r = s.put(api + "vhosts/" + quote(self.vhost, safe=""))
+        else:
+            raise AssertionError("rabbitmqctl %s: not stood in for" % " ".join(argv))
+        assert r.status_code in (201, 204), (argv, r.status_code, r.text)
+
+    def run(self, who, command):
+        command = self.sub(command)
+        if re.search(r"\bforeground\b", command):
+            p = subprocess.Popen(["bash", "-c", command], env=self.env(who),
+                                 cwd=self.homes[who], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            os.set_blocking(p.stdout.fileno(), False)
+            self.background.append((who, command, p))
+            return None
+        r = subprocess.run(["bash", "-c", command], env=self.env(who), cwd=self.homes[who],
+                           capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+        self.outputs.append((who, command, r))
+        assert r.returncode == 0, "%s$ %s\nexit %d\n%s%s\n%s" % (
+            who, command, r.returncode, r.stdout, r.stderr, self.log_tail())
+        return r
+
+    def follow(self, steps):
+        for step in steps:
+            if step[0] == "file":
+                self.write(step[1], step[2], step[3])
+            elif step[1] == "root":
+                self.root(step[2])
+            else:
+                self.run(step[1], step[2])
+
+    # -------------------------------------------------------------- looking
+    def output_of(self, who, prefix):
+        return [r for w, c, r in self.outputs if w == who and c.startswith(prefix)]
+
+    def read_background(self):
+        out = {}
+        for who, command, p in self.background:
+            try:
+                chunk = p.stdout.read() or ""
+            except (TypeError, BlockingIOError):
+                chunk = ""
+            out.setdefault(command, "")
+            out[command] += chunk
+        return out
+
+    def log_tail(self, n=12):
+        parts = []
+        for who, h in self.homes.items():
+            for f in sorted((h / ".cache" / "sarra" / "log").glob("*.log")):
+                lines = f.read_text(errors="replace").splitlines()[-n:]
+                parts.append("--- %s %s\n%s" % (who, f.name, "\n".join(lines)))
+        return "\n".join(parts)
+
+    def close(self):
+        for who, stop in (("sarra", "sr stop"), ("sarra", "sr_police stop"),
+                          ("carol", "sr stop"), ("alice", "sr stop")):
+            subprocess.run(["bash", "-c", stop], env=self.env(who), cwd=self.homes[who],
+                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        for _, _, p in self.background:
+            if p.poll() is None:
+                os.killpg(p.pid, 15)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, 9)
+                    p.wait(10)
+        for s in self.http.values():
+            if s:
+                s.stop()
+        for n in NAMES:
+            self.session.delete(self.api + "users/" + self.name(n))
+        self.session.delete(self.api + "vhosts/" + quote(self.vhost, safe=""))
+
+
+@pytest.fixture
+def guide(tmp_path, broker_url):
+    g = Guide(tmp_path, broker_url, secrets.token_hex(4))
+    yield g
+    g.close()
+
+
+def _changes(out):
+    m = re.search(r"(?:would make|made) (\d+) change", out)
+    assert m, out
+    return int(m.group(1))
+
+
+def _what(out):
+    """The 'what: problem' part of sr_police's change lines, dry-run or not."""
+    found = re.findall(r"^(?:dry-run|fixed) +(.*?) -> ", out, re.M)
+    return found
+
+
+def test_the_guide_in_order_loses_nothing(guide):
+    steps = guide_steps(GUIDE.read_text())
+    guide.follow(steps)
+
+    # sr_police --dry-run setup on the fresh vhost said what the real run then did
+    dry = guide.output_of("sarra", "sr_police --dry-run setup")[0].stdout
+    real = guide.output_of("sarra", "sr_police setup")
+    assert _changes(dry) == _changes(real[0].stdout) > 20, dry + real[0].stdout
+    assert _what(dry) == _what(real[0].stdout)
+    assert "no change" in real[1].stdout
+
+    # alice's first post reaches carol, and carol's report reaches alice
+    want = (guide.alice_out / "obs" / "2026-11-27.txt").read_bytes()
+    carol_data = guide.homes["carol"] / "data"
+    report = "%s@" % guide.name("carol")
+    deadline = time.monotonic() + 90
+    got, seen = [], ""
+    while time.monotonic() < deadline:
+        got = list(carol_data.glob("*/%s/obs/2026-11-27.txt" % guide.name("alice")))
+        seen += "".join(guide.read_background().values())
+        if got and got[0].read_bytes() == want and re.search(
+                r"%s\S*  201 Downloaded .*/obs/2026-11-27\.txt" % re.escape(report), seen):
+            break
+        time.sleep(0.5)
+    assert got and got[0].read_bytes() == want, "no file at carol's\n" + guide.log_tail()
+    assert re.search(r"%s\S*  201 Downloaded .*/obs/2026-11-27\.txt" % re.escape(report),
+                     seen), "no report of carol's at alice's:\n%s\n%s" % (seen,
+                                                                            guide.log_tail())
