@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Pattern, Sequence, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
 from sarra import options as O
-from sarra import paths
+from sarra import optionhints, paths
 from sarra.configvars import (PER_MESSAGE_VARS, RANDID, LoadVars,  # noqa: F401 (API)
                               expand_broker_user, expand_message_vars, is_per_message_var,
                               random_queue_suffix, sundew_vars)
@@ -234,16 +234,25 @@ class Config:
         return expand_message_vars(text, msg_source, now, merged)
 
     def check_unknown(self, declared: Sequence[str] = ()) -> List[str]:
-        """Warn about unknown options not declared by plugins; returns their names."""
-        names = [n for n in self.unknown if n not in set(declared)]
+        """Warn about unknown options not declared by plugins, naming the nearest known
+        one; returns their names. One that misspells an option of the table (and cannot be
+        a plugin's, see sarra.optionhints) is a ConfigError naming file, line and option."""
+        declared = set(declared)
+        names = [n for n in self.unknown if n not in declared]
+        errors = []
         for n in names:
             origin = self._unknown_origins[n]
             taken = self.unknown[n][-1] if origin == CLI_ORIGIN else ""
-            if taken:       # on the command line it may have eaten a path or an action
-                logger.warning("%s: unknown option '%s' (it took '%s' as its value)",
-                               origin, n, redact(taken))
+            # on the command line it may have eaten a path or an action
+            text = "%s: unknown option '%s'%s%s" % (
+                origin, n, " (it took '%s' as its value)" % redact(taken) if taken else "",
+                optionhints.hint(n, declared))
+            if optionhints.misspelled(n, declared):
+                errors.append(text)
             else:
-                logger.warning("%s: unknown option '%s'", origin, n)
+                logger.warning("%s", text)
+        if errors:
+            raise ConfigError("; ".join(errors))
         return names
 
     def show(self) -> str:

@@ -8,7 +8,10 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 from sarra.options import (BOOL, BOOL_WORDS, BROKER, CACHE, CHOICE, DECLARE, DURATION,
                            HEADER, INCLUDE, INFLIGHT, INT, LIST, MASK, OCTAL, PARTS, PATH,
                            PLUGINS, SIZE, STR, STRIP, SUBTOPIC, URL, WORDS, OPTIONS, Option,
-                           format_value, lookup)
+                           acted_on, format_value, lookup)
+
+#: how --help marks an option this component accepts (v2 configs carry it) but ignores
+IGNORED_MARK = "[IGNORED: accepted for v2 compatibility, not acted on] "
 
 
 def parse_cli(argv: Sequence[str]) -> Tuple[List[Tuple[str, Optional[str]]], List[str]]:
@@ -63,7 +66,8 @@ def options_for(component: str) -> List[Option]:
 
 
 def render_help(component: str, actions: Iterable[str] = ()) -> str:
-    """Text for `sr_<component> --help`: usage line and the options this component uses."""
+    """Text for `sr_<component> --help`: usage line and the options this component uses
+    (those it accepts but does not act on marked IGNORED_MARK)."""
     from sarra.paths import canonical_component
     component = canonical_component(component)
     lines = ["usage: sr_%s [options] %s [<config>]" % (
@@ -75,5 +79,6 @@ def render_help(component: str, actions: Iterable[str] = ()) -> str:
         dtext = "" if default in (None, [], "") and o.type != BOOL else \
             " (default: %s)" % format_value(o, default)
         lines.append("  %s %s" % (flags, _TYPE_HINT.get(o.type, "")))
-        lines.append("      %s%s" % (o.help, dtext))
+        lines.append("      %s%s%s" % ("" if acted_on(o.name, component) else IGNORED_MARK,
+                                       o.help, dtext))
     return "\n".join(lines) + "\n"

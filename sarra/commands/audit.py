@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     argv = secretargs.restore(argv)     # passwords its starter kept off our command line
     synopsis = "%s [options] %s [<config>]" % (program, "|".join(ACTIONS))
+    if common.wants_version(argv):
+        return common.print_version(program)
     if not argv or common.wants_help(argv):
         common.print_help(program, "audit", synopsis, ACTIONS, extra=(
             "  --fix\n      check/foreground: also repair what breaks the conventions\n"

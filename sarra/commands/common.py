@@ -122,6 +122,22 @@ def _is_number(text: str) -> bool:
         return False
 
 
+def wants_version(argv) -> bool:
+    """``--version`` among the words before ``--`` (which ends the options)."""
+    words = list(argv or ())
+    return "--version" in (words[:words.index("--")] if "--" in words else words)
+
+
+def print_version(program: str) -> int:
+    """'<command> <version>' on stdout (the name it was run as: sr_log, sr_police...)."""
+    from sarra import __version__
+    name = _program()
+    if not (name == "sr" or name.startswith("sr_")):
+        name = program
+    print(f"{name} {__version__}")
+    return OK
+
+
 def wants_help(argv) -> bool:
     return any(a in ("-h", "--help", "-help", "help") for a in argv)
 
@@ -137,6 +153,7 @@ def print_help(program: str, component: str, synopsis: str, actions=(), extra: s
     print(text.rstrip("\n"))
     if extra:
         print(extra.rstrip("\n"))
+    print("  --version\n      print the command's name and version, and exit")
     print(f"\nSee man {program} for details.")
 
 

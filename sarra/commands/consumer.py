@@ -42,6 +42,8 @@ def run(component: str, argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     argv = secretargs.restore(argv)     # passwords its starter kept off our command line
     synopsis = f"{program} [options] <action> [<config>]"
+    if common.wants_version(argv):
+        return common.print_version(program)
     if not argv or common.wants_help(argv):
         common.print_help(program, component, synopsis, common.CONSUMER_ACTIONS)
         return common.OK if argv else common.USAGE

@@ -87,6 +87,8 @@ def _paths_from(cfg, words, pipe):
 @common.pipe_safe
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if common.wants_version(argv):
+        return common.print_version(PROGRAM)
     if common.wants_help(argv):
         common.print_help(PROGRAM, "post", SYNOPSIS)
         return common.OK

@@ -37,7 +37,7 @@ START_WAIT, SETTLE = 5.0, 1.0
 QUEUE_TIMEOUT = 3.0
 STOP_TIMEOUT = 10.0
 
-USAGE_TEXT = f"""usage: sr [-h] <action> [<component>[/<config>] ...]
+USAGE_TEXT = f"""usage: sr [-h] [--version] <action> [<component>[/<config>] ...]
 
 actions:
   start     record the instance count of each configuration, start the supervisor,
@@ -542,6 +542,8 @@ def do_dump(items: List[Item]) -> int:
 # ---------------------------------------------------------------- main
 
 def run(argv: List[str]) -> int:
+    if common.wants_version(argv):
+        return common.print_version(PROG)
     if not argv or any(a in ("-h", "--help", "help") for a in argv):
         print(USAGE_TEXT)
         return common.OK if argv else common.USAGE

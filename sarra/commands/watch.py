@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     argv = secretargs.restore(argv)     # passwords its starter kept off our command line
     synopsis = f"{PROGRAM} [options] <action> [<config>]"
+    if common.wants_version(argv):
+        return common.print_version(PROGRAM)
     if not argv or common.wants_help(argv):
         common.print_help(PROGRAM, COMPONENT, synopsis, ACTIONS)
         return common.OK if argv else common.USAGE

@@ -257,3 +257,14 @@ def test_console_scripts_are_known():
                           + ", ".join(MISSING))
 def test_every_console_script_has_a_page():
     assert missing_pages() == []
+
+
+@pytest.mark.parametrize("script", sorted(set(console_scripts())))
+def test_every_command_page_mentions_version(script):
+    """`<command> --version` (issue 17): the page of each command says it has it."""
+    page = page_of(script)
+    if page is None:
+        pytest.skip(f"{script} has no page yet")
+    target = stub_target(page)
+    text = read(os.path.basename(target) if target else page)
+    assert "\\-\\-version" in text, f"{page} does not mention --version"
