@@ -53,12 +53,27 @@ def exchange_owner(exchange: str, cfg) -> str:
     return rest
 
 
+def delivered_unbound(exchange: str, cfg) -> bool:
+    """Whether a message came from an exchange that cfg does not bind (nor its
+    exchange_split forms): it was copied in by an exchange-to-exchange binding, which a
+    source may make from its own xs_ exchange to any it reads (xpublic): the pump's own
+    posts would then come back to it as if from that exchange, again and again."""
+    bound = {b.exchange for b in (getattr(cfg, "bindings", None) or []) if b.exchange}
+    if not exchange or not bound or exchange in bound:
+        return False
+    stem, split = exchange[:-2], exchange[-2:]
+    return not (split.isdigit() and split.isascii() and stem in bound)
+
+
 def sarra_check(flow, work):
     """A pump's ingest rule: the source is who posted, whatever the message claims. The
     source header is set to the poster before any refusal, so that the refusal's report
     goes back to the poster, never to the source it claimed to be."""
     msg, cfg = work.msg, flow.cfg
     owner = claimed = None
+    if cfg.source_from_exchange and delivered_unbound(msg.exchange, cfg):
+        raise Outcome(403, f"Forbidden: delivered from exchange {msg.exchange}, which this "
+                           f"configuration does not bind (an exchange-to-exchange binding)")
     if cfg.source_from_exchange and msg.exchange.startswith("xs_"):
         owner = exchange_owner(msg.exchange, cfg)
         claimed = msg.headers.get("source")

@@ -44,3 +44,39 @@ def test_source_header_with_a_path_cannot_move_the_directory(tmp_path):
     (tmp_path / "tree" / "alice" / "a" / "f").write_text("x")
     code, _ = _run(flow, "/a/f", {"sum": "R," + "0" * 128, "source": "alice"})
     assert code == 201 and not (tmp_path / "tree" / "alice" / "a" / "f").exists()
+
+
+def _ingest_reports(home, exchange, extra=()):
+    """The (code, text) sr_sarra (source_from_exchange, binding xs_alice) reports for one
+    post delivered from ``exchange``."""
+    from sarra.broker import Delivery, DeliveryTag
+    from tests.unit.test_flow import FakeConsumer
+    cfg = config.load("sarra", None, [("broker", "amqp://u:p@pump:5672/"),
+                                      ("exchange", "xs_alice"),
+                                      ("source_from_exchange", "on")] + list(extra))
+    flow = Flow(cfg, components.preset("sarra"))
+    flow.consumer, flow.reporter = FakeConsumer(), FakeReporter()
+    got = []
+    flow.reporter.report = lambda msg, code, text, received: got.append((code, text))
+    flow.hooks.run = lambda *a, **k: False      # stop after the check: no transfer here
+    m = message.make_post("20240101000000.0", "http://pump/", "/20240101/alice/f",
+                          {"sum": "d," + "0" * 32, "parts": "1,1,1,0,0", "source": "alice"})
+    topic, body, hdrs = m.encode()
+    flow.consumer.inbox.append(Delivery(exchange, topic, body, b"", hdrs,
+                                        DeliveryTag(1, 0), False, {}))
+    flow.handle(flow.gather())
+    return got
+
+
+def test_pump_refuses_what_an_exchange_to_exchange_binding_brings(home):
+    """alice binds xs_alice to xpublic (her permissions allow it): the pump's own posts came
+    back to its ingest from 'xpublic' with their sources as claimed, and every file was
+    fetched and published again one level deeper, ~170 times over."""
+    got = _ingest_reports(home, "xpublic")
+    assert len(got) == 1 and got[0][0] == 403 and "does not bind" in got[0][1], got
+    assert _ingest_reports(home, "xs_alice") == []      # bound: on to on_message
+    cfg = config.load("sarra", None, [("broker", "amqp://u:p@pump:5672/"),
+                                      ("exchange", "xs_alice"), ("exchange_split", "on")])
+    assert not components.delivered_unbound("xs_alice01", cfg)     # an instance's split
+    assert components.delivered_unbound("xs_alice_x", cfg)
+    assert not components.delivered_unbound("", cfg)
