@@ -92,3 +92,12 @@ def ftp_server(tmp_path_factory):
         yield FtpServer(proc.host, proc.port, user, password, root)
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def pump(tmp_path_factory, broker_url):
+    """A whole pump (tests/integration/pumpkit.running: scripts/pump_demo.Pump) with its
+    standard configuration, one per module; a module needing its own defines its own."""
+    from tests.integration import pumpkit
+    with pumpkit.running(tmp_path_factory, broker_url) as p:
+        yield p

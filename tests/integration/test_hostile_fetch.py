@@ -5,103 +5,45 @@ own xs_ exchange; each is refused with a 403 report to alice, nothing lands in t
 on xpublic, and a good file from alice still reaches carol afterwards.
 """
 
-import hashlib
 import os
 import time
 
-import amqp
 import pytest
 
-from sarra.broker import Broker
-from scripts.pump_demo import Pump
-from tests.integration import servers
+from tests.integration import pumpkit, servers
+from tests.integration.pumpkit import admin_tap, good_file_reaches_carol, today
 
 PRIVATE = b"bob's private data: not for alice\n"
 
 
+def bobs_private_server(p):
+    """bob's private web server: his files need his password, which the pump holds
+    (credentials.conf), lent to bob alone."""
+    bob = p.users["bob"]
+    p.bob_pw = "B0b-http-secret"
+    p.private = os.path.join(p.top, "bob_private")
+    os.makedirs(os.path.join(p.private, "private"))
+    with open(os.path.join(p.private, "private", "p.txt"), "wb") as f:
+        f.write(PRIVATE)
+    p.http["bob_private"] = servers.start_http(p.private, p.logs, auth=(bob, p.bob_pw))
+    s = p.http["bob_private"]
+    p.bob_private_url = "http://%s@%s:%d/" % (bob, s.host, s.port)
+    p.credentials_path = os.path.join(p.cfgdir, "credentials.conf")
+    with open(p.credentials_path, "a") as f:
+        f.write("http://%s:%s@%s:%d source=%s\n" % (bob, p.bob_pw, s.host, s.port, bob))
+
+
 @pytest.fixture(scope="module")
 def pump(tmp_path_factory, broker_url):
-    p = Pump(top=str(tmp_path_factory.mktemp("hostile_fetch")), broker=broker_url)
-    try:
-        p.setup()
-        p.start_http()
-        # bob's private web server: his files need his password, which the pump holds
-        # (credentials.conf), lent to bob alone
-        bob = p.users["bob"]
-        p.bob_pw = "B0b-http-secret"
-        p.private = os.path.join(p.top, "bob_private")
-        os.makedirs(os.path.join(p.private, "private"))
-        with open(os.path.join(p.private, "private", "p.txt"), "wb") as f:
-            f.write(PRIVATE)
-        p.http["bob_private"] = servers.start_http(p.private, p.logs, auth=(bob, p.bob_pw))
-        s = p.http["bob_private"]
-        p.bob_private_url = "http://%s@%s:%d/" % (bob, s.host, s.port)
-        p.credentials_path = os.path.join(p.cfgdir, "credentials.conf")
-        with open(p.credentials_path, "a") as f:
-            f.write("http://%s:%s@%s:%d source=%s\n" % (bob, p.bob_pw, s.host, s.port, bob))
-        p.configure()
-        p.start_pump()
-        p.wait_consumers(p.standard_consumers())
+    with pumpkit.running(tmp_path_factory, broker_url, "hostile_fetch",
+                         prepare=bobs_private_server) as p:
         yield p
-    finally:
-        p.close()
-
-
-def admin_tap(pump, exchange):
-    conn = amqp.Connection(host=pump.netloc, userid=pump.admin, password=pump.admin_pw,
-                           virtual_host=pump.vhost, connect_timeout=10)
-    conn.connect()
-    ch = conn.channel()
-    q, _, _ = ch.queue_declare("", exclusive=True, auto_delete=True)
-    ch.queue_bind(q, exchange, "#")
-
-    def get(timeout=5.0, want=None):
-        got, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline and (want is None or len(got) < want):
-            m = ch.basic_get(q, no_ack=True)
-            if m is None:
-                time.sleep(0.05)
-                continue
-            body = m.body.decode() if isinstance(m.body, bytes) else m.body
-            got.append((body, dict(m.properties.get("application_headers") or {})))
-        return got
-    return conn, get
-
-
-def today():
-    return time.strftime("%Y%m%d", time.gmtime())
-
-
-def headers_for(data):
-    return {"sum": "d," + hashlib.md5(data).hexdigest(), "parts": "1,%d,1,0,0" % len(data)}
 
 
 def publish(pump, role, posts):
     """Raw v02 posts [(baseurl, relpath, data)] by role on its own xs_ exchange."""
-    with Broker(pump.url(role), reconnect=False) as b:
-        for baseurl, rel, data in posts:
-            key = "v02.post" + ".".join([""] + [w for w in rel.split("/") if w])
-            b.publish("xs_" + pump.users[role], key, "%s %s %s" % (
-                time.strftime("%Y%m%d%H%M%S", time.gmtime()), baseurl, rel), headers_for(data))
-        b.wait_confirms(10)
-
-
-def good_file_reaches_carol(pump, name):
-    """alice posts a good file with sr_post: it reaches carol intact."""
-    path = os.path.join(pump.src["alice"], "good", name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    data = os.urandom(2048)
-    with open(path, "wb") as f:
-        f.write(data)
-    r = pump.post("alice", [path])
-    assert r.returncode == 0, r.stdout + r.stderr
-    want = {os.path.join(today(), pump.users["alice"], "good", name):
-            hashlib.md5(data).hexdigest()}
-    assert pump.wait_files(want, 30) == 1, pump.log_tail()
-    deadline = time.monotonic() + 10
-    while pump.arrived(want) != want and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert pump.arrived(want) == want
+    pumpkit.publish_posts(pump, role, [(base, rel, pumpkit.sum_headers(data))
+                                       for base, rel, data in posts])
 
 
 def refusals(reports, marker):

@@ -21,8 +21,8 @@ import time
 import pytest
 from amqp.serialization import dumps
 
-from scripts.pump_demo import Pump
 from tests.conftest import amqp_connect
+from tests.integration.pumpkit import pump_log, today
 from tests.integration.test_sender import Runner, wait_for
 
 SUM0 = {"sum": "d,d41d8cd98f00b204e9800998ecf8427e", "parts": "1,0,1,0,0"}
@@ -93,26 +93,7 @@ def publish_raw(url, exchange, messages):
         conn.close()
 
 
-# ---------------------------------------------------------------------------- a pump
-
-@pytest.fixture(scope="module")
-def pump(tmp_path_factory, broker_url):
-    p = Pump(top=str(tmp_path_factory.mktemp("pump")), broker=broker_url)
-    try:
-        p.setup()
-        p.start_http()
-        p.configure()
-        p.start_pump()
-        p.wait_consumers(p.standard_consumers())
-        yield p
-    finally:
-        p.close()
-
-
-def pump_log(pump, key):
-    with open(os.path.join(pump.logs, key + ".log"), errors="replace") as f:
-        return f.read()
-
+# ------------------------------------------------- a pump (the `pump` fixture of conftest.py)
 
 def test_pump_survives_undecodable_posts_and_reports(pump):
     alice = pump.users["alice"]
@@ -132,7 +113,7 @@ def test_pump_survives_undecodable_posts_and_reports(pump):
     files = pump.make_files("alice", 1, 100, sub="after_hostile")
     r = pump.post("alice", [os.path.join(pump.src["alice"], "after_hostile")])
     assert r.returncode == 0, r.stderr
-    want = {os.path.join(time.strftime("%Y%m%d", time.gmtime()), alice, rel): s
+    want = {os.path.join(today(), alice, rel): s
             for rel, s in files.items()}
     assert pump.wait_files(want, 45) == 1, pump.log_tail()
     assert pump.arrived(want) == want

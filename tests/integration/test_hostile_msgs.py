@@ -12,57 +12,16 @@ Real parts: a whole pump (scripts/pump_demo.Pump: sr_police, sr_sarra, sr_subscr
 report shovels, loopback HTTP servers) on the real broker.
 """
 
-import hashlib
 import os
 import stat
 import time
 
-import amqp
 import pytest
 
-from sarra.broker import Broker
-from scripts.pump_demo import Pump
+from tests.integration import pumpkit
+from tests.integration.pumpkit import admin_tap, in_tree, pump_log
 
 FORGED = "2026-12-05 15:00:00,000 [INFO] sr_sarra-ingest-01 FORGED all is well"
-
-
-@pytest.fixture(scope="module")
-def pump(tmp_path_factory, broker_url):
-    p = Pump(top=str(tmp_path_factory.mktemp("pump")), broker=broker_url)
-    try:
-        p.setup()
-        p.start_http()
-        p.configure()
-        p.start_pump()
-        p.wait_consumers(p.standard_consumers())
-        yield p
-    finally:
-        p.close()
-
-
-def tap(pump, exchange):
-    """An admin's queue bound to exchange: get() returns (body, headers) of what came."""
-    conn = amqp.Connection(host=pump.netloc, userid=pump.admin, password=pump.admin_pw,
-                           virtual_host=pump.vhost, connect_timeout=10)
-    conn.connect()
-    ch = conn.channel()
-    q, _, _ = ch.queue_declare("", exclusive=True, auto_delete=True)
-    ch.queue_bind(q, exchange, "#")
-    got = []
-
-    def get(until=None, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = ch.basic_get(q, no_ack=True)
-            if m is None:
-                if until is not None and until(got):
-                    break
-                time.sleep(0.05)
-                continue
-            body = m.body.decode() if isinstance(m.body, bytes) else m.body
-            got.append((body, dict(m.properties.get("application_headers") or {})))
-        return got
-    return conn, get
 
 
 def src_file(pump, rel, data):
@@ -70,32 +29,19 @@ def src_file(pump, rel, data):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
-    return {"sum": "d," + hashlib.md5(data).hexdigest(), "parts": "1,%d,1,0,0" % len(data)}
+    return pumpkit.sum_headers(data)
 
 
 def publish(pump, posts):
-    alice = pump.users["alice"]
-    with Broker(pump.url("alice"), reconnect=False) as b:
-        for rel, headers in posts:
-            words = rel.strip("/").split("/")[:-1]
-            b.publish("xs_" + alice, ".".join(["v02.post"] + words),
-                      "%s %s %s" % (time.strftime("%Y%m%d%H%M%S", time.gmtime()),
-                                    pump.http_url("alice"), rel), headers)
-        b.wait_confirms(30)
-
-
-def pump_log(pump):
-    with open(os.path.join(pump.logs, "sarra.log"), encoding="utf-8", errors="replace") as f:
-        return f.read()
+    """Raw v02 posts [(relpath, headers)] by alice, from her server, keyed by directory."""
+    pumpkit.publish_posts(pump, "alice", [(pump.http_url("alice"), rel, headers)
+                                          for rel, headers in posts],
+                          confirm=30, key_with_name=False)
 
 
 def at_carol(pump, name):
     return [os.path.join(d, n) for d, _, names in os.walk(pump.dst) for n in names
             if n == name]
-
-
-def in_tree(pump, word):
-    return [p for p in pump.pump_files() if word in p]
 
 
 class Attacked:
@@ -120,8 +66,8 @@ def attacked(pump):
     a = Attacked()
     a.last = b"the good file after the attacks\n"
     after = ("/h7/after.txt", src_file(pump, "/h7/after.txt", a.last))
-    conn_p, public = tap(pump, "xpublic")
-    conn_r, reports = tap(pump, "xreport")
+    conn_p, public = admin_tap(pump, "xpublic")
+    conn_r, reports = admin_tap(pump, "xreport")
     alice = pump.report_tap("alice")
     bob = pump.report_tap("bob")
     try:
@@ -130,8 +76,8 @@ def attacked(pump):
         while not at_carol(pump, "after.txt") and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(4)               # room for any retry of what was refused (1 s, 2 s...)
-        a.posted = public(until=lambda g: any("after.txt" in b for b, _ in g))
-        a.reports = reports(timeout=3, until=lambda g: len(g) >= 8)
+        a.posted = public(10, until=lambda g: any("after.txt" in b for b, _ in g), drain=True)
+        a.reports = reports(3, until=lambda g: len(g) >= 8, drain=True)
         a.alice = alice.wait(lambda got: any("after.txt" in b for _, b, _ in got)
                              and len(got) >= 6, 20)
         a.bob = bob.poll()

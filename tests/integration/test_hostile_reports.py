@@ -23,34 +23,27 @@ import unicodedata
 import pytest
 
 from sarra.broker import Broker
-from scripts.pump_demo import Pump
+from tests.integration import pumpkit
+from tests.integration.pumpkit import today
 
 SUM = {"sum": "d,d41d8cd98f00b204e9800998ecf8427e", "parts": "1,0,1,0,0"}
 WHEN = "20261205120000.25"
 
 
+def start_with_alices_sr_report(p):
+    """The pump, and alice's sr_report (on_message report_line) writing p.report_out."""
+    p.write("report/mine.conf", "broker amqp://%s@%s/%s\non_message report_line\n" % (
+        p.users["alice"], p.netloc, p.vhost))
+    p.report_out = os.path.join(p.logs, "..", "sr_report_mine.out")
+    p.start_pump()
+    p.start("report", "sr_report", "foreground", "mine", stdout=open(p.report_out, "wb"))
+
+
 @pytest.fixture(scope="module")
 def pump(tmp_path_factory, broker_url):
-    p = Pump(top=str(tmp_path_factory.mktemp("pump")), broker=broker_url)
-    try:
-        p.setup()
-        p.start_http()
-        p.configure()
-        alice = p.users["alice"]
-        p.write("report/mine.conf", "broker amqp://%s@%s/%s\non_message report_line\n" % (
-            alice, p.netloc, p.vhost))
-        p.report_out = os.path.join(p.logs, "..", "sr_report_mine.out")
-        p.start_pump()
-        p.start("report", "sr_report", "foreground", "mine",
-                stdout=open(p.report_out, "wb"))
-        p.wait_consumers(p.standard_consumers() + ["q_%s.sr_report.mine." % alice])
+    with pumpkit.running(tmp_path_factory, broker_url, start=start_with_alices_sr_report,
+                         consumers=["q_{alice}.sr_report.mine."]) as p:
         yield p
-    finally:
-        p.close()
-
-
-def today():
-    return time.strftime("%Y%m%d", time.gmtime())
 
 
 def report_output(pump) -> str:

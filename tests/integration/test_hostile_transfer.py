@@ -13,18 +13,16 @@ transfer_min_rate 1 KiB/s.
 """
 
 import gzip
-import hashlib
 import os
 import socket
 import threading
 import time
 from collections import Counter
 
-import amqp
 import pytest
 
-from sarra.broker import Broker
-from scripts.pump_demo import Pump
+from tests.integration import pumpkit
+from tests.integration.pumpkit import admin_tap, in_tree, post_good_file, wait_arrived
 
 DRIP_EVERY = 2.0            # seconds between two bytes of a drip
 DRIP = b"0123456789abcdefghij\n"    # 21 bytes: 42 s at DRIP_EVERY
@@ -138,83 +136,33 @@ class Hostile:
         return True
 
 
+def hostile_server(p):
+    """bob's hostile server; the redirect's target: alice's server, where the file is
+    (followed, it would land). Stopped with the pump."""
+    p.hostile = Hostile(p.http_url("alice"))
+    return p.hostile.stop
+
+
+def start_two_instances(p):
+    for name in p.rr_shovels():
+        p.start(name, "sr_shovel", "foreground", name)
+    for no in (1, 2):
+        p.start("sarra%d" % no, "sr_sarra", "foreground", "ingest", "--no", str(no))
+    p.start("subscribe", "sr_subscribe", "foreground", "feed")
+
+
 @pytest.fixture(scope="module")
 def pump(tmp_path_factory, broker_url):
-    p = Pump(top=str(tmp_path_factory.mktemp("hostile_transfer")), broker=broker_url)
-    hostile = None
-    try:
-        p.setup()
-        p.start_http()
-        # the redirect's target: alice's server, where the file is (followed, it would land)
-        hostile = p.hostile = Hostile(p.http_url("alice"))
-        p.configure(sarra_extra=SARRA_BOUNDS, instances=2)
-        for name in p.rr_shovels():
-            p.start(name, "sr_shovel", "foreground", name)
-        for no in (1, 2):
-            p.start("sarra%d" % no, "sr_sarra", "foreground", "ingest", "--no", str(no))
-        p.start("subscribe", "sr_subscribe", "foreground", "feed")
-        p.wait_consumers(p.standard_consumers())
+    with pumpkit.running(tmp_path_factory, broker_url, "hostile_transfer",
+                         prepare=hostile_server, start=start_two_instances,
+                         sarra_extra=SARRA_BOUNDS, instances=2) as p:
         yield p
-    finally:
-        if hostile is not None:
-            hostile.stop()
-        p.close()
-
-
-def admin_tap(pump, exchange):
-    conn = amqp.Connection(host=pump.netloc, userid=pump.admin, password=pump.admin_pw,
-                           virtual_host=pump.vhost, connect_timeout=10)
-    conn.connect()
-    ch = conn.channel()
-    q, _, _ = ch.queue_declare("", exclusive=True, auto_delete=True)
-    ch.queue_bind(q, exchange, "#")
-
-    def get(timeout=5.0, pred=None):
-        got, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline and not (pred is not None and pred(got)):
-            m = ch.basic_get(q, no_ack=True)
-            if m is None:
-                time.sleep(0.05)
-                continue
-            body = m.body.decode() if isinstance(m.body, bytes) else m.body
-            got.append((body, dict(m.properties.get("application_headers") or {})))
-        return got
-    return conn, get
-
-
-def today():
-    return time.strftime("%Y%m%d", time.gmtime())
 
 
 def publish(pump, role, base, posts):
     """Raw v02 posts [(relpath, announced bytes)] by role on its own xs_ exchange."""
-    with Broker(pump.url(role), reconnect=False) as b:
-        for rel, data in posts:
-            key = "v02.post" + ".".join([""] + [w for w in rel.split("/") if w])
-            b.publish("xs_" + pump.users[role], key, "%s %s %s" % (
-                time.strftime("%Y%m%d%H%M%S", time.gmtime()), base, rel),
-                {"sum": "d," + hashlib.md5(data).hexdigest(), "parts": "1,%d,1,0,0" % len(data)})
-        b.wait_confirms(10)
-
-
-def post_good_file(pump, name):
-    """alice posts a good file with sr_post; returns {rel at carol's: md5}."""
-    path = os.path.join(pump.src["alice"], "good", name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    data = os.urandom(2048)
-    with open(path, "wb") as f:
-        f.write(data)
-    r = pump.post("alice", [path])
-    assert r.returncode == 0, r.stdout + r.stderr
-    return {os.path.join(today(), pump.users["alice"], "good", name):
-            hashlib.md5(data).hexdigest()}
-
-
-def wait_arrived(pump, want, timeout):
-    deadline = time.monotonic() + timeout
-    while pump.arrived(want) != want and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return pump.arrived(want) == want
+    pumpkit.publish_posts(pump, role, [(base, rel, pumpkit.sum_headers(data))
+                                       for rel, data in posts])
 
 
 def codes(reports, marker):
@@ -223,17 +171,13 @@ def codes(reports, marker):
             if len(b.split()) > 3 and marker in b.split()[2]]
 
 
-def in_tree(pump, marker):
-    return [p for p in pump.pump_files() if marker in p]
-
-
 def refused(pump, posts, code, timeout=30):
     """bob's posts, each refused with code (once: not retried); alice's file then arrives."""
     conn, xreport = admin_tap(pump, "xreport")
     try:
         publish(pump, "bob", pump.hostile.url, posts)
         names = [rel for rel, _ in posts]
-        reports = xreport(timeout, lambda got: all(codes(got, n) for n in names))
+        reports = xreport(timeout, until=lambda got: all(codes(got, n) for n in names))
         time.sleep(2)
         reports += xreport(0.5)
         for name in names:
@@ -285,7 +229,7 @@ def test_slow_drip_does_not_hold_the_pump(pump):
         want = post_good_file(pump, "during_slow.bin")
         assert wait_arrived(pump, want, 15), pump.log_tail(30)
         took = time.monotonic() - start
-        reports = xreport(20, lambda got: all(codes(got, rel) for rel in drips))
+        reports = xreport(20, until=lambda got: all(codes(got, rel) for rel in drips))
         for rel in drips:
             got = [c for c, _ in codes(reports, rel)]
             assert got and set(got) <= {"503", "504"}, (rel, reports, pump.log_tail(30))

@@ -12,14 +12,13 @@ report shovels, loopback HTTP servers) on the real broker; raw posts on xs_<alic
 """
 
 import os
-import time
 
-import pytest
 import requests
 
 from sarra import checksum, message
 from sarra.broker import Broker
-from scripts.pump_demo import Pump, md5
+from scripts.pump_demo import md5
+from tests.integration.pumpkit import today
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
     files_under, post_msg, stub_http, sub_env)
 
@@ -59,21 +58,7 @@ def escaping_entries(top):
     return bad
 
 
-# ------------------------------------------------------------------ the pump
-
-@pytest.fixture(scope="module")
-def pump(tmp_path_factory, broker_url):
-    p = Pump(top=str(tmp_path_factory.mktemp("pump")), broker=broker_url)
-    try:
-        p.setup()
-        p.start_http()
-        p.configure()
-        p.start_pump()
-        p.wait_consumers(p.standard_consumers())
-        yield p
-    finally:
-        p.close()
-
+# ------------------------------------------- the pump (the `pump` fixture of conftest.py)
 
 def _reports(tap, want, timeout=40):
     """(relpath, code) of the pump's reports to alice on her own paths (not carol's on the
@@ -86,7 +71,7 @@ def _reports(tap, want, timeout=40):
 
 def test_link_moved_out_of_the_pump_tree_is_refused(pump):
     alice = pump.users["alice"]
-    day = time.strftime("%Y%m%d", time.gmtime())
+    day = today()
     root = os.path.join(pump.tree, day, alice)
     base = pump.http_url("alice")
     tap = pump.report_tap("alice")

@@ -1,11 +1,11 @@
 """A whole multi-user pump on the real broker: sr_police, sr_sarra, sr_subscribe, report routing.
 
-One pump per module (scripts/pump_demo.Pump): a fresh vhost set up by sr_police with sources
-alice and bob, subscriber carol and the feeder (passwords in a mode-600 credentials.conf in the
-pump's own HOME), the rr_* report shovels, the feeder's sr_sarra (source_from_exchange, mirror,
-directory <pump>/${YYYYMMDD}/${SOURCE}, post_base_url = the pump's HTTP server) and carol's
-sr_subscribe, all started as `foreground` subprocesses and stopped by PID. The vhost, the users
-and the processes are removed afterwards.
+One pump per module (the `pump` fixture of conftest.py: pumpkit.running, scripts/pump_demo.Pump):
+a fresh vhost set up by sr_police with sources alice and bob, subscriber carol and the feeder
+(passwords in a mode-600 credentials.conf in the pump's own HOME), the rr_* report shovels,
+the feeder's sr_sarra (source_from_exchange, mirror, directory <pump>/${YYYYMMDD}/${SOURCE},
+post_base_url = the pump's HTTP server) and carol's sr_subscribe, all started as `foreground`
+subprocesses and stopped by PID. The vhost, the users and the processes are removed afterwards.
 """
 
 import os
@@ -14,52 +14,12 @@ import subprocess
 import time
 from collections import Counter
 
-import amqp
 import pytest
 
 from sarra.broker import Broker, BrokerAccessRefused
-from scripts.pump_demo import Pump
+from tests.integration.pumpkit import admin_tap, today
 
 HEADERS = {"sum": "d,d41d8cd98f00b204e9800998ecf8427e", "parts": "1,0,1,0,0"}
-
-
-@pytest.fixture(scope="module")
-def pump(tmp_path_factory, broker_url):
-    p = Pump(top=str(tmp_path_factory.mktemp("pump")), broker=broker_url)
-    try:
-        p.setup()
-        p.start_http()
-        p.configure()
-        p.start_pump()
-        p.wait_consumers(p.standard_consumers())
-        yield p
-    finally:
-        p.close()
-
-
-def admin_tap(pump, exchange):
-    conn = amqp.Connection(host=pump.netloc, userid=pump.admin, password=pump.admin_pw,
-                           virtual_host=pump.vhost, connect_timeout=10)
-    conn.connect()
-    ch = conn.channel()
-    q, _, _ = ch.queue_declare("", exclusive=True, auto_delete=True)
-    ch.queue_bind(q, exchange, "#")
-
-    def get(timeout=5.0, want=None):
-        got, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline and (want is None or len(got) < want):
-            m = ch.basic_get(q, no_ack=True)
-            if m is None:
-                time.sleep(0.05)
-                continue
-            body = m.body.decode() if isinstance(m.body, bytes) else m.body
-            got.append((body, dict(m.properties.get("application_headers") or {})))
-        return got
-    return conn, get
-
-
-def today():
-    return time.strftime("%Y%m%d", time.gmtime())
 
 
 def by_carol(pump, reports):
