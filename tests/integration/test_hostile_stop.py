@@ -20,24 +20,9 @@ import psutil
 import pytest
 
 from tests.conftest import command_argv, command_env, parse_broker_url
+from tests.integration.procs import alive, wait_for
 
 COMP = "subscribe"
-
-
-def wait_for(cond, timeout=10.0, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 class Home:

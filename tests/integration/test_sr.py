@@ -13,24 +13,9 @@ import psutil
 import pytest
 
 from tests.conftest import REPO, parse_broker_url
+from tests.integration.procs import alive, wait_for
 
 HB = 1            # heartbeat of every test configuration (seconds)
-
-
-def wait_for(cond, timeout=8.0, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 class Pump:
@@ -202,7 +187,7 @@ def test_pump_start_supervise_sanity_stop(pump, amqp_tap):
     victim = pump.pid("subscribe", a, 2)
     os.kill(victim, signal.SIGKILL)
     assert wait_for(lambda: pump.pid("subscribe", a, 2) not in (None, victim)
-                    and alive(pump.pid("subscribe", a, 2)))
+                    and alive(pump.pid("subscribe", a, 2)), 8)
     assert f"sr_subscribe/{a}/02 (pid {victim}) was killed by signal 9" in \
         pump.log("sr_supervisor.log")
 
@@ -220,10 +205,10 @@ def test_pump_start_supervise_sanity_stop(pump, amqp_tap):
 
     # ---- the supervisor dies too: status says so, sanity repairs both
     os.kill(sup, signal.SIGKILL)
-    assert wait_for(lambda: not alive(sup))
+    assert wait_for(lambda: not alive(sup), 8)
     victim = pump.pid("subscribe", b, 1)
     os.kill(victim, signal.SIGKILL)
-    assert wait_for(lambda: not alive(victim))
+    assert wait_for(lambda: not alive(victim), 8)
     r = pump.sr("status", *names)
     assert r.returncode == 1 and "supervisor: DEAD" in r.stdout
     assert table(r.stdout)[1][b]["STATE"] == "partial"
@@ -240,7 +225,7 @@ def test_pump_start_supervise_sanity_stop(pump, amqp_tap):
     victim = pump.pid("shovel", c, 1)
     os.kill(victim, signal.SIGKILL)
     assert wait_for(lambda: pump.pid("shovel", c, 1) not in (None, victim)
-                    and alive(pump.pid("shovel", c, 1)))
+                    and alive(pump.pid("shovel", c, 1)), 8)
     assert f"sr_shovel/{c}/01 (pid {victim}) is gone" in pump.log("sr_supervisor.log")
 
     # ---- restart one config: new pids there only
@@ -332,7 +317,7 @@ def test_component_command_coexists_with_supervisor(pump):
     first = pump.pid("subscribe", name, 1)
     os.kill(first, signal.SIGKILL)
     assert wait_for(lambda: pump.pid("subscribe", name, 1) not in (None, first)
-                    and alive(pump.pid("subscribe", name, 1)))
+                    and alive(pump.pid("subscribe", name, 1)), 8)
     second = pump.pid("subscribe", name, 1)
     r = pump.run_cmd(["sr_subscribe", "stop", name])
     assert r.returncode == 0
