@@ -1,5 +1,11 @@
 """Variants of issue 16's attacks found by a second look (red team), each refused.
 
+An exchange-to-exchange binding: a source's permissions (write on its xs_ exchange, read on
+xpublic) let it bind xs_<source> to xpublic. The pump's ingest then got its own posts back
+(delivered from 'xpublic', sources as published) and fetched and published every file again
+one level deeper, about 170 times per file, for every source. Now what comes from an
+exchange the ingest does not bind is refused (403); each file is published once.
+
 ``directory .../${SOURCE}`` (the form man sr_sarra gives for a pump copying another pump,
 and man sr_subscribe documents): the ``source`` header comes from upstream. A hostile
 upstream's ``source`` of ``../victim`` moved the target directory itself, so that a post
@@ -10,8 +16,13 @@ Real parts: sr_subscribe in the foreground on the real broker, a loopback HTTP s
 """
 
 import os
+import time
+
+import amqp
+import pytest
 
 from sarra import checksum, message
+from scripts.pump_demo import Pump
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
     post_msg, stub_http, sub_env)
 
@@ -45,3 +56,66 @@ def test_source_header_cannot_move_the_target_directory(sub_env, stub_http):
     log = env.log_text()
     assert "not a plain name" in log and "Traceback" not in log
     env.stop(p)
+
+
+
+@pytest.fixture(scope="module")
+def pump(tmp_path_factory, broker_url):
+    p = Pump(top=str(tmp_path_factory.mktemp("pump_more")), broker=broker_url)
+    try:
+        p.setup()
+        p.start_http()
+        p.configure()
+        p.start_pump()
+        p.wait_consumers(p.standard_consumers())
+        yield p
+    finally:
+        p.close()
+
+
+def _arrived(pump, files, timeout):
+    """Whether every file of files ({rel: md5}) is at carol's, complete, within timeout."""
+    deadline = time.monotonic() + timeout
+    while pump.arrived(files) != files and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return pump.arrived(files) == files
+
+
+def _sarra_log(pump):
+    with open(os.path.join(pump.logs, "sarra.log"), encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def test_exchange_to_exchange_binding_does_not_loop_the_pump(pump):
+    alice = pump.users["alice"]
+    day = time.strftime("%Y%m%d", time.gmtime())
+    files = pump.make_files("alice", 1, sub="e2e")
+    r = pump.post("alice", [os.path.join(pump.src["alice"], rel) for rel in files])
+    assert r.returncode == 0, r.stdout + r.stderr
+    first = {os.path.join(day, alice, rel): md5 for rel, md5 in files.items()}
+    assert _arrived(pump, first, 30), pump.log_tail()       # the pump works
+    conn = amqp.Connection(host=pump.netloc, userid=alice, password=pump.pw[alice],
+                           virtual_host=pump.vhost, connect_timeout=10)
+    conn.connect()
+    try:
+        ch = conn.channel()
+        ch.exchange_bind(destination="xs_" + alice, source="xpublic", routing_key="#")
+        files = pump.make_files("alice", 1, sub="e2e_bound")
+        r = pump.post("alice", [os.path.join(pump.src["alice"], rel) for rel in files])
+        assert r.returncode == 0, r.stdout + r.stderr
+        want = {os.path.join(day, alice, rel): md5 for rel, md5 in files.items()}
+        assert _arrived(pump, want, 30), pump.log_tail()
+        time.sleep(5)                   # the loop made a copy a few times a second
+        copies = [f for f in pump.pump_files() if "f00000.bin" in f]
+        assert sorted(copies) == sorted(list(first) + list(want)), copies[:4]
+        log = _sarra_log(pump)
+        assert "does not bind (an exchange-to-exchange binding)" in log
+        assert "Traceback" not in log
+        ch.exchange_unbind(destination="xs_" + alice, source="xpublic", routing_key="#")
+    finally:
+        conn.close()
+    files = pump.make_files("alice", 1, sub="after")         # a good file still goes through
+    r = pump.post("alice", [os.path.join(pump.src["alice"], rel) for rel in files])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _arrived(pump, {os.path.join(day, alice, rel): md5 for rel, md5 in files.items()},
+                    30), pump.log_tail()
