@@ -71,6 +71,8 @@ setup(
         "psutil",
         # watchdog is the well-kept inotify library used by sr_watch
         "watchdog",
+        # setproctitle: the command's name in ps (sr_subscribe obs 01); optional at run time
+        "setproctitle",
     ],
     extras_require={
         # pyOpenSSL: pyftpdlib's TLS handler (the FTPS test server)

@@ -52,6 +52,8 @@ DRIVER_MODULES = {"http": "sarra.transfer.http", "https": "sarra.transfer.http",
                   "ftps": "sarra.transfer.ftp", "file": "sarra.transfer.file"}
 #: retries are also taken after this many new messages, so a busy queue cannot starve them
 RETRY_EVERY = 100
+STATS_EVERY = 2.0      # seconds; health.STATS_EVERY (status current within a few s)
+RATE_WINDOW = 30.0     # seconds; messages/s in the stats file: over 30 to 60 s
 
 
 class Flow:
@@ -96,6 +98,8 @@ class Flow:
         self._since_retry = 0
         self.last_activity = None
         self._next_heartbeat = time.time() + (cfg.heartbeat or 300)
+        self.unacked = 0                    # messages of the batch in hand (health: hung)
+        self._stats_at, self._stats_unacked, self._stats_prev = 0.0, 0, None
 
     # ------------------------------------------------------------ plugin helpers
     def get_option(self, name, default=None):
@@ -174,7 +178,9 @@ class Flow:
             while not self.stop_event.is_set():
                 batch = self.gather()
                 if batch:
+                    self.unacked = len(batch)
                     self.handle(batch)
+                    self.unacked = 0
                 self.reporter.tick()
                 self.tick_post_broker()
                 self.heartbeat()
@@ -384,6 +390,8 @@ class Flow:
                 self.counters["failed"] += 1
                 self.log.error("%s: %s %s (will retry)", msg.url, o.code, o.text)
             elif o.code >= 400:
+                if o.failed:        # e.g. a 417 on its last try
+                    self.counters["failed"] += 1
                 self.log.error("%s: %s %s", msg.url, o.code, o.text)
             else:
                 self.log.info("%s: %s %s%s", msg.url, o.code, o.text,
@@ -435,7 +443,7 @@ class Flow:
     def accept(self, work: Work) -> bool:
         """accept/reject: first matching clause wins; no clause at all accepts everything."""
         masks = self.cfg.masks
-        url = work.msg.baseurl + work.msg.path
+        url = work.msg.baseurl + work.msg.path      # as v2, not message.join_url: masks unchanged
         for m in masks:
             if m.regex.match(url):
                 if m.accept:
@@ -482,6 +490,7 @@ class Flow:
         if self.broker is not None:
             self.broker.tick()
         self.tick_post_broker()
+        self.stats_tick()
 
     def tick_post_broker(self):
         """Keep the connection we post on alive while nothing is posted (at most once a
@@ -495,8 +504,21 @@ class Flow:
             self._post_ticked = now
             pb.tick()
 
+    def stats_tick(self, now: Optional[float] = None):
+        """Rewrite the stats file when something happened since its last write (a message,
+        or a batch taken or finished), at most every health.STATS_EVERY seconds, and
+        every STATS_EVERY while a batch is in hand: `sr status` is current within a few
+        seconds, an instance that holds messages and stops writing is hung."""
+        now = time.time() if now is None else now
+        if now - self._stats_at < STATS_EVERY:
+            return
+        if self.unacked or self.unacked != self._stats_unacked \
+                or (self.last_activity or 0) > self._stats_at:
+            self.write_stats()
+
     def heartbeat(self):
         now = time.time()
+        self.stats_tick(now)
         if now < self._next_heartbeat:
             return
         self._next_heartbeat = now + (self.cfg.heartbeat or 300)
@@ -508,8 +530,17 @@ class Flow:
         import json
         path = os.path.join(self.user_cache_dir, "sr_%s_%s_%02d.stats" % (
             self.cfg.component, self.cfg.name or "-", self.no))
-        data = dict(self.counters, time=time.time(), last_activity=self.last_activity,
-                    retry_queue=len(self.retry), pid=os.getpid())
+        now = time.time()
+        data = dict(self.counters, time=now, last_activity=self.last_activity,
+                    retry_queue=len(self.retry), pid=os.getpid(), unacked=self.unacked)
+        # the rate's window (health.rate): from a mark RATE_WINDOW to 2 * RATE_WINDOW old
+        mark = (now, self.counters["received"])
+        if self._stats_prev is None:
+            self._stats_prev = (mark, mark)
+        elif now - self._stats_prev[1][0] >= RATE_WINDOW:
+            self._stats_prev = (self._stats_prev[1], mark)
+        data["prev_time"], data["prev_received"] = self._stats_prev[0]
+        self._stats_at, self._stats_unacked = now, self.unacked
         try:
             paths.atomic_write(path, json.dumps(data))
         except OSError as e:

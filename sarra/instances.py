@@ -34,7 +34,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import psutil
 
-from sarra import paths, procident, secretargs
+from sarra import paths, procident, proctitle, secretargs
 from sarra.logs import component_name, log_file, program_name
 
 logger = logging.getLogger("sarra.instances")
@@ -235,6 +235,10 @@ def cmdline_matches(cmdline: Sequence[str], component: str, config: str,
     module name); with n, a ``--no`` value must equal n.
     """
     comp = component_name(component)
+    titled = proctitle.parse(cmdline)        # `sr_subscribe obs 01 ...` (proctitle)
+    if titled is not None and titled[:2] == (paths.canonical_component(comp), config) \
+            and (n is None or titled[2] == int(n)):
+        return True
     args = list(cmdline)
     is_conf = [i > 0 and not a.startswith("-") and _names_config(a, config)
                for i, a in enumerate(args)]
@@ -390,7 +394,7 @@ def start(component: str, config: str, instances: int,
     """
     instances = int(instances)
     prog = program_name(component)
-    children = []
+    children, offsets = [], {}
     with locked(component, config):
         argv_extra = read_options(component, config) if argv_extra is None else list(argv_extra)
         write_expected(component, config, instances, argv_extra)
@@ -399,6 +403,7 @@ def start(component: str, config: str, instances: int,
             if process_of(read_pid(component, config, n), component, config, n) is not None:
                 continue
             lpath = log_file(component, config, n)
+            offsets[n] = _size(lpath)
             try:
                 proc = spawn(component, config, n, argv_extra, module, env)
             except OSError as e:
@@ -407,10 +412,17 @@ def start(component: str, config: str, instances: int,
                 children.append((n, None, lpath))
                 continue
             children.append((n, proc, lpath))
-    return _watch_start(component, config, children, min(max(wait, 0.0), 2.0))
+    return _watch_start(component, config, children, min(max(wait, 0.0), 2.0), offsets)
 
 
-def _watch_start(component, config, children, wait) -> Started:
+def _size(path: Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _watch_start(component, config, children, wait, offsets=None) -> Started:
     prog = program_name(component)
     deadline = time.monotonic() + wait
     live = [c for c in children if c[1] is not None]
@@ -430,8 +442,10 @@ def _watch_start(component, config, children, wait) -> Started:
             failed.append((n, code))
             if read_pid(component, config, n) == proc.pid:
                 remove_pid(component, config, n)
-            logger.error("%s %s: instance %02d exited at once with code %s, see %s",
-                         prog, config, n, code, lpath)
+            from sarra.health import failure_line     # (health imports this module)
+            why = failure_line(lpath, (offsets or {}).get(n, 0))
+            logger.error("%s %s: instance %02d exited at once with code %s%s, see %s",
+                         prog, config, n, code, f": {why}" if why else "", lpath)
         else:
             pids.append(proc.pid)
     return Started(pids, failed)
@@ -539,7 +553,7 @@ def _find_lost(configs: List[Tuple[str, str]]) -> List[Tuple[psutil.Process, Tup
     for p in procident.marked():
         try:
             cmd = p.cmdline()
-            if "--no" not in cmd:
+            if "--no" not in cmd and proctitle.parse(cmd) is None:
                 continue
             for comp, name in configs:
                 if cmdline_matches(cmd, comp, name):

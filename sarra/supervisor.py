@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Tuple
 
 import psutil
 
-from sarra import config, instances, logs, paths, procident
+from sarra import config, instances, logs, paths, procident, proctitle
 
 NAME = "sr_supervisor"
 # Components whose configurations run as daemons (sr_post runs once; cpost/cpump are C;
@@ -113,7 +113,8 @@ def verified_pid() -> Optional[psutil.Process]:
     pid = read_pid()
     p = procident.verify(pid, pid_file()) if pid else None
     try:
-        if p is not None and "sarra.supervisor" in " ".join(p.cmdline()):
+        cmd = " ".join(p.cmdline()) if p is not None else ""
+        if p is not None and ("sarra.supervisor" in cmd or cmd.split()[:1] == [NAME]):
             return p
     except psutil.Error:
         pass
@@ -600,6 +601,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{NAME}: {e}", file=sys.stderr)
         return 2
     logs.setup_named_logging(NAME, log_file(), level="info")
+    proctitle.set_title(NAME)           # `ps`, `pgrep sr_supervisor` find it
     return Supervisor().run()
 
 

@@ -14,7 +14,8 @@ import os
 import sys
 import time
 
-from sarra import audit, config, instances, logs, options, paths, secretargs
+from sarra import (audit, config, health, instances, logs, options, paths, proctitle,
+                   secretargs)
 from sarra.commands import common
 from sarra.credentials import Credentials, CredentialsError
 from sarra.rabbitadmin import ApiError, ManagementAPI
@@ -232,6 +233,7 @@ def _foreground(program, cfg, pump, api, fix, no, iname) -> int:
     stop = instances.instance_signals(lambda: log.info("stop requested"))
     if background:
         instances.write_pid("audit", iname, no)
+        proctitle.for_instance("audit", iname, no, program)     # `sr_police admin 01`
     police = _police(cfg, pump, api, log)
     heartbeat = max(1.0, float(cfg.heartbeat or 300))
     log.info("policing pump %s vhost '%s' every %g s%s", pump.display, pump.vhost,
@@ -271,10 +273,8 @@ def _daemon(program, action, iname, fix, cfg) -> int:
         if action == "stop":
             print("%s %s: stopped %d instance(s)" % (program, iname, n))
             return common.OK
-    if action == "status":
-        st = instances.status("audit", iname)
-        print("%s %s: %s" % (program, iname, instances.state("audit", iname)))
-        return common.OK if st.running or not st.expected else common.SOME_FAILED
+    if action == "status":      # the same state and exit code as `sr status` (health)
+        return health.print_status(program, "audit", iname, cfg, 1)
     if action == "sanity":
         st = instances.status("audit", iname)
         if not st.expected or st.running:

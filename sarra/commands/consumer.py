@@ -13,7 +13,8 @@ import shutil
 import signal
 import sys
 
-from sarra import actions, components, config, consumer, instances, logs, paths, secretargs
+from sarra import (actions, components, config, consumer, health, instances, logs, paths,
+                   proctitle, secretargs)
 from sarra.broker import Broker, BrokerError
 from sarra.commands import common
 from sarra.credentials import Credentials, CredentialsError
@@ -97,7 +98,7 @@ def _one(component, action, name, pairs, no) -> int:
         if st is None or not (st.running or st.expected):
             return common.fail(program, str(e), common.USAGE)
         common.fail(program, f"warning: {e} (acting on its recorded instances)", common.USAGE)
-        cfg = None
+        cfg, load_error = None, str(e)
     else:
         cname = cfg.name or name
     if cfg is not None and action in NEEDS_BROKER:
@@ -118,12 +119,11 @@ def _one(component, action, name, pairs, no) -> int:
     if action == "restart":
         instances.stop(component, cname)
         return _start(component, cfg, _instance_args(pairs))
-    if action == "status":
-        st = instances.status(component, cname)
+    if action == "status":      # the same state and exit code as `sr status` (health)
         wanted = cfg.instances or 1 if cfg is not None else 1
-        print(f"{program} {cname}: {instances.state(component, cname)} "
-              f"({len(st.running)}/{max(st.expected, wanted)} instances)")
-        return common.OK
+        enabled = cfg is not None or (cname, True) in actions.list_configs(component)
+        return health.print_status(program, component, cname, cfg, wanted, enabled,
+                                   None if cfg is not None or not enabled else load_error)
     if action == "sanity":
         st = instances.status(component, cname)
         if st.expected and len(st.running) < st.expected:   # options: those of the start
@@ -214,6 +214,7 @@ def foreground(component, cfg, no=None) -> int:
     stop = instances.instance_signals(lambda: log.info("stop requested"))
     if background:
         instances.write_pid(component, cfg.name, instance)
+        proctitle.for_instance(component, cfg.name, instance)   # `sr_subscribe obs 01`
     try:
         flow = Flow(cfg, components.preset(component), logger=log, stop_event=stop, instance=instance)
         _interrupt_transfers_on_stop(flow)

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 
 import psutil
 
-from sarra import actions, config, instances, logs, options, paths, supervisor
+from sarra import actions, config, health, instances, logs, options, paths, supervisor
 
 SINGLE_INSTANCE = ("watch", "poll", "post")
 from sarra.commands import common
@@ -148,7 +148,7 @@ def _load(item: Item):
 
 
 def do_start(items: List[Item]) -> int:
-    rc, todo, t0 = common.OK, [], time.time()
+    rc, todo, t0, offsets = common.OK, [], time.time(), {}
     for it in items:
         if not supervisor.has_command(it.component):
             _err(f"{it.label}: {it.prog} is not available in this version (skipped)")
@@ -163,6 +163,9 @@ def do_start(items: List[Item]) -> int:
         with instances.locked(it.component, it.name):
             instances.write_expected(it.component, it.name, count)
         todo.append((it, count))
+        for n in range(1, count + 1):    # where this start's lines begin in each log
+            offsets[(it.component, it.name, n)] = health.log_size(
+                logs.log_file(it.component, it.name, n))
     try:
         pid, new = supervisor.ensure_running()
         print(f"{PROG}: supervisor {'started' if new else 'running'} (pid {pid}), "
@@ -172,12 +175,14 @@ def do_start(items: List[Item]) -> int:
         for it, count in todo:
             instances.start(it.component, it.name, count)
         rc = max(rc, common.SOME_FAILED)
-    return max(rc, _report_started(todo, t0))
+    return max(rc, _report_started(todo, t0, offsets))
 
 
-def _report_started(todo: List[Tuple[Item, int]], t0: float) -> int:
+def _report_started(todo: List[Tuple[Item, int]], t0: float,
+                    offsets: Optional[dict] = None) -> int:
     """Wait until the instances run (and still run SETTLE s later); one line per config,
-    naming the instances that are not running or died since t0."""
+    naming the instances that are not running or died since t0, with the log line that
+    explains it (offsets: where this start's lines begin in each instance's log)."""
     def missing():
         return [(it, c) for it, c in todo
                 if len(instances.status(it.component, it.name).running) < c]
@@ -197,8 +202,11 @@ def _report_started(todo: List[Tuple[Item, int]], t0: float) -> int:
             died = (info.get("died") or 0) >= t0
             if n not in up or died:
                 bad = True
-                line += (f"; {n:02d} {info.get('last_exit') if died else 'not started'}, "
-                         f"see {logs.log_file(it.component, it.name, n)}")
+                lpath = logs.log_file(it.component, it.name, n)
+                why = health.failure_line(lpath, (offsets or {}).get(
+                    (it.component, it.name, n), 0))
+                line += (f"; {n:02d} {info.get('last_exit') if died else 'not started'}"
+                         f"{': ' + why if why else ''}, see {lpath}")
         if bad:
             rc = common.SOME_FAILED
             _err(line)
@@ -223,18 +231,7 @@ def do_stop(items: List[Item], everything: bool) -> int:
 # ---------------------------------------------------------------- sanity
 
 def _hung(item: Item, cfg, running: List[Tuple[int, int]], now: float) -> List[int]:
-    sld = float(getattr(cfg, "sanity_log_dead", 0) or 0) if cfg is not None else 0
-    if sld <= 0:
-        return []
-    out = []
-    for n, pid in running:
-        try:
-            started = psutil.Process(pid).create_time()
-        except psutil.Error:
-            continue
-        if now - supervisor.last_sign_of_life(item.component, item.name, n, started) > sld:
-            out.append(n)
-    return out
+    return health.hung_instances(item.component, item.name, cfg, running, now)
 
 
 def do_sanity(items: List[Item]) -> int:
@@ -246,8 +243,8 @@ def do_sanity(items: List[Item]) -> int:
         cfg = _load(it) if it.enabled else None
         st = instances.status(it.component, it.name)
         for n in _hung(it, cfg, st.running, time.time()):
-            print(f"{it.label}: instance {n:02d} hung (log older than sanity_log_dead): "
-                  f"restarting it")
+            print(f"{it.label}: instance {n:02d} hung (holding messages with no sign of "
+                  f"life; see man sr): restarting it")
             instances.stop_instance(it.component, it.name, n)
         st = instances.status(it.component, it.name)
         if len(st.running) >= expected:
@@ -285,23 +282,18 @@ def _age(seconds: Optional[float]) -> str:
     return f"{s:.0f}s"
 
 
-def _rate(stats: dict) -> Optional[float]:
-    """Messages received per second by one live instance: between its last two heartbeats
-    when the stats file has them (prev_received, prev_time), else since it started."""
+def _rate(stats: dict, now: Optional[float] = None) -> Optional[float]:
+    """Messages received per second by one live instance (health.rate; now: the time of
+    the stats file's last write unless given)."""
     try:
-        t, received = float(stats["time"]), float(stats["received"])
-        if "prev_time" in stats and "prev_received" in stats and t > float(stats["prev_time"]):
-            return (received - float(stats["prev_received"])) / (t - float(stats["prev_time"]))
-        start = stats.get("start")
-        if start is None:
-            start = psutil.Process(int(stats["pid"])).create_time()
-        return received / (t - float(start)) if t > float(start) else None
-    except (KeyError, TypeError, ValueError, psutil.Error):
+        now = float(stats["time"]) if now is None else now
+    except (KeyError, TypeError, ValueError):
         return None
+    return health.rate(stats, now)
 
 
-def _stats_of(item: Item, running: List[Tuple[int, int]]) -> Tuple[Optional[float],
-                                                                  Optional[float], int, bool]:
+def _stats_of(item: Item, running: List[Tuple[int, int]], now: Optional[float] = None
+              ) -> Tuple[Optional[float], Optional[float], int, bool]:
     """(messages/s of the live instances, last activity, retry queue, any stats at all)."""
     live = {pid for _, pid in running}
     d = instances.stats_file(item.component, item.name, 1).parent
@@ -315,7 +307,7 @@ def _stats_of(item: Item, running: List[Tuple[int, int]]) -> Tuple[Optional[floa
             last = max(last or 0.0, float(s["last_activity"]))
         retry += int(s.get("retry_queue") or 0)
         if s.get("pid") in live:
-            r = _rate(s)
+            r = _rate(s, time.time() if now is None else now)
             if r is not None:
                 rate = (rate or 0.0) + r
     return rate, last, retry, seen
@@ -394,15 +386,12 @@ def queue_depths(queries: List[Tuple[int, str, str]], timeout: float = QUEUE_TIM
 
 COLUMNS = ("COMPONENT", "CONFIG", "STATE", "RUN/EXP", "QUEUE", "MSG/S", "LAST", "RETRY",
            "RESTARTS")
-PROBLEMS = ("down", "partial", "hung", "flapping", "error")
-FLAPPING_DELAY = 4.0       # supervisor backoff reached by 3 quick deaths in a row
+PROBLEMS = health.PROBLEMS
+FLAPPING_DELAY = health.FLAPPING_DELAY
 
 
 def _flapping(infos: List[dict], now: float) -> List[dict]:
-    """Instances that keep dying soon after their start (backoff at FLAPPING_DELAY or
-    more, last death within that delay plus the time an instance must stay up)."""
-    return [v for v in infos if float(v.get("delay") or 0) >= FLAPPING_DELAY
-            and now - float(v.get("died") or 0) <= float(v["delay"]) + supervisor.STABLE_AFTER]
+    return health.flapping(infos, now)
 
 
 def status_rows(items: List[Item], now: Optional[float] = None,
@@ -412,7 +401,6 @@ def status_rows(items: List[Item], now: Optional[float] = None,
     summary = supervisor.read_summary()
     rows, notes, queries = [], [], []
     for idx, it in enumerate(sorted(items, key=lambda i: (i.component, i.name))):
-        st = instances.status(it.component, it.name)
         cfg, error = None, None
         if it.enabled:
             try:
@@ -420,32 +408,10 @@ def status_rows(items: List[Item], now: Optional[float] = None,
             except Exception as e:
                 error = str(e)
                 notes.append(f"{it.label}: {e}")
-        hung = _hung(it, cfg, st.running, now)
-        rate, last, retry, seen = _stats_of(it, st.running)
-        mine = [v for k, v in summary.items() if k.startswith(f"{it.component}/{it.name}/")]
-        restarts = sum(int(v.get("restarts") or 0) for v in mine)
-        deaths = sorted((v.get("died") or 0, v.get("last_exit")) for v in mine if v.get("died"))
-        running, expected = len(st.running), st.expected
-        if error and not running:
-            state = "error"
-        elif _flapping(mine, now):
-            state = "flapping"
-            last_exit = max(_flapping(mine, now), key=lambda v: v["died"])["last_exit"]
-            notes.append(f"{it.label}: instances keep dying soon after they start "
-                         f"(last: {last_exit}); see its logs")
-        elif hung:
-            state = "hung"
-            notes.append(f"{it.label}: instance(s) {' '.join(f'{n:02d}' for n in hung)} "
-                         f"hung: nothing logged for sanity_log_dead; sr sanity restarts them")
-        elif expected == 0:
-            state = "running" if running else ("stopped" if it.enabled else "disabled")
-        elif running == 0:
-            state = "down"
-        else:
-            state = "partial" if running < expected else "running"
-        if state in ("down", "partial") and deaths:
-            notes.append(f"{it.label}: last death {_age(now - deaths[-1][0])} ago: "
-                         f"{deaths[-1][1]}")
+        h = health.config_health(it.component, it.name, cfg, it.enabled, error, summary, now)
+        notes += h.notes
+        rate, last, retry, seen = _stats_of(it, h.running, now)
+        state, running, expected, restarts = h.state, len(h.running), h.expected, h.restarts
         rows.append({"component": it.component, "config": it.name, "state": state,
                      "run/exp": f"{running}/{expected}", "queue": "-",
                      "msg/s": "-" if rate is None else f"{rate:.1f}",

@@ -20,7 +20,8 @@ import os
 import shutil
 import sys
 
-from sarra import actions, config, instances, logs, options, paths, plugin, secretargs
+from sarra import (actions, config, health, instances, logs, options, paths, plugin,
+                   proctitle, secretargs)
 from sarra.broker import BrokerError
 from sarra.commands import common, consumer
 from sarra.credentials import CredentialsError
@@ -105,10 +106,8 @@ def _one(action, name, pairs, no) -> int:
             return common.OK
     if action in ("start", "restart"):
         return _start(cfg)
-    if action == "status":
-        st = instances.status(COMPONENT, cname)
-        print(f"{PROGRAM} {cname}: {st.state} ({len(st.running)}/{max(st.expected, 1)} instances)")
-        return common.OK
+    if action == "status":      # the same state and exit code as `sr status` (health)
+        return health.print_status(PROGRAM, COMPONENT, cname, cfg, 1)
     if action == "sanity":
         st = instances.status(COMPONENT, cname)
         return _start(cfg) if st.expected and not st.running else common.OK
@@ -150,6 +149,7 @@ def foreground(cfg, no=None) -> int:
     stop = instances.instance_signals(lambda: log.info("stop requested"))
     if background:
         instances.write_pid(COMPONENT, cname, instance)
+        proctitle.for_instance(COMPONENT, cname, instance)      # `sr_watch <cfg> 01`
     try:
         return Daemon(cfg, log, stop, instance).run()
     except (CredentialsError, plugin.PluginError) as e:
