@@ -34,6 +34,11 @@ def wanted(parent, option):
     return names
 
 
+def _unbound(exchange, cfg):
+    from sarra.components import delivered_unbound
+    return delivered_unbound(exchange or "", cfg)
+
+
 def message_of(parent):
     """The sarra.message.Message behind parent.msg (a flow Work or a Message)."""
     work = getattr(parent, "msg", None)
@@ -59,7 +64,15 @@ def on_message(parent):
         log.warning("msg_by_user: dropped a malformed report on %s from exchange %s: %s",
                     relpath, printable(msg.exchange or "?"), problem)
         return False
-    owner = publisher(msg, getattr(parent, "cfg", None))
+    cfg = getattr(parent, "cfg", None)
+    if cfg is not None and _unbound(msg.exchange, cfg):
+        # copied in by an exchange-to-exchange binding (xs_<user> bound to xr_<user> made
+        # every report to that user circulate for ever: xreport, xr_<user>, here again)
+        log.warning("msg_by_user: dropped a report on %s delivered from exchange %s, which "
+                    "this configuration does not bind (an exchange-to-exchange binding)",
+                    relpath, printable(msg.exchange))
+        return False
+    owner = publisher(msg, cfg)
     if owner is not None:
         claimed = stamp_consumer(msg, owner)
         if claimed is not None:

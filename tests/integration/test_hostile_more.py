@@ -4,7 +4,9 @@ An exchange-to-exchange binding: a source's permissions (write on its xs_ exchan
 xpublic) let it bind xs_<source> to xpublic. The pump's ingest then got its own posts back
 (delivered from 'xpublic', sources as published) and fetched and published every file again
 one level deeper, about 170 times per file, for every source. Now what comes from an
-exchange the ingest does not bind is refused (403); each file is published once.
+exchange the ingest does not bind is refused (403); each file is published once. The same
+with xs_<source> bound to xr_<source>: one report of the source's went round xreport,
+xr_<source> and its report shovel for ever (~500 a second); now dropped by msg_by_user.
 
 ``directory .../${SOURCE}`` (the form man sr_sarra gives for a pump copying another pump,
 and man sr_subscribe documents): the ``source`` header comes from upstream. A hostile
@@ -22,6 +24,7 @@ import amqp
 import pytest
 
 from sarra import checksum, message
+from sarra.broker import Broker
 from scripts.pump_demo import Pump
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
     post_msg, stub_http, sub_env)
@@ -117,5 +120,41 @@ def test_exchange_to_exchange_binding_does_not_loop_the_pump(pump):
     files = pump.make_files("alice", 1, sub="after")         # a good file still goes through
     r = pump.post("alice", [os.path.join(pump.src["alice"], rel) for rel in files])
     assert r.returncode == 0, r.stdout + r.stderr
+    assert _arrived(pump, {os.path.join(day, alice, rel): md5 for rel, md5 in files.items()},
+                    30), pump.log_tail()
+
+
+def test_exchange_to_exchange_binding_does_not_loop_reports(pump):
+    alice = pump.users["alice"]
+    admin = amqp.Connection(host=pump.netloc, userid=pump.admin, password=pump.admin_pw,
+                            virtual_host=pump.vhost, connect_timeout=10)
+    admin.connect()
+    conn = amqp.Connection(host=pump.netloc, userid=alice, password=pump.pw[alice],
+                           virtual_host=pump.vhost, connect_timeout=10)
+    conn.connect()
+    try:
+        tap = admin.channel()
+        q, _, _ = tap.queue_declare("", exclusive=True, auto_delete=True)
+        tap.queue_bind(q, "xreport", "#")
+        ch = conn.channel()
+        ch.exchange_bind(destination="xs_" + alice, source="xr_" + alice, routing_key="#")
+        with Broker(pump.url("alice"), reconnect=False) as b:
+            b.publish("xs_" + alice, "v02.report.loop",
+                      "%s http://h/ /loop 201 host %s 0.1" % (message.now(), alice),
+                      {"source": alice, "message": "loop", "sum": "d," + "0" * 32})
+            b.wait_confirms(10)
+        time.sleep(6)
+        seen = 0
+        while tap.basic_get(q, no_ack=True) is not None:
+            seen += 1
+        assert seen == 1, "%d copies of one report on xreport" % seen
+        ch.exchange_unbind(destination="xs_" + alice, source="xr_" + alice, routing_key="#")
+    finally:
+        conn.close()
+        admin.close()
+    files = pump.make_files("alice", 1, sub="after_reports")  # the pump still moves files
+    r = pump.post("alice", [os.path.join(pump.src["alice"], rel) for rel in files])
+    assert r.returncode == 0, r.stdout + r.stderr
+    day = time.strftime("%Y%m%d", time.gmtime())
     assert _arrived(pump, {os.path.join(day, alice, rel): md5 for rel, md5 in files.items()},
                     30), pump.log_tail()

@@ -80,3 +80,25 @@ def test_pump_refuses_what_an_exchange_to_exchange_binding_brings(home):
     assert not components.delivered_unbound("xs_alice01", cfg)     # an instance's split
     assert components.delivered_unbound("xs_alice_x", cfg)
     assert not components.delivered_unbound("", cfg)
+
+
+def test_report_shovel_drops_what_an_exchange_to_exchange_binding_brings(home):
+    """alice binds xs_alice to xr_alice: her rr_alice2xreport shovel got back every report
+    routed to her (delivered from 'xr_alice', so not stamped) and put it on xreport again:
+    one report of hers circulated for ever (~500 a second)."""
+    import types
+    from sarra.message import Message, Report
+    from sarra.plugins import msg_by_user
+    cfg = config.load("shovel", None, [("broker", "amqp://feeder:p@pump/"),
+                                       ("exchange", "xs_alice"), ("subtopic", "#")])
+
+    def parent(exchange):
+        msg = Message("20240315121500.11", "https://pump/", "/a", {"source": "alice"},
+                      topic="v02.report.a", exchange=exchange, kind="report",
+                      report=Report(201, "h", "alice", 0.1))
+        p = types.SimpleNamespace(msg=types.SimpleNamespace(msg=msg), cfg=cfg, logger=None)
+        p.get_option = lambda name, default=None: {"msg_by_user": ["alice"]}.get(name, default)
+        return p
+    assert msg_by_user.on_message(parent("xs_alice")) is True
+    assert msg_by_user.on_message(parent("xr_alice")) is False
+    assert msg_by_user.on_message(parent("xreport")) is False
