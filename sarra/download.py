@@ -461,7 +461,7 @@ def delete_source(flow, work):
     """Option delete: remove the announced file at its source, once our copy is complete
     and verified (a whole file, or the block that completed a partitioned one). A failure
     is logged (one line) and changes nothing else: the download itself succeeded."""
-    url = work.msg.url
+    url = work.msg.download_url
     scheme = url.split(":", 1)[0].lower()
     if scheme in NO_DELETE_SCHEMES:
         flow.log.error("%s: cannot delete over %s (option delete): source left in place",

@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 
-from sarra import checksum
+from sarra import checksum, progress
 from sarra.transfer import LocalWriteError, TransferError, bounds, redact, split_url
 from sarra.work import Outcome, TransferInterrupted, download_stopped
 
@@ -19,11 +19,13 @@ class _Progress:
     """Sits in the hasher's place during a transfer: feeds the real hasher, aborts the
     transfer as soon as a stop is requested, and keeps the broker connection alive."""
 
-    def __init__(self, flow, hasher, limit=None, guard=None):
+    def __init__(self, flow, hasher, limit=None, guard=None, shown=None, size=None):
         self.flow, self.hasher = flow, hasher
         self.limit = limit          # LocalWriter writes no more (transfer/bounds.py)
         self.guard = guard          # the transfer's time bounds, or None
         self.next_tick = time.monotonic() + 5.0
+        # progress lines of a long transfer (progress.py), on the 5 s tick: no clock read more
+        self.progress = progress.Progress(flow.log, shown, size, self.next_tick - 5.0)
         lend = getattr(hasher, 'borrow', None)
         if lend is not None:
             self.borrow = lend
@@ -34,12 +36,14 @@ class _Progress:
         """Bytes [start, end) of the file open as fd were written (spliced): hash them."""
         if self.hasher is not None:
             self.hasher.update_range(fd, start, end)
+        self.progress.count += end - start
         if self.guard is not None:
             self.guard.count += end - start
 
     def update(self, data):
         if self.hasher is not None:
             self.hasher.update(data)
+        self.progress.count += len(data)
         if self.guard is not None:
             self.guard.count += len(data)
         self.step()
@@ -55,6 +59,7 @@ class _Progress:
             self.guard.check(now)
         if now >= self.next_tick:
             self.next_tick = now + 5.0
+            self.progress.tick(now)
             flow._interruptible = False      # never interrupt broker I/O
             try:
                 flow.tick_brokers()
@@ -178,7 +183,7 @@ def fetch(flow, work, dest, offset, length, write_offset):
     msg = work.msg
     s = work.sum
     algo = s.value if s.algo == "z" else s.algo
-    url = msg.url
+    url = msg.download_url      # no '//' after an http base (message.join_url)
     if flow.hooks.has("do_download"):
         # the plugin writes msg.new_inflight_path (or, v2 style, new_dir/new_file itself)
         work.new_inflight_path = dest
@@ -200,17 +205,21 @@ def fetch(flow, work, dest, offset, length, write_offset):
         if h is not None and expected >= THREADED_HASH_MIN:
             h = _HashThread(h)
         guard = _guard(flow, expected, slots, key, url)
-        t = None
+        t = piece = None
         try:
             t = flow.transfer_for(url, msg.baseurl)
             flow._interruptible = True
             try:
                 _arm(flow, guard)
-                n = t.get(url, dest, offset=offset, length=length,
-                          hasher=_Progress(flow, h, limit, guard), write_offset=write_offset)
+                piece = _Progress(flow, h, limit, guard, url, limit)
+                progress.watch(piece.progress)
+                n = t.get(url, dest, offset=offset, length=length, hasher=piece,
+                          write_offset=write_offset)
             finally:
                 flow._interruptible = False
                 bounds.disarm()
+                if piece is not None:
+                    progress.unwatch(piece.progress)
             flow.counters["bytes"] += n
             try:
                 return h.hexdigest() if h is not None else None

@@ -205,7 +205,7 @@ def check(flow, work):
     if not is_pump(cfg):
         return
     msg = work.msg
-    url = msg.baseurl + msg.relpath
+    url = msg.download_url      # the URL that is fetched (message.join_url)
     source = msg.headers.get("source") if msg.exchange.startswith("xs_") else None
     try:
         ep = check_url(url, getattr(cfg, "fetch_schemes", None) or DEFAULT_SCHEMES,

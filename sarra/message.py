@@ -183,6 +183,23 @@ def binding_key(prefix: str, subtopic: str) -> str:
     return prefix + "." + escape(subtopic)
 
 
+#: an http(s) base URL with a host and the start of a path: scheme://host[:port]/...
+_HTTP_BASE = re.compile(r"(?i)https?://[^/]+/")
+
+
+def join_url(baseurl: str, relpath: str) -> str:
+    """The URL of baseurl + relpath, without the double slash of ``http://host/`` +
+    ``/dir/file`` (v2's relpath always starts with '/': ``GET //dir/file`` would reach
+    lenient servers only, and break signed URLs). Only the one slash at the boundary of
+    an http(s) base is dropped; everything else is plain concatenation, as on the wire:
+    for sftp/ftp a '//' means an absolute path on the server, and a base without a host
+    (``http:/``) is never joined into one. The message itself is never changed, and
+    accept/reject masks keep matching ``baseurl + path`` as v2 does."""
+    if relpath[:1] == "/" and baseurl[-1:] == "/" and _HTTP_BASE.match(baseurl):
+        return baseurl + relpath[1:]
+    return baseurl + relpath
+
+
 def truncate_utf8(text: str, limit: int) -> str:
     if len(text) <= limit and text.isascii():
         return text
@@ -218,8 +235,13 @@ class Message:
     # -- derived views
     @property
     def url(self) -> str:
-        """Download URL: plain concatenation, nothing normalised."""
+        """v2's URL: plain concatenation, nothing normalised (logs, masks, plugins' urlstr)."""
         return self.baseurl + self.relpath
+
+    @property
+    def download_url(self) -> str:
+        """The URL to fetch: baseurl + relpath as join_url() puts them together."""
+        return join_url(self.baseurl, self.relpath)
 
     @property
     def path(self) -> str:

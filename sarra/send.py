@@ -18,8 +18,9 @@ honoured between slices. With ``post_broker``, each delivery is announced there 
 """
 
 import os
+import time
 
-from sarra import placement, report, treeguard
+from sarra import placement, progress, report, treeguard
 from sarra.message import Message, escape, parse_time, topic_for, unescape
 from sarra.poster import public_base_url
 from sarra.transfer import CannotDeliver, TransferError
@@ -274,6 +275,7 @@ def _upload(flow, t, src, url, offset, length, remote_offset, scheme):
             return t.put(src, url)
         return t.put(src, url, offset=offset, length=length, remote_offset=remote_offset)
     done = 0
+    shown = progress.Progress(flow.log, url, length, time.monotonic())   # a line every 10 s
     while done < length:
         n = min(SLICE, length - done)
         at = (remote_offset or 0) + done
@@ -283,6 +285,8 @@ def _upload(flow, t, src, url, offset, length, remote_offset, scheme):
         if flow.stop_event.is_set() and done < length:
             raise TransferInterrupted()
         flow.tick_brokers()
+        shown.count = done
+        shown.tick(time.monotonic())        # one clock read per slice
     return done
 
 

@@ -23,9 +23,11 @@ class TransferInterrupted(BaseException):
 class Outcome(Exception):
     """Raised by a work step to end a message early with a report code."""
 
-    def __init__(self, code: int, text: str, retry: bool = False):
+    def __init__(self, code: int, text: str, retry: bool = False, failed: bool = False):
         super().__init__(f"{code} {text}")
         self.code, self.text, self.retry = code, text, retry
+        # counted as failed in the summary even when not retried (a 417 on its last try)
+        self.failed = retry or failed
 
 
 class Work:

@@ -4,7 +4,8 @@ A driver instance keeps its connection (HTTP session, SSH session, FTP control
 connection) open across many calls and reconnects only when it has dropped.
 ``for_url(url, pool)`` hands out one pooled driver per scheme/host/port/user.
 
-URLs are the plain concatenation ``baseurl + relpath`` of a v02 message.  For
+URLs are ``baseurl + relpath`` of a v02 message (message.join_url: no ``//`` at the
+boundary of an http(s) base, plain concatenation otherwise).  For
 sftp/ftp/file only ``%20`` and ``%23`` are decoded; for sftp/ftp a path that
 starts with ``//`` is absolute on the server, a single ``/`` is relative to the
 login directory.
