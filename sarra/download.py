@@ -491,6 +491,13 @@ def repost(flow, work, path, part_file=False) -> Message:
     if parts is not None and part_file:
         headers["parts"] = str(parts.__class__("p", parts.bsz, parts.blktot, parts.brem, parts.bno))
     headers.pop("rename", None)
+    for k in ("oldname", "newname"):    # names in the poster's tree: put in ours, as rel
+        if k in headers:
+            ours = _our_name(flow, work, headers[k], base)
+            if ours is None:
+                del headers[k]
+            else:
+                headers[k] = ours
     relpath = escape(rel)
     base = flow.__dict__.get("_post_base", _UNSET)
     if base is _UNSET:                  # once per flow: no password goes into a message
@@ -498,6 +505,29 @@ def repost(flow, work, path, part_file=False) -> Message:
     return Message(msg.pubtime, base, relpath, headers,
                    topic=topic_for(cfg.post_topic_prefix or "v02.post", relpath),
                    exchange=cfg.post_exchange or "")
+
+
+def _our_name(flow, work, name, base):
+    """An oldname/newname header of a message we re-post, as a path below our post_base_dir
+    (where this configuration puts that name, like the relpath), or None when it would not
+    be placed there. Passed on as received, a source's name could point downstream
+    consumers that rename by it (v2 subscribers: oldname) at another source's files."""
+    if not isinstance(name, str) or not name:
+        return None
+    msg = work.msg
+    other = Work(Message(msg.pubtime, msg.baseurl, escape(name),
+                         {k: v for k, v in msg.headers.items() if k != "rename"},
+                         topic=msg.topic, exchange=msg.exchange))
+    if not flow.accept(other):
+        return None
+    try:
+        local = destination(flow, other)
+    except Outcome:
+        return None
+    rel = os.path.relpath(local, base)
+    if rel == ".." or rel.startswith("../"):
+        return None
+    return "/" + rel
 
 
 # ------------------------------------------------------------------ removals and links

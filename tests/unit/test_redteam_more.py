@@ -102,3 +102,26 @@ def test_report_shovel_drops_what_an_exchange_to_exchange_binding_brings(home):
     assert msg_by_user.on_message(parent("xs_alice")) is True
     assert msg_by_user.on_message(parent("xr_alice")) is False
     assert msg_by_user.on_message(parent("xreport")) is False
+
+
+def test_a_pump_reposts_oldname_and_newname_in_its_own_tree(home, tmp_path):
+    """alice's post carried oldname /<day>/bob/precious.dat (bob's file in the pump's public
+    tree); the pump re-posted it as is, so a downstream v2 subscriber renaming by oldname
+    (spec components.md: 'oldname: try a local rename of the old file') moved bob's file to
+    alice's name. The names are now placed as the relpath is: in alice's tree."""
+    tree = tmp_path / "pump"
+    cfg = config.load("sarra", None, [
+        ("broker", "amqp://feeder:p@pump/"), ("exchange", "xs_alice"),
+        ("source_from_exchange", "on"), ("mirror", "on"), ("post_base_dir", str(tree)),
+        ("directory", str(tree) + "/20240101/${SOURCE}"),
+        ("post_base_url", "http://pump/"), ("post_exchange", "xpublic")])
+    flow = Flow(cfg, components.preset("sarra"))
+    work = Work(message.make_post("20240101000000.0", "http://alice/", "/new.dat", {
+        "sum": "d," + "0" * 32, "parts": "1,1,1,0,0", "source": "alice",
+        "oldname": "/20240101/bob/precious.dat", "newname": "../../x"},
+        exchange="xs_alice"))
+    download.destination(flow, work)
+    post = download.repost(flow, work, work.local_path)
+    assert post.relpath == "/20240101/alice/new.dat"
+    assert post.headers["oldname"] == "/20240101/alice/20240101/bob/precious.dat"
+    assert "newname" not in post.headers        # '..': not placed in the tree at all
