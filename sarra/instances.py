@@ -335,12 +335,14 @@ def clean_stale(component: str, config: str) -> List[int]:
 class Started(list):
     """pids of the instances started and still alive after the start-up wait.
 
-    ``failed`` lists (n, exit code) of the instances that exited during the wait.
+    ``failed`` lists (n, exit code) of the instances that exited during the wait;
+    ``why`` {n: the log line that explains it} for those whose log has one.
     """
 
-    def __init__(self, pids=(), failed=()):
+    def __init__(self, pids=(), failed=(), why=None):
         super().__init__(pids)
         self.failed: List[Tuple[int, int]] = list(failed)
+        self.why: Dict[int, str] = dict(why or {})
 
 
 def _module_path(component: str, module: Optional[str]) -> str:
@@ -435,7 +437,7 @@ def _watch_start(component, config, children, wait, offsets=None) -> Started:
         if len(exited) == len(live) or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
-    pids = []
+    pids, reasons = [], {}
     for n, proc, lpath in live:
         if n in exited:
             code = exited[n]
@@ -444,11 +446,13 @@ def _watch_start(component, config, children, wait, offsets=None) -> Started:
                 remove_pid(component, config, n)
             from sarra.health import failure_line     # (health imports this module)
             why = failure_line(lpath, (offsets or {}).get(n, 0))
+            if why:
+                reasons[n] = why
             logger.error("%s %s: instance %02d exited at once with code %s%s, see %s",
                          prog, config, n, code, f": {why}" if why else "", lpath)
         else:
             pids.append(proc.pid)
-    return Started(pids, failed)
+    return Started(pids, failed, reasons)
 
 
 # ---------------------------------------------------------------- stop

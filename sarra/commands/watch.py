@@ -125,8 +125,9 @@ def _start(cfg) -> int:
     """sr_watch runs one instance per configuration, whatever `instances` says."""
     started = instances.start(COMPONENT, cfg.name, 1, module="sarra.commands.watch")
     for n, code in started.failed:
-        print(f"{PROGRAM} {cfg.name}: instance {n} exited at once with code {code}; see "
-              f"{logs.log_file(COMPONENT, cfg.name, n)}", file=sys.stderr)
+        why = f": {started.why[n]}" if n in started.why else ""
+        print(f"{PROGRAM} {cfg.name}: instance {n} exited at once with code {code}{why}; "
+              f"see {logs.log_file(COMPONENT, cfg.name, n)}", file=sys.stderr)
     print(f"{PROGRAM} {cfg.name}: started {len(started)} instance(s)")
     return common.SOME_FAILED if started.failed else common.OK
 
