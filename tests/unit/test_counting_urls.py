@@ -181,3 +181,19 @@ def test_fetch_logs_progress_of_a_long_transfer(tmp_path, monkeypatch):
     assert len(lines) == 5, flow.log.lines          # every 10 s of the 60
     assert lines[0].startswith("http://h/slow: progress: ")
     assert "of 20.0 kB (" in lines[0] and lines[-1].endswith(" B/s")
+
+
+def test_the_watcher_logs_while_one_piece_takes_long():
+    """A driver blocked in one long read calls nothing of ours: the watcher thread logs."""
+    log = _Log()
+    p = progress.Progress(log, "http://h/blocked", 100, time.monotonic(), every=1.0)
+    p.count = 40
+    progress.watch(p)
+    try:
+        time.sleep(2.6)
+    finally:
+        progress.unwatch(p)
+    n = len(log.lines)
+    assert n >= 1 and log.lines[0].startswith("http://h/blocked: progress: 40 B of 100 B (40%)")
+    time.sleep(1.2)
+    assert len(log.lines) == n          # unwatched: no more lines
