@@ -81,19 +81,19 @@ class FtpTransfer(Transfer):
         except (ftplib.Error, OSError, EOFError) as e:
             _quiet_close(ftp)
             raise TransferError(FAILED, 'ftp cannot connect to %s: %s' % (where, _line(e))) from None
-        self.ftp, self._key, self._last = ftp, ep.key, time.monotonic()
+        self.ftp, self._key, self._last = ftp, _ident(ep), time.monotonic()
         self.logger.debug('ftp: connected to %s', where)
 
     def _session(self, url):
         ep = split_url(url)
-        if self.ftp is not None and self._key == ep.key and \
+        if self.ftp is not None and self._key == _ident(ep) and \
                 time.monotonic() - self._last > self.idle_check:
             try:
                 self.ftp.voidcmd('NOOP')
             except (ftplib.Error, OSError, EOFError):
                 self.logger.info('ftp: connection to %s dropped, reconnecting', redact(url))
                 self.close()
-        if self.ftp is None or self._key != ep.key:
+        if self.ftp is None or self._key != _ident(ep):
             self._connect(url)
         return self.ftp, remote_path(ep.path)
 
@@ -287,6 +287,13 @@ def _from_crlf(data):
     if data.endswith(b'\r'):
         data, keep = data[:-1], b'\r'
     return data.replace(b'\r\n', b'\n'), keep
+
+
+def _ident(ep):
+    """What a session is reused for: the endpoint and the password the URL gives (at a
+    pump, a source naming the same user with a password it does not know must not get the
+    session another source opened with the right one)."""
+    return ep.key, ep.password
 
 
 def _quiet_close(ftp):

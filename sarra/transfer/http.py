@@ -440,8 +440,10 @@ class HttpTransfer(RequestsHttpTransfer):
 
     def _base_headers(self, url, ep):
         """Headers of every GET to this server and user (credentials do not depend on the
-        path), or None when requests must do it (proxy configured); computed once."""
-        key = ep.key
+        path), or None when requests must do it (proxy configured); computed once. The URL's
+        own password is part of the key: at a pump, a source naming a user with a password it
+        does not know must not be sent the one another source gave."""
+        key = ep.key, ep.password
         if key not in self._hosts:
             headers = None
             if not _proxied(ep.scheme):

@@ -92,13 +92,16 @@ class SftpTransfer(Transfer):
             client.close()
             raise TransferError(FAILED, 'sftp cannot connect to %s: %s'
                                 % (where, _reason(e))) from None
-        self.client, self.sftp, self._key = client, sftp, ep.key
+        self.client, self.sftp, self._key = client, sftp, (ep.key, ep.password)
         self.logger.debug('sftp: connected to %s', where)
 
     def _session(self, url):
         """The open SFTP client for url's endpoint and the server path of url."""
         ep = split_url(url)
-        if self._key != ep.key or not self._alive():
+        # a URL's own password is part of what the session was opened for: at a pump, a
+        # source naming the same user with a password it does not know must not get a
+        # session another source opened with the right one
+        if self._key != (ep.key, ep.password) or not self._alive():
             self._connect(url)
         return self.sftp, remote_path(ep.path)
 

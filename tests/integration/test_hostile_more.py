@@ -8,6 +8,11 @@ exchange the ingest does not bind is refused (403); each file is published once.
 with xs_<source> bound to xr_<source>: one report of the source's went round xreport,
 xr_<source> and its report shovel for ever (~500 a second); now dropped by msg_by_user.
 
+A session opened with a source's own password: alice posts http:// and ftp:// URLs with
+her password in them; bob then names the same user with a password he made up. The pump
+reused alice's session (ftp) or her Authorization header (http) and published alice's
+private file in bob's tree. Now the URL's password is part of what a session is for.
+
 ``directory .../${SOURCE}`` (the form man sr_sarra gives for a pump copying another pump,
 and man sr_subscribe documents): the ``source`` header comes from upstream. A hostile
 upstream's ``source`` of ``../victim`` moved the target directory itself, so that a post
@@ -21,11 +26,13 @@ import os
 import time
 
 import amqp
+import hashlib
 import pytest
 
 from sarra import checksum, message
 from sarra.broker import Broker
 from scripts.pump_demo import Pump
+from tests.integration import servers
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
     post_msg, stub_http, sub_env)
 
@@ -158,3 +165,48 @@ def test_exchange_to_exchange_binding_does_not_loop_reports(pump):
     day = time.strftime("%Y%m%d", time.gmtime())
     assert _arrived(pump, {os.path.join(day, alice, rel): md5 for rel, md5 in files.items()},
                     30), pump.log_tail()
+
+
+def _raw_post(pump, role, base, rel, data):
+    with Broker(pump.url(role), reconnect=False) as b:
+        b.publish("xs_" + pump.users[role], "v02.post." + ".".join(w for w in rel.split("/") if w),
+                  "%s %s %s" % (message.now(), base, rel),
+                  {"sum": "d," + hashlib.md5(data).hexdigest(),
+                   "parts": "1,%d,1,0,0" % len(data)})
+        b.wait_confirms(10)
+
+
+@pytest.mark.parametrize("scheme", ["http", "ftp"])
+def test_a_session_opened_with_one_sources_password_is_not_lent_to_another(pump, scheme,
+                                                                             tmp_path):
+    alice, bob = pump.users["alice"], pump.users["bob"]
+    day = time.strftime("%Y%m%d", time.gmtime())
+    root = tmp_path / "alices_server"
+    (root / "priv").mkdir(parents=True)
+    secret, public = b"alice's private data: not for bob\n", b"alice's public data\n"
+    (root / "priv" / "secret.txt").write_bytes(secret)
+    (root / "pub.txt").write_bytes(public)
+    user, pw = "alice", "Al1ce-s3cret"
+    if scheme == "http":
+        srv = servers.start_http(str(root), str(tmp_path), auth=(user, pw))
+    else:
+        srv = servers.start_ftp(str(root), str(tmp_path), user, pw)
+    try:
+        where = "%s:%d" % (srv.host, srv.port)
+        _raw_post(pump, "alice", "%s://%s:%s@%s/" % (scheme, user, pw, where), "/pub.txt",
+                  public)
+        assert _arrived(pump, {os.path.join(day, alice, "pub.txt"):
+                               hashlib.md5(public).hexdigest()}, 30), pump.log_tail()
+        _raw_post(pump, "bob", "%s://%s:guessed@%s/" % (scheme, user, where),
+                  "/priv/secret.txt", secret)
+        good = os.urandom(64)                 # then a good file of bob's, from his server
+        name = "good_%s.bin" % scheme
+        with open(os.path.join(pump.src["bob"], name), "wb") as f:
+            f.write(good)
+        _raw_post(pump, "bob", pump.http_url("bob"), "/" + name, good)
+        assert _arrived(pump, {os.path.join(day, bob, name): hashlib.md5(good).hexdigest()},
+                        30), pump.log_tail()
+    finally:
+        srv.proc.kill()
+    assert not [f for f in pump.pump_files() if f.startswith(os.path.join(day, bob, "priv"))]
+    assert not os.path.exists(os.path.join(pump.dst, day, bob, "priv", "secret.txt"))

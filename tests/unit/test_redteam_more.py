@@ -125,3 +125,40 @@ def test_a_pump_reposts_oldname_and_newname_in_its_own_tree(home, tmp_path):
     assert post.relpath == "/20240101/alice/new.dat"
     assert post.headers["oldname"] == "/20240101/alice/20240101/bob/precious.dat"
     assert "newname" not in post.headers        # '..': not placed in the tree at all
+
+
+def test_an_sftp_session_is_not_reused_for_another_password(monkeypatch):
+    """As ftp and http (tests/integration/test_hostile_more.py): a session opened with the
+    password one URL gives is not reused for a URL naming the same user with another.
+    (paramiko faked: the logins the driver makes are recorded.)"""
+    import logging
+    import types
+    from sarra.transfer import sftp
+    logins = []
+
+    class Client:
+        def load_system_host_keys(self):
+            pass
+
+        def set_missing_host_key_policy(self, policy):
+            pass
+
+        def connect(self, host, password=None, **kw):
+            logins.append(password)
+
+        def get_transport(self):
+            return types.SimpleNamespace(set_keepalive=lambda n: None, is_active=lambda: True)
+
+        def close(self):
+            pass
+    channel = types.SimpleNamespace(settimeout=lambda t: None)
+    monkeypatch.setattr(sftp.paramiko, "SSHClient", Client)
+    monkeypatch.setattr(sftp.paramiko.SFTPClient, "from_transport", classmethod(
+        lambda cls, t, **kw: types.SimpleNamespace(get_channel=lambda: channel,
+                                                   close=lambda: None)))
+    t = sftp.SftpTransfer(credentials=lambda url: None, timeout=5,
+                          logger=logging.getLogger("t"))
+    t._session("sftp://alice:right@h/a")
+    t._session("sftp://alice:right@h/b")
+    t._session("sftp://alice:guessed@h/private")
+    assert logins == ["right", "guessed"]
