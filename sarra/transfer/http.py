@@ -445,6 +445,8 @@ class HttpTransfer(RequestsHttpTransfer):
         does not know must not be sent the one another source gave."""
         key = ep.key, ep.password
         if key not in self._hosts:
+            if len(self._hosts) >= 256:     # one per password a URL gave: bounded
+                self._hosts.clear()
             headers = None
             if not _proxied(ep.scheme):
                 _, headers, auth = self._request_args(url)
