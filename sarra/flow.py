@@ -50,6 +50,8 @@ from sarra.work import (Counters, Outcome, TransferInterrupted, Work,  # noqa: F
 DRIVER_MODULES = {"http": "sarra.transfer.http", "https": "sarra.transfer.http",
                   "sftp": "sarra.transfer.sftp", "ftp": "sarra.transfer.ftp",
                   "ftps": "sarra.transfer.ftp", "file": "sarra.transfer.file"}
+#: transfer drivers (each with its open connection) a flow keeps; one more closes them all
+MAX_DRIVERS = 64
 #: retries are also taken after this many new messages, so a busy queue cannot starve them
 RETRY_EVERY = 100
 STATS_EVERY = 2.0      # seconds; health.STATS_EVERY (status current within a few s)
@@ -560,6 +562,21 @@ class Flow:
             raise KeyError(scheme)
         if mod is not None:
             importlib.import_module(mod)
+        if len(self._by_base) >= 8 * MAX_DRIVERS:
+            self._by_base.clear()
+        if len(self.transfers) >= MAX_DRIVERS \
+                and transfer.split_url(url).key not in self.transfers:
+            # one driver, and its open connection, per endpoint the messages name: a source
+            # naming thousands (users, ports, host names of its own) would hold as many
+            # sockets, until no instance could open a file for anyone (EMFILE)
+            for old in self.transfers.values():
+                try:
+                    old.close()
+                except Exception:
+                    pass
+            self.transfers.clear()
+            self._by_base.clear()
+            self.__dict__.pop("_creds", None)
         t = transfer.for_url(url, self.transfers, credentials=self._credential_for,
                              timeout=self.cfg.timeout or 300, logger=self.log)
         if baseurl is not None:

@@ -162,3 +162,21 @@ def test_an_sftp_session_is_not_reused_for_another_password(monkeypatch):
     t._session("sftp://alice:right@h/b")
     t._session("sftp://alice:guessed@h/private")
     assert logins == ["right", "guessed"]
+
+
+def test_a_flow_keeps_a_bounded_number_of_transfer_drivers(home, monkeypatch):
+    """One driver, and its open connection, per scheme/host/port/user a message names: a
+    source naming a thousand users of its own server held a thousand sockets (kept alive by
+    that server) in every pump instance, until none could open a file (EMFILE)."""
+    from sarra import flow as flowmod
+    from sarra.transfer.http import HttpTransfer
+    closed = []
+    monkeypatch.setattr(HttpTransfer, "close", lambda self: closed.append(self))
+    bound = getattr(flowmod, "MAX_DRIVERS", 64)
+    f = _flow(str(home / "dst"))
+    for i in range(3 * bound):
+        f.transfer_for("http://u%d@h/f" % i, "http://u%d@h/" % i)
+    assert len(f.transfers) <= bound and len(f._by_base) <= bound
+    assert len(closed) >= 2 * bound
+    same = f.transfer_for("http://u0@h/g")          # below the bound: still reused
+    assert f.transfer_for("http://u0@h/h") is same
