@@ -88,6 +88,8 @@ def check_work(flow, work):
     path = work.local_path
     if path is not None:
         check_name(path)
+        if getattr(flow.preset.work, "__module__", None) == "sarra.download":
+            check_name(temp_name(flow, work, path))     # a name that fits, its temp not
     if flow.preset.posts and flow.post_broker is not None:
         check_postable(flow, work)
 
@@ -99,6 +101,19 @@ def check_name(path: str):
     if len(raw) >= PATH_MAX or any(len(c) > NAME_MAX for c in raw.split(b"/")):
         raise Outcome(403, f"Forbidden: local name too long (names of at most {NAME_MAX} "
                            f"bytes, paths under {PATH_MAX}): {_shown(path)}")
+
+
+def temp_name(flow, work, path: str) -> str:
+    """The longest name a download writes for ``path``: its temporary name (inflight),
+    of its part file when blocks are kept in part files (download.py)."""
+    from sarra import placement
+    try:
+        parts, algo = work.msg.parts, work.msg.sum.algo
+    except ValueError:
+        parts = None
+    if parts is not None and not parts.whole and not flow.cfg.inplace:
+        path = path + parts.suffix(algo)
+    return placement.inflight_path(path, flow.cfg.inflight)
 
 
 def _shown(path: str) -> str:

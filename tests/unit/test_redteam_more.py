@@ -180,3 +180,25 @@ def test_a_flow_keeps_a_bounded_number_of_transfer_drivers(home, monkeypatch):
     assert len(closed) >= 2 * bound
     same = f.transfer_for("http://u0@h/g")          # below the bound: still reused
     assert f.transfer_for("http://u0@h/h") is same
+
+
+def test_a_name_whose_temporary_name_is_too_long_is_refused_once(home):
+    """A name of 252 to 255 bytes passed the NAME_MAX check, but its temporary name (.tmp,
+    or a part file's .<bsz>.<blktot>.<brem>.<bno>.<algo>.Part.tmp) did not fit: 499, retried
+    from the retry queue again and again. Now 403 before any transfer, not retried."""
+    import pytest
+    from sarra import msgbounds
+    for inplace, name, parts in (("off", "n" * 253, "1,16,1,0,0"),
+                                 ("off", "n" * 240, "p,16,3,0,1"),
+                                 ("on", "n" * 253, "i,16,3,0,1")):
+        flow = _flow(str(home / "dst"), [("inplace", inplace)])
+        w = Work(message.make_post("20240101000000.0", "http://h/", "/" + name,
+                                   {"sum": "d," + "0" * 32, "parts": parts}))
+        download.destination(flow, w)
+        with pytest.raises(Outcome) as e:
+            msgbounds.check_work(flow, w)
+        assert e.value.code == 403 and not e.value.retry, (parts, e.value.text)
+    ok = Work(message.make_post("20240101000000.0", "http://h/", "/" + "n" * 200,
+                                {"sum": "d," + "0" * 32, "parts": "p,16,3,0,1"}))
+    download.destination(flow, ok)
+    msgbounds.check_work(flow, ok)
