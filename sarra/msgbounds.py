@@ -110,7 +110,9 @@ def temp_name(flow, work, path: str) -> str:
     try:
         parts, algo = work.msg.parts, work.msg.sum.algo
     except ValueError:
-        parts = None
+        parts, algo = None, None
+    if algo == "L":
+        return path + ".sarra-link"                 # download._symlink's temporary name
     if parts is not None and not parts.whole and not flow.cfg.inplace:
         path = path + parts.suffix(algo)
     return placement.inflight_path(path, flow.cfg.inflight)

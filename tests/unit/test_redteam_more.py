@@ -202,3 +202,15 @@ def test_a_name_whose_temporary_name_is_too_long_is_refused_once(home):
                                 {"sum": "d," + "0" * 32, "parts": "p,16,3,0,1"}))
     download.destination(flow, ok)
     msgbounds.check_work(flow, ok)
+
+
+def test_a_link_whose_temporary_name_is_too_long_is_refused_once(home):
+    import pytest
+    from sarra import msgbounds
+    flow = _flow(str(home / "dst"))
+    w = Work(message.make_post("20240101000000.0", "http://h/", "/" + "l" * 248,
+                               {"sum": "L," + "0" * 128, "link": "x"}))
+    download.destination(flow, w)
+    with pytest.raises(Outcome) as e:
+        msgbounds.check_work(flow, w)
+    assert e.value.code == 403 and not e.value.retry
