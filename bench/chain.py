@@ -60,11 +60,11 @@ def log_times(log_path: Path, marker="downloaded "):
 
 
 class Poster:
-    """alice's posts on A:xs_alice, made in this process (sarra.poster + Broker)."""
+    """alice's posts on A:xs_alice, made in this process (sarra.flow.poster + Broker)."""
 
     def __init__(self, url, exchange, src):
-        from sarra.broker import Broker
-        from sarra.poster import PostOptions
+        from sarra.broker.client import Broker
+        from sarra.flow.poster import PostOptions
         self.broker = Broker(url, reconnect=False)
         self.broker.connect()
         self.exchange = exchange
@@ -72,7 +72,7 @@ class Poster:
                                 to_clusters="C", exchange=exchange, use_xattr=False)
 
     def post(self, path) -> float:
-        from sarra.poster import posts_for_path
+        from sarra.flow.poster import posts_for_path
         msgs = posts_for_path(str(path), self.opts)
         for m in msgs:
             topic, body, headers = m.encode()

@@ -5,7 +5,7 @@
 Writes a 1 GiB file of random bytes (removed at the end), reads it once so the page cache
 is warm for everyone, then RUNS times, alternating, each in a fresh child process:
 
-* ours: sarra.poster.file_posts() with the options sr_post builds from its configuration
+* ours: sarra.flow.poster.file_posts() with the options sr_post builds from its configuration
   (sarra.commands.post.post_options: default bufsize, ``--sum d|s``, ``--blocksize 1``
   = whole file, or ``--blocksize 64M`` = 16 parts hashed by the block-hashing threads);
   the file's cached-sum xattrs are removed before each run, so it really hashes;
@@ -138,7 +138,7 @@ def main():
             results.append((algo, common.median(base), {m: common.median(v) for m, v in
                                                         ours.items()},
                             {m: common.median(v) for m, v in rss.items()}))
-        print("(ours: sarra.poster.file_posts with sr_post's options; hashlib: one object, "
+        print("(ours: sarra.flow.poster.file_posts with sr_post's options; hashlib: one object, "
               "8 MiB readinto)")
         for algo, base, ours, rss in results:
             name = {"d": "md5 (sum d)", "s": "sha512 (sum s)"}[algo]

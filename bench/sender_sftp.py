@@ -8,7 +8,7 @@ keys, internal-sftp rooted in a temporary directory) receives, in the same run:
 
 * scp (OpenSSH 9: the SFTP protocol) of the file: wall time of the command;
 * `sr_sender foreground` (already connected to the broker and bound): the file is
-  announced (sarra.poster, one whole-file post; --parts: 64 MiB blocks, sent as blocks),
+  announced (sarra.flow.poster, one whole-file post; --parts: 64 MiB blocks, sent as blocks),
   and the time runs from the announcement to the file's final name at full size on the
   server (inflight .tmp renamed; with --parts every block written).
 
@@ -69,8 +69,8 @@ def main(argv=None):
         (home / d).mkdir(parents=True)
     os.environ.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
                       XDG_CACHE_HOME=str(home / ".cache"))
-    from sarra.broker import Broker
-    from sarra.poster import PostOptions, posts_for_path
+    from sarra.broker.client import Broker
+    from sarra.flow.poster import PostOptions, posts_for_path
     from tests.integration import servers
     from tests.conftest import command_argv, command_env
 

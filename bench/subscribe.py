@@ -60,7 +60,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from sarra import message  # noqa: E402
-from sarra.broker import Broker  # noqa: E402
+from sarra.broker.client import Broker  # noqa: E402
 
 BROKER = os.environ.get("SARRA_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)

@@ -17,7 +17,7 @@ least 50 % of raw).
 Memory: a child process fills a claim store with E entries (one transaction), then makes
 100,000 claims against it; it reports the growth of its RSS (the store's memory is the
 SQLite page cache, the entries live in the file) and the file's size. For comparison the
-per-process dict of sarra.cache.DupCache with E entries is measured with tracemalloc.
+per-process dict of sarra.flow.cache.DupCache with E entries is measured with tracemalloc.
 """
 
 import argparse
@@ -75,7 +75,7 @@ def fill(ch, exchanges, products, seed):
 WINNOW_CHILD = textwrap.dedent("""
     import json, logging, sys, time
     from sarra import components, config, logs
-    from sarra.flow import Flow
+    from sarra.flow.engine import Flow
     total = int(sys.argv[2])
     cfg = config.load("winnow", sys.argv[1])
     # as a background instance logs: to its log file, at the configured level (info)
@@ -154,7 +154,7 @@ MEMORY_CHILD = textwrap.dedent("""
                 return int(line.split()[1]) * 1024
     path, n = sys.argv[1], int(sys.argv[2])
     from sarra import winnow
-    from sarra.cache import DupCache
+    from sarra.flow.cache import DupCache
     keys = [winnow.digest("d,%032x" % i, "/bench/p%07d*1,1000,1,0,0" % i)
             for i in range(n - 50000, n + 50000)]          # half known, half new
     before = rss()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the option reference of man/sr_config.7 from the option table (sarra/options.py).
+"""Generate the option reference of man/sr_config.7 from the option table (sarra/config/options.py).
 
 The page is hand-written prose plus one generated block between two roff comment lines
 (BEGIN and END below). Every option of ``options.OPTIONS`` gets an entry with its aliases,
@@ -28,7 +28,7 @@ END = '.\\" END GENERATED OPTION REFERENCE'
 def _options():
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
-    from sarra import options
+    from sarra.config import options
     return options
 
 

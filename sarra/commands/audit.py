@@ -14,11 +14,12 @@ import os
 import sys
 import time
 
-from sarra import (audit, config, health, instances, logs, options, paths, proctitle,
-                   secretargs)
+from sarra import paths
+from sarra.ops import audit, health, instances, logs, proctitle, secretargs
+from sarra.config import parser as config, options
 from sarra.commands import common
-from sarra.credentials import Credentials, CredentialsError
-from sarra.rabbitadmin import ApiError, ManagementAPI
+from sarra.config.credentials import Credentials, CredentialsError
+from sarra.broker.admin import ApiError, ManagementAPI
 
 ACTIONS = ("setup", "declare", "check", "show", "foreground", "start", "stop", "restart",
            "status", "sanity")

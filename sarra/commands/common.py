@@ -10,7 +10,7 @@ import os
 import select
 import sys
 
-from sarra import options
+from sarra.config import options
 
 OK, SOME_FAILED, USAGE, BROKER = 0, 1, 2, 3
 
@@ -161,7 +161,7 @@ def cli_warnings(program: str) -> None:
     """Until the command sets up its own logging: what the sarra modules warn about (an
     unknown option, an instance that would not start...) goes to stderr as one line
     '<program>: <text>' (no second prefix when the text already starts with program)."""
-    from sarra import logs
+    from sarra.ops import logs
     logger = logging.getLogger(logs.LOGGER_NAME)
     if any(getattr(h, "_sarra_handler", False) for h in logger.handlers):
         return
@@ -183,7 +183,7 @@ def cli_warnings(program: str) -> None:
 
 
 def setup_cli_logging(level: str = "info"):
-    from sarra import logs
+    from sarra.ops import logs
     return logs.setup_logging(component_for_log(), None, None, level=level or "info", foreground=True)
 
 

@@ -13,11 +13,14 @@ import shutil
 import signal
 import sys
 
-from sarra import (actions, components, config, consumer, health, instances, logs, paths,
-                   proctitle, secretargs)
-from sarra.broker import Broker, BrokerError
+from sarra import paths
+from sarra.commands import actions
+from sarra.flow import presets as components, consumer
+from sarra.config import parser as config
+from sarra.ops import health, instances, logs, proctitle, secretargs
+from sarra.broker.client import Broker, BrokerError
 from sarra.commands import common
-from sarra.credentials import Credentials, CredentialsError
+from sarra.config.credentials import Credentials, CredentialsError
 
 NO_CONFIG_ACTIONS = ("list", "status", "start", "stop", "restart", "sanity", "cleanup")
 FILE_ACTIONS = ("list", "edit", "add", "remove", "enable", "disable")
@@ -205,7 +208,7 @@ def _broker_action(component, action, cfg) -> int:
 
 def foreground(component, cfg, no=None) -> int:
     """Run one instance in this process until SIGTERM/SIGINT."""
-    from sarra.flow import Flow
+    from sarra.flow.engine import Flow
     background = no is not None
     instance = no or 1
     log = logs.setup_logging(component, cfg.name, instance if background else None,

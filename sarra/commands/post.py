@@ -10,13 +10,15 @@ import logging
 import os
 import sys
 
-from sarra import config, logs, paths, plugin
-from sarra.broker import Broker, BrokerAccessRefused, BrokerError
-from sarra.cache import DupCache, cache_key
+from sarra import paths, plugin
+from sarra.config import parser as config
+from sarra.ops import logs
+from sarra.broker.client import Broker, BrokerAccessRefused, BrokerError
+from sarra.flow.cache import DupCache, cache_key
 from sarra.commands import common
-from sarra.credentials import Credentials, CredentialsError
+from sarra.config.credentials import Credentials, CredentialsError
 from sarra.message import MessageError, escape
-from sarra.poster import PostError, PostOptions, posts_for_path, relpath_of, remove_post, walk
+from sarra.flow.poster import PostError, PostOptions, posts_for_path, relpath_of, remove_post, walk
 
 PROGRAM = "sr_post"
 #: the xattr sum cache (user.sr_sum/user.sr_mtime) is used for files of at least this

@@ -1,5 +1,5 @@
-"""sr_report: see man sr_report; the work is done by the shared flow (sarra/flow.py) with the
-'report' preset of sarra/components.py."""
+"""sr_report: see man sr_report; the work is done by the shared flow (sarra/flow/engine.py) with the
+'report' preset of sarra/flow/presets.py."""
 
 import sys
 

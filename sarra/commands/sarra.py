@@ -1,5 +1,5 @@
-"""sr_sarra: see man sr_sarra; the work is done by the shared flow (sarra/flow.py) with the
-'sarra' preset of sarra/components.py."""
+"""sr_sarra: see man sr_sarra; the work is done by the shared flow (sarra/flow/engine.py) with the
+'sarra' preset of sarra/flow/presets.py."""
 
 import sys
 

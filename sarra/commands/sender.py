@@ -1,5 +1,5 @@
-"""sr_sender: see man sr_sender; the work is done by the shared flow (sarra/flow.py) with the
-'sender' preset of sarra/components.py (sarra/send.py pushes the files)."""
+"""sr_sender: see man sr_sender; the work is done by the shared flow (sarra/flow/engine.py) with the
+'sender' preset of sarra/flow/presets.py (sarra/flow/send.py pushes the files)."""
 
 import sys
 

@@ -1,5 +1,5 @@
-"""sr_shovel: see man sr_shovel; the work is done by the shared flow (sarra/flow.py) with the
-'shovel' preset of sarra/components.py."""
+"""sr_shovel: see man sr_shovel; the work is done by the shared flow (sarra/flow/engine.py) with the
+'shovel' preset of sarra/flow/presets.py."""
 
 import sys
 

@@ -8,7 +8,7 @@ sanity also to configurations that still have instances or a recorded count); a 
 ``subscribe/dd_all``, ``sr_subscribe/dd_all``, ``sarra`` (all of a component) or a glob
 (``sarra/*``, ``*/dd_*``).
 
-Instances are kept up by one supervisor process per user (sarra/supervisor.py) that
+Instances are kept up by one supervisor process per user (sarra/ops/supervisor.py) that
 `start` launches; `stop` without names stops it and everything it ran.
 """
 
@@ -25,7 +25,10 @@ from typing import Dict, List, Optional, Tuple
 
 import psutil
 
-from sarra import actions, config, health, instances, logs, options, paths, supervisor
+from sarra import paths
+from sarra.commands import actions
+from sarra.config import parser as config, options
+from sarra.ops import health, instances, logs, supervisor
 
 SINGLE_INSTANCE = ("watch", "poll", "post")
 from sarra.commands import common
@@ -320,7 +323,7 @@ def _queue_name(item: Item, cfg) -> Optional[str]:
     if not d.is_dir():
         return None
     try:
-        from sarra import consumer
+        from sarra.flow import consumer
         text = Path(consumer.queue_file(cfg)).read_text().strip()
     except (OSError, ImportError):
         return None
@@ -331,8 +334,8 @@ def queue_depths(queries: List[Tuple[int, str, str]], timeout: float = QUEUE_TIM
                  ) -> Tuple[Dict[int, Optional[int]], Dict[str, str]]:
     """{key: messages waiting (None: unknown)}, {broker: error} for (key, broker URL,
     queue) queries; one connection per broker, all in parallel, within ``timeout`` s."""
-    from sarra.broker import Broker, BrokerError, redact
-    from sarra.credentials import Credentials, CredentialsError
+    from sarra.broker.client import Broker, BrokerError, redact
+    from sarra.config.credentials import Credentials, CredentialsError
     depths: Dict[int, Optional[int]] = {}
     errors: Dict[str, str] = {}
     by_broker: Dict[str, List[Tuple[int, str]]] = {}

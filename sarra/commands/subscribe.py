@@ -1,5 +1,5 @@
-"""sr_subscribe: see man sr_subscribe; the work is done by the shared flow (sarra/flow.py) with the
-'subscribe' preset of sarra/components.py."""
+"""sr_subscribe: see man sr_subscribe; the work is done by the shared flow (sarra/flow/engine.py) with the
+'subscribe' preset of sarra/flow/presets.py."""
 
 import sys
 

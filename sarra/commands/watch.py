@@ -6,7 +6,7 @@ Actions: foreground start stop restart status sanity cleanup list edit add remov
 disable show log.  ``foreground`` also runs without a configuration, from command-line
 options (--post_broker, --post_base_url, --path ...).
 
-The daemon itself (events, readiness, posting, state) is sarra.watchdaemon.
+The daemon itself (events, readiness, posting, state) is sarra.watch.daemon.
 
 Watch-only options not (yet) in the common option table, read from the configuration:
 ``snapshot_interval <duration>`` (post a file still being written at that interval, only
@@ -20,12 +20,14 @@ import os
 import shutil
 import sys
 
-from sarra import (actions, config, health, instances, logs, options, paths, plugin,
-                   proctitle, secretargs)
-from sarra.broker import BrokerError
+from sarra import paths, plugin
+from sarra.commands import actions
+from sarra.config import parser as config, options
+from sarra.ops import health, instances, logs, proctitle, secretargs
+from sarra.broker.client import BrokerError
 from sarra.commands import common, consumer
-from sarra.credentials import CredentialsError
-from sarra.watchdaemon import COMPONENT, Daemon
+from sarra.config.credentials import CredentialsError
+from sarra.watch.daemon import COMPONENT, Daemon
 
 PROGRAM = "sr_watch"
 ACTIONS = ("foreground", "start", "stop", "restart", "status", "sanity", "cleanup", "list",

@@ -1,5 +1,5 @@
-"""sr_winnow: see man sr_winnow; the work is done by the shared flow (sarra/flow.py) with the
-'winnow' preset of sarra/components.py."""
+"""sr_winnow: see man sr_winnow; the work is done by the shared flow (sarra/flow/engine.py) with the
+'winnow' preset of sarra/flow/presets.py."""
 
 import sys
 

@@ -6,7 +6,7 @@ Sets ``parent.msg.local_file``: for a ``file:`` URL its path, otherwise the relp
 after it may change ``local_file``.
 """
 
-from sarra.send import local_file
+from sarra.flow.send import local_file
 
 
 def on_message(parent):

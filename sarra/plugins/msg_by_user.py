@@ -5,14 +5,14 @@ when the <user> field of its body (the broker user of the consumer that wrote it
 them; everything else, posts included, is dropped. sr_police's report routing shovel
 ``rr_<user>2xreport`` reads xs_<user> with it: a user can write only to its own xs_
 exchange, so the consumer of a report taken from an xs_ exchange is set to that
-exchange's owner first (sarra.reportguard.stamp_consumer: whatever consumer a report
+exchange's owner first (sarra.flow.reportguard.stamp_consumer: whatever consumer a report
 claims, the source sees the account that published it). A report with a code or
 duration that is not one (000, nan) is dropped with one line.
 With no ``msg_by_user`` option every message is dropped (and an error is logged once).
 """
 
 from sarra.plugin import plugin_logger
-from sarra.reportguard import printable, publisher, report_problem, stamp_consumer
+from sarra.flow.reportguard import printable, publisher, report_problem, stamp_consumer
 
 #: plugin options this module reads (for unknown-option checks)
 OPTIONS = ("msg_by_user",)
@@ -35,7 +35,7 @@ def wanted(parent, option):
 
 
 def _unbound(exchange, cfg):
-    from sarra.components import delivered_unbound
+    from sarra.flow.presets import delivered_unbound
     return delivered_unbound(exchange or "", cfg)
 
 

@@ -3,7 +3,7 @@
 Option: ``msg_from_cluster <cluster>`` (repeatable, or a comma-separated list; ``*`` keeps
 every report). A report is kept when its ``from_cluster`` header (the cluster where the
 data entered the network) is one of them; posts are always dropped. The report routing
-shovels of sarra/routing.py use it to send the reports about another pump's data back
+shovels of sarra/flow/routing.py use it to send the reports about another pump's data back
 toward that pump (reports.md §5.2). With no option every message is dropped (error logged
 once).
 """

@@ -8,7 +8,7 @@ Fields, separated by two spaces: the time the report was received (UTC; a v02 re
 carries no time of its own), who (broker user @ host of the consumer), the code and its
 message header, the duration the consumer took (seconds), and the URL of the file.
 Every field is the consumer's own text, so control characters in it are escaped
-(sarra.reportguard.printable: ``\\n``, ``\\x1b``...): one report is one line, and nothing in
+(sarra.flow.reportguard.printable: ``\\n``, ``\\x1b``...): one report is one line, and nothing in
 it reaches the terminal raw.
 Messages that are not reports are skipped silently. The message always goes on (True).
 """
@@ -17,7 +17,7 @@ import sys
 import time
 
 from sarra.plugins.msg_by_user import message_of
-from sarra.reportguard import printable
+from sarra.flow.reportguard import printable
 
 
 def format_line(msg, received=None) -> str:

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import time
 
-from sarra import instances
+from sarra.ops import instances
 from sarra.plugin import get_option, plugin_logger
 from sarra.plugins.file_log import local_path
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from sarra import instances
+from sarra.ops import instances
 
 COMPONENT = "dummy"
 

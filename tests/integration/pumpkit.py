@@ -18,7 +18,7 @@ import time
 
 import amqp
 
-from sarra.broker import Broker
+from sarra.broker.client import Broker
 
 
 @contextlib.contextmanager

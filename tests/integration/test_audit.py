@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from sarra import paths
-from sarra.audit import role_permissions
-from sarra.broker import Broker, BrokerAccessRefused
+from sarra.ops.audit import role_permissions
+from sarra.broker.client import Broker, BrokerAccessRefused
 from sarra.commands import audit as audit_cmd
 from tests.conftest import amqp_connect, command_argv, command_env, parse_broker_url
 

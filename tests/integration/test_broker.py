@@ -1,4 +1,4 @@
-"""sarra.broker against the real test broker (fixtures: tests/conftest.py)."""
+"""sarra.broker.client against the real test broker (fixtures: tests/conftest.py)."""
 
 import logging
 import selectors
@@ -9,7 +9,7 @@ import time
 import amqp
 import pytest
 
-from sarra.broker import Broker, BrokerAccessRefused, BrokerError, BrokerStopped, parse_url
+from sarra.broker.client import Broker, BrokerAccessRefused, BrokerError, BrokerStopped, parse_url
 
 HEADERS = {'sum': 'd,d41d8cd98f00b204e9800998ecf8427e', 'parts': '1,0,1,0,0',
            'to_clusters': 'localhost', 'mtime': '20240315123456.789', 'mode': '644',
@@ -311,7 +311,7 @@ def test_backoff_warns_and_stops(make_broker, caplog):
         with pytest.raises(BrokerStopped):
             b.connect()
     assert time.monotonic() - t < 2
-    warnings = [r.getMessage() for r in caplog.records if r.name == 'sarra.broker']
+    warnings = [r.getMessage() for r in caplog.records if r.name == 'sarra.broker.client']
     assert len(warnings) >= 3
     assert all(f'amqp://guest@127.0.0.1:{port}/' in w for w in warnings)
     assert not any('hidden' in w for w in warnings)

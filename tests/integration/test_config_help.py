@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 import sarra
-from sarra import instances
+from sarra.ops import instances
 from tests.conftest import REPO
 
 

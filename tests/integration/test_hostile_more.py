@@ -30,7 +30,7 @@ import hashlib
 import pytest
 
 from sarra import checksum, message
-from sarra.broker import Broker
+from sarra.broker.client import Broker
 from scripts.pump_demo import Pump
 from tests.integration import servers
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)

@@ -22,7 +22,7 @@ import unicodedata
 
 import pytest
 
-from sarra.broker import Broker
+from sarra.broker.client import Broker
 from tests.integration import pumpkit
 from tests.integration.pumpkit import today
 

@@ -16,7 +16,7 @@ import os
 import requests
 
 from sarra import checksum, message
-from sarra.broker import Broker
+from sarra.broker.client import Broker
 from scripts.pump_demo import md5
 from tests.integration.pumpkit import today
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)

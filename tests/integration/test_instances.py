@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sarra import instances
+from sarra.ops import instances
 from tests.conftest import REPO
 
 COMP = "dummy"

@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from sarra.broker import Broker, BrokerAccessRefused
+from sarra.broker.client import Broker, BrokerAccessRefused
 from tests.integration.pumpkit import admin_tap, today
 
 HEADERS = {"sum": "d,d41d8cd98f00b204e9800998ecf8427e", "parts": "1,0,1,0,0"}

@@ -28,8 +28,10 @@ from pathlib import Path
 import amqp
 import pytest
 
-from sarra import audit, checksum, routing
-from sarra.rabbitadmin import ManagementAPI
+from sarra import checksum
+from sarra.ops import audit
+from sarra.flow import routing
+from sarra.broker.admin import ManagementAPI
 from tests.conftest import amqp_connect, parse_broker_url
 from tests.integration import servers
 from tests.integration.test_sender import Runner, make_files, md5, sr_post, wait_for

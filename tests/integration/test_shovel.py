@@ -7,8 +7,9 @@ import time
 import amqp
 import pytest
 
-from sarra import config, routing
-from sarra.components import preset
+from sarra.config import parser as config
+from sarra.flow import routing
+from sarra.flow.presets import preset
 from tests.integration.test_sender import Runner, wait_for
 
 SUM = "d,d41d8cd98f00b204e9800998ecf8427e"

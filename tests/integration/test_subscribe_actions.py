@@ -17,7 +17,7 @@ import psutil
 import pytest
 import requests
 
-from sarra import instances
+from sarra.ops import instances
 
 from tests.conftest import command_argv, command_env
 from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)

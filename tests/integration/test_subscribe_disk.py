@@ -284,7 +284,7 @@ def test_a_spliced_download_onto_a_full_disk_names_the_path(small_fs, tmp_path, 
     the connection is not reused for the next request."""
     import http.server
     import threading
-    from sarra.fetch import _HashThread
+    from sarra.flow.fetch import _HashThread
     from sarra.transfer import LocalWriteError
     from sarra.transfer.http import BIG_BODY, HttpTransfer
     root = tmp_path / "www"

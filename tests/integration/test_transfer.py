@@ -336,7 +336,7 @@ def test_http_big_bodies_spliced_or_read_into_lent_buffers(_http, tmp_path):
     and hashed from it (whole, and in place at an offset); when the server ignores Range,
     they go through buffers lent by the hash thread (no copy, no allocation per piece) and
     are skipped to the offset. The digest is right; the pool never grows past POOL."""
-    from sarra.fetch import _HashThread
+    from sarra.flow.fetch import _HashThread
     (_http.root / 'norange').mkdir(exist_ok=True)
     size = BIG_BODY + 3 * BIG_READ + 12_345            # not a multiple of anything
     payload = os.urandom(size)
@@ -681,7 +681,7 @@ class _RawHttp:
 def test_http_spliced_body_reuses_the_connection_and_fails_cleanly(tmp_path, mode):
     """The splice path: two bodies over one kept-alive connection; a body cut short or a
     server gone silent half-way is one TransferError that says so, not a hang."""
-    from sarra.fetch import _HashThread
+    from sarra.flow.fetch import _HashThread
     payload = os.urandom(BIG_BODY + 5 * 4096 + 3)
     srv = _RawHttp(payload, mode)
     try:
@@ -747,7 +747,7 @@ def test_http_splice_refused_falls_back_to_copying(tmp_path, monkeypatch, where)
     """A file system (or socket) that cannot splice (EINVAL) gets the bytes copied through
     a buffer instead: the file and digest are right, bytes already in the pipe included."""
     import errno as _errno
-    from sarra.fetch import _HashThread
+    from sarra.flow.fetch import _HashThread
     real = os.splice
     calls = []
 

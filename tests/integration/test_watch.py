@@ -412,8 +412,8 @@ def test_post_on_start_off_stopped_during_its_first_scan_still_spares_the_tree(w
     """The stop arrives while the first scan runs (here: before it starts): what it spared
     is on record all the same, so the next start posts none of it."""
     import logging
-    from sarra import config
-    from sarra.watchdaemon import Daemon
+    from sarra.config import parser as config
+    from sarra.watch.daemon import Daemon
     env, root = watch_env, watch_env.root
     for i in range(5):
         (root / f"old{i}").write_text("old")

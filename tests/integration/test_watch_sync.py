@@ -1,7 +1,7 @@
 """sr_watch and sr_subscribe on the same tree: no echo (the two-way 'sr_box' sync).
 
 A subscriber marks each file it writes with the user.sr_origin extended attribute (size,
-mtime and final path: sarra.watcher.mark_written); a watch with `ignore_written on` skips
+mtime and final path: sarra.watch.events.mark_written); a watch with `ignore_written on` skips
 files whose marker still describes them, and posts them again as soon as they are changed or
 renamed locally.
 """
@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from sarra import watcher
+from sarra.watch import events as watcher
 from tests.conftest import command_argv, command_env
 from tests.integration.test_watch import Msgs, md5, watch_env  # noqa: F401  (fixture)
 
 DOWNLOAD_MARKS = "mark_written" in (Path(__file__).resolve().parents[2] / "sarra" /
+                                    "flow" /
                                     "download.py").read_text()
 
 
@@ -117,7 +118,7 @@ def _wait_file(path: Path, data: bytes, timeout=20):
 
 
 @pytest.mark.xfail(not DOWNLOAD_MARKS, strict=True,
-                   reason="sarra/download.py does not call watcher.mark_written yet")
+                   reason="sarra/flow/download.py does not call watcher.mark_written yet")
 def test_two_way_sync_does_not_echo(watch_env, amqp_exchange, amqp_tap, http_server):
     env = watch_env
     xa = amqp_exchange(f"xs_guest_a{env.uid}", durable=True)

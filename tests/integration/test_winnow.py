@@ -16,8 +16,9 @@ from pathlib import Path
 import amqp
 import pytest
 
-from sarra import checksum, message, winnow
-from sarra.cache import cache_key
+from sarra import checksum, message
+from sarra.flow import winnow
+from sarra.flow.cache import cache_key
 from tests.conftest import REPO, amqp_connect, command_argv, command_env
 
 SAMPLE = REPO / "tests" / "data" / "samples" / "v2_winnow.json"

@@ -1,11 +1,13 @@
-"""sarra.actions: list, add, remove, edit, enable, disable, resolve in a private HOME."""
+"""sarra.commands.actions: list, add, remove, edit, enable, disable, resolve in a private HOME."""
 
 import os
 import stat
 
 import pytest
 
-from sarra import actions, instances, paths
+from sarra import paths
+from sarra.commands import actions
+from sarra.ops import instances
 
 COMP = "subscribe"
 

@@ -1,5 +1,5 @@
 """Frames a hostile peer can make the broker deliver: py-amqp raises on them while reading
-(pinned below); sarra.amqpframes hands them on with their delivery tag, marked."""
+(pinned below); sarra.broker.frames hands them on with their delivery tag, marked."""
 
 import struct
 
@@ -9,9 +9,11 @@ from amqp import method_framing, spec
 from amqp.exceptions import UnexpectedFrame
 from amqp.serialization import dumps, loads
 
-from sarra import amqpframes, components, config
-from sarra.broker import Broker, Delivery, DeliveryTag
-from sarra.flow import Flow
+from sarra.broker import frames as amqpframes
+from sarra.flow import presets as components
+from sarra.config import parser as config
+from sarra.broker.client import Broker, Delivery, DeliveryTag
+from sarra.flow.engine import Flow
 from tests.unit.test_flow import FakeConsumer, FakeReporter, delivery
 
 DELIVER_FMT = 'sLbss'

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from sarra import assemble
+from sarra.flow import assemble
 from sarra.checksum import Parts
 
 

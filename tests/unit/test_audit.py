@@ -13,11 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sarra import audit, config, paths
-from sarra.audit import Police, Pump, pump_from_config, role_permissions
+from sarra import paths
+from sarra.ops import audit
+from sarra.config import parser as config
+from sarra.ops.audit import Police, Pump, pump_from_config, role_permissions
 from sarra.commands import audit as audit_cmd
 from sarra.message import Message, Report
-from sarra.rabbitadmin import ApiError, api_url_for, password_matches
+from sarra.broker.admin import ApiError, api_url_for, password_matches
 
 
 @pytest.fixture
@@ -491,7 +493,7 @@ def test_report_line(capsys):
 # ------------------------------------------------------------------ sr_sarra's source check
 
 def sarra_work(exchange, headers):
-    from sarra.flow import Work
+    from sarra.flow.engine import Work
     msg = Message("20240315121500.11", "http://src/", "/f.txt", dict(headers, sum="d," + "0" * 32),
                   topic="v02.post", exchange=exchange)
     return Work(msg)
@@ -504,15 +506,15 @@ def sarra_flow():
 
 
 def test_impersonation_refused():
-    from sarra.components import sarra_check
-    from sarra.flow import Outcome
+    from sarra.flow.presets import sarra_check
+    from sarra.flow.engine import Outcome
     with pytest.raises(Outcome) as e:
         sarra_check(sarra_flow(), sarra_work("xs_alice", {"source": "bob"}))
     assert e.value.code == 403
 
 
 def test_source_forced_to_exchange_owner():
-    from sarra.components import sarra_check
+    from sarra.flow.presets import sarra_check
     w = sarra_work("xs_alice2", {"from_cluster": "liar"})
     sarra_check(sarra_flow(), w)
     assert w.msg.headers["source"] == "alice2" and w.msg.headers["from_cluster"] == "pump:5672"

@@ -6,9 +6,11 @@ import os
 
 import pytest
 
-from sarra import checksum, components, config, message
-from sarra.broker import Delivery, DeliveryTag
-from sarra.flow import Flow
+from sarra import checksum, message
+from sarra.flow import presets as components
+from sarra.config import parser as config
+from sarra.broker.client import Delivery, DeliveryTag
+from sarra.flow.engine import Flow
 from tests.unit.test_flow import FakeConsumer, FakeReporter
 
 BSZ = 1024
@@ -141,7 +143,7 @@ def test_stopped_around_the_rename_the_redelivery_leaves_one_whole_file(env, mon
     last block renames the whole temporary file (201, on_file then); stopped after it,
     the redelivery is a 304 and leaves no stray temporary file (that on_file is lost: the
     process died before running it)."""
-    from sarra import assemble
+    from sarra.flow import assemble
     real = assemble.finish
     if older:                   # an earlier version of the file is here
         env.src.write_bytes(os.urandom(3 * BSZ))
@@ -188,7 +190,7 @@ def test_a_block_in_flight_when_a_newer_version_starts_goes_to_the_old_file(env,
     version 2 (a new temporary file) and records its block 1. The first one's bytes go
     into the file it set out to write (version 1's, now unlinked), never into version
     2's, and are not recorded (304)."""
-    from sarra import download
+    from sarra.flow import download
     BLK = 2 * BSZ
     v1 = os.urandom(BLK)
     env.src.write_bytes(v1)

@@ -1,12 +1,12 @@
-"""sarra.broker writes basic.publish frames itself: they must be the bytes py-amqp writes."""
+"""sarra.broker.client writes basic.publish frames itself: they must be the bytes py-amqp writes."""
 
 import amqp
 import pytest
 from amqp import method_framing, spec
 from amqp.serialization import dumps
 
-from sarra import broker
-from sarra.broker import BrokerError
+from sarra.broker import client as broker
+from sarra.broker.client import BrokerError
 
 
 class _Conn:

@@ -1,8 +1,8 @@
-"""Unit tests of sarra.broker URL handling (no broker needed)."""
+"""Unit tests of sarra.broker.client URL handling (no broker needed)."""
 
 import pytest
 
-from sarra.broker import BrokerError, Broker, BrokerURL, parse_url, redact
+from sarra.broker.client import BrokerError, Broker, BrokerURL, parse_url, redact
 
 
 @pytest.mark.parametrize('url, expected', [

@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from sarra.cache import DupCache, cache_key
+from sarra.flow.cache import DupCache, cache_key
 from sarra.message import Message
 
 MD5 = "d," + "a" * 32
@@ -119,7 +119,7 @@ def test_different_keys_independent():
 
 
 def test_compaction_bounds_memory(monkeypatch):
-    import sarra.cache as mod
+    import sarra.flow.cache as mod
     monkeypatch.setattr(mod, "MIN_COMPACT", 8)
     clock = Clock()
     c = DupCache(None, 10, clock=clock)
@@ -221,7 +221,7 @@ def test_corrupt_lines_ignored_with_one_warning(tmp_path, caplog):
 
 
 def test_compaction_rewrites_file(tmp_path, monkeypatch):
-    import sarra.cache as mod
+    import sarra.flow.cache as mod
     monkeypatch.setattr(mod, "MIN_COMPACT", 4)
     p = str(tmp_path / "c.cache")
     clock = Clock()

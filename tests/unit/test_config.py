@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from sarra import config, options, paths
-from sarra.config import ConfigError, expand_message_vars, load, parse_cli, sundew_vars
+from sarra import paths
+from sarra.config import parser as config, options
+from sarra.config.parser import ConfigError, expand_message_vars, load, parse_cli, sundew_vars
 
 
 @pytest.fixture
@@ -809,7 +810,8 @@ def test_v2_parts_bad_values(home, value, reason):
 
 def test_statehost_from_the_config_is_this_process_state_host(tmp_path, monkeypatch):
     import socket
-    from sarra import instances, logs, paths
+    from sarra import paths
+    from sarra.ops import instances, logs
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "c"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "k"))

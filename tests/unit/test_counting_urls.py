@@ -7,8 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from sarra import checksum, download, fetch, message, progress
-from sarra.work import Outcome
+from sarra import checksum, message
+from sarra.flow import download, fetch
+from sarra.transfer import progress
+from sarra.flow.work import Outcome
 
 from tests.unit.test_flow import delivery, make_flow, run_batches
 

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from sarra import paths
-from sarra.credentials import Credentials, CredentialsError, parse_url, redact, redact_text
+from sarra.config.credentials import Credentials, CredentialsError, parse_url, redact, redact_text
 
 SAMPLE = """\
 # comment line
@@ -167,7 +167,7 @@ def test_parse_url_fields():
 
 
 def test_no_password_text_names_url_file_and_line_to_add(home):
-    from sarra.credentials import no_password_text
+    from sarra.config.credentials import no_password_text
     text = no_password_text("amqp://nobody@127.0.0.1/")
     assert text == ("no password for amqp://nobody@127.0.0.1/ in %s (add a line "
                     "amqp://nobody:PASSWORD@127.0.0.1/)" % paths.credentials_path())

@@ -4,7 +4,7 @@ back to its pool; anything else it is given is copied first (the giver may reuse
 import hashlib
 import os
 
-from sarra.fetch import _HashThread
+from sarra.flow.fetch import _HashThread
 
 
 def test_lent_buffers_are_hashed_and_reused():

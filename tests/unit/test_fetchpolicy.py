@@ -1,15 +1,15 @@
-"""sarra/fetchpolicy.py: what a source may make a pump fetch, and whose credentials."""
+"""sarra/flow/fetchpolicy.py: what a source may make a pump fetch, and whose credentials."""
 
 import os
 import types
 
 import pytest
 
-from sarra import fetchpolicy
-from sarra.credentials import Credentials
-from sarra.fetchpolicy import Refused, check_url
+from sarra.flow import fetchpolicy
+from sarra.config.credentials import Credentials
+from sarra.flow.fetchpolicy import Refused, check_url
 from sarra.message import Message
-from sarra.work import Outcome, Work
+from sarra.flow.work import Outcome, Work
 
 FILE_OK = fetchpolicy.DEFAULT_SCHEMES + ("file",)
 
@@ -215,7 +215,7 @@ def work(baseurl, relpath, exchange="xs_alice"):
     ("sftp://bob@data.example.org/", "private.txt"),
 ])
 def test_sarra_check_refuses_with_403(baseurl, rel):
-    from sarra.components import sarra_check
+    from sarra.flow.presets import sarra_check
     w = work(baseurl, rel)
     with pytest.raises(Outcome) as e:
         sarra_check(pump_flow(), w)
@@ -225,7 +225,7 @@ def test_sarra_check_refuses_with_403(baseurl, rel):
 
 
 def test_sarra_check_file_allowed_below_base_dir(incoming):
-    from sarra.components import sarra_check
+    from sarra.flow.presets import sarra_check
     flow = pump_flow(fetch_schemes=list(FILE_OK), base_dir=str(incoming))
     sarra_check(flow, work("file:" + str(incoming), "/alice/ok.txt"))
     with pytest.raises(Outcome) as e:
@@ -282,7 +282,7 @@ def test_sftp_driver_does_not_try_own_keys_when_told(monkeypatch):
 def test_sender_reads_file_urls_whatever_the_case():
     """sr_sender's local file of a FILE: URL is the one of file: (its base_dir check then
     judges the path the URL names, not base_dir + relpath)."""
-    from sarra import send
+    from sarra.flow import send
     flow = types.SimpleNamespace(cfg=types.SimpleNamespace(base_dir="/srv/out",
                                                            post_base_dir=None))
     for base in ("file:", "FILE:", "File:", "file://localhost", "FILE://"):

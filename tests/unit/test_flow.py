@@ -7,10 +7,12 @@ import time
 
 import pytest
 
-from sarra import components, config, message
-from sarra.broker import Delivery, DeliveryTag
-from sarra.flow import Flow
-from sarra.work import Outcome
+from sarra import message
+from sarra.flow import presets as components
+from sarra.config import parser as config
+from sarra.broker.client import Delivery, DeliveryTag
+from sarra.flow.engine import Flow
+from sarra.flow.work import Outcome
 
 
 class FakeConsumer:
@@ -215,7 +217,7 @@ def test_retry_keeps_its_accept_clause_directory(home):
 
 @pytest.mark.parametrize("raises", [False, True])
 def test_interrupt_only_while_transferring(home, raises):
-    from sarra.work import TransferInterrupted
+    from sarra.flow.work import TransferInterrupted
     flow = make_flow(home, lambda f, w: None)
     flow._interruptible = raises
     if raises:
@@ -238,7 +240,7 @@ def test_an_idle_flow_keeps_its_post_broker_connection_alive(home, monkeypatch):
     """The connection sarra/shovel/winnow post on is ticked (AMQP heartbeats) while no
     message comes, at most once a second, and while a long transfer runs."""
     import threading
-    from sarra import fetch
+    from sarra.flow import fetch
     flow = make_flow(home, work=lambda flow, w: None)
     flow.post_broker = TickCounter()
     monkeypatch.setattr(flow, "connect", lambda: None)
@@ -315,7 +317,7 @@ def test_a_redelivered_message_whose_file_is_here_is_posted_again(home, blocks):
                         redelivered, {})
     flow = reposting_flow(home, [post_of(False), post_of(True)])
     if blocks:        # the file was assembled from its blocks, then the instance died
-        from sarra import assemble
+        from sarra.flow import assemble
         gen = assemble.generation(message.Message(
             "20240101000000.0", f"file://{src}/", "/a.bin", {"sum": sums, "parts": parts}
         ).parts, None, "20240101000000.0")
@@ -337,7 +339,7 @@ def test_posting_again_that_fails_is_a_retry_not_a_crash(home):
     """The post of a redelivered 304 refused by the broker (or impossible to encode): the
     message goes to the retry queue with a 503 report, like a failed post on the main
     path; the instance goes on."""
-    from sarra.broker import BrokerError
+    from sarra.broker.client import BrokerError
     src = home / "src"
     src.mkdir()
     data = b"y" * 10

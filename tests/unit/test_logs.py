@@ -1,4 +1,4 @@
-"""sarra.logs: line format, destinations, rotation set-up, levels, redaction, file mode."""
+"""sarra.ops.logs: line format, destinations, rotation set-up, levels, redaction, file mode."""
 
 import logging
 import logging.handlers
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from sarra import logs
+from sarra.ops import logs
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[(?P<level>[A-Z]+)\] "
                   r"(?P<who>\S+) (?P<text>.*)$")

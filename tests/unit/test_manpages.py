@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from sarra import options
+from sarra.config import options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAN = os.path.join(ROOT, "man")
@@ -138,7 +138,7 @@ def test_generated_reference_is_up_to_date():
     text = read("sr_config.7")
     _, block, _ = gen.split_page(text)
     assert block == gen.render(), (
-        "man/sr_config.7 is out of date with sarra/options.py: run scripts/gen_sr_config.py")
+        "man/sr_config.7 is out of date with sarra/config/options.py: run scripts/gen_sr_config.py")
 
 
 def test_generated_reference_has_one_entry_per_option():

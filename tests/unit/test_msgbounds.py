@@ -10,10 +10,13 @@ import stat
 
 import pytest
 
-from sarra import checksum, components, config, download, logs, message, msgbounds
-from sarra.broker import Delivery, DeliveryTag
-from sarra.flow import Flow
-from sarra.work import Outcome, Work
+from sarra import checksum, message
+from sarra.flow import presets as components, download, msgbounds
+from sarra.config import parser as config
+from sarra.ops import logs
+from sarra.broker.client import Delivery, DeliveryTag
+from sarra.flow.engine import Flow
+from sarra.flow.work import Outcome, Work
 from tests.unit.test_flow import FakeConsumer, FakeReporter
 
 T = "20240101000000.0"

@@ -7,10 +7,11 @@ import os
 import pytest
 
 import sarra
-from sarra import optionhints, paths
+from sarra import paths
+from sarra.config import hints as optionhints
 from sarra.commands import common
-from sarra.config import ConfigError, load
-from sarra.optioncli import IGNORED_MARK, render_help
+from sarra.config.parser import ConfigError, load
+from sarra.config.cli import IGNORED_MARK, render_help
 
 
 def write(rel, text):

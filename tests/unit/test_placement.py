@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from sarra.placement import PlacementError, check_inside, inflight_path, local_name
+from sarra.flow.placement import PlacementError, check_inside, inflight_path, local_name
 
 
 @pytest.mark.parametrize("relpath,kw,expected", [

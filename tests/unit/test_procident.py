@@ -10,7 +10,8 @@ import time
 import psutil
 import pytest
 
-from sarra import instances, paths, procident
+from sarra import paths
+from sarra.ops import instances, procident
 
 COMP = "subscribe"
 

@@ -2,9 +2,11 @@
 
 import os
 
-from sarra import config, components, download, message
-from sarra.flow import Flow
-from sarra.work import Outcome, Work
+from sarra import message
+from sarra.config import parser as config
+from sarra.flow import presets as components, download
+from sarra.flow.engine import Flow
+from sarra.flow.work import Outcome, Work
 from tests.unit.test_flow import FakeReporter
 
 
@@ -49,7 +51,7 @@ def test_source_header_with_a_path_cannot_move_the_directory(tmp_path):
 def _ingest_reports(home, exchange, extra=()):
     """The (code, text) sr_sarra (source_from_exchange, binding xs_alice) reports for one
     post delivered from ``exchange``."""
-    from sarra.broker import Delivery, DeliveryTag
+    from sarra.broker.client import Delivery, DeliveryTag
     from tests.unit.test_flow import FakeConsumer
     cfg = config.load("sarra", None, [("broker", "amqp://u:p@pump:5672/"),
                                       ("exchange", "xs_alice"),
@@ -168,7 +170,7 @@ def test_a_flow_keeps_a_bounded_number_of_transfer_drivers(home, monkeypatch):
     """One driver, and its open connection, per scheme/host/port/user a message names: a
     source naming a thousand users of its own server held a thousand sockets (kept alive by
     that server) in every pump instance, until none could open a file (EMFILE)."""
-    from sarra import flow as flowmod
+    from sarra.flow import engine as flowmod
     from sarra.transfer.http import HttpTransfer
     closed = []
     monkeypatch.setattr(HttpTransfer, "close", lambda self: closed.append(self))
@@ -187,7 +189,7 @@ def test_a_name_whose_temporary_name_is_too_long_is_refused_once(home):
     or a part file's .<bsz>.<blktot>.<brem>.<bno>.<algo>.Part.tmp) did not fit: 499, retried
     from the retry queue again and again. Now 403 before any transfer, not retried."""
     import pytest
-    from sarra import msgbounds
+    from sarra.flow import msgbounds
     for inplace, name, parts in (("off", "n" * 253, "1,16,1,0,0"),
                                  ("off", "n" * 240, "p,16,3,0,1"),
                                  ("on", "n" * 253, "i,16,3,0,1")):
@@ -206,7 +208,7 @@ def test_a_name_whose_temporary_name_is_too_long_is_refused_once(home):
 
 def test_a_link_whose_temporary_name_is_too_long_is_refused_once(home):
     import pytest
-    from sarra import msgbounds
+    from sarra.flow import msgbounds
     flow = _flow(str(home / "dst"))
     w = Work(message.make_post("20240101000000.0", "http://h/", "/" + "l" * 248,
                                {"sum": "L," + "0" * 128, "link": "x"}))

@@ -1,11 +1,11 @@
-"""Reports a source can believe and print (sarra/reportguard.py, msg_by_user, report_line)."""
+"""Reports a source can believe and print (sarra/flow/reportguard.py, msg_by_user, report_line)."""
 
 import types
 import unicodedata
 
 from sarra import message
 from sarra.message import Message, Report
-from sarra.reportguard import printable, publisher, report_problem, stamp_consumer
+from sarra.flow.reportguard import printable, publisher, report_problem, stamp_consumer
 
 
 def report(user="dave", exchange="xs_carol", code=201, duration=0.25,

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from sarra.retry import RetryQueue
+from sarra.flow.retry import RetryQueue
 
 
 class Clock:
@@ -158,7 +158,7 @@ def test_ttl_expiry(qpath, caplog):
 
 
 def test_compaction(qpath, monkeypatch):
-    import sarra.retry as mod
+    import sarra.flow.retry as mod
     monkeypatch.setattr(mod, "MIN_COMPACT", 4)
     clock = Clock()
     q = new_q(qpath, clock)

@@ -3,7 +3,7 @@
 For every captured message: decode it, check every field against the sample text and its
 ``inputs`` (computed here independently of sarra), and re-encode it byte for byte.
 For the v2 post/watch samples: rebuild the files in tmp_path and re-create the messages
-with sarra.poster.  For the report samples: rebuild the reports with Message.to_report().
+with sarra.flow.poster.  For the report samples: rebuild the reports with Message.to_report().
 """
 
 import calendar
@@ -17,7 +17,7 @@ import pytest
 
 from sarra import checksum, message
 from sarra.message import MessageError, decode, parse_time
-from sarra.poster import PostOptions, file_posts, posts_for_path, relpath_of, remove_post
+from sarra.flow.poster import PostOptions, file_posts, posts_for_path, relpath_of, remove_post
 
 #: copied from the spec's samples folder, so that a clone of the repository alone tests them
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "samples"

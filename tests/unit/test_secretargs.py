@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from sarra import instances, secretargs
+from sarra.ops import instances, secretargs
 from tests.conftest import REPO
 
 

@@ -8,7 +8,8 @@ import types
 
 import pytest
 
-from sarra import flow, health, instances, proctitle
+from sarra.flow import engine as flow
+from sarra.ops import health, instances, proctitle
 
 
 def test_exit_codes_of_states():

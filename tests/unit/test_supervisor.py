@@ -1,4 +1,4 @@
-"""sarra.supervisor and the parts of `sr` that need no broker.
+"""sarra.ops.supervisor and the parts of `sr` that need no broker.
 
 The supervision tests run real (dummy) instance processes: tests/integration/dummy_instance.py
 under the component name 'dummy'.
@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sarra import instances, paths, supervisor
+from sarra import paths
+from sarra.ops import instances, supervisor
 from sarra.commands import sr
 from tests.conftest import REPO
 

@@ -219,8 +219,8 @@ def _work(size, source="bob"):
 
 
 def test_fetch_refuses_more_than_announced_once_and_drops_the_driver(tmp_path):
-    from sarra.fetch import fetch
-    from sarra.work import Outcome
+    from sarra.flow.fetch import fetch
+    from sarra.flow.work import Outcome
     drv = _Driver([b"x" * 21, b"y"])
     flow = _Flow(tmp_path, drv)
     with pytest.raises(Outcome) as e:
@@ -230,8 +230,8 @@ def test_fetch_refuses_more_than_announced_once_and_drops_the_driver(tmp_path):
 
 
 def test_fetch_cuts_a_slow_transfer_then_defers_its_source(tmp_path):
-    from sarra.fetch import fetch
-    from sarra.work import Outcome
+    from sarra.flow.fetch import fetch
+    from sarra.flow.work import Outcome
     drv = _Driver([b"x"] * 50, pause=0.1)       # 10 B/s, 1000 wanted after 0.3 s
     flow = _Flow(tmp_path, drv)
     start = time.monotonic()
@@ -247,8 +247,8 @@ def test_fetch_cuts_a_slow_transfer_then_defers_its_source(tmp_path):
 
 
 def test_fetch_interrupts_a_read_blocked_past_the_deadline(tmp_path):
-    from sarra.fetch import fetch
-    from sarra.work import Outcome
+    from sarra.flow.fetch import fetch
+    from sarra.flow.work import Outcome
     drv = _Driver([b"x"], pause=30)             # a server silent for 30 s
     flow = _Flow(tmp_path, drv)
     start = time.monotonic()

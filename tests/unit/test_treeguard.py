@@ -1,13 +1,15 @@
-"""The tree stays closed (sarra/treeguard.py, and its use by download.py): no link, move or
+"""The tree stays closed (sarra/flow/treeguard.py, and its use by download.py): no link, move or
 rename leaves an entry of the target directory resolving outside it."""
 
 import os
 
 import pytest
 
-from sarra import config, components, download, message, treeguard
-from sarra.flow import Flow
-from sarra.work import Outcome, Work
+from sarra import message
+from sarra.config import parser as config
+from sarra.flow import presets as components, download, treeguard
+from sarra.flow.engine import Flow
+from sarra.flow.work import Outcome, Work
 from tests.unit.test_flow import FakeReporter
 
 
@@ -192,7 +194,7 @@ def test_a_link_slipped_in_during_a_move_is_removed(tmp_path, monkeypatch):
 ])
 def test_sender_links_stay_in_the_destination(directory, new_dir, target, ok):
     from types import SimpleNamespace as NS
-    from sarra import send
+    from sarra.flow import send
     flow = NS(cfg=NS(directory=directory))
     work = NS(mask=None, new_dir=new_dir, new_file="l")
     if ok:
@@ -204,7 +206,7 @@ def test_sender_links_stay_in_the_destination(directory, new_dir, target, ok):
 
 
 def test_report_texts_fit_a_v02_header():
-    from sarra import report
+    from sarra.flow import report
     text = report.fit_text("Forbidden: link " + "d/" * 200 + "l")
     assert len(text.encode()) < message.MAX_HEADER_BYTES and text.endswith("...")
     assert report.fit_text("Forbidden: short") == "Forbidden: short"

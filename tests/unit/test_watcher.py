@@ -1,4 +1,4 @@
-"""sarra.watcher: snapshot diffs, polling and inotify sources, readiness, state, markers."""
+"""sarra.watch.events: snapshot diffs, polling and inotify sources, readiness, state, markers."""
 
 import errno
 import os
@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from sarra import watcher
-from sarra.watcher import Event, FileState, Pending, PollSource, Rec, _Stat
+from sarra.watch import events as watcher
+from sarra.watch.events import Event, FileState, Pending, PollSource, Rec, _Stat
 
 
 def S(kind, ino, size=0, mtime=0, dev=1):

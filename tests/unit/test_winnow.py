@@ -9,11 +9,13 @@ import os
 
 import pytest
 
-from sarra import checksum, components, config, download, message, winnow
-from sarra.broker import Delivery, DeliveryTag
-from sarra.cache import cache_key
-from sarra.flow import Flow
-from sarra.work import Outcome, Work
+from sarra import checksum, message
+from sarra.flow import presets as components, download, winnow
+from sarra.config import parser as config
+from sarra.broker.client import Delivery, DeliveryTag
+from sarra.flow.cache import cache_key
+from sarra.flow.engine import Flow
+from sarra.flow.work import Outcome, Work
 
 
 class Clock:
@@ -245,7 +247,7 @@ class FakePostBroker:
 
     def wait_confirms(self, timeout=30):
         if self.fail:
-            from sarra.broker import BrokerError
+            from sarra.broker.client import BrokerError
             raise BrokerError("not confirmed")
         self.confirmed = len(self.published)
 
@@ -405,7 +407,7 @@ def test_txpost_drops_posts_of_messages_from_a_lost_channel():
 def test_txpost_pauses_after_a_failed_commit_doubling_until_one_succeeds():
     """A commit the broker refuses (a missing exchange): the batch comes back at once, so
     each failure is followed by a pause (1, 2, 4 s ...), reset by a successful commit."""
-    from sarra.broker import BrokerError
+    from sarra.broker.client import BrokerError
     b, flow = FakeBroker(), FakeFlow()
     waits = []
 

@@ -1,0 +1,475 @@
+"""AMQP 0-9-1 broker access (RabbitMQ) on top of py-amqp; knows nothing of v02 or files.
+
+One Broker = one connection + one channel: declarations remembered and replayed after a
+reconnect; publishing with pipelined publisher confirms (at most ``max_inflight``
+unconfirmed, re-published after a reconnect: duplicates possible, loss not); consuming with
+prefetch and explicit acks (stale delivery tags from an old channel are ignored);
+reconnection with exponential backoff interruptible by a stop event/callable.
+Not thread-safe. Passwords never appear in messages or logs (see redact()).
+
+URL parsing is in sarra.config.brokerurl, the connection/recovery machinery (and the error
+classes) in sarra.broker.connection; their public names are re-exported here.
+"""
+
+import collections
+import dataclasses
+import logging
+import time
+from struct import pack
+
+from amqp import exceptions as amqp_exc
+
+from sarra.broker import frames as amqpframes
+from sarra.broker.connection import (BrokerAccessRefused, BrokerConnection, BrokerError,  # noqa: F401
+                                     BrokerStopped, _WriteBuffer)
+from sarra.config.brokerurl import DEFAULT_PORTS, BrokerURL, _display, parse_url, redact  # noqa: F401
+
+__all__ = ['BrokerError', 'BrokerAccessRefused', 'BrokerStopped', 'BrokerURL', 'Delivery',
+           'DeliveryTag', 'Broker', 'parse_url', 'redact']
+
+
+# ---------------------------------------------------------------------------- deliveries
+
+class DeliveryTag(int):
+    """A broker delivery tag that remembers which channel incarnation it came from."""
+
+    def __new__(cls, value, generation):
+        obj = super().__new__(cls, value)
+        obj.generation = generation
+        return obj
+
+
+@dataclasses.dataclass
+class Delivery:
+    exchange: str
+    routing_key: str
+    body: str            # UTF-8 decoded, errors replaced
+    raw: bytes           # body exactly as received
+    headers: dict        # application headers, every value a str
+    delivery_tag: DeliveryTag
+    redelivered: bool
+    properties: dict     # other AMQP properties (content_type, delivery_mode, ...)
+    undecodable: str = ''   # why the frame could not be decoded (see sarra.broker.frames)
+
+
+def _as_text(value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode('utf-8', 'replace')
+    if value is None:
+        return ''
+    return str(value)
+
+
+# ---------------------------------------------------------------------------- publish frames
+# basic.publish is written here rather than by py-amqp's generic serializer (a third of the
+# cost of a post): the bytes are exactly those py-amqp writes for
+# ``basic_publish(Message(body, content_type='text/plain', content_encoding='utf-8',
+# application_headers=headers, delivery_mode=2), exchange, key)`` (the frame tests compare
+# them).  A publication is (method arguments, content header, body), channel-independent,
+# so messages re-published on a new channel reuse it.
+
+_BASIC = 60
+_PUBLISH = pack('>HHH', _BASIC, 40, 0)      # basic.publish, reserved ticket 0
+_FRAME_END = b'\xce'
+# property flags (AMQP 0-9-1 basic class order) and the two fixed short strings
+_F_TYPE, _F_ENCODING, _F_HEADERS, _F_MODE, _F_EXPIRATION = (0x8000, 0x4000, 0x2000, 0x1000,
+                                                             0x0100)
+_TYPE_AND_ENCODING = b'\x0atext/plain\x05utf-8'
+_KEY_PREFIX = {}                                 # header name -> its encoded table entry start
+
+
+def _shortstr(text, what):
+    raw = text.encode('utf-8', 'surrogatepass')
+    if len(raw) > 255:
+        raise BrokerError(f'{what} {text[:40]!r}...: {len(raw)} bytes, AMQP allows 255')
+    return bytes((len(raw),)) + raw
+
+
+def _publish_args(exchange, routing_key):
+    """basic.publish method payload: ticket, exchange, routing key, mandatory/immediate off."""
+    return b''.join((_PUBLISH, _shortstr(exchange or '', 'exchange'),
+                     _shortstr(routing_key or '', 'routing key'), b'\x00'))
+
+
+def _key_prefix(key):
+    prefix = _KEY_PREFIX.get(key)
+    if prefix is None:
+        name = key if type(key) is str else str(key)
+        prefix = _shortstr(name, 'header name') + b'S'     # every value is a long string
+        if len(_KEY_PREFIX) < 512:
+            _KEY_PREFIX[key] = prefix
+    return prefix
+
+
+def _content_header(size, headers, persistent, expiration):
+    """Content header payload: class, body size, property flags and properties."""
+    table, known = [], _KEY_PREFIX
+    for k, v in (headers or {}).items():
+        raw = (v if type(v) is str else _as_text(v)).encode('utf-8', 'surrogatepass')
+        table += (known.get(k) or _key_prefix(k), len(raw).to_bytes(4, 'big'), raw)
+    table = b''.join(table)
+    flags = _F_TYPE | _F_ENCODING | _F_HEADERS
+    tail = b''
+    if persistent:
+        flags |= _F_MODE
+        tail = b'\x02'
+    if expiration is not None:
+        flags |= _F_EXPIRATION
+        tail += _shortstr(str(expiration), 'expiration')
+    return b''.join((pack('>HHQH', _BASIC, 0, size, flags), _TYPE_AND_ENCODING,
+                     len(table).to_bytes(4, 'big'), table, tail))
+
+
+def _frames(channel, chunk, args, header, body):
+    """The method, content header and body frames of one publication on ``channel``
+    (bodies longer than ``chunk``, frame_max - 8, are split as py-amqp splits them)."""
+    out = [pack('>BHI', 1, channel, len(args)), args, _FRAME_END,
+           pack('>BHI', 2, channel, len(header)), header, _FRAME_END]
+    size = len(body)
+    if size <= chunk:
+        if size:
+            out += (pack('>BHI', 3, channel, size), body, _FRAME_END)
+    else:
+        for i in range(0, size, chunk):
+            piece = body[i:i + chunk]
+            out += (pack('>BHI', 3, channel, len(piece)), piece, _FRAME_END)
+    return b''.join(out)
+
+
+def _ack_frame(channel, tag, multiple):
+    """basic.ack (class 60, method 80) as one method frame."""
+    return pack('>BHIHHQB', 1, channel, 13, _BASIC, 80, tag, 1 if multiple else 0) + _FRAME_END
+
+
+# ---------------------------------------------------------------------------- broker
+
+class Broker(BrokerConnection):
+    """A connection to one broker; see the module docstring."""
+
+    def __init__(self, url, password_lookup=None, heartbeat=60, connect_timeout=10,
+                 logger=None, reconnect=True, max_inflight=1000, backoff_initial=1.0,
+                 backoff_max=60.0, stop_event=None, should_stop=None, ssl_options=None,
+                 batch_writes=False):
+        self.url = url
+        self.parsed = parse_url(url)
+        self.display = _display(url)
+        self.password_lookup = password_lookup
+        self.heartbeat = heartbeat
+        self.connect_timeout = connect_timeout
+        self.log = logger or logging.getLogger('sarra.broker')
+        self.reconnect = reconnect
+        self.max_inflight = max(1, int(max_inflight))
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.stop_event = stop_event
+        self.should_stop = should_stop
+        self.ssl_options = ssl_options
+        # batch_writes: published frames are collected and sent ~8 KiB at a time (and
+        # before anything is read); for callers that end with wait_confirms()/close().
+        self.batch_writes = batch_writes
+        self._wbuf = _WriteBuffer()
+        self._conn = None
+        self._chan = None
+        self._chan_ready = False
+        self._generation = 0
+        self._last_tick = 0.0
+        self._declarations = {}          # key -> declaration tuple, replayed on reconnect
+        self._consume_args = None        # (queue, prefetch) once consume() succeeded
+        self._consumer_tag = None
+        self._inbox = collections.deque()
+        self._unacked = set()            # delivery tags of the current channel
+        self._confirming = False
+        self._seq = 0                    # publish sequence number on the current channel
+        self._pending = collections.OrderedDict()   # seq -> (exchange, key, Message)
+        self._resend = collections.deque()          # to (re)publish on the next channel
+        self._nacked = []
+        self._returned = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self):
+        return self.connect()
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return f'<Broker {self.display}>'
+
+    @property
+    def unconfirmed(self):
+        """Number of published messages not yet confirmed by the broker."""
+        return len(self._pending) + len(self._resend)
+
+    # ------------------------------------------------------------------ declarations
+
+    def declare_exchange(self, name, type='topic', durable=True):
+        decl = ('exchange', name, type, durable)
+        self._do(lambda: self._apply(decl), f"declare exchange '{name}'")
+        self._declarations[('exchange', name)] = decl
+
+    def declare_queue(self, name, durable=True, expire_s=None, message_ttl_s=None,
+                      passive=False, arguments=None):
+        """Declare a queue; returns (name, message_count, consumer_count)."""
+        args = dict(arguments or {})
+        if expire_s is not None:
+            args['x-expires'] = int(round(float(expire_s) * 1000))
+        if message_ttl_s is not None:
+            args['x-message-ttl'] = int(round(float(message_ttl_s) * 1000))
+        decl = ('queue', name, durable, args, passive)
+        ok = self._do(lambda: self._apply(decl), f"declare queue '{name}'")
+        if not passive:
+            self._declarations[('queue', name)] = decl
+        return (ok.queue, ok.message_count, ok.consumer_count)
+
+    def bind(self, queue, exchange, key):
+        decl = ('bind', queue, exchange, key)
+        self._do(lambda: self._apply(decl),
+                 f"bind queue '{queue}' to exchange '{exchange}' with key '{key}'")
+        self._declarations[decl] = decl
+
+    def delete_queue(self, name):
+        def delete():
+            if self._consume_args and self._consume_args[0] == name:
+                self._chan.basic_cancel(self._consumer_tag)
+                self._consume_args = None
+            self._chan.queue_delete(name)
+        self._do(delete, f"delete queue '{name}'")
+        self._forget(lambda d: d[1] == name and d[0] in ('queue', 'bind'))
+
+    def delete_exchange(self, name):
+        self._do(lambda: self._chan.exchange_delete(name), f"delete exchange '{name}'")
+        self._forget(lambda d: (d[0] == 'exchange' and d[1] == name)
+                     or (d[0] == 'bind' and d[2] == name))
+
+    def _forget(self, match):
+        for key in [k for k, d in self._declarations.items() if match(d)]:
+            del self._declarations[key]
+
+    def _apply(self, decl):
+        ch = self._chan
+        if decl[0] == 'exchange':
+            _, name, type_, durable = decl
+            return ch.exchange_declare(name, type_, durable=durable, auto_delete=False)
+        if decl[0] == 'queue':
+            _, name, durable, args, passive = decl
+            return ch.queue_declare(name, passive=passive, durable=durable, exclusive=False,
+                                    auto_delete=False, arguments=args or None)
+        _, queue, exchange, key = decl
+        return ch.queue_bind(queue, exchange, key)
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(self, exchange, routing_key, body, headers, persistent=True,
+                expiration=None):
+        """Send one message without waiting for its confirm (see wait_confirms)."""
+        if isinstance(body, str):
+            body = body.encode('utf-8')
+        content = (_publish_args(exchange, routing_key),
+                   _content_header(len(body), headers, persistent, expiration), body)
+        self._resend.append((exchange, routing_key, content))
+        self._do(self._send_queued, f"publish to exchange '{exchange}'")
+
+    def wait_confirms(self, timeout=30):
+        """Block until every published message is confirmed.
+
+        Raises BrokerError when messages were nacked/returned, when they stay unconfirmed
+        for *timeout* seconds, or when the connection drops and ``reconnect`` is false.
+        """
+        deadline = time.monotonic() + timeout
+
+        def wait():
+            self._send_queued()
+            while self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BrokerError(f'{self.display}: {self.unconfirmed} published '
+                                      f'messages not confirmed after {timeout:g} s')
+                self._drain(min(remaining, 1.0), burst=True)
+
+        if self._pending or self._resend:
+            try:
+                self._do(wait, 'wait for publish confirms')
+            except BrokerError:
+                self._nacked, self._returned = [], 0    # this error reports them
+                raise
+        nacked, returned = self._nacked, self._returned
+        self._nacked, self._returned = [], 0
+        if nacked:
+            raise BrokerError(f'{self.display}: broker refused (nack) {len(nacked)} published '
+                              f"messages (first: exchange '{nacked[0][0]}' key "
+                              f"'{nacked[0][1]}')")
+        if returned:
+            raise BrokerError(f'{self.display}: broker returned {returned} published messages')
+
+    def _send_queued(self):
+        """Send everything in the resend queue; throttle on the in-flight window."""
+        ch = self._chan
+        resend = self._resend
+        if resend and not self._confirming:
+            ch.confirm_select()
+            self._confirming = True
+        if resend:
+            conn = self._conn
+            if ch.connection is None or conn is None:
+                raise amqp_exc.RecoverableConnectionError('connection already closed')
+            channel, chunk = ch.channel_id, conn.frame_max - 8
+            write, pending = self._wbuf.write, self._pending
+            self._wbuf.active = self.batch_writes
+            try:
+                while resend:
+                    item = resend[0]
+                    write(_frames(channel, chunk, *item[2]))
+                    conn.bytes_sent += 1        # what py-amqp's frame writer counts
+                    resend.popleft()
+                    self._seq += 1
+                    pending[self._seq] = item
+                    if len(pending) > self.max_inflight:
+                        # window full: wait until half of it is confirmed (reading confirms
+                        # in bursts lets the broker coalesce them into fewer frames)
+                        while len(pending) > self.max_inflight // 2:
+                            self._drain(1.0, burst=True)
+            finally:
+                self._wbuf.active = False
+        if time.monotonic() - self._last_tick >= 1.0:
+            self._drain(0)
+
+    def _settle(self, tag, multiple):
+        """Remove confirmed tags from the window; return the removed items."""
+        pending = self._pending
+        if not multiple:
+            item = pending.pop(tag, None)
+            return [item] if item is not None else []
+        done = []
+        while pending:
+            first = next(iter(pending))
+            if tag and first > tag:
+                break
+            done.append(pending.popitem(last=False)[1])
+        return done
+
+    def _on_nack(self, delivery_tag, multiple):
+        for exchange, key, _ in self._settle(delivery_tag, multiple):
+            self._nacked.append((exchange, key))
+        self.log.warning('%s: broker refused (nack) published message(s) up to #%s',
+                         self.display, delivery_tag)
+
+    def _on_return(self, exc, exchange, routing_key, message):
+        self._returned += 1
+
+    # ------------------------------------------------------------------ consuming
+
+    def consume(self, queue, prefetch=25):
+        """Start consuming *queue* (explicit acks); re-established after reconnects."""
+        self._do(lambda: self._start_consume(queue, prefetch), f"consume from queue '{queue}'")
+
+    def _start_consume(self, queue, prefetch):
+        self._chan.basic_qos(0, prefetch, False)
+        # A consumer cancelled by the broker (queue deleted) raises ConsumerCancelled,
+        # handled like a lost connection: reconnect, re-declare, re-consume.
+        self._consumer_tag = self._chan.basic_consume(queue, no_ack=False,
+                                                      callback=self._on_deliver)
+        self._consume_args = (queue, prefetch)
+
+    def get(self, timeout=None):
+        """Next delivered message, or None after *timeout* seconds (or on stop request)."""
+        if self._inbox:
+            return self._inbox.popleft()
+        if self._consume_args is None:
+            raise RuntimeError('Broker.get() called before Broker.consume()')
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def receive():
+            while not self._inbox:
+                if self._stopping():
+                    return None
+                step = 1.0
+                if deadline is not None:
+                    step = min(step, deadline - time.monotonic())
+                    if step <= 0:
+                        return None
+                self._drain(step)
+            return self._inbox.popleft()
+
+        return self._do(receive, 'receive')
+
+    def ack(self, delivery_tag):
+        """Acknowledge a delivery (a Delivery or its tag); stale tags are ignored."""
+        self._settle_delivery(delivery_tag, 'ack', lambda t: self._chan.basic_ack(t))
+
+    def ack_many(self, delivery_tags):
+        """Acknowledge several deliveries with one write: a single ``multiple`` ack when
+        they are every unacknowledged delivery up to the highest of them (the usual case:
+        a batch handled in order), else one ack frame each. Stale tags are ignored."""
+        tags = []
+        for t in delivery_tags:
+            if isinstance(t, Delivery):
+                t = t.delivery_tag
+            if getattr(t, 'generation', self._generation) == self._generation:
+                tags.append(int(t))
+        if not tags:
+            return
+        if self._conn is None or not self._chan_ready:
+            return       # nothing can be outstanding: the broker redelivers them
+
+        def settle():
+            unacked = self._unacked
+            mine = [t for t in tags if t in unacked]
+            if not mine:
+                return
+            top = max(mine)
+            chosen = set(mine)
+            if all(t in chosen for t in unacked if t <= top):
+                frames = _ack_frame(self._chan.channel_id, top, True)
+            else:
+                frames = b''.join(_ack_frame(self._chan.channel_id, t, False) for t in mine)
+            self._wbuf.flush()
+            self._conn.transport.write(frames)
+            self._conn.bytes_sent += 1            # what py-amqp's frame writer counts
+            unacked.difference_update(mine)
+
+        self._do(settle, 'ack')
+
+    def reject(self, delivery_tag, requeue=True):
+        self._settle_delivery(delivery_tag, 'reject',
+                              lambda t: self._chan.basic_reject(t, requeue))
+
+    def _settle_delivery(self, delivery_tag, what, send):
+        if isinstance(delivery_tag, Delivery):
+            delivery_tag = delivery_tag.delivery_tag
+        generation = getattr(delivery_tag, 'generation', self._generation)
+        tag = int(delivery_tag)
+
+        def settle():
+            if generation != self._generation or tag not in self._unacked:
+                self.log.debug('%s: %s of stale delivery tag %s ignored (the message will '
+                               'be redelivered)', self.display, what, tag)
+                return
+            send(tag)
+            self._unacked.discard(tag)
+
+        if self._conn is None or not self._chan_ready:
+            settle()       # logs and ignores: nothing can be outstanding
+            return
+        self._do(settle, what)
+
+    def _on_deliver(self, msg):
+        info = msg.delivery_info
+        tag = DeliveryTag(info['delivery_tag'], self._generation)
+        self._unacked.add(int(tag))
+        raw = bytes(msg.body) if not isinstance(msg.body, str) else msg.body.encode('utf-8')
+        props = dict(msg.properties)
+        # a frame a peer wrote may hold anything: what is not text is marked, not raised
+        headers, bad = amqpframes.headers_text(props.pop('application_headers', None) or {})
+        bad = msg.__dict__.get('sarra_undecodable') or bad
+        try:
+            body = raw.decode('utf-8')
+        except UnicodeDecodeError as e:
+            body = raw.decode('utf-8', 'replace')
+            bad = bad or f'body is not valid UTF-8 (byte {e.start})'
+        self._inbox.append(Delivery(
+            exchange=info.get('exchange', ''), routing_key=info.get('routing_key', ''),
+            body=body, raw=raw, headers=headers, delivery_tag=tag,
+            redelivered=bool(info.get('redelivered')), properties=props, undecodable=bad))

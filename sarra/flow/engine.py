@@ -1,0 +1,595 @@
+"""The flow engine shared by every consuming component.
+
+    gather (queue, then due retries) → accept/reject → header defaults → component check →
+    placement → on_message → duplicate cache → work (download / send / none) →
+    on_part/on_file → post → report → ack
+
+Messages are handled in small batches (up to ``prefetch``; half of it when nothing is
+posted, so that the broker sends the next batch while this one is worked on; a batch's
+acks go in one write): the posts of a batch are
+confirmed by the broker (pipelined) and the duplicate cache flushed before any message of
+the batch is acked, so an ack always means "finished" or "durably recorded in the retry
+queue" (an fsynced append, retry.py). A message is acked in exactly one of these cases:
+done (whatever the report code), rejected (filters, on_message), malformed, or written to
+the retry queue. A stop request returns the unfinished messages to the broker instead.
+
+Retries: a failed message goes to the on-disk retry queue with exponential backoff
+(1 s doubling up to 5 min, plus jitter). Retries are taken only when the broker queue has
+nothing new, and one every 100 new messages so that a busy queue does not starve them, so
+new data goes first and nothing is retried in a tight loop. When the retry is due is
+decided when the queue is looked at (RetryQueue.due), not by a timer.
+
+Duplicate cache: a message is looked up before its work and recorded only once its work
+ended without failure, so a message that crashed half-way or went to the retry queue is
+never mistaken for a duplicate when it comes back. Expiry is decided at lookup.
+
+What differs per component (placement, download or send or nothing, post or not, source
+checks) is a preset in components.py; this loop has no component-specific branches.
+"""
+
+import importlib
+import logging
+import os
+import threading
+import time
+from typing import List, Optional
+
+from sarra.flow import cache as dupcache
+from sarra.flow import msgbounds
+from sarra import message, paths, plugin
+from sarra.flow import fetchpolicy, report, retry, routing
+from sarra.broker.frames import Undecodable
+from sarra.broker.client import Broker, BrokerError, BrokerStopped
+from sarra.flow.consumer import Consumer
+from sarra.config.credentials import Credentials
+from sarra.message import Message, MessageError
+from sarra.flow.work import (Counters, Outcome, TransferInterrupted, Work,  # noqa: F401 (API)
+                             download_stopped)
+
+#: URL scheme -> module registering its transfer driver, imported on first use (paramiko
+#: is big)
+DRIVER_MODULES = {"http": "sarra.transfer.http", "https": "sarra.transfer.http",
+                  "sftp": "sarra.transfer.sftp", "ftp": "sarra.transfer.ftp",
+                  "ftps": "sarra.transfer.ftp", "file": "sarra.transfer.file"}
+#: transfer drivers (each with its open connection) a flow keeps; one more closes them all
+MAX_DRIVERS = 64
+#: retries are also taken after this many new messages, so a busy queue cannot starve them
+RETRY_EVERY = 100
+STATS_EVERY = 2.0      # seconds; health.STATS_EVERY (status current within a few s)
+RATE_WINDOW = 30.0     # seconds; messages/s in the stats file: over 30 to 60 s
+
+
+class Flow:
+    """A consuming component: its config, its preset, its connections and its loop."""
+
+    def __init__(self, cfg, preset, logger=None, stop_event=None, instance: int = 1):
+        self.cfg = cfg
+        self.preset = preset
+        self.logger = self.log = logger or logging.getLogger("sarra")
+        routing.refuse_bad_config(cfg, preset, self.log)     # a loop, a missing cluster: exit 2
+        self.stop_event = stop_event or threading.Event()
+        self.no = instance
+        self.msg: Optional[Work] = None
+        self.counters = Counters()
+        self.transfers = {}
+        self._by_base = {}
+        self._interruptible = False
+        self.user_cache_dir = paths.state_dir(cfg.component, cfg.name or "-")
+        self.credentials = Credentials.load()
+        self.hooks = plugin.Hooks(self, self.log)
+        for hook, names in preset.default_plugins.items():
+            for n in names:
+                self.hooks.add(hook, n)
+        for hook, names in cfg.plugins.items():
+            for n in names:
+                self.hooks.add(hook, n)
+        self.broker = None
+        self.consumer = None
+        self.post_broker = None
+        self._post_ticked = 0.0
+        self.reporter = None
+        self.cache = None
+        self._batch_keys = set()
+        if cfg.suppress_duplicates:
+            self.cache = dupcache.DupCache(
+                os.path.join(self.user_cache_dir, "recent_files_%03d.cache" % instance),
+                cfg.suppress_duplicates)
+        self.retry = retry.RetryQueue(
+            os.path.join(self.user_cache_dir,
+                         "sr_%s_%s_%02d.retry" % (cfg.component, cfg.name or "-", instance)),
+            ttl=cfg.retry_ttl or cfg.expire or 86400)
+        self._since_retry = 0
+        self.last_activity = None
+        self._next_heartbeat = time.time() + (cfg.heartbeat or 300)
+        self.unacked = 0                    # messages of the batch in hand (health: hung)
+        self._stats_at, self._stats_unacked, self._stats_prev = 0.0, 0, None
+
+    # ------------------------------------------------------------ plugin helpers
+    def get_option(self, name, default=None):
+        return self.cfg.get(name, default) if hasattr(self.cfg, "get") else getattr(self.cfg, name, default)
+
+    def __getattr__(self, name):
+        # v2 plugins read options as parent.<option>
+        cfg = self.__dict__.get("cfg")
+        if cfg is None:
+            raise AttributeError(name)
+        return getattr(cfg, name)
+
+    def _password(self, url):
+        cred = self.credentials.lookup(url)
+        return cred.password if cred else None
+
+    # ------------------------------------------------------------ connections
+    def connect(self):
+        cfg = self.cfg
+        stop = self.stop_event.is_set
+        self.broker = Broker(cfg.broker, password_lookup=self._password, logger=self.log,
+                             should_stop=stop)
+        self.broker.connect()
+        self.reporter = report.Reporter(self.broker, cfg.report_exchange, cfg.broker_user(),
+                                        enabled=bool(cfg.report_back) and self.preset.reports,
+                                        logger=self.log, hooks=self.hooks, parent=self)
+        self.reporter.probe()       # before consuming: a refusal must not touch deliveries
+        self.consumer = Consumer(cfg, self.broker, self.log)
+        self.consumer.start()
+        if self.preset.posts and cfg.post_broker:
+            self.post_broker = Broker(cfg.post_broker, password_lookup=self._password,
+                                      logger=self.log, should_stop=stop)
+            self.post_broker.connect()
+            if cfg.declare_exchange and cfg.post_exchange:
+                try:
+                    self.post_broker.declare_exchange(cfg.post_exchange)
+                except BrokerError as e:
+                    self.log.warning("could not declare post exchange %s: %s", cfg.post_exchange, e)
+        if self.preset.connected is not None:
+            self.preset.connected(self)
+
+    def close(self):
+        for t in self.transfers.values():
+            try:
+                t.close()
+            except Exception:
+                pass
+        self.transfers.clear()
+        self._by_base.clear()
+        if self.reporter is not None:
+            self.reporter.close()
+        for b in (self.post_broker, self.broker):
+            if b is not None:
+                try:
+                    b.close()
+                except Exception:
+                    pass
+
+    def interrupt(self):
+        """Called from the SIGTERM/SIGINT handler after the stop event is set: abort a
+        transfer that is blocked on the network (the message goes back to the queue)."""
+        if self._interruptible:
+            self._interruptible = False
+            raise TransferInterrupted()
+
+    # ------------------------------------------------------------ main loop
+    def run(self) -> int:
+        """Consume until the stop event; 0, or 3 (logged before the "stopped:" line) when
+        the broker refused us or was still unreachable when the stop came."""
+        rc = 0
+        self.hooks.run("on_start")
+        try:
+            self.connect()
+            self.write_stats()
+            self.log.info("%s %s started, queue %s", self.cfg.component, self.cfg.name, self.consumer.queue)
+            while not self.stop_event.is_set():
+                batch = self.gather()
+                if batch:
+                    self.unacked = len(batch)
+                    self.handle(batch)
+                    self.unacked = 0
+                self.reporter.tick()
+                self.tick_post_broker()
+                self.heartbeat()
+        except BrokerStopped:
+            self.log.info("stop requested while waiting for the broker")
+            rc = 3
+        except BrokerError as e:
+            self.log.error("%s", e)
+            rc = 3
+        finally:
+            self.hooks.run("on_stop")
+            if self.cache is not None:
+                self.cache.flush()
+            self.retry.close()
+            self.close()
+            self.log.info("stopped: %s", self.counters.line())
+        return rc
+
+    def gather(self) -> List[Work]:
+        """New messages: up to half of ``prefetch`` (the broker sends the other half while
+        this batch is handled: no wait for deliveries after each ack), or up to all of it
+        when the flow posts (each batch waits for its posts' confirms, winnow commits a
+        transaction: fewer, larger batches); due retries when the queue has nothing."""
+        limit = max(1, self.cfg.prefetch or 1)
+        if self.post_broker is None:
+            limit = (limit + 1) // 2
+        batch = []
+        take_retry = self._since_retry >= RETRY_EVERY
+        wait = 0.0 if take_retry else self._idle_wait()
+        delivery = self.consumer.get(wait)
+        while delivery is not None:
+            work = self.decode(delivery)
+            if work is not None:
+                batch.append(work)
+            if len(batch) >= limit or self.stop_event.is_set():
+                break
+            delivery = self.consumer.get(0)
+        self._since_retry += len(batch)
+        if batch:
+            self.last_activity = time.time()
+        if not batch or take_retry:
+            self._since_retry = 0
+            for entry in self.retry.due(limit=1 if batch else limit):
+                try:
+                    msg = message.decode(entry.routing_key, entry.body, entry.headers, entry.exchange)
+                except MessageError as e:
+                    self.log.error("dropping unreadable retry entry: %s", e)
+                    self.retry.done(entry)
+                    continue
+                self.counters["retried"] += 1
+                batch.append(Work(msg, retry_entry=entry))
+        return batch
+
+    def _idle_wait(self) -> float:
+        nd = self.retry.next_due_in()
+        wait = 1.0 if nd is None else max(0.0, min(1.0, nd))
+        return min(wait, max(0.0, self._next_heartbeat - time.time()))
+
+    def decode(self, delivery) -> Optional[Work]:
+        self.counters["received"] += 1
+        try:
+            if getattr(delivery, "undecodable", ""):    # a frame py-amqp could not read
+                raise Undecodable(delivery.undecodable)
+            msg = message.decode(delivery.routing_key, delivery.body, delivery.headers, delivery.exchange)
+        except (MessageError, Undecodable) as e:
+            self.counters["malformed"] += 1
+            self.log.error("malformed message from exchange %s, key %s: %s (acknowledged and dropped)",
+                           delivery.exchange, delivery.routing_key, e)
+            self._report_malformed(delivery)
+            self._safe(self.consumer.ack, delivery)
+            return None
+        return Work(msg, delivery=delivery)
+
+    def _report_malformed(self, delivery):
+        """Report 417 about a message that could not be decoded, when its body starts with
+        the three fields of a post (else there is nothing to say it about)."""
+        if self.reporter is None or not self.reporter.enabled:
+            return
+        fields = str(delivery.body).split()
+        if len(fields) < 3:
+            return
+        try:
+            message.parse_time(fields[0])      # a body that is not a post gets no report
+        except ValueError:
+            return
+        try:
+            hdrs = msgbounds.malformed_report_headers(self, delivery)
+            hdrs.setdefault("sum", "0,0")
+            bad = Message(fields[0], fields[1], fields[2], hdrs,
+                          topic=str(delivery.routing_key) or "v02.post")
+            self.reporter.report(bad, *report.MALFORMED, time.time())
+        except (MessageError, ValueError, TypeError) as e:
+            self.log.warning("no report for the malformed message: %s", e)
+
+    def handle(self, batch: List[Work]):
+        self._batch_keys = set()        # done earlier in this batch, not yet in the cache
+        for i, work in enumerate(batch):
+            if i and self.stop_event.is_set():
+                work.outcome = "returned"   # stopping: give it back untouched
+                continue
+            self.process(work)
+            if work.cache_key is not None and work.outcome == "done":
+                self._batch_keys.add(work.cache_key)
+        self.settle(batch)
+        if self.preset.settled is not None:
+            self.preset.settled(self, batch)
+
+    def settle(self, batch: List[Work]):
+        """Make every outcome durable, then ack: posts confirmed, cache flushed, retries saved."""
+        if self.post_broker is not None and any(w.posts for w in batch):
+            try:
+                self.post_broker.wait_confirms()
+            except BrokerError as e:
+                self.log.error("posts not confirmed (%s): messages go back to the queue", e)
+                for w in batch:
+                    if w.delivery is not None:
+                        self._safe(self.consumer.requeue, w.delivery)
+                    elif w.retry_entry is not None:
+                        self.retry.failed(w.retry_entry)     # backoff, not at once again
+                self.stop_event.wait(1.0)      # a refusing exchange must not spin the loop
+                return
+        if self.cache is not None:
+            for w in batch:
+                if w.cache_key is not None and w.outcome == "done":
+                    self.cache.check_and_add(w.cache_key)
+            self.cache.flush()
+        acks = []
+        for w in batch:
+            if w.outcome == "returned":
+                if w.delivery is not None:
+                    self._safe(self.consumer.requeue, w.delivery)
+                continue
+            if w.outcome == "failed" and self.cfg.retry:
+                if w.retry_entry is not None:
+                    self.retry.failed(w.retry_entry)
+                else:
+                    try:
+                        topic, body, headers = w.msg.encode(allow_long_headers=True)
+                        self.retry.add(topic, body, headers, w.msg.exchange)
+                    except (OSError, MessageError) as e:
+                        self.log.error("cannot record %s for retry (%s); returning it to the queue",
+                                       w.msg.path, e)
+                        self._safe(self.consumer.requeue, w.delivery)
+                        self.stop_event.wait(1.0)
+                        continue
+            elif w.retry_entry is not None:
+                self.retry.done(w.retry_entry)
+            if w.delivery is not None:
+                acks.append(w.delivery)
+        if self.reporter is not None:
+            self.reporter.flush()        # the batch's reports: one write
+        if acks:
+            self._safe(self.consumer.ack_many, acks)     # one write, usually one frame
+
+    def _safe(self, fn, *args):
+        try:
+            fn(*args)
+        except BrokerStopped:
+            raise
+        except BrokerError as e:
+            self.log.warning("%s: %s (the broker will redeliver)", fn.__name__, e)
+
+    # ------------------------------------------------------------ one message
+    def process(self, work: Work):
+        msg = work.msg
+        if msg.kind == "pulse":
+            return
+        self.msg = work
+        try:
+            if not self.accept(work):
+                if work.retry_entry is not None:
+                    self.log.info("%s: no longer accepted, retry dropped", msg.url)
+                work.outcome = "rejected"
+                self.counters["rejected"] += 1
+                return
+            self.counters["accepted"] += 1
+            if self.preset.check is not None:
+                self.preset.check(self, work)
+            self.fill_defaults(msg)
+            if self.preset.place is not None and not self.cfg.notify_only:
+                self.preset.place(self, work)
+            if not self.hooks.run("on_message"):
+                if work.outcome != "failed":      # msg_to_retry() keeps it for later
+                    work.outcome = "rejected"
+                return
+            if self.preset.dedupe is not None:
+                self.preset.dedupe(self, work)
+            elif self.cache is not None and not (self.preset.uncached is not None
+                                                 and self.preset.uncached(self, work)):
+                work.cache_key = dupcache.cache_key(msg, self.cfg.suppress_duplicates_basis or "path")
+                if work.retry_entry is None and (work.cache_key in self.cache
+                                                 or work.cache_key in self._batch_keys):
+                    self.counters["duplicates"] += 1
+                    raise Outcome(*report.DUPLICATE)
+            msgbounds.check_work(self, work)    # before the transfer: refused once
+            if self.preset.work is not None and not self.cfg.notify_only:
+                self.preset.work(self, work)
+            else:
+                work.code, work.text = report.PUBLISHED if self.preset.posts else (201, "Accepted")
+            if self.preset.posts and self.post_broker is not None:
+                self.post(work)
+            self.reporter.report(msg, work.code, work.text, work.received)
+        except Outcome as o:
+            work.code, work.text = o.code, o.text
+            if o.retry:
+                work.outcome = "failed"
+                self.counters["failed"] += 1
+                self.log.error("%s: %s %s (will retry)", msg.url, o.code, o.text)
+            elif o.code >= 400:
+                if o.failed:        # e.g. a 417 on its last try
+                    self.counters["failed"] += 1
+                self.log.error("%s: %s %s", msg.url, o.code, o.text)
+            else:
+                self.log.info("%s: %s %s%s", msg.url, o.code, o.text,
+                              " (seen before: posting it again)" if work.posts else "")
+                if work.posts and self.preset.posts and self.post_broker is not None:
+                    if not self._post_again(work):      # see download._already_here
+                        return
+            self.reporter.report(msg, o.code, o.text, work.received)
+        except download_stopped:
+            work.outcome = "returned"
+            self.log.info("%s: stop requested during transfer, returned to the queue", msg.url)
+        except BrokerStopped:
+            work.outcome = "returned"
+            raise
+        except Exception as e:  # a bug or an unexpected OS error: never lose the message
+            work.outcome = "failed"
+            self.counters["failed"] += 1
+            self.log.exception("%s: unexpected error, will retry: %s", msg.url, e)
+            self.reporter.report(msg, 503, "Unable to process", work.received)
+        finally:
+            self.msg = None
+
+    def _post_again(self, work: Work) -> bool:
+        """Post a 304 that was seen before (download._already_here) with the same
+        outcomes as a post on the main path; False when that failed (reported here)."""
+        try:
+            self.post(work)
+            return True
+        except BrokerStopped:
+            work.outcome = "returned"
+            raise
+        except Outcome as o:        # cannot be encoded: refused once, never retried
+            work.code, work.text = o.code, o.text
+            self.log.error("%s: %s %s", work.msg.url, o.code, o.text)
+            self.reporter.report(work.msg, o.code, o.text, work.received)
+            return False
+        except Exception as e:      # exchange refused...: retry it later
+            work.outcome = "failed"
+            self.counters["failed"] += 1
+            self.log.error("%s: posting again failed, will retry: %s", work.msg.url, e)
+            self.reporter.report(work.msg, 503, "Unable to process", work.received)
+            return False
+
+    def msg_to_retry(self):
+        """Plugins (e.g. delay) call this to put the current message aside for a later retry."""
+        if self.msg is not None:
+            self.msg.outcome = "failed"
+
+    def accept(self, work: Work) -> bool:
+        """accept/reject: first matching clause wins; no clause at all accepts everything."""
+        masks = self.cfg.masks
+        url = work.msg.baseurl + work.msg.path      # as v2, not message.join_url: masks unchanged
+        for m in masks:
+            if m.regex.match(url):
+                if m.accept:
+                    work.mask = m
+                    return True
+                break
+        else:
+            if self.cfg.accept_unmatch or not any(m.accept for m in masks):
+                return True
+        if self.cfg.log_reject:
+            self.log.info("rejected %s", url)
+        return False
+
+    def fill_defaults(self, msg: Message):
+        h = msg.headers
+        if "source" not in h:
+            h["source"] = self.cfg.source or self.cfg.broker_user()
+        if "from_cluster" not in h:
+            h["from_cluster"] = self.cfg.cluster or self.cfg.broker_netloc()
+        if "to_clusters" not in h and self.cfg.to:
+            h["to_clusters"] = self.cfg.to
+
+    def post(self, work: Work):
+        if not work.posts and (self.cfg.notify_only or self.preset.work is None):
+            work.posts = [work.msg]     # recorded, so that settle() waits for its confirm
+        for p in work.posts:
+            self.msg = work
+            work.outgoing = p
+            try:
+                p.encode()              # one that cannot be posted is not logged "posted"
+                if not self.hooks.run("on_post"):
+                    continue
+                topic, body, headers = p.encode()
+            except MessageError as e:   # a permanent failure: reported once, not retried
+                raise Outcome(msgbounds.TOO_LARGE, f"Payload Too Large: {e.field} not "
+                                                   f"posted: {e.reason}") from None
+            self.post_broker.publish(self.cfg.post_exchange, topic, body, headers)
+            self.counters["posted"] += 1
+
+    # ------------------------------------------------------------ housekeeping
+    def tick_brokers(self):
+        """While busy elsewhere (a long transfer): heartbeats and pending frames of the
+        consuming connection, and of the one we post on."""
+        if self.broker is not None:
+            self.broker.tick()
+        self.tick_post_broker()
+        self.stats_tick()
+
+    def tick_post_broker(self):
+        """Keep the connection we post on alive while nothing is posted (at most once a
+        second): without it, the broker drops it after missed AMQP heartbeats and the next
+        post has to reconnect first."""
+        pb = self.post_broker
+        if pb is None:
+            return
+        now = time.monotonic()
+        if now - self._post_ticked >= 1.0:
+            self._post_ticked = now
+            pb.tick()
+
+    def stats_tick(self, now: Optional[float] = None):
+        """Rewrite the stats file when something happened since its last write (a message,
+        or a batch taken or finished), at most every health.STATS_EVERY seconds, and
+        every STATS_EVERY while a batch is in hand: `sr status` is current within a few
+        seconds, an instance that holds messages and stops writing is hung."""
+        now = time.time() if now is None else now
+        if now - self._stats_at < STATS_EVERY:
+            return
+        if self.unacked or self.unacked != self._stats_unacked \
+                or (self.last_activity or 0) > self._stats_at:
+            self.write_stats()
+
+    def heartbeat(self):
+        now = time.time()
+        self.stats_tick(now)
+        if now < self._next_heartbeat:
+            return
+        self._next_heartbeat = now + (self.cfg.heartbeat or 300)
+        self.write_stats()
+        self.hooks.run("on_heartbeat")
+
+    def write_stats(self):
+        """Counters for `sr status` (messages/s, last activity), one small JSON per instance."""
+        import json
+        path = os.path.join(self.user_cache_dir, "sr_%s_%s_%02d.stats" % (
+            self.cfg.component, self.cfg.name or "-", self.no))
+        now = time.time()
+        data = dict(self.counters, time=now, last_activity=self.last_activity,
+                    retry_queue=len(self.retry), pid=os.getpid(), unacked=self.unacked)
+        # the rate's window (health.rate): from a mark RATE_WINDOW to 2 * RATE_WINDOW old
+        mark = (now, self.counters["received"])
+        if self._stats_prev is None:
+            self._stats_prev = (mark, mark)
+        elif now - self._stats_prev[1][0] >= RATE_WINDOW:
+            self._stats_prev = (self._stats_prev[1], mark)
+        data["prev_time"], data["prev_received"] = self._stats_prev[0]
+        self._stats_at, self._stats_unacked = now, self.unacked
+        try:
+            paths.atomic_write(path, json.dumps(data))
+        except OSError as e:
+            self.log.warning("cannot write %s: %s", path, e)
+
+    def transfer_for(self, url: str, baseurl: Optional[str] = None):
+        """The pooled transfer driver for url (one per scheme/host/port/user, kept open).
+        Raises KeyError for a scheme no driver handles."""
+        if baseurl is not None:
+            t = self._by_base.get(baseurl)
+            if t is not None:
+                return t
+        from sarra import transfer
+        scheme = url.split(":", 1)[0].lower()
+        mod = DRIVER_MODULES.get(scheme)
+        if mod is None and scheme not in transfer.SCHEMES:
+            raise KeyError(scheme)
+        if mod is not None:
+            importlib.import_module(mod)
+        if len(self._by_base) >= 8 * MAX_DRIVERS:
+            self._by_base.clear()
+        if len(self.transfers) >= MAX_DRIVERS \
+                and transfer.split_url(url).key not in self.transfers:
+            # one driver, and its open connection, per endpoint the messages name: a source
+            # naming thousands (users, ports, host names of its own) would hold as many
+            # sockets, until no instance could open a file for anyone (EMFILE)
+            for old in self.transfers.values():
+                try:
+                    old.close()
+                except Exception:
+                    pass
+            self.transfers.clear()
+            self._by_base.clear()
+            self.__dict__.pop("_creds", None)
+        t = transfer.for_url(url, self.transfers, credentials=self._credential_for,
+                             timeout=self.cfg.timeout or 300, logger=self.log)
+        if baseurl is not None:
+            self._by_base[baseurl] = t
+        return t
+
+    def _credential_for(self, url: str):
+        """credentials.conf entry for a transfer URL, cached per scheme://user@host:port
+        (entries never depend on the path); the drivers ask on every request."""
+        key = url.split("/", 3)[:3]
+        key = "/".join(key) if len(key) == 3 else url
+        cache = self.__dict__.setdefault("_creds", {})
+        if key not in cache:
+            cache[key] = self.credentials.lookup(url)
+        return fetchpolicy.lend(self, url, cache[key])     # a pump: only what is lent

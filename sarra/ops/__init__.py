@@ -1,0 +1,2 @@
+"""Processes and their files: instances, supervisor, logs, health, process identity and
+titles, sr_police."""

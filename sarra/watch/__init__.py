@@ -1,0 +1,1 @@
+"""sr_watch: event sources, readiness, memory, announcements, daemon."""
