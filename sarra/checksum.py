@@ -1,6 +1,6 @@
 """Checksums (the ``sum`` header) and partitioning (the ``parts`` header).
 
-Facts: ../shared/spec/checksums-and-parts.md.  Hashing streams the file through one large
+Facts: doc/spec/checksums-and-parts.md.  Hashing streams the file through one large
 reusable buffer; part planning follows the v2 rules exactly (binary multiples, brem is the
 file remainder, blktot counts the short last block).
 """

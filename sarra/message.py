@@ -4,7 +4,7 @@ A v02 message is a topic (the AMQP routing key), a one-line body
 ``<pubtime> <baseurl> <relpath>`` (reports add ``<code> <host> <user> <duration>``)
 and a table of string headers.  This module encodes and decodes them and does no I/O.
 
-Facts: ../shared/spec/messages-v02.md and reports.md.
+Facts: doc/spec/messages-v02.md and reports.md.
 """
 
 import calendar

@@ -1,6 +1,6 @@
 """Plugins: plain callables attached to hooks, loaded by name or path.
 
-Facts: ../shared/spec/plugins.md.
+Facts: doc/spec/plugins.md.
 
 Every hook callable is called as ``func(parent, *args)``; the current message is
 ``parent.msg``.  For filtering hooks True/None = continue, False = stop.

@@ -1,6 +1,6 @@
 """Duplicate suppression: remember which (sum, path) keys were seen recently.
 
-Facts: ../shared/spec/checksums-and-parts.md §2 and components.md §3.
+Facts: doc/spec/checksums-and-parts.md §2 and components.md §3.
 
 * :func:`cache_key` builds the key of a message: the full ``sum`` header plus a second
   component chosen by the basis (``path`` = relpath, ``name`` = basename, ``data`` = empty).

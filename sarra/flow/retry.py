@@ -1,6 +1,6 @@
 """The on-disk retry queue: messages whose work failed, to be tried again later.
 
-Facts: ../shared/spec/components.md §1.3 (steps 2 and 9).
+Facts: doc/spec/components.md §1.3 (steps 2 and 9).
 
 Use by the flow (the caller):
 

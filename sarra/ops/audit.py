@@ -14,7 +14,7 @@ and returns :class:`Finding` objects, each with the fix that would repair it. ``
 applies the fixes that create or correct what the admin declared; ``check`` reports every
 finding, and with ``fix`` repairs all of them (including deleting what breaks the naming
 conventions). Nothing is written when the broker already matches: a second run makes no
-change. Facts: ../shared/spec/pump-topology.md §1-§3, reports.md §5.
+change. Facts: doc/spec/pump-topology.md §1-§3, reports.md §5.
 """
 
 import dataclasses

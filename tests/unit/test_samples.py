@@ -1,4 +1,4 @@
-"""Golden v02 wire samples (spec/samples/*.json) against our codec, poster and reports.
+"""Golden v02 wire samples (tests/data/samples/*.json) against our codec, poster and reports.
 
 For every captured message: decode it, check every field against the sample text and its
 ``inputs`` (computed here independently of sarra), and re-encode it byte for byte.
