@@ -85,12 +85,9 @@ def parse_broker_url(url):
 
 
 def redact(url):
-    """The URL with its password replaced by '***'."""
-    u = urlparse(url)
-    if u.password is None:
-        return url
-    netloc = u.netloc.replace(":" + u.password + "@", ":***@", 1)
-    return u._replace(netloc=netloc).geturl()
+    """The URL with its password replaced by '***' (sarra's one redaction)."""
+    from sarra.redaction import hide_passwords
+    return hide_passwords(url)
 
 
 def amqp_connect(url, timeout=10):

@@ -6,6 +6,8 @@ import dataclasses
 import re
 import urllib.parse
 
+from sarra.redaction import hide_passwords
+
 __all__ = ['BrokerURL', 'parse_url', 'redact']
 
 DEFAULT_PORTS = {'amqp': 5672, 'amqps': 5671}
@@ -29,18 +31,7 @@ class BrokerURL:
 
 def redact(url):
     """Return *url* with any password removed (``amqp://u:p@h/`` -> ``amqp://u@h/``)."""
-    if not isinstance(url, str):
-        url = str(url)
-    try:
-        parts = urllib.parse.urlsplit(url)
-        has_password = parts.password is not None
-    except ValueError:
-        return re.sub(r'//([^/@:]*):[^/]*@', r'//\1@', url)
-    if not has_password:
-        return url
-    userinfo, _, hostpart = parts.netloc.rpartition('@')
-    user = userinfo.partition(':')[0]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f'{user}@{hostpart}'))
+    return hide_passwords(str(url), mask=None)
 
 
 def _display(url):

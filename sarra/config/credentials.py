@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 from urllib.parse import unquote, urlsplit
 
 from sarra import paths
+from sarra.redaction import hide_passwords
 
 logger = logging.getLogger("sarra.credentials")
 
@@ -22,7 +23,6 @@ DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "http": 80, "https": 443, "ftp": 2
                  "ftps": 21, "sftp": 22}
 
 _URL_SPLIT = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#]*)(.*)$", re.S)
-_IN_TEXT = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@\s/]*@")
 
 
 class CredentialsError(Exception):
@@ -31,23 +31,13 @@ class CredentialsError(Exception):
 
 
 def redact(url):
-    """The URL with its password replaced by ***; other text is returned unchanged."""
-    if not isinstance(url, str):
-        return url
-    m = _URL_SPLIT.match(url)
-    if not m:
-        return redact_text(url)
-    scheme, netloc, rest = m.groups()
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            netloc = userinfo.split(":", 1)[0] + ":***@" + host
-    return scheme + netloc + redact_text(rest)
+    """The URL with its password replaced by ***; anything not a str is returned as it is."""
+    return hide_passwords(url) if isinstance(url, str) else url
 
 
 def redact_text(text: str) -> str:
     """Mask every 'scheme://user:secret@' found inside a longer text."""
-    return _IN_TEXT.sub(r"\1:***@", text)
+    return hide_passwords(text)
 
 
 @dataclass

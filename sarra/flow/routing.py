@@ -33,6 +33,7 @@ import os
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from sarra.flow.work import Outcome
+from sarra.redaction import hide_passwords
 
 PATH_HEADER = "cluster_path"
 REPORT_PATH_HEADER = "report_path"
@@ -268,8 +269,7 @@ def read_report2clusters(path: str) -> List[Tuple[str, str, str]]:
 
 
 def _redact(url: str) -> str:
-    from sarra.config.brokerurl import redact
-    return redact(url)
+    return hide_passwords(url, mask=None)
 
 
 def report_shovels(feeder_url: str, cluster: str,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from typing import TYPE_CHECKING, Optional
 
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 from sarra import paths
+from sarra.redaction import hide_passwords
 
 LOGGER_NAME = "sarra"
 
@@ -40,10 +40,6 @@ LEVELS = {
 }
 
 LINE_FORMAT = "%(asctime)s [%(levelname)s] %(sarra_who)s %(message)s"
-
-# scheme://user:password@  ->  scheme://user:***@   (user may be empty; the password runs
-# to the last '@' before the next '/' or blank, so an unescaped '@' in it is masked too).
-_URL_SECRET = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<pw>[^\s/]*)@")
 
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -64,10 +60,8 @@ def one_line(text: str) -> str:
 
 
 def redact(text: str) -> str:
-    """Mask the password part of every URL in text."""
-    if "://" not in text:
-        return text
-    return _URL_SECRET.sub(lambda m: m.group("head") + ":***@", text)
+    """Mask the password part of every URL in text (scheme://user:***@host)."""
+    return hide_passwords(text)
 
 
 def program_name(component: str) -> str:

@@ -21,6 +21,7 @@ from functools import partial
 from urllib.parse import unquote, urlsplit
 
 from sarra.paths import NOFOLLOW
+from sarra.redaction import hide_passwords
 
 __all__ = [
     'Transfer', 'TransferError', 'LocalWriteError', 'Endpoint', 'for_url', 'driver_class',
@@ -60,12 +61,9 @@ class CannotDeliver(TransferError):
         super().__init__(FAILED, message)
 
 
-_PASSWORD_RE = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*://)([^/@:]*):[^/@]*@')
-
-
 def redact(url):
     """Return url with any password removed (``scheme://user:pw@h`` -> ``scheme://user@h``)."""
-    return _PASSWORD_RE.sub(r'\1\2@', str(url), count=1)
+    return hide_passwords(str(url), mask=None)
 
 
 def decode_path(path):
