@@ -116,7 +116,7 @@ def _load(name, pairs):
 
 def _api(pump: audit.Pump) -> ManagementAPI:
     creds = Credentials.load()
-    password = creds.lookup(pump.admin_url).password
+    password = creds.password_for(pump.admin_url)
     if password is None:
         raise CredentialsError("%s: no password for the admin %s in credentials.conf"
                                % (paths.credentials_path(), pump.display))
@@ -133,7 +133,7 @@ def _password_lookup(pump: audit.Pump):
             url = pump.feeder_url
         else:
             url = pump.user_url(user)
-        password = creds.lookup(url).password
+        password = creds.password_for(url)
         if password is None and user == "anonymous":
             password = "anonymous"
         return password

@@ -165,13 +165,7 @@ def _start(component, cfg, argv_extra) -> int:
 
 
 def _connect(component, cfg):
-    creds = Credentials.load()
-
-    def lookup(url):
-        c = creds.lookup(url)
-        return c.password if c else None
-
-    b = Broker(cfg.broker, password_lookup=lookup, reconnect=False)
+    b = Broker(cfg.broker, password_lookup=Credentials.load().password_for, reconnect=False)
     b.connect()
     return b
 

@@ -132,12 +132,8 @@ def main(argv=None) -> int:
     except plugin.PluginError as e:
         return common.fail(PROGRAM, str(e), common.USAGE)
 
-    def lookup(url):
-        c = creds.lookup(url)
-        return c.password if c else None
-
-    broker = Broker(cfg.post_broker, password_lookup=lookup, logger=log, reconnect=False,
-                    batch_writes=True)
+    broker = Broker(cfg.post_broker, password_lookup=creds.password_for, logger=log,
+                    reconnect=False, batch_writes=True)
     cache = None
     if cfg.suppress_duplicates:
         cache = DupCache(os.path.join(paths.state_dir("post", cfg.name or "-"),

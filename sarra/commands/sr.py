@@ -350,10 +350,9 @@ def queue_depths(queries: List[Tuple[int, str, str]], timeout: float = QUEUE_TIM
 
     def password(url):
         try:
-            c = creds.lookup(url)
+            return creds.password_for(url)
         except CredentialsError:
             return None
-        return c.password if c else None
 
     def ask(url, wanted):
         b = None

@@ -234,6 +234,12 @@ class Credentials:
                 want.password = entry.password
         return want
 
+    def password_for(self, url: str) -> Optional[str]:
+        """The password to log in to `url` with (written in the URL, else from the first
+        matching entry), or None: the one password lookup, e.g. a Broker's password_lookup.
+        CredentialsError if url is not a URL."""
+        return self.lookup(url).password
+
 
 def no_password_text(url: str, path: Optional[str] = None) -> str:
     """Why a login without a password failed: 'no password for <url> in <credentials.conf>

@@ -116,8 +116,7 @@ class Flow:
         return getattr(cfg, name)
 
     def _password(self, url):
-        cred = self.credentials.lookup(url)
-        return cred.password if cred else None
+        return self.credentials.password_for(url)
 
     # ------------------------------------------------------------ connections
     def connect(self):

@@ -73,8 +73,7 @@ class Daemon(Announcer):
                 self.hooks.add(hook, n)
         self.broker = Broker(cfg.post_broker, logger=log, should_stop=stop_event.is_set,
                              batch_writes=True,           # each batch ends with wait_confirms
-                             password_lookup=lambda u: (creds.lookup(u).password
-                                                        if creds.lookup(u) else None))
+                             password_lookup=creds.password_for)
         cache = None
         if cfg.suppress_duplicates:
             cache = DupCache(os.path.join(sdir, "recent_files_%03d.cache" % instance),
