@@ -40,10 +40,11 @@ from sarra import message, paths, plugin
 from sarra.flow import fetchpolicy, report, retry, routing
 from sarra.broker.frames import Undecodable
 from sarra.broker.client import Broker, BrokerError, BrokerStopped
+from sarra.flow.attempts import Interruptible
 from sarra.flow.consumer import Consumer
 from sarra.config.credentials import Credentials
 from sarra.message import Message, MessageError
-from sarra.flow.work import (Counters, Outcome, TransferInterrupted, Work,  # noqa: F401 (API)
+from sarra.flow.work import (Counters, Outcome, Result, TransferInterrupted, Work,  # noqa: F401
                              download_stopped)
 
 #: URL scheme -> module registering its transfer driver, imported on first use (paramiko
@@ -73,7 +74,7 @@ class Flow:
         self.counters = Counters()
         self.transfers = {}
         self._by_base = {}
-        self._interruptible = False
+        self.interruptible = Interruptible()    # with flow.interruptible(): a transfer
         self.user_cache_dir = paths.state_dir(cfg.component, cfg.name or "-")
         self.credentials = Credentials.load()
         self.hooks = plugin.Hooks(self, self.log)
@@ -163,9 +164,7 @@ class Flow:
     def interrupt(self):
         """Called from the SIGTERM/SIGINT handler after the stop event is set: abort a
         transfer that is blocked on the network (the message goes back to the queue)."""
-        if self._interruptible:
-            self._interruptible = False
-            raise TransferInterrupted()
+        self.interruptible.interrupt()
 
     # ------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -281,10 +280,10 @@ class Flow:
         self._batch_keys = set()        # done earlier in this batch, not yet in the cache
         for i, work in enumerate(batch):
             if i and self.stop_event.is_set():
-                work.outcome = "returned"   # stopping: give it back untouched
+                work.outcome = Result.RETURNED   # stopping: give it back untouched
                 continue
             self.process(work)
-            if work.cache_key is not None and work.outcome == "done":
+            if work.cache_key is not None and work.outcome == Result.DONE:
                 self._batch_keys.add(work.cache_key)
         self.settle(batch)
         if self.preset.settled is not None:
@@ -306,16 +305,16 @@ class Flow:
                 return
         if self.cache is not None:
             for w in batch:
-                if w.cache_key is not None and w.outcome == "done":
+                if w.cache_key is not None and w.outcome == Result.DONE:
                     self.cache.check_and_add(w.cache_key)
             self.cache.flush()
         acks = []
         for w in batch:
-            if w.outcome == "returned":
+            if w.outcome == Result.RETURNED:
                 if w.delivery is not None:
                     self._safe(self.consumer.requeue, w.delivery)
                 continue
-            if w.outcome == "failed" and self.cfg.retry:
+            if w.outcome == Result.FAILED and self.cfg.retry:
                 if w.retry_entry is not None:
                     self.retry.failed(w.retry_entry)
                 else:
@@ -355,7 +354,7 @@ class Flow:
             if not self.accept(work):
                 if work.retry_entry is not None:
                     self.log.info("%s: no longer accepted, retry dropped", msg.url)
-                work.outcome = "rejected"
+                work.outcome = Result.REJECTED
                 self.counters["rejected"] += 1
                 return
             self.counters["accepted"] += 1
@@ -365,8 +364,8 @@ class Flow:
             if self.preset.place is not None and not self.cfg.notify_only:
                 self.preset.place(self, work)
             if not self.hooks.run("on_message"):
-                if work.outcome != "failed":      # msg_to_retry() keeps it for later
-                    work.outcome = "rejected"
+                if work.outcome != Result.FAILED:      # msg_to_retry() keeps it for later
+                    work.outcome = Result.REJECTED
                 return
             if self.preset.dedupe is not None:
                 self.preset.dedupe(self, work)
@@ -388,7 +387,7 @@ class Flow:
         except Outcome as o:
             work.code, work.text = o.code, o.text
             if o.retry:
-                work.outcome = "failed"
+                work.outcome = Result.FAILED
                 self.counters["failed"] += 1
                 self.log.error("%s: %s %s (will retry)", msg.url, o.code, o.text)
             elif o.code >= 400:
@@ -403,13 +402,13 @@ class Flow:
                         return
             self.reporter.report(msg, o.code, o.text, work.received)
         except download_stopped:
-            work.outcome = "returned"
+            work.outcome = Result.RETURNED
             self.log.info("%s: stop requested during transfer, returned to the queue", msg.url)
         except BrokerStopped:
-            work.outcome = "returned"
+            work.outcome = Result.RETURNED
             raise
         except Exception as e:  # a bug or an unexpected OS error: never lose the message
-            work.outcome = "failed"
+            work.outcome = Result.FAILED
             self.counters["failed"] += 1
             self.log.exception("%s: unexpected error, will retry: %s", msg.url, e)
             self.reporter.report(msg, 503, "Unable to process", work.received)
@@ -423,7 +422,7 @@ class Flow:
             self.post(work)
             return True
         except BrokerStopped:
-            work.outcome = "returned"
+            work.outcome = Result.RETURNED
             raise
         except Outcome as o:        # cannot be encoded: refused once, never retried
             work.code, work.text = o.code, o.text
@@ -431,7 +430,7 @@ class Flow:
             self.reporter.report(work.msg, o.code, o.text, work.received)
             return False
         except Exception as e:      # exchange refused...: retry it later
-            work.outcome = "failed"
+            work.outcome = Result.FAILED
             self.counters["failed"] += 1
             self.log.error("%s: posting again failed, will retry: %s", work.msg.url, e)
             self.reporter.report(work.msg, 503, "Unable to process", work.received)
@@ -440,7 +439,7 @@ class Flow:
     def msg_to_retry(self):
         """Plugins (e.g. delay) call this to put the current message aside for a later retry."""
         if self.msg is not None:
-            self.msg.outcome = "failed"
+            self.msg.outcome = Result.FAILED
 
     def accept(self, work: Work) -> bool:
         """accept/reject: first matching clause wins; no clause at all accepts everything."""

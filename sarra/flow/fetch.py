@@ -13,7 +13,8 @@ import time
 from sarra import checksum
 from sarra.transfer import progress
 from sarra.transfer import LocalWriteError, TransferError, bounds, redact, split_url
-from sarra.flow.work import Outcome, TransferInterrupted, download_stopped
+from sarra.flow import attempts
+from sarra.flow.work import Outcome, TransferInterrupted
 
 
 class _Progress:
@@ -61,11 +62,8 @@ class _Progress:
         if now >= self.next_tick:
             self.next_tick = now + 5.0
             self.progress.tick(now)
-            flow._interruptible = False      # never interrupt broker I/O
-            try:
+            with flow.interruptible.paused():       # never interrupt broker I/O
                 flow.tick_brokers()
-            finally:
-                flow._interruptible = True
 
 
 #: from this size on, the checksum is computed in a second thread while the data arrives
@@ -193,7 +191,6 @@ def fetch(flow, work, dest, offset, length, write_offset):
             return file_digest(dest, algo, offset if write_offset is not None else 0, length)
         if handled is False:
             raise Outcome(499, "do_download plugin failed", retry=True)
-    tries = max(1, flow.cfg.attempts or 1)
     parts = msg.parts
     expected = length if length is not None else (parts.filesize if parts is not None else 0)
     limit = length if length is not None else (parts.filesize if parts is not None else None)
@@ -201,7 +198,8 @@ def fetch(flow, work, dest, offset, length, write_offset):
     if slots is not None and slots.busy(key):
         raise Outcome(503, f"Service unavailable: deferred: slow transfers of {key} hold "
                            f"every slot", retry=True)
-    for attempt in range(1, tries + 1):
+
+    def once(attempt):
         h = checksum.new_hasher(algo)
         if h is not None and expected >= THREADED_HASH_MIN:
             h = _HashThread(h)
@@ -209,26 +207,23 @@ def fetch(flow, work, dest, offset, length, write_offset):
         t = piece = None
         try:
             t = flow.transfer_for(url, msg.baseurl)
-            flow._interruptible = True
-            try:
-                _arm(flow, guard)
-                piece = _Progress(flow, h, limit, guard, url, limit)
-                progress.watch(piece.progress)
-                n = t.get(url, dest, offset=offset, length=length, hasher=piece,
-                          write_offset=write_offset)
-            finally:
-                flow._interruptible = False
-                bounds.disarm()
-                if piece is not None:
-                    progress.unwatch(piece.progress)
+            with flow.interruptible():
+                try:
+                    _arm(flow, guard)
+                    piece = _Progress(flow, h, limit, guard, url, limit)
+                    progress.watch(piece.progress)
+                    n = t.get(url, dest, offset=offset, length=length, hasher=piece,
+                              write_offset=write_offset)
+                finally:
+                    bounds.disarm()
+                    if piece is not None:
+                        progress.unwatch(piece.progress)
             flow.counters["bytes"] += n
             try:
                 return h.hexdigest() if h is not None else None
             except OSError as e:        # a spliced range could not be read back
                 raise Outcome(500, f"cannot read back {dest} to checksum it: "
                                    f"{e.strerror or e}", retry=True) from None
-        except TransferInterrupted:
-            raise download_stopped() from None
         except (bounds.TransferDeadline, bounds.TransferDeferred) as e:
             _drop_driver(flow, t)       # its connection is in the middle of an answer
             late = isinstance(e, bounds.TransferDeadline)
@@ -239,13 +234,6 @@ def fetch(flow, work, dest, offset, length, write_offset):
         except bounds.TransferRefused as e:    # more than announced, unasked encoding...
             _drop_driver(flow, t)
             raise Outcome(e.code, e.message) from None      # permanent: not retried
-        except TransferError as e:
-            if (e.code == 404 or attempt == tries or flow.stop_event.is_set()
-                    or isinstance(e, LocalWriteError)):     # a full disk: the retry queue
-                raise Outcome(e.code if e.code in (404, 499, 503) else 499, e.message,
-                              retry=True) from None
-            flow.log.warning("%s: attempt %d/%d failed: %s", url, attempt, tries, e.message)
-            flow.stop_event.wait(min(5.0, 0.5 * attempt))
         except KeyError:
             raise Outcome(503, f"Service unavailable {url.split(':', 1)[0]}") from None
         except OSError as e:
@@ -255,6 +243,12 @@ def fetch(flow, work, dest, offset, length, write_offset):
                 guard.release()
             if isinstance(h, _HashThread) and h.t.is_alive():
                 h.abandon()             # a failed try: let its thread go
+
+    def final(e, last):
+        if e.code == 404 or last or isinstance(e, LocalWriteError):  # a full disk: retry queue
+            return Outcome(e.code if e.code in (404, 499, 503) else 499, e.message, retry=True)
+        return None
+    return attempts.repeat(flow, url, once, final)
 
 
 def _slow_slots(flow, msg, url):
@@ -289,12 +283,12 @@ def _guard(flow, size, slots, key, url):
 
 def _arm(flow, guard):
     """The timer that checks the guard while a read is blocked: from the end of the grace
-    time on, every Guard.TICK seconds, never during broker I/O (_interruptible)."""
+    time on, every Guard.TICK seconds, never during broker I/O (flow.interruptible)."""
     if guard is None:
         return
 
     def fire():
-        if flow._interruptible:
+        if flow.interruptible.on:
             guard.check()
     bounds.arm(guard.grace + 0.01, fire, guard.TICK)
 

@@ -25,7 +25,8 @@ from sarra.transfer import progress
 from sarra.message import Message, escape, parse_time, topic_for, unescape
 from sarra.flow.poster import public_base_url
 from sarra.transfer import CannotDeliver, TransferError
-from sarra.flow.work import Outcome, TransferInterrupted, download_stopped
+from sarra.flow import attempts
+from sarra.flow.work import Outcome, TransferInterrupted
 
 #: bytes per slice of a large upload (sftp/file, which can write at an offset)
 SLICE = 64 << 20
@@ -217,32 +218,31 @@ def _delete(t, url):
 
 def _attempts(flow, work, url, op):
     """op() up to ``attempts`` times (the driver itself reconnects a dropped session)."""
-    tries = max(1, flow.cfg.attempts or 1)
     scheme = url.split(":", 1)[0]
-    for attempt in range(1, tries + 1):
+
+    def once(attempt):
         try:
-            flow._interruptible = True
-            try:
+            with flow.interruptible():
                 return op()
-            finally:
-                flow._interruptible = False
-        except TransferInterrupted:
-            raise download_stopped() from None
-        except CannotDeliver as e:          # reports.md: 499, and no retry
-            raise Outcome(499, f"{scheme} delivery failed: {e.message}") from None
-        except TransferError as e:
-            if attempt == tries or flow.stop_event.is_set():
-                raise Outcome(497, f"{scheme} delivery failed: {e.message}", retry=True) from None
-            flow.log.warning("%s: attempt %d/%d failed: %s", _shown(url), attempt, tries, e.message)
-            drv = flow._by_base.get(flow.cfg.destination)
-            if drv is not None:                     # the next try starts a fresh session
-                try:
-                    drv.close()
-                except Exception:
-                    pass
-            flow.stop_event.wait(min(5.0, 0.5 * attempt))
         except OSError as e:
-            raise Outcome(500, f"cannot read {work.local_path}: {e.strerror}", retry=True) from None
+            raise Outcome(500, f"cannot read {work.local_path}: {e.strerror}",
+                          retry=True) from None
+
+    def final(e, last):
+        if isinstance(e, CannotDeliver):        # reports.md: 499, and no retry
+            return Outcome(499, f"{scheme} delivery failed: {e.message}")
+        if last:
+            return Outcome(497, f"{scheme} delivery failed: {e.message}", retry=True)
+        return None
+
+    def again():
+        drv = flow._by_base.get(flow.cfg.destination)
+        if drv is not None:                     # the next try starts a fresh session
+            try:
+                drv.close()
+            except Exception:
+                pass
+    return attempts.repeat(flow, _shown(url), once, final, again)
 
 
 def _shown(url):

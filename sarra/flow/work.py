@@ -4,6 +4,7 @@ Kept apart from flow.py so that the work steps (download.py, send.py) and plugin
 these without importing the engine.
 """
 
+import enum
 import time
 from typing import List, Optional
 
@@ -18,6 +19,21 @@ class TransferInterrupted(BaseException):
     """Raised from the signal handler into a transfer blocked on the network (see
     Flow.interrupt). A BaseException so that drivers' ``except Exception`` clauses let it
     through; the flow turns it into download_stopped."""
+
+
+class Result(str, enum.Enum):
+    """What became of a message (Work.outcome), and so what settle() does with it:
+    done and rejected are acked, failed goes to the retry queue (then acked), returned
+    goes back to the broker. A str, so that plugins comparing with "failed" keep working."""
+    DONE = "done"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    RETURNED = "returned"
+
+    def __str__(self):
+        return self.value
+
+    __format__ = str.__format__
 
 
 class Outcome(Exception):
@@ -45,10 +61,23 @@ class Work:
         self.local_path: Optional[str] = None
         self.posts: List[Message] = []
         self.code, self.text = 201, "Downloaded"
-        self.outcome = "done"       # done | rejected | failed | returned
+        self.outcome = Result.DONE
         self.file_complete = False
         self.cache_key = None
         self.sum = None             # msg.sum parsed once by the work step
+
+    @property
+    def outcome(self) -> Result:
+        return self._outcome
+
+    @outcome.setter
+    def outcome(self, value):
+        """A plugin may set the string ("failed"): kept as the Result it names."""
+        try:
+            self._outcome = Result(value)
+        except ValueError:
+            raise ValueError(f"outcome {value!r}: not one of "
+                             f"{', '.join(r.value for r in Result)}") from None
 
     # v2 plugin vocabulary
     headers = property(lambda self: self.msg.headers)

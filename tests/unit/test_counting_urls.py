@@ -155,10 +155,11 @@ class _FakeClock:
 
 def _flow(driver):
     import threading
+    from sarra.flow.attempts import Interruptible
     return SimpleNamespace(
         cfg=SimpleNamespace(attempts=1, transfer_min_rate=0), log=_Log(),
         hooks=SimpleNamespace(has=lambda name: False), stop_event=threading.Event(),
-        _interruptible=False, counters={"bytes": 0}, tick_brokers=lambda: None,
+        interruptible=Interruptible(), counters={"bytes": 0}, tick_brokers=lambda: None,
         transfer_for=lambda url, base=None: driver)
 
 

@@ -219,11 +219,14 @@ def test_retry_keeps_its_accept_clause_directory(home):
 def test_interrupt_only_while_transferring(home, raises):
     from sarra.flow.work import TransferInterrupted
     flow = make_flow(home, lambda f, w: None)
-    flow._interruptible = raises
     if raises:
         with pytest.raises(TransferInterrupted):
-            flow.interrupt()
-        assert flow._interruptible is False
+            with flow.interruptible():
+                flow.interrupt()
+        assert flow.interruptible.on is False
+        with flow.interruptible():
+            with flow.interruptible.paused():       # broker I/O: never interrupted
+                flow.interrupt()
     else:
         flow.interrupt()
 

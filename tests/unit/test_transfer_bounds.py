@@ -175,10 +175,11 @@ class _Flow:
     def __init__(self, tmp_path, driver):
         import threading
         from types import SimpleNamespace
+        from sarra.flow.attempts import Interruptible
         self.cfg = _Cfg(str(tmp_path / "state"))
         self.hooks = SimpleNamespace(has=lambda name: False)
         self.stop_event = threading.Event()
-        self._interruptible = False
+        self.interruptible = Interruptible()
         self.counters = {"bytes": 0}
         self.log = SimpleNamespace(warning=lambda *a: None)
         self.driver = driver
