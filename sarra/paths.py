@@ -16,10 +16,11 @@ APPNAME = "sarra"
 #: is never written through a link planted on a temporary or final name
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
-# Component names as used for directories (program name without 'sr_').
+# The one list of sarra's components: their names as used for directories (the program
+# name without 'sr_').  setup.py installs sr_<component> for each (tests/unit/
+# test_one_of_each.py holds them together); sr_post runs once, the others as daemons.
 COMPONENTS = (
-    "post", "watch", "poll", "subscribe", "sarra", "sender", "shovel",
-    "winnow", "report", "audit", "cpost", "cpump",
+    "post", "watch", "subscribe", "sarra", "sender", "shovel", "winnow", "report", "audit",
 )
 # 2016 names of components.
 COMPONENT_ALIASES = {"log": "report", "police": "audit"}

@@ -25,22 +25,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 
-# command name -> module in sarra/commands/ (same table as setup.py)
-COMMANDS = {
-    "sr_post": "post",
-    "sr_watch": "watch",
-    "sr_poll": "poll",
-    "sr_subscribe": "subscribe",
-    "sr_sarra": "sarra",
-    "sr_sender": "sender",
-    "sr_shovel": "shovel",
-    "sr_winnow": "winnow",
-    "sr_log": "report",
-    "sr_report": "report",
-    "sr_police": "audit",
-    "sr_audit": "audit",
-    "sr": "sr",
-}
+
+def setup_commands():
+    """{command name: module in sarra/commands/}: the COMMANDS table of setup.py (read,
+    not run), the one list of the commands sarra installs."""
+    import ast
+    tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "COMMANDS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("setup.py has no COMMANDS table")
+
+
+COMMANDS = setup_commands()
 
 
 # ------------------------------------------------------------------ HOME

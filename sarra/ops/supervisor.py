@@ -45,10 +45,8 @@ from sarra.config import parser as config
 from sarra.ops import instances, logs, procident, proctitle
 
 NAME = "sr_supervisor"
-# Components whose configurations run as daemons (sr_post runs once; cpost/cpump are C;
-# sarra has no sr_poll).
-RUNNABLE = ("watch", "subscribe", "sarra", "sender", "shovel", "winnow", "report",
-            "audit")
+# Components whose configurations run as daemons (sr_post runs once).
+RUNNABLE = tuple(c for c in paths.COMPONENTS if c != "post")
 TICK = 0.5
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 300.0, 60.0
 TERM_GRACE = 5.0

@@ -51,3 +51,23 @@ def test_one_password_lookup():
             if (isinstance(node, ast.IfExp) and ast.unparse(node.body).endswith(".password")):
                 bad.append("%s:%d" % (path.relative_to(ROOT), node.lineno))
     assert not bad, "password lookups of their own (use Credentials.password_for): %s" % bad
+
+
+# ------------------------------------------------------------------ the list of components
+def test_one_list_of_components():
+    """paths.COMPONENTS is the one list: setup.py installs exactly sr_<each> (plus the 2016
+    names and sr), each has its command module, the supervisor runs all but sr_post, and
+    the test suite's table of commands is setup.py's."""
+    from sarra import paths
+    from sarra.flow import presets
+    from sarra.ops import supervisor
+    from tests.conftest import COMMANDS, setup_commands
+    assert COMMANDS == setup_commands()
+    want = {paths.program_name(c): c for c in paths.COMPONENTS}
+    want.update({"sr_" + old: new for old, new in paths.COMPONENT_ALIASES.items()})
+    want["sr"] = "sr"
+    assert COMMANDS == want
+    for module in set(COMMANDS.values()):
+        assert (ROOT / "sarra" / "commands" / (module + ".py")).is_file(), module
+    assert supervisor.RUNNABLE == tuple(c for c in paths.COMPONENTS if c != "post")
+    assert set(presets.PRESETS) <= set(paths.COMPONENTS)
