@@ -300,9 +300,13 @@ class _Headers(dict):
         return default if value is None else [value]
 
 
+_OWS = " \t\r\n"     # what HTTP trims around a value (not every Unicode space)
+
+
 def _read_headers(fp) -> _Headers:
     headers, last = _Headers(), None
-    for _ in range(http.client._MAXHEADERS + 1):
+    # http.client's limit counts the blank line too: at most _MAXHEADERS - 1 fields
+    for _ in range(http.client._MAXHEADERS):
         line = fp.readline(http.client._MAXLINE + 1)
         if len(line) > http.client._MAXLINE:
             raise http.client.LineTooLong("header line")
@@ -310,12 +314,12 @@ def _read_headers(fp) -> _Headers:
             return headers
         text = line.decode("iso-8859-1")
         if text[:1] in (" ", "\t") and last is not None:      # obsolete line folding
-            headers[last] += " " + text.strip()
+            headers[last] += " " + text.strip(_OWS)
             continue
         name, sep, value = text.partition(":")
         if not sep:
             continue
-        last, value = name.strip().lower(), value.strip()
+        last, value = name.strip().lower(), value.strip(_OWS)
         headers[last] = headers[last] + ", " + value if last in headers else value
     raise http.client.HTTPException("got more than %d headers" % http.client._MAXHEADERS)
 
