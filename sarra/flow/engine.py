@@ -27,7 +27,6 @@ What differs per component (placement, download or send or nothing, post or not,
 checks) is a preset in components.py; this loop has no component-specific branches.
 """
 
-import importlib
 import logging
 import os
 import threading
@@ -47,11 +46,6 @@ from sarra.message import Message, MessageError
 from sarra.flow.work import (Counters, Outcome, Result, TransferInterrupted, Work,  # noqa: F401
                              download_stopped)
 
-#: URL scheme -> module registering its transfer driver, imported on first use (paramiko
-#: is big)
-DRIVER_MODULES = {"http": "sarra.transfer.http", "https": "sarra.transfer.http",
-                  "sftp": "sarra.transfer.sftp", "ftp": "sarra.transfer.ftp",
-                  "ftps": "sarra.transfer.ftp", "file": "sarra.transfer.file"}
 #: transfer drivers (each with its open connection) a flow keeps; one more closes them all
 MAX_DRIVERS = 64
 #: retries are also taken after this many new messages, so a busy queue cannot starve them
@@ -556,11 +550,10 @@ class Flow:
                 return t
         from sarra import transfer
         scheme = url.split(":", 1)[0].lower()
-        mod = DRIVER_MODULES.get(scheme)
-        if mod is None and scheme not in transfer.SCHEMES:
-            raise KeyError(scheme)
-        if mod is not None:
-            importlib.import_module(mod)
+        try:
+            transfer.driver_class(scheme)       # its module imported on first use
+        except transfer.TransferError:
+            raise KeyError(scheme) from None
         if len(self._by_base) >= 8 * MAX_DRIVERS:
             self._by_base.clear()
         if len(self.transfers) >= MAX_DRIVERS \

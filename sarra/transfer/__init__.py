@@ -16,8 +16,8 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from contextlib import contextmanager
 from functools import partial
+from importlib import import_module
 from urllib.parse import unquote, urlsplit
 
 from sarra.paths import NOFOLLOW
@@ -26,7 +26,7 @@ from sarra.redaction import hide_passwords
 __all__ = [
     'Transfer', 'TransferError', 'LocalWriteError', 'Endpoint', 'for_url', 'driver_class',
     'register', 'SCHEMES', 'redact', 'split_url', 'decode_path', 'credential_value',
-    'credential_flag',
+    'credential_flag', 'PinnedPath',
 ]
 
 NOT_FOUND = 404
@@ -182,31 +182,24 @@ def credential_user_password(creds):
 
 # --- local file helpers -------------------------------------------------------------------------
 
-#: local path -> descriptor of the file that in-place writes to that path go into (pinned())
-_PINNED = {}
+class PinnedPath(str):
+    """A local path (a str: drivers use it as any other) pinned to the file open as
+    ``fd``: writes in place to it (a block at its offset, open_in_place) go into that
+    file, whatever is at the path by then. Given as ``get``'s local_path, download.py's
+    block assembly knows so which file the bytes went into, also if another instance
+    replaced the temporary file meanwhile (a newer version of the file came in). The
+    descriptor stays the caller's: it is duplicated, never closed here."""
 
-
-@contextmanager
-def pinned(path, fd):
-    """While inside, writes in place to ``path`` (a block at its offset) go into the file
-    open as ``fd``, whatever is at ``path`` by then: download.py's block assembly knows so
-    which file the bytes went into, also if another instance replaced the temporary file
-    meanwhile (a newer version of the file came in)."""
-    before = _PINNED.get(path)
-    _PINNED[path] = fd
-    try:
-        yield
-    finally:
-        if before is None:
-            _PINNED.pop(path, None)
-        else:
-            _PINNED[path] = before
+    def __new__(cls, path, fd):
+        self = super().__new__(cls, path)
+        self.fd = fd
+        return self
 
 
 def open_in_place(path, flags=os.O_RDWR | os.O_CREAT | NOFOLLOW):
-    """A descriptor to write into ``path`` in place: a duplicate of the one pinned for it,
-    else ``path`` opened with ``flags``."""
-    fd = _PINNED.get(path)
+    """A descriptor to write into ``path`` in place: a duplicate of the one it is pinned
+    to (a PinnedPath), else ``path`` opened with ``flags``."""
+    fd = path.fd if isinstance(path, PinnedPath) else None
     return os.dup(fd) if fd is not None else os.open(path, flags, 0o666)
 
 
@@ -374,7 +367,8 @@ class Transfer:
         raise TransferError(FAILED, '%s does not support %s' % (self._scheme(), what))
 
     def get(self, url, local_path, offset=0, length=None, hasher=None, write_offset=None):
-        """Download bytes [offset, offset+length) of url into local_path; return bytes written."""
+        """Download bytes [offset, offset+length) of url into local_path; return bytes written.
+        In place (write_offset), a PinnedPath local_path is written through its descriptor."""
         self._unsupported('get')
 
     def put(self, local_path, url, offset=0, length=None, remote_offset=None):
@@ -414,7 +408,14 @@ class Transfer:
         self.close()
 
 
+#: URL scheme -> registered driver class (register(); a plugin may add its own)
 SCHEMES = {}
+
+#: The one lazy scheme -> driver table: URL scheme -> module registering its driver,
+#: imported on first use of the scheme only (paramiko is big)
+DRIVER_MODULES = {'http': 'sarra.transfer.http', 'https': 'sarra.transfer.http',
+                  'sftp': 'sarra.transfer.sftp', 'ftp': 'sarra.transfer.ftp',
+                  'ftps': 'sarra.transfer.ftp', 'file': 'sarra.transfer.file'}
 
 
 def register(cls):
@@ -424,16 +425,16 @@ def register(cls):
 
 
 def driver_class(scheme):
-    if not SCHEMES:
-        _load_builtin()
-    cls = SCHEMES.get(scheme.lower())
+    """The driver class for a URL scheme, its module imported on first use; TransferError
+    (499) for a scheme no driver handles."""
+    scheme = scheme.lower()
+    cls = SCHEMES.get(scheme)
+    if cls is None and scheme in DRIVER_MODULES:
+        import_module(DRIVER_MODULES[scheme])
+        cls = SCHEMES.get(scheme)
     if cls is None:
         raise TransferError(FAILED, 'unsupported URL scheme: %s' % scheme)
     return cls
-
-
-def _load_builtin():
-    from . import file, ftp, http, sftp  # noqa: F401  (each module registers its class)
 
 
 def for_url(url, pool, **kw):

@@ -71,3 +71,45 @@ def test_one_list_of_components():
         assert (ROOT / "sarra" / "commands" / (module + ".py")).is_file(), module
     assert supervisor.RUNNABLE == tuple(c for c in paths.COMPONENTS if c != "post")
     assert set(presets.PRESETS) <= set(paths.COMPONENTS)
+
+
+# ------------------------------------------------------------------ the scheme -> driver table
+def test_one_lazy_driver_table():
+    """transfer.DRIVER_MODULES is the one scheme table: each scheme's module is imported
+    when the scheme is first used, and only then (paramiko is big); a plugin's registered
+    scheme does not hide the built-in ones."""
+    import subprocess
+    import sys
+    code = """if True:
+        import sys
+        from sarra import transfer
+        from sarra.flow import engine
+        assert not hasattr(engine, "DRIVER_MODULES")      # no second table
+        class Mine(transfer.Transfer):
+            schemes = ("mine",)
+        transfer.register(Mine)                            # a plugin's driver first
+        assert transfer.driver_class("MINE") is Mine
+        assert "sarra.transfer.sftp" not in sys.modules
+        assert transfer.driver_class("https").__module__ == "sarra.transfer.http"
+        assert transfer.driver_class("ftps").__module__ == "sarra.transfer.ftp"
+        assert "sarra.transfer.sftp" not in sys.modules and "paramiko" not in sys.modules
+        assert transfer.driver_class("sftp").__module__ == "sarra.transfer.sftp"
+        for scheme in ("gopher", "mine2"):
+            try:
+                transfer.driver_class(scheme)
+            except transfer.TransferError as e:
+                assert str(e).endswith("unsupported URL scheme: " + scheme), e
+            else:
+                raise AssertionError(scheme)
+        """
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_flow_refuses_an_unknown_scheme_with_keyerror():
+    from types import SimpleNamespace
+    from sarra.flow.engine import Flow
+    flow = Flow.__new__(Flow)
+    flow.__dict__.update(_by_base={}, transfers={}, cfg=SimpleNamespace(timeout=1))
+    with pytest.raises(KeyError):
+        flow.transfer_for("gopher://h/x")
