@@ -15,7 +15,7 @@ import sys
 import time
 
 from sarra import paths
-from sarra.ops import audit, health, instances, logs, proctitle, secretargs
+from sarra.ops import audit, instances, logs, proctitle, secretargs
 from sarra.config import parser as config, options
 from sarra.commands import common
 from sarra.config.credentials import Credentials, CredentialsError
@@ -76,7 +76,21 @@ def main(argv=None) -> int:
                            common.USAGE)
     if len(rest) > 1:
         return common.fail(program, "unexpected argument '%s'" % rest[1], common.USAGE)
-    name = rest[0] if rest else None
+    return _action(program, action, rest[0] if rest else None, pairs, no, fix)
+
+
+@common.pipe_safe
+def config_action(action, name) -> int:
+    """One action on one configuration, as `sr` asks for it: the same lines and exit code
+    as ``sr_police <action> <name>``."""
+    program = _program()
+    if action not in ACTIONS:
+        return common.fail(program, "no action given (one of %s)" % ", ".join(ACTIONS),
+                           common.USAGE)
+    return _action(program, action, name, [], None, None)
+
+
+def _action(program, action, name, pairs, no, fix) -> int:
     try:
         cfg = _load(name, pairs)
         if fix is None:
@@ -275,7 +289,7 @@ def _daemon(program, action, iname, fix, cfg) -> int:
             print("%s %s: stopped %d instance(s)" % (program, iname, n))
             return common.OK
     if action == "status":      # the same state and exit code as `sr status` (health)
-        return health.print_status(program, "audit", iname, cfg, 1)
+        return common.print_status(program, "audit", iname, cfg, 1)
     if action == "sanity":
         st = instances.status("audit", iname)
         if not st.expected or st.running:

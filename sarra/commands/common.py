@@ -70,6 +70,17 @@ def fail(program: str, text: str, code: int) -> int:
     return code
 
 
+def print_status(program: str, component: str, name: str, cfg=None, wanted: int = 1,
+                 enabled: bool = True, error=None) -> int:
+    """A component's ``status`` action: health.status_lines on stdout; the state's exit
+    code (as `sr status`)."""
+    from sarra.ops import health
+    lines, code = health.status_lines(program, component, name, cfg, wanted, enabled, error)
+    for line in lines:
+        print(line)
+    return code
+
+
 def split_argv(argv, actions=CONSUMER_ACTIONS):
     """Separate -options (with their values) from positional words.
 

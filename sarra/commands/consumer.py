@@ -9,18 +9,17 @@ component (start/stop/restart/status/sanity/cleanup).
 
 import logging
 import os
-import shutil
 import signal
 import sys
 
 from sarra import paths
 from sarra.commands import actions
-from sarra.flow import presets as components, consumer
+from sarra.flow import presets as components, queueadmin, routing
 from sarra.config import parser as config
-from sarra.ops import health, instances, logs, proctitle, secretargs
-from sarra.broker.client import Broker, BrokerError
+from sarra.ops import instances, logs, proctitle, secretargs
+from sarra.broker.client import BrokerError
 from sarra.commands import common
-from sarra.config.credentials import Credentials, CredentialsError
+from sarra.config.credentials import CredentialsError
 
 NO_CONFIG_ACTIONS = ("list", "status", "start", "stop", "restart", "sanity", "cleanup")
 FILE_ACTIONS = ("list", "edit", "add", "remove", "enable", "disable")
@@ -125,7 +124,7 @@ def _one(component, action, name, pairs, no) -> int:
     if action == "status":      # the same state and exit code as `sr status` (health)
         wanted = cfg.instances or 1 if cfg is not None else 1
         enabled = cfg is not None or (cname, True) in actions.list_configs(component)
-        return health.print_status(program, component, cname, cfg, wanted, enabled,
+        return common.print_status(program, component, cname, cfg, wanted, enabled,
                                    None if cfg is not None or not enabled else load_error)
     if action == "sanity":
         st = instances.status(component, cname)
@@ -164,35 +163,24 @@ def _start(component, cfg, argv_extra) -> int:
     return common.SOME_FAILED if pids.failed else common.OK
 
 
-def _connect(component, cfg):
-    b = Broker(cfg.broker, password_lookup=Credentials.load().password_for, reconnect=False)
-    b.connect()
-    return b
+@common.pipe_safe
+def queue_action(component, action, name) -> int:
+    """``declare``, ``setup`` or ``cleanup`` of one configuration, as `sr` asks for it:
+    the same lines and exit codes as ``sr_<component> <action> <name>``."""
+    return _one(component, action, name, [], None)
 
 
 def _broker_action(component, action, cfg) -> int:
     program = f"sr_{component}"
     try:
-        b = _connect(component, cfg)
-        try:
-            if action == "cleanup":
-                instances.stop(component, cfg.name)
-                names = [n for n in (cfg.queue_name, consumer.saved_queue(cfg)) if n]
-                for q in dict.fromkeys(names):
-                    b.delete_queue(q)
-                consumer.forget_queue(cfg)
-                # the whole state dir (under the host name with statehost): queue name,
-                # pid, retry, cache and part files
-                shutil.rmtree(cfg.state_dir(create=False), ignore_errors=True)
-                print(f"{program} {cfg.name}: queue {' '.join(names) or '(none)'} deleted, "
-                      "state removed")
-            else:
-                c = consumer.Consumer(cfg, b)
-                c.declare(bind=(action == "setup"))
-                print(f"{program} {cfg.name}: queue {c.queue} declared"
-                      + (" and bound" if action == "setup" else ""))
-        finally:
-            b.close()
+        if action == "cleanup":
+            names = queueadmin.cleanup(component, cfg)
+            print(f"{program} {cfg.name}: queue {' '.join(names) or '(none)'} deleted, "
+                  "state removed")
+        else:
+            queue = queueadmin.declare(cfg, bind=(action == "setup"))
+            print(f"{program} {cfg.name}: queue {queue} declared"
+                  + (" and bound" if action == "setup" else ""))
     except CredentialsError as e:
         return common.fail(program, str(e), common.USAGE)
     except BrokerError as e:
@@ -216,6 +204,8 @@ def foreground(component, cfg, no=None) -> int:
         flow = Flow(cfg, components.preset(component), logger=log, stop_event=stop, instance=instance)
         _interrupt_transfers_on_stop(flow)
         return flow.run()
+    except routing.ConfigRefused:     # a loop, a missing cluster: the flow logged why
+        return common.USAGE
     except CredentialsError as e:
         log.error("%s", e)
         return common.USAGE

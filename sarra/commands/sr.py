@@ -14,7 +14,6 @@ Instances are kept up by one supervisor process per user (sarra/ops/supervisor.p
 
 import dataclasses
 import fnmatch
-import importlib
 import json
 import logging
 import sys
@@ -479,15 +478,25 @@ def do_component_action(items: List[Item], action: str) -> int:
             rc = max(rc, common.SOME_FAILED)
             continue
         try:
-            module = importlib.import_module(f"sarra.commands.{it.component}")
-            code = module.main([action, it.name])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else common.SOME_FAILED
+            code = _config_action(it.component, action, it.name)
         except Exception as e:
             _err(f"{it.label}: {action} failed: {e}")
             code = common.SOME_FAILED
         rc = max(rc, code or 0)
     return rc
+
+
+def _config_action(component: str, action: str, name: str) -> int:
+    """The component's own action on one configuration (its lines, its exit code), called
+    as a function, not through the command's argv."""
+    if component == "watch":
+        from sarra.commands import watch
+        return watch.config_action(action, name)
+    if component == "audit":
+        from sarra.commands import audit
+        return audit.config_action(action, name)
+    from sarra.commands import consumer
+    return consumer.queue_action(component, action, name)
 
 
 def do_dump(items: List[Item]) -> int:

@@ -23,7 +23,7 @@ import sys
 from sarra import paths, plugin
 from sarra.commands import actions
 from sarra.config import parser as config, options
-from sarra.ops import health, instances, logs, proctitle, secretargs
+from sarra.ops import instances, logs, proctitle, secretargs
 from sarra.broker.client import BrokerError
 from sarra.commands import common, consumer
 from sarra.config.credentials import CredentialsError
@@ -90,6 +90,16 @@ def main(argv=None) -> int:
     return _one(action, name, pairs, no)
 
 
+@common.pipe_safe
+def config_action(action, name) -> int:
+    """One action on one configuration, as `sr` asks for it: the same lines and exit code
+    as ``sr_watch <action> <name>`` (which reads a word that is no action of its own as
+    the configuration's name, then the name as an unexpected argument)."""
+    if action not in ACTIONS:
+        return common.fail(PROGRAM, f"unexpected argument {name!r}", common.USAGE)
+    return _one(action, name, [], None)
+
+
 def _one(action, name, pairs, no) -> int:
     try:
         cfg = load_config(name, pairs)
@@ -109,7 +119,7 @@ def _one(action, name, pairs, no) -> int:
     if action in ("start", "restart"):
         return _start(cfg)
     if action == "status":      # the same state and exit code as `sr status` (health)
-        return health.print_status(PROGRAM, COMPONENT, cname, cfg, 1)
+        return common.print_status(PROGRAM, COMPONENT, cname, cfg, 1)
     if action == "sanity":
         st = instances.status(COMPONENT, cname)
         return _start(cfg) if st.expected and not st.running else common.OK

@@ -205,11 +205,12 @@ def post_exchanges(cfg) -> List[str]:
     return ["%s%02d" % (pe, i) for i in range(n)] if n > 0 else [pe]
 
 
-class ConfigRefused(SystemExit):
-    """A configuration that must not run (see config_problem): exit status 2."""
+class ConfigRefused(Exception):
+    """A configuration that must not run (see config_problem); the command that runs the
+    flow maps it to exit status 2 (a configuration error)."""
 
     def __init__(self, text: str):
-        super().__init__(2)
+        super().__init__(text)
         self.text = text
 
     def __str__(self):
@@ -217,7 +218,8 @@ class ConfigRefused(SystemExit):
 
 
 def refuse_bad_config(cfg, preset, log) -> None:
-    """Flow start-up hook: log one error line and exit 2 for a refused configuration."""
+    """Flow start-up hook: log one error line and raise ConfigRefused for a refused
+    configuration."""
     problem = config_problem(cfg, preset)
     if problem:
         text = "sr_%s %s: refused: %s" % (getattr(cfg, "component", "?"),

@@ -212,13 +212,12 @@ def failure_line(path, since: int = 0, limit: int = 65536) -> Optional[str]:
     return None
 
 
-def print_status(program: str, component: str, name: str, cfg=None, wanted: int = 1,
-                 enabled: bool = True, error: Optional[str] = None) -> int:
+def status_lines(program: str, component: str, name: str, cfg=None, wanted: int = 1,
+                 enabled: bool = True, error: Optional[str] = None) -> Tuple[List[str], int]:
     """``<program> <name>: <state> (<running>/<expected> instances)`` and the notes, for
-    a component's ``status`` action; returns the state's exit code (as `sr status`)."""
+    a component's ``status`` action, and the state's exit code (as `sr status`)."""
     h = config_health(component, name, cfg, enabled, error)
-    print(f"{program} {name}: {h.state} ({len(h.running)}/{max(h.expected, wanted)} "
-          f"instances)")
-    for note in h.notes:
-        print(f"note: {note}")
-    return h.exit_code
+    lines = [f"{program} {name}: {h.state} ({len(h.running)}/{max(h.expected, wanted)} "
+             f"instances)"]
+    lines += [f"note: {note}" for note in h.notes]
+    return lines, h.exit_code

@@ -36,15 +36,19 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import psutil
 
 from sarra import paths
 from sarra.config import parser as config
-from sarra.ops import instances, logs, procident, proctitle
+from sarra.ops import instances, logs, procident
 
 NAME = "sr_supervisor"
+#: the command that runs it (``python -m sarra.commands.supervisor``); MODULES: the ones a
+#: running supervisor may have been started as (by this version or an earlier one)
+COMMAND_MODULE = "sarra.commands.supervisor"
+MODULES = (COMMAND_MODULE, "sarra.ops.supervisor", "sarra.supervisor")
 # Components whose configurations run as daemons (sr_post runs once).
 RUNNABLE = tuple(c for c in paths.COMPONENTS if c != "post")
 TICK = 0.5
@@ -114,7 +118,7 @@ def verified_pid() -> Optional[psutil.Process]:
     p = procident.verify(pid, pid_file()) if pid else None
     try:
         cmd = " ".join(p.cmdline()) if p is not None else ""
-        if p is not None and ("sarra.ops.supervisor" in cmd or cmd.split()[:1] == [NAME]):
+        if p is not None and (any(m in cmd for m in MODULES) or cmd.split()[:1] == [NAME]):
             return p
     except psutil.Error:
         pass
@@ -147,7 +151,7 @@ def launch(timeout: float = 10.0, env=None) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "sarra.ops.supervisor"],
+        proc = subprocess.Popen([sys.executable, "-m", COMMAND_MODULE],
                                 stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                 start_new_session=True, close_fds=True, env=env)
     finally:
@@ -592,18 +596,3 @@ def _kill(pid: Optional[int], sig: int) -> None:
             if e.errno != errno.ESRCH:
                 logging.getLogger("sarra.supervisor").warning("cannot signal pid %d: %s",
                                                               pid, e.strerror)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    try:
-        config.use_default_state_host()
-    except config.ConfigError as e:
-        print(f"{NAME}: {e}", file=sys.stderr)
-        return 2
-    logs.setup_named_logging(NAME, log_file(), level="info")
-    proctitle.set_title(NAME)           # `ps`, `pgrep sr_supervisor` find it
-    return Supervisor().run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,11 +24,10 @@ from sarra import paths, plugin
 from sarra.ops import instances
 from sarra.broker.client import Broker, BrokerError
 from sarra.flow.cache import DupCache
-from sarra.commands import common
-from sarra.commands.post import Publisher, post_options
 from sarra.config.credentials import Credentials
 from sarra.message import escape
 from sarra.flow.poster import PostError, relpath_of, remove_post
+from sarra.flow.publisher import Publisher, post_options
 from sarra.watch.announce import Announcer
 from sarra.watch.events import (InotifySource, PollSource, Sink, WatchError, dir_key,
                                 inotify_watched, limit_message, probe_watch, walk_files)
@@ -121,7 +120,7 @@ class Daemon(Announcer):
                 self.inotify.stop()
             self.broker.close()
             self.log.info("stopped: %d messages posted", self.pub.posted)
-        return common.OK
+        return 0
 
     def step(self, now: float) -> None:
         evs = self.sink.drain()

@@ -43,21 +43,28 @@ ALLOWED = {
         "reads the stock plugins' OPTIONS tuples as data, to know their option names",
 }
 
-# Crossings that issue 18 items 2-3 remove (the sr_watch publisher moves out of
-# sarra/commands/post.py into sarra/watch/).  Delete an entry when its import goes: the
-# test says so.
-PENDING = {
-    ("sarra.watch.daemon", "sarra.commands.common"),
-    ("sarra.watch.daemon", "sarra.commands.post"),
+# Crossings still to remove (none left: issue 18 item 2 moved the sr_watch publisher out
+# of sarra/commands/post.py into sarra/flow/publisher.py).  Delete an entry when its
+# import goes: the test says so.
+PENDING = set()
+
+# Core modules that still print or exit: (module, what) pairs (none left).
+PENDING_EXITS = set()
+
+# Exits in the core that are meant: (module, what) -> why.
+ALLOWED_EXITS = {
+    ("sarra.ops.instances", "os._exit"):
+        "instance_signals' handler of a SECOND SIGTERM/SIGINT, which a command installs in "
+        "its own process: the process must end at once even when its main thread is blocked "
+        "in a transfer or a hook, and a SystemExit raised from a signal handler can be "
+        "caught or delayed by the code it lands in; the first signal already asked the "
+        "engine to stop.  It is the process's signal policy, not an exit of the engine",
 }
 
-# Core modules that still print or exit (issue 18, item 2): (module, what) pairs.
-PENDING_EXITS = {
-    ("sarra.flow.routing", "class ConfigRefused(SystemExit)"),
-    ("sarra.ops.health", "print"),          # print_status: a command's status action
-    ("sarra.ops.instances", "os._exit"),
-    ("sarra.ops.supervisor", "print"),
-}
+#: calls that print for a person or end the process
+PRINTS_OR_EXITS = ("print", "sys.exit", "os._exit", "os.abort", "exit", "quit",
+                   "sys.stdout.write", "sys.stderr.write", "sys.stdout.writelines",
+                   "sys.stderr.writelines")
 
 
 def module_name(path: Path) -> str:
@@ -154,8 +161,13 @@ def _exits_and_prints(path: Path):
             continue
         if isinstance(node, ast.Call):
             f = ast.unparse(node.func)
-            if f in ("print", "sys.exit", "os._exit", "exit", "quit"):
+            if f in PRINTS_OR_EXITS:
                 yield node.lineno, f
+        elif isinstance(node, ast.ImportFrom) and node.module in ("sys", "os", "builtins"):
+            for a in node.names:        # `from sys import exit` then exit(...)
+                if f"{node.module}.{a.name}" in PRINTS_OR_EXITS + ("builtins.print",
+                                                                    "builtins.exit"):
+                    yield node.lineno, f"{node.module}.{a.name}"
         elif isinstance(node, ast.Raise) and node.exc is not None and \
                 ast.unparse(node.exc).split("(")[0] in ("SystemExit", "KeyboardInterrupt"):
             yield node.lineno, "raise SystemExit"
@@ -172,7 +184,7 @@ def test_core_never_prints_nor_exits():
             continue
         for line, what in _exits_and_prints(path):
             seen.add((mod, what))
-            if (mod, what) not in PENDING_EXITS:
+            if (mod, what) not in PENDING_EXITS and (mod, what) not in ALLOWED_EXITS:
                 bad.append(f"{mod} (line {line}): {what}")
     assert not bad, "the core prints or exits:\n" + "\n".join(bad)
     gone = sorted(PENDING_EXITS - seen)
@@ -196,3 +208,35 @@ def test_a_crossing_is_seen(tmp_path, src, line, target):
     (tmp_path / src).write_text(line + "\n")
     found = {(s, t) for s, t, _ in crossings(tmp_path)}
     assert (src[:-3].replace("/", "."), target) in found
+
+
+def test_allowed_exits_still_exist():
+    seen = {(module_name(p), what) for p in SARRA.rglob("*.py") for _, what in _exits_and_prints(p)}
+    gone = sorted(set(ALLOWED_EXITS) - seen)
+    assert not gone, f"these are gone: remove them from ALLOWED_EXITS: {gone}"
+
+
+@pytest.mark.parametrize("code, what", [
+    ("print('hello')", "print"),
+    ("import sys\ndef f():\n    sys.exit(2)", "sys.exit"),
+    ("import sys\nsys.stderr.write('x')", "sys.stderr.write"),
+    ("def f():\n    exit(1)", "exit"),
+    ("import os\nos._exit(3)", "os._exit"),
+    ("from sys import exit", "sys.exit"),
+    ("raise SystemExit(2)", "raise SystemExit"),
+    ("def f():\n    raise SystemExit", "raise SystemExit"),
+    ("class Refused(SystemExit):\n    pass", "class Refused(SystemExit)"),
+    ("import builtins\nclass Refused(builtins.SystemExit):\n    pass",
+     "class Refused(SystemExit)"),
+])
+def test_a_print_or_exit_is_seen(tmp_path, code, what):
+    """The checker itself: a planted print or exit is found, inside functions too."""
+    path = tmp_path / "x.py"
+    path.write_text(code + "\n")
+    assert what in {w for _, w in _exits_and_prints(path)}
+
+
+def test_a_print_under_main_is_not_the_cores(tmp_path):
+    path = tmp_path / "x.py"
+    path.write_text("import sys\nif __name__ == '__main__':\n    print('x')\n    sys.exit(0)\n")
+    assert not list(_exits_and_prints(path))
