@@ -188,6 +188,23 @@ def _atomic_replace(path: str, write, mode: int, binary: bool) -> None:
     fsync_dir(directory)
 
 
+def atomic_symlink(target: str, path: str, tmp: str) -> None:
+    """Make `path` a symbolic link to `target`, replacing whatever is there atomically: the
+    link is made under the temporary name `tmp` (a stale one there is removed first), then
+    renamed over `path`.  OSError is raised as it is, the temporary link removed."""
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def fsync_dir(directory: str) -> None:
     """Make a rename in ``directory`` durable (best effort)."""
     try:

@@ -20,7 +20,7 @@ from sarra.flow.fetch import fetch as _fetch
 from sarra.flow.fetch import file_digest as _digest
 from sarra.message import Message, escape, parse_time, topic_for
 from sarra.flow.msgbounds import mode_mask
-from sarra.paths import NOFOLLOW
+from sarra.paths import NOFOLLOW, atomic_symlink
 from sarra.flow.poster import public_base_url
 from sarra.transfer import TransferError
 from sarra.flow.work import Outcome, Work
@@ -313,9 +313,9 @@ def _block_inplace(flow, work, final, parts):
         digest = None
         if not flow.cfg.overwrite and size is not None:
             digest = _copy_from_local(final, fd, work.sum, parts.offset, parts.length, size)
-        if digest is None:
-            with transfer.pinned(temp, fd):
-                digest = _fetch(flow, work, temp, parts.offset, parts.length, parts.offset)
+        if digest is None:      # the driver writes the block into fd (PinnedPath)
+            digest = _fetch(flow, work, transfer.PinnedPath(temp, fd), parts.offset,
+                            parts.length, parts.offset)
         _check(work, digest, f" in block {bno}")
         ino = os.fstat(fd).st_ino
     finally:
@@ -591,14 +591,9 @@ def _settle(flow, work, path):
 
 def _symlink(target, final):
     """Make ``final`` a symbolic link to ``target``, replacing what is there atomically."""
-    tmp = final + ".sarra-link"
     try:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(target, tmp)
-        os.replace(tmp, final)
+        atomic_symlink(target, final, final + ".sarra-link")    # msgbounds.temp_name knows it
     except OSError as e:
-        _discard(tmp)
         raise Outcome(500, f"symlink failed: {final}: {e.strerror}", retry=True) from None
 
 

@@ -4,7 +4,7 @@ import errno
 import os
 import stat
 
-from sarra.paths import NOFOLLOW
+from sarra.paths import NOFOLLOW, atomic_symlink
 
 from . import (FAILED, Transfer, TransferError, check_range, credential_value, decode_path,
                open_in_place, os_error, register, split_url)
@@ -180,12 +180,8 @@ class FileTransfer(Transfer):
 
     def symlink(self, target, url):
         path = local_path_of(url)
-        tmp = '%s.tmp-link-%d' % (path, os.getpid())
         try:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            os.symlink(target, tmp)
-            os.replace(tmp, path)
+            atomic_symlink(target, path, '%s.tmp-link-%d' % (path, os.getpid()))
         except OSError as e:
             raise os_error('file', 'symlink', url, e) from None
 

@@ -3,6 +3,7 @@
 (The URL redaction has its own module: test_redaction.py.)
 """
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,40 @@ def test_a_flow_refuses_an_unknown_scheme_with_keyerror():
     flow.__dict__.update(_by_base={}, transfers={}, cfg=SimpleNamespace(timeout=1))
     with pytest.raises(KeyError):
         flow.transfer_for("gopher://h/x")
+
+
+# ------------------------------------------------------------------ the atomic symlink
+def test_atomic_symlink_replaces_what_is_there(tmp_path):
+    from sarra import paths
+    final, tmp = tmp_path / "f", tmp_path / "f.sarra-link"
+    final.write_text("a file")
+    tmp.symlink_to("stale")                                   # left by a crash: replaced
+    paths.atomic_symlink("t1", str(final), str(tmp))
+    assert os.readlink(final) == "t1" and not os.path.lexists(tmp)
+    paths.atomic_symlink("t2", str(final), str(tmp))           # a link over a link
+    assert os.readlink(final) == "t2"
+
+
+def test_atomic_symlink_failing_leaves_no_temporary_link(tmp_path):
+    from sarra import paths
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("a non-empty directory cannot be replaced")
+    tmp = tmp_path / "d.tmp-link"
+    with pytest.raises(OSError):
+        paths.atomic_symlink("t", str(tmp_path / "d"), str(tmp))
+    assert not os.path.lexists(tmp) and (tmp_path / "d" / "x").exists()
+
+
+def test_the_local_file_driver_and_the_download_share_the_symlink_helper(tmp_path, monkeypatch):
+    from sarra import paths
+    from sarra.flow import download
+    from sarra.transfer import file as filedrv
+    calls = []
+    monkeypatch.setattr(paths, "atomic_symlink", lambda *a: calls.append(a))
+    monkeypatch.setattr(download, "atomic_symlink", lambda *a: calls.append(a))
+    monkeypatch.setattr(filedrv, "atomic_symlink", lambda *a: calls.append(a))
+    download._symlink("t", str(tmp_path / "a"))
+    filedrv.FileTransfer().symlink("t", "file://" + str(tmp_path / "b"))
+    assert [c[:2] for c in calls] == [("t", str(tmp_path / "a")), ("t", str(tmp_path / "b"))]
+    assert calls[0][2] == str(tmp_path / "a") + ".sarra-link"
+    assert calls[1][2].startswith(str(tmp_path / "b") + ".tmp-link-")
