@@ -23,6 +23,7 @@ from sarra.flow.msgbounds import mode_mask
 from sarra.paths import NOFOLLOW, atomic_symlink
 from sarra.flow.poster import public_base_url
 from sarra.transfer import TransferError
+from sarra.flow.stepstate import UNSET, DownloadState
 from sarra.flow.work import Outcome, Work
 
 
@@ -49,7 +50,7 @@ def destination(flow, work):
         directory = expand_message_vars(directory, source, extra={
             "BD": cfg.base_dir or "", "PBD": cfg.post_base_dir or "",
             "PDR": cfg.post_base_dir or "", "DR": cfg.post_base_dir or ""})
-    roots = flow.__dict__.setdefault("_roots", {})     # directory -> (abspath, realpath)
+    roots = DownloadState.of(flow).roots      # directory -> (abspath, realpath)
     known = roots.get(directory)
     if known is None:
         absolute = os.path.abspath(directory)
@@ -339,8 +340,9 @@ COPY_PIECE = 1 << 20
 
 def _manifest(flow, final):
     state = os.path.join(flow.user_cache_dir, "parts")
-    if not flow.__dict__.get("_parts_pruned"):        # once per process: old manifests go
-        flow._parts_pruned = True
+    st = DownloadState.of(flow)
+    if not st.parts_pruned:             # once per process: old manifests go
+        st.parts_pruned = True
         cfg = flow.cfg
         assemble.prune(state, max(cfg.retry_ttl or 0, cfg.expire or 0, 86400.0))
     return assemble.Manifest(state, final)
@@ -444,15 +446,13 @@ def _done(flow, work, path, complete: bool, part_file: bool = False):
     if flow.cfg.delete:
         if complete:
             delete_source(flow, work)
-        elif part_file and not flow.__dict__.get("_delete_partfile_warned"):
-            flow._delete_partfile_warned = True
+        elif part_file and not DownloadState.of(flow).delete_partfile_warned:
+            DownloadState.of(flow).delete_partfile_warned = True
             flow.log.warning("option delete: blocks kept as .Part files (inplace off) are "
                              "never assembled here, so their sources are not deleted")
     if ok and flow.post_broker is not None:
         work.posts.append(repost(flow, work, path, part_file))
 
-
-_UNSET = object()        # flow._post_base not computed yet
 
 #: URL schemes with no way to delete a file (option delete)
 NO_DELETE_SCHEMES = ("http", "https")
@@ -500,9 +500,10 @@ def repost(flow, work, path, part_file=False) -> Message:
             else:
                 headers[k] = ours
     relpath = escape(rel)
-    base = flow.__dict__.get("_post_base", _UNSET)
-    if base is _UNSET:                  # once per flow: no password goes into a message
-        base = flow._post_base = public_base_url(cfg.post_base_url, flow.log)
+    st = DownloadState.of(flow)
+    if st.post_base is UNSET:           # once per flow: no password goes into a message
+        st.post_base = public_base_url(cfg.post_base_url, flow.log)
+    base = st.post_base
     return Message(msg.pubtime, base, relpath, headers,
                    topic=topic_for(cfg.post_topic_prefix or "v02.post", relpath),
                    exchange=cfg.post_exchange or "")

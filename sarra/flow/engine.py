@@ -68,6 +68,9 @@ class Flow:
         self.counters = Counters()
         self.transfers = {}
         self._by_base = {}
+        self._creds = {}                    # _credential_for's cache
+        # what the work step keeps between messages (stepstate.py), made by the preset
+        self.step_state = preset.state() if preset.state is not None else None
         self.interruptible = Interruptible()    # with flow.interruptible(): a transfer
         self.user_cache_dir = paths.state_dir(cfg.component, cfg.name or "-")
         self.credentials = Credentials.load()
@@ -568,7 +571,7 @@ class Flow:
                     pass
             self.transfers.clear()
             self._by_base.clear()
-            self.__dict__.pop("_creds", None)
+            self._creds.clear()
         t = transfer.for_url(url, self.transfers, credentials=self._credential_for,
                              timeout=self.cfg.timeout or 300, logger=self.log)
         if baseurl is not None:
@@ -580,7 +583,7 @@ class Flow:
         (entries never depend on the path); the drivers ask on every request."""
         key = url.split("/", 3)[:3]
         key = "/".join(key) if len(key) == 3 else url
-        cache = self.__dict__.setdefault("_creds", {})
+        cache = self._creds
         if key not in cache:
             cache[key] = self.credentials.lookup(url)
         return fetchpolicy.lend(self, url, cache[key])     # a pump: only what is lent

@@ -14,6 +14,7 @@ from sarra import checksum
 from sarra.transfer import progress
 from sarra.transfer import LocalWriteError, TransferError, bounds, redact, split_url
 from sarra.flow import attempts
+from sarra.flow.stepstate import DownloadState
 from sarra.flow.work import Outcome, TransferInterrupted
 
 
@@ -258,9 +259,10 @@ def _slow_slots(flow, msg, url):
     cfg = flow.cfg
     if not getattr(cfg, "transfer_min_rate", 0):
         return None, None
-    slots = flow.__dict__.get("_slow_slots")
+    st = DownloadState.of(flow)
+    slots = st.slow_slots
     if slots is None:
-        slots = flow.__dict__["_slow_slots"] = bounds.SlowSlots(
+        slots = st.slow_slots = bounds.SlowSlots(
             os.path.join(cfg.state_dir(), "slow"), max(1, (cfg.instances or 1) - 1),
             cfg.transfer_penalty or 0)
     source = msg.headers.get("source") if getattr(cfg, "source_from_exchange", False) else None

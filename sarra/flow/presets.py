@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional
 
 from sarra.flow import download, fetchpolicy, routing, send, winnow
 from sarra.flow import msgbounds
+from sarra.flow.stepstate import DownloadState, SendState
 from sarra.flow.work import Outcome
 
 
@@ -34,6 +35,8 @@ class Preset:
     # flow, work -> True where the duplicate cache is not asked: download.py's block
     # manifest dedupes blocks it assembles, and needs every block of a new version
     uncached: Optional[Callable] = None
+    # () -> what the work step keeps between messages (stepstate.py): flow.step_state
+    state: Optional[Callable] = None
 
 
 def exchange_owner(exchange: str, cfg) -> str:
@@ -95,12 +98,13 @@ ROUTING = {"on_message": ["sarra.flow.routing:on_message"]}
 
 PRESETS = {
     "subscribe": Preset("subscribe", place=download.destination, work=download.download,
-                        posts=True, uncached=download.assembled),
+                        posts=True, uncached=download.assembled, state=DownloadState),
     "sarra": Preset("sarra", place=routing.newest_wins(download.destination),
                     work=download.download, posts=True, check=sarra_check,
-                    default_plugins=ROUTING, uncached=download.assembled),
+                    default_plugins=ROUTING, uncached=download.assembled,
+                    state=DownloadState),
     "sender": Preset("sender", place=send.place, work=send.send, posts=True,
-                     default_plugins=ROUTING),
+                     default_plugins=ROUTING, state=SendState),
     "shovel": Preset("shovel", posts=True, default_plugins=ROUTING),
     "winnow": Preset("winnow", posts=True, default_plugins=ROUTING,
                      connected=winnow.connected, dedupe=winnow.dedupe, settled=winnow.settled),

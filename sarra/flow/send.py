@@ -26,6 +26,7 @@ from sarra.message import Message, escape, parse_time, topic_for, unescape
 from sarra.flow.poster import public_base_url
 from sarra.transfer import CannotDeliver, TransferError
 from sarra.flow import attempts
+from sarra.flow.stepstate import SendState
 from sarra.flow.work import Outcome, TransferInterrupted
 
 #: bytes per slice of a large upload (sftp/file, which can write at an offset)
@@ -161,7 +162,7 @@ def _check_local(flow, src):
     base = flow.cfg.base_dir
     if not base:
         return
-    roots = flow.__dict__.setdefault("_send_roots", {})
+    roots = SendState.of(flow).roots
     root = roots.get(base)
     if root is None:
         root = roots[base] = os.path.realpath(base).rstrip("/") + "/"

@@ -96,3 +96,20 @@ def test_work_outcome_is_an_enum_that_still_compares_with_strings():
     assert w.outcome is Result.FAILED and w.outcome == "failed" and f"{w.outcome}" == "failed"
     with pytest.raises(ValueError):
         w.outcome = "lost"
+
+
+def test_the_work_steps_keep_their_state_in_objects_of_their_own():
+    import re
+    from pathlib import Path
+    from sarra.flow import presets
+    from sarra.flow.stepstate import DownloadState, SendState
+    assert presets.preset("subscribe").state is DownloadState
+    assert presets.preset("sarra").state is DownloadState
+    assert presets.preset("sender").state is SendState
+    here = Path(presets.__file__).parent
+    for name in ("download.py", "fetch.py", "send.py"):
+        text = (here / name).read_text()
+        assert not re.search(r"(flow|self)\.__dict__", text), name
+    flow = SimpleNamespace()                     # a preset made without a state
+    st = DownloadState.of(flow)
+    assert DownloadState.of(flow) is st and flow.step_state is st
