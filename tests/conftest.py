@@ -266,3 +266,35 @@ def run_cmd(home):
         return result
 
     return run
+
+
+# ------------------------------------------------------------------ markers, prerequisites
+
+BROKER_FIXTURES = {"broker_url", "amqp_channel", "amqp_exchange", "amqp_tap"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "broker: needs the RabbitMQ test broker (SARRA_TEST_BROKER); set on every "
+        "test that uses the broker_url fixture, directly or through another fixture; "
+        "-m 'not broker' runs the rest")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.broker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test (or fixture) that raises tests.support.prereq.Missing is skipped with its text:
+    the machine lacks a tool, library or privilege (never the broker: that fails)."""
+    from tests.support.prereq import Missing
+
+    report = yield
+    if report.failed and call.excinfo is not None and call.excinfo.errisinstance(Missing):
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), (item.location[1] or 0) + 1,
+                           "Skipped: missing prerequisite: %s" % call.excinfo.value)
+    return report

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from tests.support.prereq import Missing, need_module, need_root, need_tool
+
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 SSHD = "/usr/sbin/sshd"
@@ -171,6 +173,9 @@ def start_http(root, log_dir, auth=None, tls=None):
 def start_ftp(root, log_dir, user, password, tls=None):
     """FTP server (pyftpdlib); tls = (certfile, keyfile) for explicit FTPS that requires
     AUTH TLS on the control connection, PROT P and TLS session reuse on data connections."""
+    need_module("pyftpdlib", "pyftpdlib")
+    if tls:
+        need_module("OpenSSL", "pyOpenSSL")
     args = [sys.executable, "-m", "tests.integration.servers", "ftp",
             str(root), "0", user, password] + _tls_args(tls)
     name = "FTPS" if tls else "FTP"
@@ -199,8 +204,7 @@ def _openssl(*args):
 def make_tls_certs(work, name="sarra test CA"):
     """A throw-away CA and a server certificate it signs, written under work/ with the
     openssl command (EC P-256, valid 2 days)."""
-    if not shutil.which("openssl"):
-        raise RuntimeError("openssl not found: install openssl")
+    need_tool("openssl", "openssl")
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     out = TlsFiles(work / "ca.pem", work / "server.pem", work / "server.key")
@@ -246,7 +250,8 @@ def start_sshd(root, work, user, attempts=3, password_auth=False):
     """
     work = Path(work)
     if not os.path.exists(SSHD):
-        raise RuntimeError("%s not found: install openssh-server" % SSHD)
+        raise Missing("%s not found: install openssh-server" % SSHD)
+    need_tool("ssh-keygen", "openssh-client")
     if not os.path.isdir("/run/sshd"):
         # privilege separation directory; only root can create it
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
@@ -298,11 +303,9 @@ def start_sshd(root, work, user, attempts=3, password_auth=False):
 def ensure_password_user(name, password):
     """Create the local account name (no home, no login shell) if missing and set its
     password. Needs root and useradd/chpasswd; RuntimeError says what is missing."""
-    if os.geteuid() != 0:
-        raise RuntimeError("creating user %s needs root" % name)
+    need_root("creating user %s" % name)
     for tool in ("useradd", "chpasswd"):
-        if not shutil.which(tool):
-            raise RuntimeError("%s not found (package passwd)" % tool)
+        need_tool(tool, "passwd")
     import pwd
     try:
         pwd.getpwnam(name)
@@ -482,8 +485,8 @@ def _session_reuse_dtp(base):
     from OpenSSL._util import lib
     reused = getattr(lib, "SSL_session_reused", None)
     if reused is None:
-        raise RuntimeError("pyOpenSSL/cryptography without SSL_session_reused: "
-                           "cannot check TLS session reuse")
+        raise Missing("pyOpenSSL/cryptography without SSL_session_reused: "
+                      "cannot check TLS session reuse")
 
     class Handler(base):
         def handle_ssl_established(self):
