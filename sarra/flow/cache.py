@@ -36,6 +36,7 @@ import time
 from typing import Callable, Dict, Optional, Tuple
 from urllib.parse import quote, unquote
 
+from sarra.flow import journal
 from sarra.paths import atomic_write_lines
 
 logger = logging.getLogger("sarra.cache")
@@ -204,43 +205,24 @@ class DupCache:
         self.close()
         self._d.clear()
         self._file_lines = 0
-        try:
-            f = open(self.path, "rb")
-        except FileNotFoundError:
-            return
         now = self.clock()
-        bad, first_bad, good_end, offset = 0, 0, 0, 0
-        with f:
-            for lineno, raw in enumerate(f, 1):
-                offset += len(raw)
-                if not raw.endswith(b"\n"):   # torn last line of an interrupted append
-                    bad += 1
-                    first_bad = first_bad or lineno
-                    break
-                good_end = offset
-                self._file_lines += 1
-                try:
-                    s, t, second = raw[:-1].decode("utf-8").split(" ")
-                    t = float(t)
-                    k = unquote(s, errors="strict") + _SEP + unquote(second, errors="strict")
-                    if not s or "%00" in s or t != t:
-                        raise ValueError
-                except ValueError:   # UnicodeDecodeError is a ValueError too
-                    bad += 1
-                    first_bad = first_bad or lineno
-                    continue
-                if self._live(t, now):
-                    self._d[k] = t
-                else:
-                    self._d.pop(k, None)
-        if bad:
-            logger.warning("%s:%d: ignoring corrupt duplicate cache line (%d corrupt in all)",
-                           self.path, first_bad, bad)
-        if good_end != offset:
-            try:
-                os.truncate(self.path, good_end)
-            except OSError as e:
-                logger.warning("%s: cannot cut the torn last line: %s", self.path, e)
+
+        def parse(line: bytes) -> None:
+            s, t, second = line.decode("utf-8").split(" ")
+            t = float(t)
+            k = unquote(s, errors="strict") + _SEP + unquote(second, errors="strict")
+            if not s or "%00" in s or t != t:
+                raise ValueError
+            if self._live(t, now):
+                self._d[k] = t
+            else:
+                self._d.pop(k, None)
+
+        lines = journal.read(self.path, parse, logger, "ignoring corrupt duplicate cache "
+                             "line (%d corrupt in all)", torn_is_unreadable=True)
+        if lines is None:
+            return
+        self._file_lines = lines
         self._compact_size = max(MIN_COMPACT, 2 * len(self._d))
 
     def compact(self) -> None:

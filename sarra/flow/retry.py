@@ -44,6 +44,7 @@ import random
 import time
 from typing import Callable, Dict, List, Optional
 
+from sarra.flow import journal
 from sarra.paths import atomic_write_lines, fsync_dir
 
 logger = logging.getLogger("sarra.retry")
@@ -231,48 +232,34 @@ class RetryQueue:
         self._records = len(recs)
 
     def _load(self) -> None:
-        try:
-            f = open(self.path, "rb")
-        except FileNotFoundError:
-            return
-        bad, first_bad, good_end, offset = 0, 0, 0, 0
         entries: Dict[int, Entry] = {}
         max_id = 0
-        with f:
-            for lineno, raw in enumerate(f, 1):
-                offset += len(raw)
-                if not raw.endswith(b"\n"):
-                    break                      # torn last line: ignored, cut off below
-                good_end = offset
-                self._records += 1
-                try:
-                    r = json.loads(raw)
-                    op, i = r["op"], int(r["id"])
-                    max_id = max(max_id, i)
-                    if op == "add":
-                        entries[i] = Entry(i, str(r["rk"]), str(r["body"]),
-                                           {str(k): str(v) for k, v in r["headers"].items()},
-                                           str(r.get("exchange", "")), int(r["attempts"]),
-                                           float(r["first"]), float(r["next"]))
-                    elif op == "upd":
-                        if i in entries:
-                            entries[i].attempts = int(r["attempts"])
-                            entries[i].next_try = float(r["next"])
-                    elif op == "del":
-                        entries.pop(i, None)
-                    else:
-                        raise ValueError(op)
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    bad += 1
-                    first_bad = first_bad or lineno
-        if bad:
-            logger.warning("%s:%d: ignoring unreadable retry queue record (%d in all)",
-                           self.path, first_bad, bad)
-        if good_end != offset:
-            try:
-                os.truncate(self.path, good_end)
-            except OSError as e:
-                logger.warning("%s: cannot cut the torn last line: %s", self.path, e)
+
+        def parse(line: bytes) -> None:
+            nonlocal max_id
+            r = json.loads(line)
+            op, i = r["op"], int(r["id"])
+            max_id = max(max_id, i)
+            if op == "add":
+                entries[i] = Entry(i, str(r["rk"]), str(r["body"]),
+                                   {str(k): str(v) for k, v in r["headers"].items()},
+                                   str(r.get("exchange", "")), int(r["attempts"]),
+                                   float(r["first"]), float(r["next"]))
+            elif op == "upd":
+                if i in entries:
+                    entries[i].attempts = int(r["attempts"])
+                    entries[i].next_try = float(r["next"])
+            elif op == "del":
+                entries.pop(i, None)
+            else:
+                raise ValueError(op)
+
+        # a torn last line (a crash in the middle of a write) is cut off without a warning
+        lines = journal.read(self.path, parse, logger,
+                             "ignoring unreadable retry queue record (%d in all)")
+        if lines is None:
+            return
+        self._records += lines
         self._next_id = max_id + 1
         for e in entries.values():
             self._put(e)

@@ -151,3 +151,34 @@ def test_the_local_file_driver_and_the_download_share_the_symlink_helper(tmp_pat
     assert [c[:2] for c in calls] == [("t", str(tmp_path / "a")), ("t", str(tmp_path / "b"))]
     assert calls[0][2] == str(tmp_path / "a") + ".sarra-link"
     assert calls[1][2].startswith(str(tmp_path / "b") + ".tmp-link-")
+
+
+# ------------------------------------------------------------------ the journal reader
+@pytest.mark.parametrize("torn_is_unreadable, warned", [(False, "2 in all"), (True, "3 in all")])
+def test_journal_reader(tmp_path, caplog, torn_is_unreadable, warned):
+    import logging
+    from sarra.flow import journal
+    p = tmp_path / "j"
+    p.write_bytes(b"1\nx\n2\n\xff\n3\n4")                 # torn last line: no newline
+    got = []
+    caplog.set_level(logging.WARNING, logger="t.journal")
+    n = journal.read(str(p), lambda line: got.append(int(line)), logging.getLogger("t.journal"),
+                     "ignoring bad line (%d in all)", torn_is_unreadable=torn_is_unreadable)
+    assert n == 5 and got == [1, 2, 3]
+    assert p.read_bytes() == b"1\nx\n2\n\xff\n3\n"          # the torn tail is cut off
+    assert [r.getMessage() for r in caplog.records] == [
+        "%s:2: ignoring bad line (%s)" % (p, warned)]
+    assert journal.read(str(tmp_path / "none"), got.append, logging.getLogger("t"), "") is None
+
+
+def test_cache_and_retry_queue_read_through_the_one_journal_reader(tmp_path, monkeypatch):
+    from sarra.flow import cache, journal, retry
+    seen = []
+    real = journal.read
+    monkeypatch.setattr(journal, "read", lambda path, *a, **k: seen.append(path) or real(
+        path, *a, **k))
+    (tmp_path / "c").write_text("")
+    (tmp_path / "q").write_text("")
+    cache.DupCache(str(tmp_path / "c"), 300).close()
+    retry.RetryQueue(str(tmp_path / "q"), 300).close()
+    assert seen == [str(tmp_path / "c"), str(tmp_path / "q")]
