@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import command_argv, command_env, parse_broker_url
 from tests.integration import servers
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixture)
+from tests.integration.subkit import (  # noqa: F401  (fixture)
     files_under, make_tree, md5, sub_env, wait_for)
 
 CA_VARIABLES = servers.CA_VARIABLES

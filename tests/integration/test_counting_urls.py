@@ -6,7 +6,7 @@ transfer logs progress lines while it runs."""
 import hashlib
 import re
 
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+from tests.integration.subkit import (  # noqa: F401  (fixtures)
     files_under, post_msg, stub_http, sub_env, wait_for)
 
 

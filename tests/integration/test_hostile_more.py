@@ -33,7 +33,7 @@ from sarra import checksum, message
 from sarra.broker.client import Broker
 from scripts.pump_demo import Pump
 from tests.integration import servers
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+from tests.integration.subkit import (  # noqa: F401  (fixtures)
     post_msg, stub_http, sub_env)
 
 

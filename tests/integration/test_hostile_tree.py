@@ -19,7 +19,7 @@ from sarra import checksum, message
 from sarra.broker.client import Broker
 from scripts.pump_demo import md5
 from tests.integration.pumpkit import today
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+from tests.integration.subkit import (  # noqa: F401  (fixtures)
     files_under, post_msg, stub_http, sub_env)
 
 DEPTH = 40                          # deeper than any test tree is below /

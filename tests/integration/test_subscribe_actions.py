@@ -20,7 +20,7 @@ import requests
 from sarra.ops import instances
 
 from tests.conftest import command_argv, command_env
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+from tests.integration.subkit import (  # noqa: F401  (fixtures)
     post_msg, stub_http, sub_env, wait_for)
 
 

@@ -4,7 +4,7 @@ import os
 import time
 
 from sarra.message import parse_time
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixture)
+from tests.integration.subkit import (  # noqa: F401  (fixture)
     files_under, make_tree, sub_env)
 
 

@@ -5,7 +5,7 @@ real sshd) and file: URLs; never after a checksum mismatch; over http it cannot 
 
 import os
 
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixture)
+from tests.integration.subkit import (  # noqa: F401  (fixture)
     files_under, make_tree, md5, post_msg, sub_env)
 
 BLOCK = 256 * 1024

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from sarra import checksum
-from tests.integration.test_subscribe_support import retry_entries as _retry_entries
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+from tests.integration.subkit import retry_entries as _retry_entries
+from tests.integration.subkit import (  # noqa: F401  (fixtures)
     files_under, md5, sub_env, wait_for)
 
 MiB = 1 << 20

@@ -8,7 +8,7 @@ import hashlib
 import os
 
 from sarra import checksum, message
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+from tests.integration.subkit import (  # noqa: F401  (fixtures)
     files_under, post_msg, stub_http, sub_env)
 
 PRECIOUS = b"precious data that must never change\n"

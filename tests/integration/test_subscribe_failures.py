@@ -6,8 +6,8 @@ back off instead of looping."""
 import os
 import time
 
-from tests.integration.test_subscribe_support import retry_entries as _retry_entries
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+from tests.integration.subkit import retry_entries as _retry_entries
+from tests.integration.subkit import (  # noqa: F401  (fixtures)
     files_under, post_msg, stub_http, sub_env, wait_for)
 
 

@@ -9,7 +9,7 @@ import pytest
 from sarra.transfer.http import HttpTransfer
 from sarra.transfer import TransferError
 from tests.integration import servers
-from tests.integration.test_subscribe_support import stub_http  # noqa: F401  (fixture)
+from tests.integration.subkit import stub_http  # noqa: F401  (fixture)
 
 DATA = bytes(range(256)) * 40          # 10,240 bytes
 

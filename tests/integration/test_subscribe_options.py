@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+from tests.integration.subkit import (  # noqa: F401  (fixtures)
     files_under, post_msg, stub_http, sub_env, wait_for)
 
 

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from sarra import checksum, message
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+from tests.integration.subkit import (  # noqa: F401  (fixtures)
     files_under, md5, sub_env, wait_for)
 
 SIZE = 100_000_000          # 100 MB ...

@@ -3,7 +3,7 @@ password from credentials.conf) and file: URLs, small files and a file in blocks
 
 import os
 
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixture)
+from tests.integration.subkit import (  # noqa: F401  (fixture)
     files_under, make_tree, md5, sub_env)
 
 

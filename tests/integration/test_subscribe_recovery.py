@@ -13,7 +13,7 @@ import urllib.parse
 import pytest
 
 from tests.integration.test_broker import Proxy
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+from tests.integration.subkit import (  # noqa: F401  (fixtures)
     files_under, make_tree, post_msg, stub_http, sub_env, wait_for)
 
 

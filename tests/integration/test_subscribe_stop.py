@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from sarra.plugins import run_command
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixtures)
+from tests.integration.subkit import (  # noqa: F401  (fixtures)
     files_under, md5, post_msg, stub_http, sub_env, wait_for)
 
 STOP_WITHIN = 5.0

@@ -20,7 +20,7 @@ import pytest
 from tests.integration import servers
 from tests.integration.test_sender import (  # noqa: F401  (fixtures runner, env)
     codes, env, make_files, runner, sender_config, sr_post)
-from tests.integration.test_subscribe_support import (  # noqa: F401  (fixture)
+from tests.integration.subkit import (  # noqa: F401  (fixture)
     files_under, make_tree, md5, sub_env, wait_for)
 
 CA_VARIABLES = servers.CA_VARIABLES
