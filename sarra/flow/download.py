@@ -35,11 +35,7 @@ def destination(flow, work):
     The placement step of the preset: runs before on_message, so that plugins see (and may
     change) new_dir/new_file. A path outside the target directory is refused (403)."""
     cfg, msg = flow.cfg, work.msg
-    m = work.mask
-    directory = (m.directory if m is not None and m.directory else None) or cfg.directory or "."
-    mirror = m.mirror if m is not None else cfg.mirror
-    strip = m.strip if m is not None else cfg.strip
-    flatten = (m.flatten if m is not None else cfg.flatten) or "/"
+    directory, mirror, strip, flatten = placement.rule(cfg, work.mask, ".")
     if "${" in directory:
         source = msg.headers.get("source")
         if "${SOURCE}" in directory and source and (

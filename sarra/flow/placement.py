@@ -37,6 +37,19 @@ def strip_components(comps, strip) -> list:
     return [c for c in joined.split("/") if c] or comps[-1:]
 
 
+def rule(cfg, mask, default_directory: str) -> Tuple[str, bool, object, str]:
+    """(directory, mirror, strip, flatten) in force for a message, the same rule for a
+    download and a send: those of the accept clause that matched it (``mask``) when there
+    is one (its directory only when it names one), else the configuration's."""
+    m = mask
+    directory = ((m.directory if m is not None and m.directory else None) or cfg.directory
+                 or default_directory)
+    mirror = m.mirror if m is not None else cfg.mirror
+    strip = m.strip if m is not None else cfg.strip
+    flatten = (m.flatten if m is not None else cfg.flatten) or "/"
+    return directory, mirror, strip, flatten
+
+
 def local_name(relpath: str, directory: str, mirror: bool = False, strip=0,
                flatten: str = "/", rename: Optional[str] = None) -> Tuple[str, str]:
     """(new_dir, new_file) for an (escaped) relpath placed under ``directory``."""

@@ -51,11 +51,7 @@ def local_file(flow, msg) -> str:
 def remote_name(flow, work):
     """(remote directory relative to destination, file name) for the message."""
     cfg, msg = flow.cfg, work.msg
-    m = work.mask
-    directory = (m.directory if m is not None and m.directory else None) or cfg.directory or ""
-    mirror = m.mirror if m is not None else cfg.mirror
-    strip = m.strip if m is not None else cfg.strip
-    flatten = (m.flatten if m is not None else cfg.flatten) or "/"
+    directory, mirror, strip, flatten = placement.rule(cfg, work.mask, "")
     directory = "" if directory in (".", "./") else directory
     try:
         rdir, rfile = placement.local_name(msg.relpath, directory.rstrip("/") or ".", mirror,

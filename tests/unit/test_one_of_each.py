@@ -182,3 +182,31 @@ def test_cache_and_retry_queue_read_through_the_one_journal_reader(tmp_path, mon
     cache.DupCache(str(tmp_path / "c"), 300).close()
     retry.RetryQueue(str(tmp_path / "q"), 300).close()
     assert seen == [str(tmp_path / "c"), str(tmp_path / "q")]
+
+
+# ------------------------------------------------------------------ the placement rule
+def test_one_placement_rule_for_download_and_send():
+    from types import SimpleNamespace as NS
+    from sarra.flow import placement
+    cfg = NS(directory="/cfg", mirror=True, strip=1, flatten=None)
+    assert placement.rule(cfg, None, ".") == ("/cfg", True, 1, "/")
+    clause = NS(directory="/clause", mirror=False, strip=0, flatten="-")
+    assert placement.rule(cfg, clause, ".") == ("/clause", False, 0, "-")
+    clause.directory = None                     # a clause without a directory: the config's
+    assert placement.rule(cfg, clause, ".")[0] == "/cfg"
+    cfg.directory = None                        # nothing anywhere: the step's default
+    assert placement.rule(cfg, clause, ".")[0] == "." and placement.rule(cfg, None, "")[0] == ""
+
+
+def test_download_and_send_place_by_the_one_rule(monkeypatch):
+    """A rule changed in placement.py changes where both steps put a file."""
+    from types import SimpleNamespace as NS
+    from sarra.flow import download, placement, send
+    monkeypatch.setattr(placement, "rule", lambda cfg, mask, default: ("sub", True, 0, "/"))
+    msg = NS(relpath="a/b/f.txt", headers={})
+    cfg = NS(directory="ignored", mirror=False, strip=0, flatten="/", base_dir=None,
+             post_base_dir=None)
+    flow = NS(cfg=cfg)
+    assert send.remote_name(flow, NS(msg=msg, mask=None)) == ("sub/a/b", "f.txt")
+    work = NS(msg=msg, mask=None)
+    assert download.destination(flow, work) == os.path.join(os.getcwd(), "sub/a/b/f.txt")
