@@ -10,7 +10,7 @@ import os
 import select
 import sys
 
-from sarra.config import options
+from sarra.config import cli
 
 OK, SOME_FAILED, USAGE, BROKER = 0, 1, 2, 3
 
@@ -88,49 +88,17 @@ def split_argv(argv, actions=CONSUMER_ACTIONS):
     another -option or by the end) gets None, which the config reads as true.  An unknown
     option (one a plugin may declare) takes the next word unless it is one of ``actions``.
     """
-    pairs, words, no = [], [], None
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--":
-            words += argv[i + 1:]
-            break
-        if a.startswith("-") and len(a) > 1 and not _is_number(a):
-            key = a.lstrip("-")
-            value = None
-            if "=" in key and a.startswith("--"):
-                key, value = key.split("=", 1)
-            else:
-                opt = options.lookup(key)
-                takes_value = not (opt is not None and opt.type == options.BOOL)
-                nxt = argv[i + 1] if i + 1 < len(argv) else None
-                if opt is None and nxt in actions:
-                    takes_value = False   # `--bogus show cfg`: show is the action
-                if key in ("no",):
-                    takes_value = True
-                if nxt is not None and (takes_value or nxt.lower() in options.BOOL_WORDS) \
-                        and not (nxt.startswith("-") and len(nxt) > 1 and not _is_number(nxt)):
-                    value = nxt
-                    i += 1
-            if key == "no":
-                try:
-                    no = int(value)
-                except (TypeError, ValueError):
-                    raise UsageError(f"--no needs an instance number, got {value!r}") from None
-            else:
-                pairs.append((key, value))
+    found, words = cli.split_argv(argv, actions, valued=("no",))
+    pairs, no = [], None
+    for key, value in found:
+        if key == "no":
+            try:
+                no = int(value)
+            except (TypeError, ValueError):
+                raise UsageError(f"--no needs an instance number, got {value!r}") from None
         else:
-            words.append(a)
-        i += 1
+            pairs.append((key, value))
     return pairs, words, no
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def wants_version(argv) -> bool:
@@ -155,7 +123,7 @@ def wants_help(argv) -> bool:
 
 def print_help(program: str, component: str, synopsis: str, actions=(), extra: str = ""):
     """``extra``: the command's own options, in the same form, listed after the table's."""
-    text = options.render_help(component, actions)
+    text = cli.render_help(component, actions)
     if text.startswith("usage:"):       # ours is the synopsis given (one usage line)
         text = text.split("\n", 1)[1].lstrip("\n")
     print(f"usage: {synopsis}\n")

@@ -1,8 +1,7 @@
-"""The command line of the sr_* commands and their --help text, from the option table
-(sarra.config.options, which re-exports parse_cli and render_help).
+"""The command line of the sr_* commands (the one argv parser, split_argv) and their
+--help text, from the option table (sarra.config.options).
 """
 
-import re
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from sarra.config.options import (BOOL, BOOL_WORDS, BROKER, CACHE, CHOICE, DECLARE, DURATION,
@@ -14,42 +13,59 @@ from sarra.config.options import (BOOL, BOOL_WORDS, BROKER, CACHE, CHOICE, DECLA
 IGNORED_MARK = "[IGNORED: accepted for v2 compatibility, not acted on] "
 
 
-def parse_cli(argv: Sequence[str]) -> Tuple[List[Tuple[str, Optional[str]]], List[str]]:
-    """Split argv into ([(option, value-or-None)], [positional words]).
+def split_argv(argv: Sequence[str], actions: Iterable[str] = (),
+               valued: Iterable[str] = ()) -> Tuple[List[Tuple[str, Optional[str]]], List[str]]:
+    """The one argv parser: argv as ([(option, value-or-None)], [positional words]).
 
-    `--key value`, `-k value`, `--key=value`; a boolean option takes the next word only
-    if it is a boolean word (on/off/...), so `--reset foreground cfg` works.
-    Unknown options take the next word unless it starts with '-'.
+    `--key value`, `-k value`, `--key=value`; '--' ends the options; '-' and numbers
+    ('-3') are words.  A boolean option takes the next word only if it is a boolean word
+    (on/off/...), so `--reset foreground cfg` works, and gets None (true) otherwise.  Any
+    other option takes the next word unless that looks like an option itself; an unknown
+    one (a plugin may declare it) not when the word is one of ``actions`` (`--bogus show
+    cfg`).  The keys in ``valued`` always take the next word.
     """
     pairs: List[Tuple[str, Optional[str]]] = []
-    positional: List[str] = []
+    words: List[str] = []
     i = 0
     while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            positional.extend(argv[i + 1:])
+        a = argv[i]
+        if a == "--":
+            words += argv[i + 1:]
             break
-        if not arg.startswith("-") or arg == "-" or re.match(r"^-\d", arg):
-            positional.append(arg)
-            i += 1
-            continue
-        key = arg.lstrip("-")
-        if "=" in key:
-            key, value = key.split("=", 1)
+        if a.startswith("-") and len(a) > 1 and not _is_number(a):
+            key = a.lstrip("-")
+            value = None
+            if "=" in key and a.startswith("--"):
+                key, value = key.split("=", 1)
+            else:
+                opt = lookup(key)
+                takes_value = not (opt is not None and opt.type == BOOL)
+                nxt = argv[i + 1] if i + 1 < len(argv) else None
+                if opt is None and nxt in actions:
+                    takes_value = False   # `--bogus show cfg`: show is the action
+                if key in valued:
+                    takes_value = True
+                if nxt is not None and (takes_value or nxt.lower() in BOOL_WORDS) \
+                        and not (nxt.startswith("-") and len(nxt) > 1 and not _is_number(nxt)):
+                    value = nxt
+                    i += 1
             pairs.append((key, value))
-            i += 1
-            continue
-        nxt = argv[i + 1] if i + 1 < len(argv) else None
-        opt = lookup(key)
-        if opt is not None and opt.type == BOOL:
-            take = nxt is not None and nxt.lower() in BOOL_WORDS
-        elif opt is not None:
-            take = nxt is not None
         else:
-            take = nxt is not None and not nxt.startswith("-")
-        pairs.append((key, nxt if take else None))
-        i += 2 if take else 1
-    return pairs, positional
+            words.append(a)
+        i += 1
+    return pairs, words
+
+
+#: the name the configuration parser knows it by (load() with a raw argv list)
+parse_cli = split_argv
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 _TYPE_HINT = {STR: "TEXT", INT: "N", SIZE: "SIZE", DURATION: "SECONDS", OCTAL: "MODE",

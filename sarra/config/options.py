@@ -11,7 +11,7 @@ range (lo, hi), checked by convert(). The command line and --help text: sarra.co
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 # Value types.
 STR = "str"
@@ -581,18 +581,3 @@ def format_value(opt: Optional[Option], value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-# ---------------------------------------------------------------- command line, help
-# (in sarra.config.cli; these two stay here for the modules that call them from here)
-
-def parse_cli(argv: Sequence[str]) -> Tuple[List[Tuple[str, Optional[str]]], List[str]]:
-    """argv as ([(option, value-or-None)], [positional words]): sarra.config.cli.parse_cli."""
-    from sarra.config.cli import parse_cli as parse
-    return parse(argv)
-
-
-def render_help(component: str, actions: Iterable[str] = ()) -> str:
-    """Text for `sr_<component> --help`: sarra.config.cli.render_help."""
-    from sarra.config.cli import render_help as render
-    return render(component, actions)

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from sarra import paths
-from sarra.config import parser as config, options
+from sarra.config import cli, parser as config, options
 from sarra.config.parser import ConfigError, expand_message_vars, load, parse_cli, sundew_vars
 
 
@@ -104,10 +104,10 @@ def test_defaults_for_component_presets():
 
 
 def test_render_help_lists_component_options():
-    text = options.render_help("subscribe")
+    text = cli.render_help("subscribe")
     assert "--broker, -b" in text and "--accept_unmatch" in text
     assert "--blocksize" not in text     # a poster option
-    assert "--blocksize" in options.render_help("post")
+    assert "--blocksize" in cli.render_help("post")
 
 
 # ------------------------------------------------------------- command line

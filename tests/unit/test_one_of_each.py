@@ -210,3 +210,44 @@ def test_download_and_send_place_by_the_one_rule(monkeypatch):
     assert send.remote_name(flow, NS(msg=msg, mask=None)) == ("sub/a/b", "f.txt")
     work = NS(msg=msg, mask=None)
     assert download.destination(flow, work) == os.path.join(os.getcwd(), "sub/a/b/f.txt")
+
+
+# ------------------------------------------------------------------ the argv parser
+@pytest.mark.parametrize("argv, pairs, words", [
+    (["--broker", "amqp://u@h/", "-p", "a", "b", "--reset", "--mirror", "off", "-n",
+      "foreground", "cfg", "--sd=300"],
+     [("broker", "amqp://u@h/"), ("p", "a"), ("reset", None), ("mirror", "off"), ("n", None),
+      ("sd", "300")], ["b", "foreground", "cfg"]),
+    (["--prefetch", "-3", "-", "-5", "--", "--x"], [("prefetch", "-3")], ["-", "-5", "--x"]),
+    (["--accept", "--reset"], [("accept", None), ("reset", None)], []),
+    (["--bogus", "show", "cfg"], [("bogus", None)], ["show", "cfg"]),      # show: an action
+    (["--bogus", "1", "--no", "2"], [("bogus", "1"), ("no", "2")], []),
+])
+def test_one_argv_parser(argv, pairs, words):
+    from sarra.config import cli, parser
+    assert cli.split_argv(argv, ("show",), valued=("no",)) == (pairs, words)
+    assert parser.parse_cli is cli.parse_cli is cli.split_argv     # load() with a raw argv
+
+
+def test_the_commands_split_argv_with_the_one_parser():
+    from sarra.commands import common
+    from sarra.config import cli
+    argv = ["--bogus", "status", "cfg", "--no", "3", "--reset", "-p=x", "--strip", "-1"]
+    pairs, words, no = common.split_argv(argv)
+    found, words2 = cli.split_argv(argv, common.CONSUMER_ACTIONS, valued=("no",))
+    assert no == 3 and words == words2 == ["status", "cfg"]
+    assert pairs == [kv for kv in found if kv[0] != "no"]
+    assert load_raw(argv[4:]) == [kv for kv in found if kv[0] != "no"][1:]
+
+
+def load_raw(argv):
+    """The pairs config.load takes from a raw argv list: the same parser's."""
+    from sarra.config import parser
+    return parser.parse_cli(argv)[0]
+
+
+def test_no_import_circle_between_the_options_table_and_the_command_line():
+    tree = ast.parse((ROOT / "sarra" / "config" / "options.py").read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and "cli" in m}
