@@ -21,11 +21,11 @@ from amqp import exceptions as amqp_exc
 
 from sarra.broker import frames as amqpframes
 from sarra.broker.connection import (BrokerAccessRefused, BrokerConnection, BrokerError,  # noqa: F401
-                                     BrokerStopped, _WriteBuffer)
+                                     BrokerNotFound, BrokerStopped, _WriteBuffer)
 from sarra.config.brokerurl import DEFAULT_PORTS, BrokerURL, _display, parse_url, redact  # noqa: F401
 
-__all__ = ['BrokerError', 'BrokerAccessRefused', 'BrokerStopped', 'BrokerURL', 'Delivery',
-           'DeliveryTag', 'Broker', 'parse_url', 'redact']
+__all__ = ['BrokerError', 'BrokerAccessRefused', 'BrokerNotFound', 'BrokerStopped', 'BrokerURL',
+           'Delivery', 'DeliveryTag', 'Broker', 'parse_url', 'redact']
 
 
 # ---------------------------------------------------------------------------- deliveries
@@ -186,6 +186,8 @@ class Broker(BrokerConnection):
         self._resend = collections.deque()          # to (re)publish on the next channel
         self._nacked = []
         self._returned = 0
+        self._tx_generation = None       # channel incarnation in transaction mode
+        self._tx_posts = []              # encoded messages of the open transaction
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -203,12 +205,50 @@ class Broker(BrokerConnection):
         """Number of published messages not yet confirmed by the broker."""
         return len(self._pending) + len(self._resend)
 
+    @property
+    def generation(self):
+        """Incarnation of the channel: it changes whenever the channel or the connection
+        is lost; every delivery tag carries the one it came on."""
+        return self._generation
+
+    def is_current(self, delivery_tag):
+        """True when a delivery (or its tag) came on the current channel incarnation: only
+        then can it still be acknowledged (a tag without one counts as current)."""
+        if isinstance(delivery_tag, Delivery):
+            delivery_tag = delivery_tag.delivery_tag
+        return getattr(delivery_tag, 'generation', self._generation) == self._generation
+
+    def sibling(self, **changes):
+        """A new, unconnected Broker to the same broker with the same settings (URL,
+        password lookup, timeouts, backoff, stop requests, TLS), but for ``changes``."""
+        settings = dict(
+            password_lookup=self.password_lookup, heartbeat=self.heartbeat,
+            connect_timeout=self.connect_timeout, logger=self.log, reconnect=self.reconnect,
+            max_inflight=self.max_inflight, backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max, stop_event=self.stop_event,
+            should_stop=self.should_stop, ssl_options=self.ssl_options,
+            batch_writes=self.batch_writes)
+        settings.update(changes)
+        return Broker(self.url, **settings)
+
     # ------------------------------------------------------------------ declarations
 
     def declare_exchange(self, name, type='topic', durable=True):
         decl = ('exchange', name, type, durable)
         self._do(lambda: self._apply(decl), f"declare exchange '{name}'")
         self._declarations[('exchange', name)] = decl
+
+    def exchange_exists(self, name):
+        """True when exchange *name* exists, False when the broker says it does not (a
+        passive declare: nothing is created). Any other refusal raises BrokerError (403:
+        BrokerAccessRefused). Like every refusal, a missing exchange costs the channel
+        (deliveries not acknowledged yet come back): probe before consuming."""
+        try:
+            self._do(lambda: self._chan.exchange_declare(name, 'topic', passive=True),
+                     f"check exchange '{name}'")
+        except BrokerNotFound:
+            return False
+        return True
 
     def declare_queue(self, name, durable=True, expire_s=None, message_ttl_s=None,
                       passive=False, arguments=None):
@@ -358,6 +398,73 @@ class Broker(BrokerConnection):
 
     def _on_return(self, exc, exchange, routing_key, message):
         self._returned += 1
+
+    # ------------------------------------------------------------------ transactions
+    # For a consumer that posts on the channel it consumes from (winnow): the posts of a
+    # batch and the acks of its messages committed together (tx.select, tx.commit). Such
+    # a channel is never in confirm mode: publish() and wait_confirms() are not for it.
+
+    def tx_select(self, delivery_tag=None):
+        """Put the channel in transaction mode, once per channel incarnation (a new one
+        starts with no publication: those of a lost channel were never committed).
+        False, doing nothing, when ``delivery_tag`` (of the message being answered) came
+        on a channel since lost: that message was never acknowledged and comes back."""
+        generation = getattr(delivery_tag, 'generation', None)
+
+        def select():
+            if generation is not None and generation != self._generation:
+                return False
+            if self._tx_generation != self._generation:
+                self._chan.tx_select()
+                self._tx_generation = self._generation
+                self._tx_posts = []
+            return True
+        return self._do(select, 'select transaction mode')
+
+    def tx_publish(self, exchange, routing_key, body, headers, persistent=True,
+                   expiration=None):
+        """Add a message to the transaction (after tx_select()); it is encoded now (as
+        publish() encodes) and written by tx_commit(), just before the commit."""
+        if isinstance(body, str):
+            body = body.encode('utf-8')
+        self._tx_posts.append((_publish_args(exchange, routing_key),
+                               _content_header(len(body), headers, persistent, expiration),
+                               body))
+
+    def tx_commit(self, acks=()):
+        """Write the transaction's messages and one ``multiple`` ack of every delivery
+        up to the highest tag in ``acks`` (a batch taken in order), then commit them
+        together. Nothing is committed when the channel was lost since tx_select() (the
+        broker dropped it all); without a transaction on this channel the acks alone are
+        sent. Raises BrokerError when the broker refuses (the batch comes back)."""
+        generation = self._tx_generation
+        posts, self._tx_posts = self._tx_posts, []
+        acks = [int(t) for t in acks]
+        if generation is None or generation != self._generation:
+            generation = None           # no transaction on this channel: acks alone
+            if not acks:
+                return
+
+        def commit():
+            if generation is not None and self._generation != generation:
+                return          # connection lost meanwhile: the broker dropped it all
+            ch, conn, wbuf = self._chan, self._conn, self._wbuf
+            channel, chunk = ch.channel_id, conn.frame_max - 8
+            wbuf.active = True
+            try:
+                for content in posts:
+                    wbuf.write(_frames(channel, chunk, *content))
+                    conn.bytes_sent += 1            # what py-amqp's frame writer counts
+                if acks:
+                    top = max(acks)
+                    wbuf.write(_ack_frame(channel, top, True))
+                    conn.bytes_sent += 1
+                    self._unacked.difference_update([t for t in self._unacked if t <= top])
+            finally:
+                wbuf.active = False
+            if generation is not None:
+                ch.tx_commit()
+        self._do(commit, 'commit the posts and acks of a batch')
 
     # ------------------------------------------------------------------ consuming
 

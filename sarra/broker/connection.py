@@ -40,6 +40,10 @@ class BrokerAccessRefused(BrokerError):
     """403 ACCESS_REFUSED on an exchange or queue (broker permissions)."""
 
 
+class BrokerNotFound(BrokerError):
+    """404 NOT_FOUND: the exchange or queue named does not exist."""
+
+
 class BrokerStopped(BrokerError):
     """A stop was requested while waiting to (re)connect."""
 
@@ -345,7 +349,7 @@ class BrokerConnection:
             return BrokerAccessRefused(f'{self.display}: access refused to {obj or what} '
                                        f'({text}){dropped}')
         if code == 404:
-            return BrokerError(f'{self.display}: {obj or what} not found ({text}){dropped}')
+            return BrokerNotFound(f'{self.display}: {obj or what} not found ({text}){dropped}')
         return BrokerError(f'{self.display}: {what}: {text}{dropped}')
 
     def _drain(self, timeout, burst=False):

@@ -86,15 +86,9 @@ class Reporter:
             return False
         b = self.broker
         try:
-            exists = getattr(b, "exchange_exists", None)
-            if exists is not None:
-                if not exists(self.exchange):
-                    self._off("no such exchange")
-            else:
-                # passive exchange.declare (Broker has no public call for it yet)
-                b._do(lambda: b._chan.exchange_declare(self.exchange, "topic", passive=True),
-                      f"check exchange '{self.exchange}'")
-        except Exception as e:  # BrokerError: 404 not found, 403 access refused
+            if not b.exchange_exists(self.exchange):
+                self._off(f"no such exchange on {getattr(b, 'display', 'the broker')}")
+        except Exception as e:  # BrokerError: 403 access refused, connection lost
             if type(e).__name__ == "BrokerStopped":
                 raise
             self._off(e)
@@ -139,11 +133,7 @@ class Reporter:
         if self._own is not None and self._own[0] is src:
             return self._own[1]
         self.close()
-        b = Broker(src.url, password_lookup=src.password_lookup, heartbeat=src.heartbeat,
-                   connect_timeout=src.connect_timeout, logger=src.log, reconnect=False,
-                   backoff_initial=src.backoff_initial, backoff_max=src.backoff_max,
-                   stop_event=src.stop_event, should_stop=src.should_stop,
-                   ssl_options=src.ssl_options, batch_writes=True)
+        b = src.sibling(reconnect=False, batch_writes=True)
         b.connect()               # once, without retries: failing, reports go off
         b.reconnect = src.reconnect
         self._own = (src, b)

@@ -51,9 +51,6 @@ import sqlite3
 import time
 from typing import Optional, Tuple
 
-import amqp
-from amqp import spec
-
 from sarra.flow import cache as dupcache
 from sarra import checksum
 from sarra.flow import report
@@ -264,15 +261,14 @@ class TxPost:
 
     The channel is put in transaction mode before the first post of a channel incarnation
     (so the acks that follow are part of the transaction); the posts themselves are kept
-    and written all at once by :meth:`commit`, just before tx.commit (nobody can see them
-    before the commit anyway). A post for a message delivered on a channel since lost is
-    not sent: that message was not acked and comes back."""
+    (by the Broker: tx_select, tx_publish, tx_commit) and written all at once by
+    :meth:`commit`, just before tx.commit (nobody can see them before the commit anyway).
+    A post for a message delivered on a channel since lost is not sent: that message was
+    not acked and comes back."""
 
     def __init__(self, flow, broker, other=None):
         self.flow, self.broker, self.other = flow, broker, other
         self.log = flow.log
-        self._tx_generation = None     # channel incarnation that is in tx mode
-        self._posts = []               # (exchange, routing key, amqp.Message) to commit
         self._acks = []                # delivery tags to ack (one multiple ack) at commit
         self._failed_commits = 0       # in a row: the pause after the next failure doubles
         self.unconfirmed = 0
@@ -293,69 +289,24 @@ class TxPost:
             self.other.wait_confirms()
             return
         tag = getattr(getattr(work, "delivery", None), "delivery_tag", None)
-        generation = getattr(tag, "generation", None)
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        props = {"content_type": "text/plain", "content_encoding": "utf-8",
-                 "application_headers": {str(k): v if isinstance(v, str) else str(v)
-                                         for k, v in (headers or {}).items()}}
-        if persistent:
-            props["delivery_mode"] = 2
-        if expiration is not None:
-            props["expiration"] = str(expiration)
-
-        def select():
-            if generation is not None and generation != b._generation:
-                return False    # delivered on a channel since lost: never acked, comes back
-            if self._tx_generation != b._generation:
-                b._chan.tx_select()
-                self._tx_generation = b._generation
-                self._posts = []
-            return True
-        if b._do(select, "select transaction mode"):
-            self._posts.append((exchange, routing_key, amqp.Message(body, **props)))
+        if b.tx_select(tag):    # else delivered on a channel since lost: it comes back
+            b.tx_publish(exchange, routing_key, body, headers, persistent, expiration)
 
     def wait_confirms(self, timeout=30):
         """Nothing to wait for: the commit after the acks makes the posts visible."""
 
     def ack_later(self, delivery):
         """The flow's ack of a delivery: sent at commit, all the batch's in one frame."""
-        tag = delivery.delivery_tag
-        if getattr(tag, "generation", self.broker._generation) == self.broker._generation:
-            self._acks.append(int(tag))
+        if self.broker.is_current(delivery):
+            self._acks.append(int(delivery.delivery_tag))
 
     def commit(self):
         """Send the batch's posts and acks and commit them together."""
-        b = self.broker
-        generation = self._tx_generation
-        posts, self._posts = self._posts, []
         acks, self._acks = self._acks, []
-        if generation is None or generation != b._generation:
-            generation = None           # no post on this channel: acks without a transaction
-            if not acks:
-                return
-
-        def commit():
-            if generation is not None and b._generation != generation:
-                return          # connection lost meanwhile: the broker dropped it all
-            ch = b._chan
-            b._wbuf.active = True
-            try:
-                for exchange, key, message in posts:
-                    ch.send_method(spec.Basic.Publish, "Bssbb",
-                                   (0, exchange, key, False, False), message)
-                if acks:
-                    # every delivery up to the highest tag is the batch's: gather() takes
-                    # them in order, and those given back were rejected one by one
-                    top = max(acks)
-                    ch.basic_ack(top, multiple=True)
-                    b._unacked.difference_update([t for t in b._unacked if t <= top])
-            finally:
-                b._wbuf.active = False
-            if generation is not None:
-                ch.tx_commit()
+        # every delivery up to the highest tag is the batch's: gather() takes them in
+        # order, and those given back were rejected one by one
         try:
-            b._do(commit, "commit the posts and acks of a batch")
+            self.broker.tx_commit(acks)
         except BrokerStopped:
             raise
         except BrokerError as e:

@@ -311,7 +311,7 @@ def test_backoff_warns_and_stops(make_broker, caplog):
         with pytest.raises(BrokerStopped):
             b.connect()
     assert time.monotonic() - t < 2
-    warnings = [r.getMessage() for r in caplog.records if r.name == 'sarra.broker.client']
+    warnings = [r.getMessage() for r in caplog.records if r.name == 'sarra.broker']
     assert len(warnings) >= 3
     assert all(f'amqp://guest@127.0.0.1:{port}/' in w for w in warnings)
     assert not any('hidden' in w for w in warnings)

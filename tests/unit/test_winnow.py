@@ -12,7 +12,7 @@ import pytest
 from sarra import checksum, message
 from sarra.flow import presets as components, download, winnow
 from sarra.config import parser as config
-from sarra.broker.client import Delivery, DeliveryTag
+from sarra.broker.client import Broker, Delivery, DeliveryTag
 from sarra.flow.cache import cache_key
 from sarra.flow.engine import Flow
 from sarra.flow.work import Outcome, Work
@@ -331,6 +331,10 @@ def test_cache_off_still_winnows(home):
 # ------------------------------------------------------------------ the transaction stand-in
 
 class FakeChannel:
+    channel_id = 1
+    is_open = True
+    connection = True
+
     def __init__(self, log):
         self.log = log
 
@@ -340,27 +344,59 @@ class FakeChannel:
     def tx_commit(self):
         self.log.append("commit")
 
-    def send_method(self, method, sig, args, msg):
-        self.log.append(("publish", args[1], msg.body))
 
-    def basic_ack(self, tag, multiple=False):
-        self.log.append(("ack", tag, multiple))
+class FrameLog:
+    """The transport under FakeBroker: the frames written, read back as ("publish",
+    exchange, body) and ("ack", tag, multiple)."""
+
+    def __init__(self, log):
+        self.log, self.publishing = log, None
+
+    def write(self, data):
+        data = bytes(data)
+        while data:
+            kind, size = data[0], int.from_bytes(data[3:7], "big")
+            payload, data = data[7:7 + size], data[8 + size:]
+            if kind == 1 and payload[:4] == b"\x00\x3c\x00\x28":       # basic.publish
+                n = payload[6]
+                self.publishing = [payload[7:7 + n].decode(), b"", None]
+            elif kind == 1 and payload[:4] == b"\x00\x3c\x00\x50":     # basic.ack
+                self.log.append(("ack", int.from_bytes(payload[4:12], "big"),
+                                 bool(payload[12] & 1)))
+            elif kind == 2:
+                self.publishing[2] = int.from_bytes(payload[4:12], "big")
+            elif kind == 3:
+                self.publishing[1] += payload
+            if self.publishing and len(self.publishing[1]) == self.publishing[2]:
+                self.log.append(("publish", *self.publishing[:2]))
+                self.publishing = None
 
 
-class FakeWBuf:
-    active = False
+class FakeConnection:
+    frame_max, bytes_sent, connected = 131072, 0, True
+
+    def __init__(self, log):
+        self.transport = FrameLog(log)
 
 
-class FakeBroker:
+class Record(list):
+    """What the fake channel and transport saw; also the broker's logger."""
+
+    def __getattr__(self, name):
+        import logging
+        return getattr(logging.getLogger("test"), name)
+
+
+class FakeBroker(Broker):
+    """A real Broker on a fake connection: its transaction API at work, no network."""
+
     def __init__(self):
-        self.log = []
-        self._generation = 0
-        self._chan = FakeChannel(self.log)
-        self._wbuf = FakeWBuf()
-        self._unacked = set()
-
-    def _do(self, op, what):
-        return op()
+        super().__init__("amqp://u:p@localhost/", reconnect=False)
+        self.log = log = Record()
+        self._conn, self._chan = FakeConnection(log), FakeChannel(log)
+        self._chan_ready = True
+        self._wbuf.reset(self._conn.transport)
+        self._wbuf.limit = 0            # every frame reaches the transport at once
 
 
 class FakeFlow:
