@@ -180,10 +180,7 @@ def _atomic_replace(path: str, write, mode: int, binary: bool) -> None:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard(tmp)
         raise
     fsync_dir(directory)
 
@@ -198,11 +195,16 @@ def atomic_symlink(target: str, path: str, tmp: str) -> None:
         os.symlink(target, tmp)
         os.replace(tmp, path)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard(tmp)
         raise
+
+
+def discard(path: str) -> None:
+    """Remove the file (or link) `path` if it is there; an error is ignored."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def fsync_dir(directory: str) -> None:

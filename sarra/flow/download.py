@@ -20,7 +20,7 @@ from sarra.flow.fetch import fetch as _fetch
 from sarra.flow.fetch import file_digest as _digest
 from sarra.message import Message, escape, parse_time, topic_for
 from sarra.flow.msgbounds import mode_mask
-from sarra.paths import NOFOLLOW, atomic_symlink
+from sarra.paths import NOFOLLOW, atomic_symlink, discard
 from sarra.flow.poster import public_base_url
 from sarra.transfer import TransferError
 from sarra.flow.stepstate import UNSET, DownloadState
@@ -123,11 +123,7 @@ def _have(path, s, offset, length, size=None, nofollow=False) -> bool:
         return False
 
 
-def _discard(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+_discard = discard          # a temporary file that is not to be kept
 
 
 def _temp_place(flow, work, temp):
@@ -600,13 +596,20 @@ def _link(flow, work, final):
     target = work.msg.headers.get("link")
     if not target:
         raise Outcome(499, "symlink failed: the L post carries no link header (sr3 peer?)")
+    post = _place_link(flow, work, final, target)
+    if post is not None:
+        work.posts.append(post)
+
+
+def _place_link(flow, work, final, target):
+    """Make ``final`` a link to ``target`` (checked first), settled and reported linked;
+    returns its repost, or None without a post_broker."""
     _check_link_target(work, final, target)
     _mkdirs(flow, work.new_dir)
     _symlink(target, final)
     _settle(flow, work, final)
     work.code, work.text = report.LINKED
-    if flow.post_broker is not None:
-        work.posts.append(repost(flow, work, final))
+    return repost(flow, work, final) if flow.post_broker is not None else None
 
 
 def _check_link_target(work, final, target):
@@ -645,13 +648,8 @@ def _winnow_link(flow, work, final):
         if os.path.realpath(local) == os.path.realpath(final):
             raise Outcome(*report.SAME_CHECKSUM)
         target = os.path.relpath(local, work.new_dir)
-        _check_link_target(work, final, target)
-        _mkdirs(flow, work.new_dir)
-        _symlink(target, final)
-        _settle(flow, work, final)
-        work.code, work.text = report.LINKED
-        if flow.post_broker is not None:
-            post = repost(flow, work, final)
+        post = _place_link(flow, work, final, target)
+        if post is not None:
             post.headers["link"] = target
             post.headers["sum"] = "L," + checksum.name_sum("L", target)
             work.posts.append(post)

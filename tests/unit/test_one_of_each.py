@@ -251,3 +251,15 @@ def test_no_import_circle_between_the_options_table_and_the_command_line():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not {m for m in imported if m and "cli" in m}
+
+
+def test_discard_removes_a_file_or_a_link_and_ignores_the_rest(tmp_path):
+    from sarra import paths
+    from sarra.flow import download
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "l").symlink_to("nowhere")
+    (tmp_path / "d").mkdir()
+    for name in ("f", "l", "missing", "d"):
+        paths.discard(str(tmp_path / name))
+    assert sorted(os.listdir(tmp_path)) == ["d"]
+    assert download._discard is paths.discard
