@@ -145,8 +145,8 @@ def main(argv=None):
         (home / d).mkdir(parents=True)
     os.environ.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
                       XDG_CACHE_HOME=str(home / ".cache"))
-    from tests.integration.test_routing import build_chain, start_chain
-    from tests.integration.test_sender import Runner
+    from tests.integration.routingkit import build_chain, start_chain
+    from tests.integration.senderkit import Runner
 
     runner = Runner(home, base)
     chain = build_chain(runner, uuid.uuid4().hex[:8], base, common.broker_url())

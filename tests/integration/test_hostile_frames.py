@@ -23,7 +23,7 @@ from amqp.serialization import dumps
 
 from tests.conftest import amqp_connect
 from tests.integration.pumpkit import pump_log, today
-from tests.integration.test_sender import Runner, wait_for
+from tests.integration.senderkit import Runner, wait_for
 
 SUM0 = {"sum": "d,d41d8cd98f00b204e9800998ecf8427e", "parts": "1,0,1,0,0"}
 WHEN = "20261205120000.25"

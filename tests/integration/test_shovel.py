@@ -10,7 +10,7 @@ import pytest
 from sarra.config import parser as config
 from sarra.flow import routing
 from sarra.flow.presets import preset
-from tests.integration.test_sender import Runner, wait_for
+from tests.integration.senderkit import Runner, wait_for
 
 SUM = "d,d41d8cd98f00b204e9800998ecf8427e"
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.integration import servers
-from tests.integration.test_sender import (  # noqa: F401  (fixtures runner, env)
+from tests.integration.senderkit import (  # noqa: F401  (fixtures runner, env)
     codes, env, make_files, runner, sender_config, sr_post)
 from tests.integration.subkit import (  # noqa: F401  (fixture)
     files_under, make_tree, md5, sub_env, wait_for)
