@@ -9,23 +9,32 @@ One reading of a URL for all of them (a URL and its password may come from an at
 from a careless configuration): the authority runs from ``://`` to the first ``/`` or white
 space; its user information runs to the LAST ``@`` (a password may hold ``@``, ``?``, ``#``
 or ``%40``); the user name ends at the first ``:``.  Everything after the ``:`` is hidden.
+An authority with a ``:`` but no ``@`` followed by an ``@`` further in the word is a
+password holding ``/`` (``amqp://u:pa/ss@h/``): hidden to that ``@``.
 """
 import re
 
 __all__ = ['hide_passwords']
 
-# scheme://authority: the authority stops at '/' or white space (not at '?' or '#': a
-# password may hold them, and hiding too much is the safe side).
-_AUTHORITY = re.compile(r'([A-Za-z][A-Za-z0-9+.-]*://)([^/\s]*)')
+# scheme://, its authority (to the first '/' or white space; not to '?' or '#': a password
+# may hold them, and hiding too much is the safe side), and the rest of the word (to white
+# space or ',', which separates the URLs of a list)
+_URL = re.compile(r'([A-Za-z][A-Za-z0-9+.-]*://)([^/\s]*)([^\s,]*)')
 
 
 def _hide(m, mask):
-    scheme, authority = m.group(1), m.group(2)
+    scheme, authority, rest = m.groups()
     userinfo, at, host = authority.rpartition('@')
-    if not at or ':' not in userinfo:
-        return m.group(0)
+    if not at and ':' in authority and '@' in rest:
+        # 'amqp://u:pa/ss@h/': a password holding '/' (no port is followed by a path
+        # holding an '@' as often as that is written): it runs to the word's last '@'
+        at = rest.rindex('@')
+        userinfo, host, rest = authority + rest[:at], rest[at + 1:], ''
+    elif not at or ':' not in userinfo:
+        return scheme + authority + hide_passwords(rest, mask)
     user = userinfo.partition(':')[0]
-    return '%s%s%s@%s' % (scheme, user, '' if mask is None else ':' + mask, host)
+    return '%s%s%s@%s%s' % (scheme, user, '' if mask is None else ':' + mask, host,
+                            hide_passwords(rest, mask))
 
 
 def hide_passwords(text, mask='***'):
@@ -33,4 +42,4 @@ def hide_passwords(text, mask='***'):
     dropped with the ``:`` when *mask* is None (``user@``)."""
     if '://' not in text:
         return text
-    return _AUTHORITY.sub(lambda m: _hide(m, mask), text)
+    return _URL.sub(lambda m: _hide(m, mask), text)

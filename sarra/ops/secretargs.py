@@ -10,8 +10,9 @@ nothing it starts inherits it.
 
 import json
 import os
-import re
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from sarra.redaction import hide_passwords
 
 
 ENV = "SARRA_SECRET_ARGS"
@@ -19,24 +20,7 @@ ENV = "SARRA_SECRET_ARGS"
 
 def visible(word: str) -> str:
     """The word with the password of every URL in it removed (``amqp://u@h/``)."""
-    out = []
-    for part in re.split(r"(\s+|,)", word):
-        m = re.match(r"([^=]*=)?([a-zA-Z][a-zA-Z0-9+.-]*://)(.*)$", part, re.S)
-        if not m:
-            out.append(part)
-            continue
-        prefix, scheme, rest = m.group(1) or "", m.group(2), m.group(3)
-        head, slash, tail = rest.partition("/")
-        at = rest.rfind("@", 0, len(head) if "@" in head else None)
-        if at < 0:
-            out.append(part)
-            continue
-        userinfo, hostpart = rest[:at], rest[at + 1:]
-        if ":" not in userinfo:
-            out.append(part)
-            continue
-        out.append(prefix + scheme + userinfo.split(":", 1)[0] + "@" + hostpart)
-    return "".join(out)
+    return hide_passwords(word, mask=None)
 
 
 def split(argv: Sequence[str], env: Optional[Dict[str, str]] = None
