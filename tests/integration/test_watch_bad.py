@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.test_watch import MODES, watch_env  # noqa: F401  (fixture)
+from tests.integration.watchkit import MODES, watch_env  # noqa: F401  (fixture)
 
 
 def _can(argv):

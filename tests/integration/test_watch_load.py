@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.test_watch import MODES, watch_env  # noqa: F401  (fixture)
+from tests.integration.watchkit import MODES, watch_env  # noqa: F401  (fixture)
 
 FILES, DIRS = 10000, 100
 

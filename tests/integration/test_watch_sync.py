@@ -16,7 +16,7 @@ import pytest
 
 from sarra.watch import events as watcher
 from tests.conftest import command_argv, command_env
-from tests.integration.test_watch import Msgs, md5, watch_env  # noqa: F401  (fixture)
+from tests.integration.watchkit import Msgs, md5, watch_env  # noqa: F401  (fixture)
 
 DOWNLOAD_MARKS = "mark_written" in (Path(__file__).resolve().parents[2] / "sarra" /
                                     "flow" /
