@@ -1,7 +1,6 @@
 """sarra.broker.client against the real test broker (fixtures: tests/conftest.py)."""
 
 import logging
-import selectors
 import socket
 import threading
 import time
@@ -10,6 +9,7 @@ import amqp
 import pytest
 
 from sarra.broker.client import Broker, BrokerAccessRefused, BrokerError, BrokerStopped, parse_url
+from tests.support.proxy import Proxy
 
 HEADERS = {'sum': 'd,d41d8cd98f00b204e9800998ecf8427e', 'parts': '1,0,1,0,0',
            'to_clusters': 'localhost', 'mtime': '20240315123456.789', 'mode': '644',
@@ -63,52 +63,6 @@ def drain_all(b, queue, idle=1.0):
         got.append(d)
         b.ack(d)
     return got
-
-
-class Proxy:
-    """TCP forwarder to the broker that can be taken down and brought back."""
-
-    def __init__(self, target):
-        self.target, self.port = target, free_port()
-        self.thread = None
-
-    def start(self):
-        self.listener = socket.create_server(('127.0.0.1', self.port), reuse_port=False)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.stopping = True
-        self.thread.join(5)
-
-    def _run(self):
-        sel, peer = selectors.DefaultSelector(), {}
-        sel.register(self.listener, selectors.EVENT_READ)
-        while not self.stopping:
-            for key, _ in sel.select(0.05):
-                sock = key.fileobj
-                if sock is self.listener:
-                    a, _ = sock.accept()
-                    b = socket.create_connection(self.target)
-                    peer[a], peer[b] = b, a
-                    sel.register(a, selectors.EVENT_READ)
-                    sel.register(b, selectors.EVENT_READ)
-                    continue
-                try:
-                    data = sock.recv(65536)
-                except OSError:
-                    data = b''
-                if data:
-                    peer[sock].sendall(data)
-                    continue
-                for s in (sock, peer.pop(sock)):
-                    peer.pop(s, None)
-                    sel.unregister(s)
-                    s.close()
-        for s in [self.listener, *peer]:
-            s.close()
-        sel.close()
 
 
 # ------------------------------------------------------------------ publish / consume

@@ -12,7 +12,7 @@ import urllib.parse
 
 import pytest
 
-from tests.integration.test_broker import Proxy
+from tests.support.proxy import Proxy
 from tests.integration.subkit import (  # noqa: F401  (fixtures)
     files_under, make_tree, post_msg, stub_http, sub_env, wait_for)
 
