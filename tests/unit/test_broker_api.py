@@ -203,3 +203,28 @@ def test_tx_commit_after_the_channel_was_lost_commits_nothing():
     b.tx_commit([1])
     assert b.generation == gen + 1
     assert b._chan.calls == ["tx.select"] and b._conn.transport.data == b""
+
+
+# ------------------------------------------------------------------ the seam holds
+
+def test_no_module_outside_sarra_broker_uses_a_broker_private_field():
+    """What winnow and the reporter took from Broker's private fields is public now: an
+    access like ``b._chan`` or ``broker._do(...)`` outside sarra/broker/ is refused (only
+    ``self._x`` of a module's own classes is left alone)."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2] / "sarra"
+    b = fake_broker()
+    private = {n for n in [*vars(b), *dir(Broker)] if n.startswith("_")
+               and not n.startswith("__")}
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.parent.name == "broker" and path.parent.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in private \
+                    and not (isinstance(node.value, ast.Name) and node.value.id in
+                             ("self", "cls")):
+                found.append(f"{path.relative_to(root.parent)}:{node.lineno}: "
+                             f"{ast.unparse(node)}")
+    assert not found, "\n".join(found)
