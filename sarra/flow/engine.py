@@ -41,6 +41,7 @@ from sarra.broker.frames import Undecodable
 from sarra.broker.client import Broker, BrokerError, BrokerStopped
 from sarra.flow.attempts import Interruptible
 from sarra.flow.consumer import Consumer
+from sarra.flow.pluginview import PluginParent
 from sarra.config.credentials import Credentials
 from sarra.message import Message, MessageError
 from sarra.flow.work import (Counters, Outcome, Result, TransferInterrupted, Work,  # noqa: F401
@@ -74,7 +75,8 @@ class Flow:
         self.interruptible = Interruptible()    # with flow.interruptible(): a transfer
         self.user_cache_dir = paths.state_dir(cfg.component, cfg.name or "-")
         self.credentials = Credentials.load()
-        self.hooks = plugin.Hooks(self, self.log)
+        self.plugin_parent = PluginParent(self)     # what plugins see as parent
+        self.hooks = plugin.Hooks(self.plugin_parent, self.log)
         for hook, names in preset.default_plugins.items():
             for n in names:
                 self.hooks.add(hook, n)
@@ -105,13 +107,6 @@ class Flow:
     # ------------------------------------------------------------ plugin helpers
     def get_option(self, name, default=None):
         return self.cfg.get(name, default) if hasattr(self.cfg, "get") else getattr(self.cfg, name, default)
-
-    def __getattr__(self, name):
-        # v2 plugins read options as parent.<option>
-        cfg = self.__dict__.get("cfg")
-        if cfg is None:
-            raise AttributeError(name)
-        return getattr(cfg, name)
 
     def _password(self, url):
         return self.credentials.password_for(url)

@@ -107,9 +107,46 @@ def test_the_work_steps_keep_their_state_in_objects_of_their_own():
     assert presets.preset("sarra").state is DownloadState
     assert presets.preset("sender").state is SendState
     here = Path(presets.__file__).parent
-    for name in ("download.py", "fetch.py", "send.py"):
+    for name in ("download.py", "fetch.py", "send.py", "engine.py"):
         text = (here / name).read_text()
         assert not re.search(r"(flow|self)\.__dict__", text), name
     flow = SimpleNamespace()                     # a preset made without a state
     st = DownloadState.of(flow)
     assert DownloadState.of(flow) is st and flow.step_state is st
+
+
+def test_plugins_see_the_flow_through_an_adapter(home, tmp_path):
+    from sarra.flow.engine import Flow
+    from sarra.flow.pluginview import PluginParent
+    from sarra.flow.retry import RetryQueue
+    from tests.unit.test_flow import delivery, make_flow, run_batches
+    assert "__getattr__" not in Flow.__dict__       # the engine forwards nothing
+    seen = []
+    plugin = tmp_path / "v2plugin.py"
+    plugin.write_text(
+        "class Counter:\n"
+        "    def __init__(self, parent):\n"
+        "        parent.counted = 0\n"
+        "    def on_message(self, parent):\n"
+        "        parent.counted += 1\n"
+        "        SEEN.append((parent.directory, parent.msg.relpath, parent.counted,\n"
+        "                     type(parent.retry).__name__, parent.no, parent.logger))\n"
+        "        parent.msg_to_retry()\n"
+        "        return False\n"
+        "self.plugin = 'Counter'\n")
+    flow = make_flow(home, lambda f, w: None, deliveries=[delivery("/a"), delivery("/b")])
+    parent = flow.hooks.parent
+    assert isinstance(parent, PluginParent)
+    import builtins
+    builtins.SEEN = seen
+    try:
+        flow.hooks.add("plugin", str(plugin))
+        run_batches(flow)
+    finally:
+        del builtins.SEEN
+    assert [s[:3] for s in seen] == [(str(home / "dst"), "/a", 1), (str(home / "dst"), "/b", 2)]
+    assert seen[0][3] == RetryQueue.__name__ and seen[0][4] == 1 and seen[0][5] is flow.log
+    assert len(flow.retry) == 2                 # msg_to_retry reached the flow
+    assert not hasattr(flow, "counted")         # a plugin's own state stays on its parent
+    with pytest.raises(AttributeError):
+        flow.directory                          # options are read from flow.cfg
