@@ -12,25 +12,10 @@ import psutil
 import pytest
 
 from tests.conftest import parse_broker_url
-from tests.integration.test_sr import Pump, table
+from tests.integration.procs import alive, wait_for
+from tests.integration.srkit import Pump, table
 
 pytest.importorskip("setproctitle")
-
-
-def wait_for(cond, timeout=10.0, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture
