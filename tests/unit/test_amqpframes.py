@@ -14,7 +14,7 @@ from sarra.flow import presets as components
 from sarra.config import parser as config
 from sarra.broker.client import Broker, Delivery, DeliveryTag
 from sarra.flow.engine import Flow
-from tests.unit.test_flow import FakeConsumer, FakeReporter, delivery
+from tests.support.flowfakes import FakeConsumer, FakeReporter, delivery
 
 DELIVER_FMT = 'sLbss'
 

@@ -11,7 +11,7 @@ from sarra.flow import presets as components
 from sarra.config import parser as config
 from sarra.broker.client import Delivery, DeliveryTag
 from sarra.flow.engine import Flow
-from tests.unit.test_flow import FakeConsumer, FakeReporter
+from tests.support.flowfakes import FakeConsumer, FakeReporter
 
 BSZ = 1024
 _tag = iter(range(1, 10**6))

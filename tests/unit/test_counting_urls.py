@@ -12,7 +12,7 @@ from sarra.flow import download, fetch
 from sarra.transfer import progress
 from sarra.flow.work import Outcome
 
-from tests.unit.test_flow import delivery, make_flow, run_batches
+from tests.support.flowfakes import delivery, make_flow, run_batches
 
 
 # ------------------------------------------------------------------ joining

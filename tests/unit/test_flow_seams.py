@@ -119,7 +119,7 @@ def test_plugins_see_the_flow_through_an_adapter(home, tmp_path):
     from sarra.flow.engine import Flow
     from sarra.flow.pluginview import PluginParent
     from sarra.flow.retry import RetryQueue
-    from tests.unit.test_flow import delivery, make_flow, run_batches
+    from tests.support.flowfakes import delivery, make_flow, run_batches
     assert "__getattr__" not in Flow.__dict__       # the engine forwards nothing
     seen = []
     plugin = tmp_path / "v2plugin.py"

@@ -17,7 +17,7 @@ from sarra.ops import logs
 from sarra.broker.client import Delivery, DeliveryTag
 from sarra.flow.engine import Flow
 from sarra.flow.work import Outcome, Work
-from tests.unit.test_flow import FakeConsumer, FakeReporter
+from tests.support.flowfakes import FakeConsumer, FakeReporter
 
 T = "20240101000000.0"
 GOOD = {"sum": "d," + "0" * 32, "parts": "1,1,1,0,0"}

@@ -7,7 +7,7 @@ from sarra.config import parser as config
 from sarra.flow import presets as components, download
 from sarra.flow.engine import Flow
 from sarra.flow.work import Outcome, Work
-from tests.unit.test_flow import FakeReporter
+from tests.support.flowfakes import FakeReporter
 
 
 def _flow(directory, extra=()):
@@ -52,7 +52,7 @@ def _ingest_reports(home, exchange, extra=()):
     """The (code, text) sr_sarra (source_from_exchange, binding xs_alice) reports for one
     post delivered from ``exchange``."""
     from sarra.broker.client import Delivery, DeliveryTag
-    from tests.unit.test_flow import FakeConsumer
+    from tests.support.flowfakes import FakeConsumer
     cfg = config.load("sarra", None, [("broker", "amqp://u:p@pump:5672/"),
                                       ("exchange", "xs_alice"),
                                       ("source_from_exchange", "on")] + list(extra))

@@ -10,7 +10,7 @@ from sarra.config import parser as config
 from sarra.flow import presets as components, download, treeguard
 from sarra.flow.engine import Flow
 from sarra.flow.work import Outcome, Work
-from tests.unit.test_flow import FakeReporter
+from tests.support.flowfakes import FakeReporter
 
 
 @pytest.mark.parametrize("target,depth,ok", [
