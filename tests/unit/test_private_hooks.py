@@ -157,14 +157,14 @@ def _http_response():
 # ------------------------------------------------------------------ paramiko
 
 def _paramiko_ciphers():
-    paramiko = pytest.importorskip("paramiko")
+    import paramiko
     ciphers = getattr(paramiko.Transport, "_preferred_ciphers", None)
     if not isinstance(ciphers, (tuple, list)) or not any("-ctr" in c for c in ciphers):
         return "paramiko.Transport._preferred_ciphers (a tuple of cipher names) is gone"
 
 
 def _paramiko_sftp_file():
-    paramiko = pytest.importorskip("paramiko")
+    import paramiko
     f = paramiko.SFTPFile
     if "max_concurrent_requests" not in _params(f.prefetch):
         return "paramiko SFTPFile.prefetch(max_concurrent_requests=...) is gone"
