@@ -310,6 +310,20 @@ class LocalWriter:
                 pass
 
 
+def read_blocks(read, length, bufsize):
+    """The one read loop of the drivers: blocks from ``read(n)`` (n at most ``bufsize``)
+    until ``length`` bytes in all (None: until a read returns nothing) or a read returns
+    nothing first; the caller compares what it got with what it wanted."""
+    left = length
+    while left is None or left > 0:
+        data = read(bufsize if left is None else min(bufsize, left))
+        if not data:
+            return
+        if left is not None:
+            left -= len(data)
+        yield data
+
+
 def read_local(local_path, offset=0, length=None, bufsize=1 << 20):
     """Yield the bytes [offset, offset+length) of a local file in chunks of at most bufsize."""
     try:
@@ -318,21 +332,20 @@ def read_local(local_path, offset=0, length=None, bufsize=1 << 20):
         raise TransferError(NOT_FOUND, 'cannot send %s: 404 Not Found' % local_path) from None
     except OSError as e:
         raise TransferError(FAILED, 'cannot read %s: %s' % (local_path, e.strerror)) from None
+    def read(n):
+        try:
+            return fh.read(n)
+        except OSError as e:
+            raise TransferError(FAILED, 'cannot read %s: %s' % (local_path, e.strerror)) from None
+
     with fh:
         if offset:
             fh.seek(offset)
-        left = length
-        while left is None or left > 0:
-            try:
-                data = fh.read(bufsize if left is None else min(bufsize, left))
-            except OSError as e:
-                raise TransferError(FAILED, 'cannot read %s: %s' % (local_path, e.strerror)) from None
-            if not data:
-                break
-            if left is not None:
-                left -= len(data)
+        got = 0
+        for data in read_blocks(read, length, bufsize):
+            got += len(data)
             yield data
-        if left:
+        if length is not None and got < length:
             raise TransferError(FAILED, 'cannot send %s: file shorter than offset %d + length %d'
                                 % (local_path, offset, length))
 

@@ -7,8 +7,8 @@ import ssl
 import time
 
 from . import (FAILED, NOT_FOUND, CannotDeliver, LocalWriter, Transfer, TransferError, check_range,
-               credential_flag, credential_user_password, read_local, redact, register,
-               remote_path, split_url)
+               credential_flag, credential_user_password, read_blocks, read_local, redact,
+               register, remote_path, split_url)
 
 _DROPPED = (OSError, EOFError)   # ssl.SSLError is an OSError
 
@@ -146,20 +146,16 @@ class FtpTransfer(Transfer):
             conn = ftp.transfercmd('RETR ' + path, rest=offset or None)
             early = False
             with conn, LocalWriter(local_path, write_offset, hasher) as out:
-                left = length
+                got = 0
                 pending_cr = b''
-                while left is None or left > 0:
-                    data = conn.recv(self.bufsize if left is None else min(self.bufsize, left))
-                    if not data:
-                        break
-                    if left is not None:
-                        left -= len(data)
+                for data in read_blocks(conn.recv, length, self.bufsize):
+                    got += len(data)
                     if self._ascii:
                         data, pending_cr = _from_crlf(pending_cr + data)
                     out.write(data)
                     state['written'] = out.count
-                else:
-                    early = True
+                left = None if length is None else length - got
+                early = left == 0           # the range is complete: stop the server's send
                 out.write(pending_cr)
                 if not early and isinstance(conn, ssl.SSLSocket):
                     conn.unwrap()

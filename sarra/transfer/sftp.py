@@ -9,8 +9,8 @@ import stat as statmod
 import paramiko
 
 from . import (FAILED, NOT_FOUND, LocalWriter, Transfer, TransferError, check_range,
-               credential_flag, credential_user_password, credential_value, read_local,
-               redact, register, remote_path, split_url)
+               credential_flag, credential_user_password, credential_value, read_blocks,
+               read_local, redact, register, remote_path, split_url)
 
 _CONNECTION_ERRORS = (EOFError, paramiko.SSHException, socket.error, OSError)
 
@@ -141,12 +141,7 @@ class SftpTransfer(Transfer):
                         # pipelined reads of exactly [offset, offset+want)
                         f.seek(offset)
                         f.prefetch(offset + want, max_concurrent_requests=self.max_requests)
-                    left = want
-                    while left > 0:
-                        data = f.read(min(self.bufsize, left))
-                        if not data:
-                            break
-                        left -= len(data)
+                    for data in read_blocks(f.read, want, self.bufsize):
                         out.write(data)
                         state['written'] = out.count
                 if out.count != want:

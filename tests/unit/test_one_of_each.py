@@ -263,3 +263,34 @@ def test_discard_removes_a_file_or_a_link_and_ignores_the_rest(tmp_path):
         paths.discard(str(tmp_path / name))
     assert sorted(os.listdir(tmp_path)) == ["d"]
     assert download._discard is paths.discard
+
+
+# ------------------------------------------------------------------ the drivers' read loop
+@pytest.mark.parametrize("data, length, bufsize, blocks", [
+    (b"abcdefg", None, 3, [b"abc", b"def", b"g"]),      # to the end
+    (b"abcdefg", 5, 3, [b"abc", b"de"]),                 # never past length
+    (b"abcdefg", 0, 3, []),
+    (b"abc", 5, 2, [b"ab", b"c"]),                       # short: the caller sees it
+])
+def test_read_blocks(data, length, bufsize, blocks):
+    import io
+    from sarra import transfer
+    asked = []
+    f = io.BytesIO(data)
+
+    def read(n):
+        asked.append(n)
+        return f.read(n)
+
+    assert list(transfer.read_blocks(read, length, bufsize)) == blocks
+    assert all(n <= bufsize for n in asked)
+
+
+def test_read_local_reads_through_read_blocks(tmp_path):
+    from sarra import transfer
+    p = tmp_path / "f"
+    p.write_bytes(b"0123456789")
+    assert b"".join(transfer.read_local(str(p), 2, 5, bufsize=2)) == b"23456"
+    with pytest.raises(transfer.TransferError) as e:
+        list(transfer.read_local(str(p), 8, 5, bufsize=2))
+    assert "file shorter than offset 8 + length 5" in str(e.value)
