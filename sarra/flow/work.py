@@ -73,6 +73,9 @@ class Work:
     @outcome.setter
     def outcome(self, value):
         """A plugin may set the string ("failed"): kept as the Result it names."""
+        if type(value) is Result:
+            self._outcome = value
+            return
         try:
             self._outcome = Result(value)
         except ValueError:
