@@ -310,6 +310,19 @@ class LocalWriter:
                 pass
 
 
+def short_read(action, got, want, shown):
+    """The one TransferError for a transfer that ended before its end: '<action> failed:
+    short read, got <got> of <want> bytes <shown>' (shown: the URL without password)."""
+    return TransferError(FAILED, '%s failed: short read, got %d of %s bytes %s'
+                         % (action, got, want, shown))
+
+
+def check_source(scheme, local_path):
+    """404 before an upload whose local file is not there (or not a file)."""
+    if not os.path.isfile(local_path):
+        raise TransferError(NOT_FOUND, '%s upload failed: 404 Not Found %s' % (scheme, local_path))
+
+
 def read_blocks(read, length, bufsize):
     """The one read loop of the drivers: blocks from ``read(n)`` (n at most ``bufsize``)
     until ``length`` bytes in all (None: until a read returns nothing) or a read returns

@@ -7,7 +7,7 @@ import stat
 from sarra.paths import NOFOLLOW, atomic_symlink
 
 from . import (FAILED, Transfer, TransferError, check_range, credential_value, decode_path,
-               open_in_place, os_error, register, split_url)
+               open_in_place, os_error, register, short_read, split_url)
 from .bounds import refuse_length
 
 
@@ -76,8 +76,7 @@ def _copy_range(src, dst, offset, length, dst_offset, hasher, bufsize, action, s
         finally:
             os.close(dfd)
         if done != want:
-            raise TransferError(FAILED, 'file %s failed: short read, got %d of %d bytes %s'
-                                % (action, done, want, shown))
+            raise short_read('file ' + action, done, want, shown)
         return done
     finally:
         os.close(sfd)

@@ -1,14 +1,13 @@
 """FTP/FTPS driver: one persistent control connection per driver (NOOP-checked when idle)."""
 
 import ftplib
-import os
 import posixpath
 import ssl
 import time
 
 from . import (FAILED, NOT_FOUND, CannotDeliver, LocalWriter, Transfer, TransferError, check_range,
-               credential_flag, credential_user_password, read_blocks, read_local, redact,
-               register, remote_path, split_url)
+               check_source, credential_flag, credential_user_password, read_blocks,
+               read_local, redact, register, remote_path, short_read, split_url)
 
 _DROPPED = (OSError, EOFError)   # ssl.SSLError is an OSError
 
@@ -161,8 +160,7 @@ class FtpTransfer(Transfer):
                     conn.unwrap()
             self._end_transfer(ftp, early)
             if left:
-                raise TransferError(FAILED, 'ftp download failed: short read, got %d of %d '
-                                    'bytes %s' % (out.count, length, redact(url)))
+                raise short_read('ftp download', out.count, length, redact(url))
             return out.count
 
         return self._run(url, 'download', op, lambda: state['written'] == 0)
@@ -171,8 +169,7 @@ class FtpTransfer(Transfer):
         check_range(offset, length)
         if remote_offset is not None:       # (block 0 too: it is not the whole file)
             raise CannotDeliver('ftp cannot deliver partitioned files %s' % redact(url))
-        if not os.path.isfile(local_path):
-            raise TransferError(NOT_FOUND, 'ftp upload failed: 404 Not Found %s' % local_path)
+        check_source('ftp', local_path)
 
         def op(ftp, path):
             try:

@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 from . import (FAILED, NOT_FOUND, LocalWriter, Transfer, TransferError, check_range,
                credential_flag, credential_user_password, credential_value, redact, register,
-               split_url)
+               short_read, split_url)
 from .bounds import REDIRECT, TransferRefused, refuse_encoding
 
 
@@ -179,8 +179,7 @@ class RequestsHttpTransfer(Transfer):
             raise TransferError(FAILED, 'http download failed: %s after %d bytes: %s'
                                 % (shown, out.count, _reason(e))) from None
         if skip or left:
-            raise TransferError(FAILED, 'http download failed: short read, got %d of %s bytes %s'
-                                % (out.count, length, shown))
+            raise short_read('http download', out.count, length, shown)
 
     def close(self):
         if self.session is not None:
@@ -572,8 +571,7 @@ class HttpTransfer(RequestsHttpTransfer):
             self._drop(ep)      # more body than wanted: the connection cannot be reused
         elif skip or left:
             self._drop(ep)
-            raise TransferError(FAILED, 'http download failed: short read, got %d of %s bytes %s'
-                                % (out.count, length, shown))
+            raise short_read('http download', out.count, length, shown)
 
     def close(self):
         for conn in self._conns.values():

@@ -9,8 +9,8 @@ import stat as statmod
 import paramiko
 
 from . import (FAILED, NOT_FOUND, LocalWriter, Transfer, TransferError, check_range,
-               credential_flag, credential_user_password, credential_value, read_blocks,
-               read_local, redact, register, remote_path, split_url)
+               check_source, credential_flag, credential_user_password, credential_value,
+               read_blocks, read_local, redact, register, remote_path, short_read, split_url)
 
 _CONNECTION_ERRORS = (EOFError, paramiko.SSHException, socket.error, OSError)
 
@@ -145,16 +145,14 @@ class SftpTransfer(Transfer):
                         out.write(data)
                         state['written'] = out.count
                 if out.count != want:
-                    raise TransferError(FAILED, 'sftp download failed: short read, got %d of %d '
-                                        'bytes %s' % (out.count, want, redact(url)))
+                    raise short_read('sftp download', out.count, want, redact(url))
                 return out.count
 
         return self._run(url, 'download', op, lambda: state['written'] == 0)
 
     def put(self, local_path, url, offset=0, length=None, remote_offset=None):
         check_range(offset, length)
-        if not os.path.isfile(local_path):
-            raise TransferError(NOT_FOUND, 'sftp upload failed: 404 Not Found %s' % local_path)
+        check_source('sftp', local_path)
 
         def op(sftp, path):
             f = self._open_for_write(sftp, path, remote_offset)

@@ -15,7 +15,7 @@ import errno
 import os
 import select
 
-from sarra.transfer import FAILED, LocalWriteError, TransferError
+from sarra.transfer import FAILED, LocalWriteError, TransferError, short_read
 
 AVAILABLE = hasattr(os, 'splice') and hasattr(os, 'pipe2')
 
@@ -67,9 +67,7 @@ def splice_into(sock, timeout, fd, pos, count, path, on_range=None, shown='', on
                 what = 'timed out' if isinstance(e, TimeoutError) else (e.strerror or e)
                 raise _failed(shown, already + pos - start, what) from None
             if n == 0:
-                raise TransferError(FAILED, 'http download failed: short read, got %d of '
-                                    '%d bytes %s' % (already + pos - start, already + count,
-                                                     shown))
+                raise short_read('http download', already + pos - start, already + count, shown)
             left -= n
             if buf is None:
                 pos, buf = _move(r, fd, n, pos, path)

@@ -294,3 +294,18 @@ def test_read_local_reads_through_read_blocks(tmp_path):
     with pytest.raises(transfer.TransferError) as e:
         list(transfer.read_local(str(p), 8, 5, bufsize=2))
     assert "file shorter than offset 8 + length 5" in str(e.value)
+
+
+def test_one_short_read_and_one_missing_source_message(tmp_path):
+    from sarra import transfer
+    e = transfer.short_read("ftp download", 3, 10, "ftp://u@h/f")
+    assert (e.code, str(e)) == (499, "ftp download failed: short read, got 3 of 10 bytes "
+                                     "ftp://u@h/f")
+    with pytest.raises(transfer.TransferError) as info:
+        transfer.check_source("sftp", str(tmp_path / "missing"))
+    assert info.value.code == 404
+    assert str(tmp_path / "missing") in str(info.value) and "sftp upload failed" in str(info.value)
+    transfer.check_source("sftp", __file__)                    # there: nothing said
+    for name in ("ftp", "sftp", "http", "splice", "file"):     # nobody words it again
+        text = (ROOT / "sarra" / "transfer" / (name + ".py")).read_text(encoding="utf-8")
+        assert "short read, got" not in text and "upload failed: 404" not in text, name
