@@ -1,5 +1,6 @@
 """Comments and docs point inside the repository: no path to a folder beside the clone
-(../shared/...), and every doc/spec/*.md a module cites is in doc/spec/."""
+(the shared spec folder the project started from), and every doc/spec/*.md a module
+cites is in doc/spec/."""
 
 import re
 from pathlib import Path
