@@ -74,6 +74,22 @@ class _OldPath:
         pass
 
 
+def forward_names(package, target, submodules):
+    """A module ``__getattr__`` for ``package`` (a module before issue 18, now a package)
+    that hands on the names of ``target``, its old content, imported only when asked;
+    ``submodules`` (not imported yet) and dunder names are not looked up there."""
+    skip = frozenset(submodules)
+
+    def __getattr__(name):
+        if name.startswith("__") or name in skip:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        try:
+            return getattr(importlib.import_module(target), name)
+        except AttributeError:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+    return __getattr__
+
+
 def install():
     """First on sys.meta_path: an old name always means the new module, even where a stale
     file of that name is left (an install over an older one)."""

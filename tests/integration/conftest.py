@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import pytest
 
+from sarra.broker.client import Broker
 from tests.integration import servers
 
 
@@ -101,3 +102,20 @@ def pump(tmp_path_factory, broker_url):
     from tests.integration import pumpkit
     with pumpkit.running(tmp_path_factory, broker_url) as p:
         yield p
+
+
+@pytest.fixture
+def make_broker(broker_url, home):
+    """Factory for Brokers on the test broker; closes them after the test."""
+    made = []
+
+    def make(url=None, **kw):
+        kw.setdefault('backoff_initial', 0.05)
+        kw.setdefault('backoff_max', 0.2)
+        b = Broker(url or broker_url, **kw)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()

@@ -99,6 +99,22 @@ class Pump:
                 found.append(p.info["pid"])
         return found
 
+    def finish(self, run_cmd, amqp_channel):
+        """End of a test: `sr stop`, then kill whatever of this test still runs (by the
+        test's unique id, verified live) and delete its queues."""
+        run_cmd(["sr", "stop"], timeout=60)
+        self.supervisor_pid()
+        for pid in list(self.seen) + self.processes_of_test():
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+        for q in self.queues:
+            try:
+                amqp_channel.queue_delete(q)
+            except Exception:
+                pass
+
 
 def _amqp_args(url):
     host, port, user, password, vhost = parse_broker_url(url)

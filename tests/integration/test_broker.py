@@ -23,23 +23,6 @@ def free_port():
 
 
 @pytest.fixture
-def make_broker(broker_url, home):
-    """Factory for Brokers on the test broker; closes them after the test."""
-    made = []
-
-    def make(url=None, **kw):
-        kw.setdefault('backoff_initial', 0.05)
-        kw.setdefault('backoff_max', 0.2)
-        b = Broker(url or broker_url, **kw)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.close()
-
-
-@pytest.fixture
 def names(uid, broker_url):
     """(exchange, queue) unique names; both deleted after the test."""
     exchange, queue = f'xs_guest_test_{uid}', f'q_guest.test_broker.{uid}'

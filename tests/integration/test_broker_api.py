@@ -13,23 +13,6 @@ HEADERS = {"sum": "d,d41d8cd98f00b204e9800998ecf8427e", "parts": "1,0,1,0,0",
 
 
 @pytest.fixture
-def brokers(broker_url):
-    """Factory for Brokers on the test broker; closed after the test."""
-    made = []
-
-    def make(url=None, **kw):
-        kw.setdefault("backoff_initial", 0.05)
-        kw.setdefault("backoff_max", 0.2)
-        b = Broker(url or broker_url, **kw)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.close()
-
-
-@pytest.fixture
 def source(uid, broker_url, amqp_exchange):
     """(exchange, queue) with 5 messages queued; the queue is deleted after the test."""
     exchange, queue = amqp_exchange(f"xs_guest_api_{uid}"), f"q_guest.api.{uid}"
@@ -62,8 +45,8 @@ def queued(broker_url, queue, expected, timeout=10.0):
             time.sleep(0.05)
 
 
-def test_exchange_exists(brokers, uid, amqp_exchange):
-    b = brokers()
+def test_exchange_exists(make_broker, uid, amqp_exchange):
+    b = make_broker()
     x = amqp_exchange(f"xs_guest_here_{uid}")
     assert b.exchange_exists(x) is True
     assert b.exchange_exists(f"xs_guest_nowhere_{uid}") is False
@@ -73,7 +56,7 @@ def test_exchange_exists(brokers, uid, amqp_exchange):
 
 
 def test_sibling_reaches_the_same_broker_with_the_same_password_lookup(
-        brokers, broker_url, uid, amqp_exchange, amqp_tap):
+        make_broker, broker_url, uid, amqp_exchange, amqp_tap):
     user, password = broker_url.split("//", 1)[1].split("@", 1)[0].split(":", 1)
     asked = []
 
@@ -81,7 +64,7 @@ def test_sibling_reaches_the_same_broker_with_the_same_password_lookup(
         asked.append(url)
         return password
     bare = broker_url.replace(f"{user}:{password}@", f"{user}@")
-    b = brokers(bare, password_lookup=lookup)
+    b = make_broker(bare, password_lookup=lookup)
     s = b.sibling(reconnect=False)
     try:
         x = amqp_exchange(f"xs_guest_sib_{uid}")
@@ -96,12 +79,12 @@ def test_sibling_reaches_the_same_broker_with_the_same_password_lookup(
         s.close()
 
 
-def test_posts_and_acks_are_committed_together(brokers, broker_url, source, amqp_tap,
+def test_posts_and_acks_are_committed_together(make_broker, broker_url, source, amqp_tap,
                                                amqp_exchange, uid):
     exchange, queue = source
     out = amqp_exchange(f"xs_guest_out_{uid}")
     tap = amqp_tap(out)
-    b = brokers()
+    b = make_broker()
     got = take(b, queue, 5)
     for d in got[:3]:
         assert b.tx_select(d.delivery_tag)
@@ -115,19 +98,19 @@ def test_posts_and_acks_are_committed_together(brokers, broker_url, source, amqp
     assert queued(broker_url, queue, 2) == 2
 
 
-def test_nothing_is_committed_when_the_connection_is_lost_first(brokers, broker_url,
+def test_nothing_is_committed_when_the_connection_is_lost_first(make_broker, broker_url,
                                                                 source, amqp_tap,
                                                                 amqp_exchange, uid):
     exchange, queue = source
     out = amqp_exchange(f"xs_guest_out_{uid}")
     tap = amqp_tap(out)
-    b = brokers()
+    b = make_broker()
     got = take(b, queue, 5)
     assert b.tx_select(got[0].delivery_tag)
     b.tx_publish(out, "v02.post.x", "never seen", HEADERS)
     b.close()                                  # killed before the commit
     assert tap.get(1, timeout=0.5) == []
     assert queued(broker_url, queue, 5) == 5   # every message comes back
-    b2 = brokers()
+    b2 = make_broker()
     again = take(b2, queue, 5)
     assert all(d.redelivered for d in again) and not b.is_current(got[0])

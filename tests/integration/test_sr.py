@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import amqp
-import psutil
 import pytest
 
 from tests.conftest import REPO
@@ -23,18 +22,7 @@ def pump(home, uid, broker_url, run_cmd, amqp_exchange, amqp_channel):
     amqp_exchange(p.src)
     amqp_exchange(p.dst)
     yield p
-    run_cmd(["sr", "stop"], timeout=60)
-    p.supervisor_pid()
-    for pid in list(p.seen) + p.processes_of_test():
-        try:
-            psutil.Process(pid).kill()
-        except psutil.Error:
-            pass
-    for q in p.queues:
-        try:
-            amqp_channel.queue_delete(q)
-        except Exception:
-            pass
+    p.finish(run_cmd, amqp_channel)
 
 
 def test_pump_start_supervise_sanity_stop(pump, amqp_tap):

@@ -23,22 +23,10 @@ def pump(home, uid, broker_url, run_cmd, amqp_exchange, amqp_channel):
     p = Pump(home, uid, broker_url, run_cmd)
     amqp_exchange(p.src)
     yield p
-    run_cmd(["sr", "stop"], timeout=60)
-    for comp in ("subscribe",):
-        d = home / ".config" / "sarra" / comp
-        for conf in d.glob("*.conf") if d.is_dir() else ():
-            run_cmd([f"sr_{comp}", "stop", conf.stem], timeout=60)
-    p.supervisor_pid()
-    for pid in list(p.seen) + p.processes_of_test():
-        try:
-            psutil.Process(pid).kill()
-        except psutil.Error:
-            pass
-    for q in p.queues:
-        try:
-            amqp_channel.queue_delete(q)
-        except Exception:
-            pass
+    d = home / ".config" / "sarra" / "subscribe"
+    for conf in d.glob("*.conf") if d.is_dir() else ():     # started without sr
+        run_cmd(["sr_subscribe", "stop", conf.stem], timeout=60)
+    p.finish(run_cmd, amqp_channel)
 
 
 def _titled(text):

@@ -16,6 +16,7 @@ from sarra.broker.client import Broker, Delivery, DeliveryTag
 from sarra.flow.cache import cache_key
 from sarra.flow.engine import Flow
 from sarra.flow.work import Outcome, Work
+from tests.support.flowfakes import FakeConsumer, FakeReporter
 
 
 class Clock:
@@ -205,38 +206,6 @@ def test_same_broker():
 
 
 # ------------------------------------------------------------------ the flow, confirm mode
-
-class FakeConsumer:
-    def __init__(self):
-        self.inbox, self.acked, self.requeued = [], [], []
-        self.queue = "q_test"
-
-    def get(self, timeout):
-        return self.inbox.pop(0) if self.inbox else None
-
-    def ack(self, d):
-        self.acked.append(d.body.split()[2])
-
-    def ack_many(self, ds):
-        for d in ds:
-            self.ack(d)
-
-    def requeue(self, d):
-        self.requeued.append(d.body.split()[2])
-
-
-class FakeReporter:
-    enabled = True
-
-    def __init__(self):
-        self.sent = []
-
-    def flush(self):
-        pass
-
-    def report(self, msg, code, text, received):
-        self.sent.append((msg.relpath, code))
-
 
 class FakePostBroker:
     def __init__(self):
