@@ -5,7 +5,8 @@ Every file is written under a temporary name and renamed only after its checksum
 verified, so a redelivered message never yields a second copy or a corrupt file, and a
 mismatch never leaves anything under the final name. A failed or interrupted download
 removes its temporary file. Blocks of a partitioned file go into one temporary file
-(inplace) tracked by a manifest (assemble.py), or each into its own part file.
+(inplace.py: a manifest, blocks the local file holds copied from it), or each into its
+own part file.
 """
 
 import calendar
@@ -13,14 +14,14 @@ import os
 import posixpath
 import stat
 
-from sarra import checksum, transfer
-from sarra.flow import assemble, placement, report, treeguard
+from sarra import checksum
+from sarra.flow import inplace, placement, report, treeguard
 from sarra.config.parser import expand_message_vars
 from sarra.flow.fetch import fetch as _fetch
 from sarra.flow.fetch import file_digest as _digest
 from sarra.message import Message, escape, parse_time, topic_for
 from sarra.flow.msgbounds import mode_mask
-from sarra.paths import NOFOLLOW, atomic_symlink, discard
+from sarra.paths import atomic_symlink, discard
 from sarra.flow.poster import public_base_url
 from sarra.transfer import TransferError
 from sarra.flow.stepstate import UNSET, DownloadState
@@ -210,7 +211,7 @@ def download(flow, work):
     if parts.whole:
         _whole(flow, work, final, parts)
     elif cfg.inplace:
-        _block_inplace(flow, work, final, parts)
+        inplace.block(flow, work, final, parts)
     else:
         _block_partfile(flow, work, final, parts)
     flow.counters["transferred"] += 1
@@ -252,146 +253,6 @@ def assembled(flow, work) -> bool:
     parts = work.msg.parts
     return (parts is not None and not parts.whole and flow.cfg.inplace
             and not flow.cfg.notify_only and (work.sumstr or "")[:1] not in ("R", "L"))
-
-
-def _block_inplace(flow, work, final, parts):
-    """One block written at its offset into the file's temporary name; the manifest says
-    when every block of this generation is in, and only then is the file renamed.
-    A block the local file already holds (same sum at that range: an unchanged block of a
-    rewritten file, or one from a second source) is copied from it, not downloaded; the
-    version is then completed, renamed and posted like any other (downstream gets every
-    block of it). A block of an older version than the one recorded is refused (304)."""
-    msg, bno = work.msg, parts.bno
-    mtime = msg.headers.get("mtime")
-    gen = assemble.generation(parts, mtime, msg.pubtime)
-    version = assemble.order(mtime, msg.pubtime)
-    # the sum tells versions apart only when it is of the data (not 0, n, z ...)
-    s = work.sum
-    bsum = str(s) if s.algo in checksum.DATA_ALGOS and s.value else ""
-    # sr3 puts each block's own length in the 4th field: only the last block's post
-    # gives the file size
-    size = parts.filesize if parts.last or parts.brem != parts.bsz else None
-    temp = placement.inflight_path(final, flow.cfg.inflight)
-    _temp_place(flow, work, temp)
-    man = _manifest(flow, final)
-    with man.locked():
-        st = man.state(gen)
-        if st == "new" and man.supersedes(version):
-            raise Outcome(304, "not modified3: block of an older version of the file than "
-                               "the one already here")
-        ours = assemble.is_regular(temp)     # a link put there is not our temporary file
-        if man.has(gen, bno, bsum or None):
-            if st == "complete":
-                if ours:    # recorded complete, then stopped before the rename: do it now
-                    _complete(flow, man, temp, final, msg, bno, parts.filesize)
-                    work.code, work.text = report.INSERTED
-                    _done(flow, work, final, complete=True)
-                    return
-                if os.path.lexists(final):
-                    _already_here(flow, work, final,
-                                  (304, "not modified3: file already assembled"))
-            elif ours:
-                _already_here(flow, work, final, (304, "not modified3: block already received"))
-        if st != "partial" or not ours or man.conflicts(gen, bno, bsum):
-            _discard(temp)
-            man.start(gen, final, temp, version)
-        try:
-            assemble.open_for_blocks(temp)
-            # the block goes into this file, even if another instance replaces the
-            # temporary file meanwhile (a newer version): then it is not recorded
-            fd = os.open(temp, os.O_RDWR | NOFOLLOW)
-        except OSError as e:            # an unwritable directory: the retry queue
-            raise Outcome(499, f"cannot write {temp}: {e.strerror or e}", retry=True) from None
-    try:
-        digest = None
-        if not flow.cfg.overwrite and size is not None:
-            digest = _copy_from_local(final, fd, work.sum, parts.offset, parts.length, size)
-        if digest is None:      # the driver writes the block into fd (PinnedPath)
-            digest = _fetch(flow, work, transfer.PinnedPath(temp, fd), parts.offset,
-                            parts.length, parts.offset)
-        _check(work, digest, f" in block {bno}")
-        ino = os.fstat(fd).st_ino
-    finally:
-        os.close(fd)
-    with man.locked():
-        if man.state(gen) == "complete":
-            raise Outcome(304, "not modified3: file completed by another instance")
-        if man.state(gen) != "partial" or _inode(temp) != ino:
-            raise Outcome(304, "not modified3: a newer version of the file came in meanwhile")
-        complete = man.add(gen, bno, bsum, size if parts.last else None)
-        if complete:
-            man.save()      # completion is on record before the rename (see above)
-            _complete(flow, man, temp, final, msg, bno, parts.filesize)
-    work.code, work.text = report.INSERTED
-    _done(flow, work, final, complete=complete)
-
-
-#: read size when a block is copied from the local file
-COPY_PIECE = 1 << 20
-
-
-def _manifest(flow, final):
-    state = os.path.join(flow.user_cache_dir, "parts")
-    st = DownloadState.of(flow)
-    if not st.parts_pruned:             # once per process: old manifests go
-        st.parts_pruned = True
-        cfg = flow.cfg
-        assemble.prune(state, max(cfg.retry_ttl or 0, cfg.expire or 0, 86400.0))
-    return assemble.Manifest(state, final)
-
-
-def _complete(flow, man, temp, final, msg, bno, filesize):
-    """Cut the assembled file to its size and rename it (inside the manifest's lock). On
-    failure the block that completed it is taken back, so that its retry completes it."""
-    try:
-        assemble.finish(temp, final, man.size(filesize))
-    except OSError as e:
-        man.unadd(bno)
-        man.save()
-        raise Outcome(500, f"cannot complete {final} from {temp}: {e.strerror or e}",
-                      retry=True) from None
-    _apply_meta(flow, msg, final)
-
-
-def _inode(path):
-    try:
-        return os.lstat(path).st_ino
-    except OSError:
-        return None
-
-
-def _copy_from_local(final, dst, s, offset, length, size):
-    """Copy [offset, offset+length) of the local file into the temporary file open as dst,
-    hashing what is copied: its digest when the local file has the announced size and
-    those bytes the announced sum, else None (a mismatch leaves bytes in the temporary
-    file that the download then overwrites)."""
-    if s.algo not in checksum.DATA_ALGOS or not s.value:
-        return None
-    try:
-        src = os.open(final, os.O_RDONLY | NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(src)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-            return None
-        h = checksum.new_hasher(s.algo)
-        pos, end = offset, offset + length
-        while pos < end:
-            data = os.pread(src, min(COPY_PIECE, end - pos), pos)
-            if not data:
-                return None
-            h.update(data)
-            view = memoryview(data)
-            while view:
-                n = os.pwrite(dst, view, pos)
-                view, pos = view[n:], pos + n
-        digest = h.hexdigest()
-        return digest if digest == s.value else None
-    except (OSError, ValueError):
-        return None
-    finally:
-        os.close(src)
 
 
 def _block_partfile(flow, work, final, parts):

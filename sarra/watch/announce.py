@@ -1,7 +1,8 @@
 """What sr_watch posts for a path that is ready: v02 messages built with sarra.flow.poster.
 
-A regular file is posted block by block and only the blocks whose checksum changed since
-the last announcement (a '.Part' file as the one block it holds, method p); a symbolic
+A regular file is posted block by block, every block each time the file changed (a receiver
+completes a version only from all of its blocks, and copies those it already holds; a
+'.Part' file is posted as the one block it holds, method p); a symbolic
 link is an L post; a rename is an R post with newname, then the post of the new name with
 oldname; a file a subscriber wrote (user.sr_origin marker, ``ignore_written``) is
 recorded, not posted.  Posts go to ``self.batch``, published by the daemon.
@@ -129,13 +130,10 @@ class Announcer:
         sums = tuple(m.headers["sum"] for m in msgs)
         parts = checksum.Parts.parse(msgs[0].headers["parts"])
         bsz = 0 if parts.whole else parts.bsz
-        # only the blocks that changed are posted again, as a file grows or is rewritten;
-        # a file that shrank is posted whole (no block may have changed, and receivers
-        # must learn its new size)
-        if rec is not None and not new and not e.oldname and rec.bsz == bsz \
-                and st.st_size >= rec.size and sums[0].split(",")[0] in checksum.DATA_ALGOS:
-            msgs = [m for i, (m, s) in enumerate(zip(msgs, sums))
-                    if i >= len(rec.sums) or rec.sums[i] != s]
+        # every block of a changed file is posted again, the unchanged ones too: v02 cannot
+        # say which blocks make up a version, so a receiver completes the new version from
+        # all of them (it copies those it holds from its own copy: only the changed bytes
+        # cross the network)
         self.state.set(path, Rec(st.st_size, st.st_mtime_ns, bsz, sums))
         self.born.discard(path)
         self.batch.extend(moved + msgs)

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from sarra import checksum
 from tests.integration.watchkit import (  # noqa: F401  (fixture watch_env)
     BASE_URL, MODES, md5, sample_headers, watch_env)
 
@@ -145,7 +146,9 @@ def _blocks(data, bsz):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_only_changed_blocks_are_posted_again(watch_env, mode):
+def test_every_block_of_a_changed_file_is_posted_again(watch_env, mode):
+    """A file that grows, is rewritten or cut is posted again whole, block by block: a
+    receiver completes a version only from all its blocks (it copies the ones it holds)."""
     env, root = watch_env, watch_env.root
     bsz = 1 << 20
     env.start(["blocksize 1M"], mode=mode)
@@ -160,22 +163,21 @@ def test_only_changed_blocks_are_posted_again(watch_env, mode):
     with open(root / "big", "ab") as f:
         f.write(more)
     data += more
-    got = env.msgs.get(2)
-    assert sorted(m.h["parts"] for m in got) == [f"i,{bsz},5,{bsz // 2},{k}" for k in (3, 4)]
-    blocks = _blocks(data, bsz)
-    assert all(m.h["sum"][2:] == blocks[int(m.h["parts"].split(",")[4])] for m in got)
+    got = env.msgs.get(5)
+    assert sorted(m.h["parts"] for m in got) == [f"i,{bsz},5,{bsz // 2},{k}" for k in range(5)]
+    assert {int(m.h["parts"].split(",")[4]): m.h["sum"][2:] for m in got} == _blocks(data, bsz)
     env.msgs.none(1.0)
 
     with open(root / "big", "r+b") as f:                    # rewrite bytes inside block 1
         f.seek(bsz + 10)
         f.write(b"X" * 100)
     data = data[:bsz + 10] + b"X" * 100 + data[bsz + 110:]
-    m, = env.msgs.get(1)
-    assert m.h["parts"] == f"i,{bsz},5,{bsz // 2},1" and m.h["sum"][2:] == md5(data[bsz:2 * bsz])
+    got = env.msgs.get(5)
+    assert {int(m.h["parts"].split(",")[4]): m.h["sum"][2:] for m in got} == _blocks(data, bsz)
     env.msgs.none(1.0)
 
-    with open(root / "big", "r+b") as f:                    # cut to 3 whole blocks: no
-        f.truncate(3 * bsz)                                 # block changed, all posted
+    with open(root / "big", "r+b") as f:                    # cut to 3 whole blocks
+        f.truncate(3 * bsz)
     data = data[:3 * bsz]
     got = env.msgs.get(3)
     assert sorted(m.h["parts"] for m in got) == [f"i,{bsz},3,0,{k}" for k in range(3)]
@@ -208,11 +210,21 @@ def test_file_written_for_a_long_time_is_posted_at_intervals(watch_env):
     assert early, "nothing posted while the file was being written"
     data = b"".join(chunks)
     blocks = _blocks(data, bsz)
-    got = early + env.msgs.get(len(blocks) - len(early), timeout=10)
+    # each snapshot posts every block of the file as it was then; the last one, the
+    # file as written
+    final = f"i,{bsz},{len(blocks)},0,"
+    got = list(early)
+    last = [m for m in got if m.h["parts"].startswith(final)]
+    deadline = time.monotonic() + 15
+    while len(last) < len(blocks) and time.monotonic() < deadline:
+        got += env.msgs.get(1, timeout=1)
+        last = [m for m in got if m.h["parts"].startswith(final)]
     env.msgs.none(1.5)
-    bnos = [int(m.h["parts"].split(",")[4]) for m in got]
-    assert sorted(bnos) == sorted(blocks), "each block exactly once"
-    assert all(m.h["sum"][2:] == blocks[int(m.h["parts"].split(",")[4])] for m in got)
+    assert {int(m.h["parts"].split(",")[4]): m.h["sum"][2:] for m in last} == blocks
+    assert len(last) == len(blocks) and len({m.pubtime for m in last}) == 1
+    for m in got:                       # every post: that block as it was when posted
+        p = checksum.Parts.parse(m.h["parts"])
+        assert m.h["sum"][2:] == md5(data[p.offset:p.offset + p.length])
 
 
 # ---------------------------------------------------------------- start-up and restarts
