@@ -12,7 +12,6 @@ the temporary file of one that never completed) once they are older than the age
 which no block of theirs can come back (queue expiry, retry ttl).
 """
 
-import fcntl
 import hashlib
 import json
 import os
@@ -21,6 +20,7 @@ import time
 from contextlib import contextmanager
 from typing import Optional
 
+from sarra import locks
 from sarra.checksum import Parts
 from sarra.message import parse_time
 from sarra.paths import NOFOLLOW
@@ -63,8 +63,9 @@ class Manifest:
     @contextmanager
     def locked(self):
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        held = None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = locks.acquire(fd, self.path)
             raw = b""
             while True:
                 chunk = os.read(fd, 65536)
@@ -82,7 +83,9 @@ class Manifest:
             self.save()
         finally:
             self._fd = None
-            os.close(fd)   # closing releases the lock
+            if held is not None:
+                held.release()
+            os.close(fd)
 
     # -- call these only inside `with manifest.locked():`
     def save(self) -> None:
@@ -193,10 +196,10 @@ def prune(state_dir: str, max_age: float, now: float = None) -> int:
             fd = os.open(path, os.O_RDWR)
         except OSError:
             continue
+        held = None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            held = locks.acquire(fd, path, blocking=False)
+            if held is None:
                 continue
             try:
                 data = json.loads(os.read(fd, 1 << 20).decode() or "{}")
@@ -212,5 +215,7 @@ def prune(state_dir: str, max_age: float, now: float = None) -> int:
             os.unlink(path)
             removed += 1
         finally:
+            if held is not None:
+                held.release()
             os.close(fd)
     return removed

@@ -7,12 +7,11 @@ the same queue and nothing published while the component was down is missed. A n
 renaming the queue in the config needs no clean-up.
 """
 
-import fcntl
 import logging
 import os
 from contextlib import contextmanager
 
-from sarra import message, paths
+from sarra import locks, message, paths
 from sarra.broker.client import Broker, BrokerError
 
 
@@ -21,8 +20,8 @@ def _locked(path: str):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        with locks.acquire(fd, path):
+            yield
     finally:
         os.close(fd)
 

@@ -7,7 +7,7 @@ Files (config.md §1), in paths.state_dir(component, config):
   sr_<component>_<config>.options  command-line options of that `start` (JSON list), given
                                    to every instance launched until the next start or stop
   sr_<component>_<config>_NN.stats counters written by the instance at each heartbeat
-  .sr_<component>_<config>.lock    flock taken while instances are started or stopped, so
+  .sr_<component>_<config>.lock    lock taken while instances are started or stopped, so
                                    that `start`, `stop` and the supervisor never race
   sr_<component>_<config>_NN.ident identity of that process (start time, uid, state dir),
                                    see procident: pid files stay bare pids
@@ -20,7 +20,6 @@ component and the configuration.  Nothing that signals looks processes up by nam
 import atexit
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import psutil
 
-from sarra import paths
+from sarra import locks, paths
 from sarra.ops import procident, proctitle, secretargs
 from sarra.ops.logs import component_name, log_file, program_name
 
@@ -88,19 +87,20 @@ def locked(component: str, config: str, blocking: bool = True) -> Iterator[bool]
     os.makedirs(path.parent, mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
-        os.close(fd)
-        yield False
-        return
+        held = locks.acquire(fd, str(path), blocking=blocking)
     except BaseException:
         os.close(fd)
         raise
+    if held is None:
+        os.close(fd)
+        yield False
+        return
     _held[key] = [fd, 1]
     try:
         yield True
     finally:
         del _held[key]
+        held.release()
         os.close(fd)
 
 
@@ -651,6 +651,6 @@ def instance_signals(on_stop: Optional[Callable[[], None]] = None,
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    if on_reload is not None:
+    if on_reload is not None and hasattr(signal, "SIGHUP"):      # no SIGHUP on Windows
         signal.signal(signal.SIGHUP, _reload)
     return stopping

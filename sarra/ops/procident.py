@@ -54,12 +54,21 @@ def start_ticks(pid: int) -> Optional[int]:
         return None
 
 
+def _uid(p: psutil.Process):
+    """The real uid of p (its user name where there are no uids: Windows)."""
+    return p.uids().real if hasattr(p, "uids") else p.username()
+
+
+def _my_uid():
+    return os.getuid() if hasattr(os, "getuid") else _uid(psutil.Process())
+
+
 def identity(pid: int, state_dir) -> Optional[dict]:
     """The record of live process pid (None: it does not exist)."""
     try:
         p = psutil.Process(int(pid))
         return {"pid": p.pid, "create_time": p.create_time(), "ticks": start_ticks(p.pid),
-                "uid": p.uids().real, "state_dir": _real(state_dir)}
+                "uid": _uid(p), "state_dir": _real(state_dir)}
     except psutil.Error:
         return None
 
@@ -100,7 +109,7 @@ def same_process(p: psutil.Process, rec: dict) -> bool:
     try:
         if int(rec.get("pid") or 0) != p.pid:
             return False
-        if rec.get("uid") is not None and int(rec["uid"]) != p.uids().real:
+        if rec.get("uid") is not None and rec["uid"] != _uid(p):
             return False
         ticks = rec.get("ticks")
         now_ticks = start_ticks(p.pid) if ticks is not None else None
@@ -121,7 +130,7 @@ def verify(pid: Optional[int], pid_path: Path) -> Optional[psutil.Process]:
         p = psutil.Process(int(pid))
         if p.status() == psutil.STATUS_ZOMBIE:
             return None
-        if p.uids().real != os.getuid():
+        if _uid(p) != _my_uid():
             return None
         mine = _real(pid_path.parent)
         rec = read_record(pid_path)
@@ -154,13 +163,13 @@ def marked() -> list:
     still checks the command line names the configuration)."""
     mine = _real(paths.cache_dir())
     found = []
-    me, uid = os.getpid(), os.getuid()
-    for p in psutil.process_iter(["pid", "uids", "status"]):
+    me, uid = os.getpid(), _my_uid()
+    for p in psutil.process_iter(["pid", "status"]):
         try:
             info = p.info
             if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
                 continue
-            if info["uids"] is None or info["uids"].real != uid:
+            if _uid(p) != uid:
                 continue
             mark = _env_mark(p)
             if mark is not None and _real(mark) == mine:

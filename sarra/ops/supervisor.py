@@ -25,7 +25,6 @@ instance, the restarts, last exit and next start, for `sr status`.
 
 import dataclasses
 import errno
-import fcntl
 import importlib.util
 import json
 import logging
@@ -40,7 +39,7 @@ from typing import Dict, Optional, Tuple
 
 import psutil
 
-from sarra import paths
+from sarra import locks, paths
 from sarra.config import parser as config
 from sarra.ops import instances, logs, procident
 
@@ -96,11 +95,12 @@ def is_running() -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        held = locks.acquire(fd, str(path), blocking=False)
+        if held is None:
+            return True
+        held.release()
     finally:
-        os.close(fd)          # closing releases the lock if we got it
+        os.close(fd)
     return False
 
 
@@ -314,6 +314,7 @@ class Supervisor:
         self.wakeup = threading.Event()
         self.dirty = True
         self._lock_fd: Optional[int] = None
+        self._lock: Optional[locks.Lock] = None
 
     # ------------------------------------------------------------ what should run
     def expected_counts(self) -> Dict[Tuple[str, str], int]:
@@ -514,16 +515,14 @@ class Supervisor:
         path = lock_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                time.sleep(0.05)
+        try:
+            self._lock = locks.acquire(fd, str(path), wait=wait)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._lock is None:
+            os.close(fd)
+            return False
         self._lock_fd = fd
         paths.atomic_write(str(pid_file()), f"{os.getpid()}\n")
         procident.record(pid_file(), os.getpid())
@@ -536,6 +535,7 @@ class Supervisor:
         except FileNotFoundError:
             pass
         if self._lock_fd is not None:
+            self._lock.release()
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -549,7 +549,8 @@ class Supervisor:
             return 0
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGHUP, lambda *a: self.wakeup.set())
+        if hasattr(signal, "SIGHUP"):                          # not on Windows
+            signal.signal(signal.SIGHUP, lambda *a: self.wakeup.set())
         try:
             os.chdir(os.path.expanduser("~"))
         except OSError:

@@ -11,8 +11,8 @@
   silent or dripping server. Exceeding it: ``TransferDeadline``, 504, retried later.
 * **Slow sources**: a transfer still running after ``grace`` seconds takes one of the
   ``slots`` slow slots of its source (at a pump: the source account; elsewhere: the
-  server) shared by all instances of the configuration (fcntl locks on files in its
-  state directory, released by the kernel when an instance dies). When every slot is
+  server) shared by all instances of the configuration (locks on files in its state
+  directory, sarra.locks: freed when an instance dies). When every slot is
   taken it gives up (deferred to the retry queue), and new messages of that source are
   deferred before they start: one slow source never holds more than ``slots`` instances,
   so other sources' files still flow. A source whose transfer missed its deadline is held
@@ -23,13 +23,13 @@ Costs on the fast path: one ``stat`` per file (the source's first slot file) and
 ``setitimer`` calls; per piece, one comparison.
 """
 
-import errno
 import hashlib
 import os
 import signal
 import threading
 import time
 
+from sarra import locks
 from sarra.transfer import TransferError
 
 TOO_LONG = 413
@@ -111,6 +111,8 @@ def arm(seconds, fire, interval=0.0):
     main thread, and only when nobody else handles SIGALRM. disarm() always."""
     if seconds is None or threading.current_thread() is not threading.main_thread():
         return False
+    if not hasattr(signal, 'setitimer'):     # Windows: the checks at every piece only
+        return False
     if signal.getsignal(signal.SIGALRM) is not _on_alarm:
         if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None):
             return False
@@ -130,7 +132,7 @@ def disarm():
 
 class SlowSlots:
     """The slow slots of each source, shared by the instances of one configuration through
-    files in ``directory``: a slot is held by an fcntl lock on its file, and the file's
+    files in ``directory``: a slot is held by a lock on its file (sarra.locks), and the file's
     mtime says until when it counts as taken (renewed by its holder; set ahead by a
     penalty)."""
 
@@ -164,17 +166,17 @@ class SlowSlots:
 
     def claim(self, key):
         """Take a free slot of key: a Claim, or None when every slot is taken."""
-        import fcntl
         for i in range(self.slots):
             fd = self._open(key, i)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
+                held = locks.acquire(fd, self._path(key, i), blocking=False)
+            except BaseException:
                 os.close(fd)
-                if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    continue
                 raise
-            claim = Claim(fd)
+            if held is None:
+                os.close(fd)
+                continue
+            claim = Claim(fd, held)
             claim.renew()
             return claim
         return None
@@ -199,8 +201,8 @@ class SlowSlots:
 class Claim:
     """One slow slot held: renew() while the transfer goes on, release() at its end."""
 
-    def __init__(self, fd):
-        self.fd = fd
+    def __init__(self, fd, held=None):
+        self.fd, self.held = fd, held
 
     def renew(self):
         until = time.time() + CLAIM
@@ -218,7 +220,9 @@ class Claim:
                 os.utime(self.fd, (0, 0))
         except OSError:
             pass
-        os.close(self.fd)       # the lock goes with it
+        if self.held is not None:
+            self.held.release()
+        os.close(self.fd)
         self.fd = None
 
 

@@ -15,6 +15,7 @@ import errno
 import os
 import select
 
+from sarra import locks
 from sarra.transfer import FAILED, LocalWriteError, TransferError, short_read
 
 AVAILABLE = hasattr(os, 'splice') and hasattr(os, 'pipe2')
@@ -23,7 +24,6 @@ AVAILABLE = hasattr(os, 'splice') and hasattr(os, 'pipe2')
 PIECE = 1 << 20
 #: the hasher is handed the file range written so far every HASH_STEP bytes
 HASH_STEP = 8 << 20
-_F_SETPIPE_SZ = 1031
 #: what splice(2) answers where a socket or a file system does not support it
 UNSUPPORTED = frozenset((errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP))
 
@@ -39,11 +39,7 @@ def splice_into(sock, timeout, fd, pos, count, path, on_range=None, shown='', on
     buffer of ours. Socket trouble is a TransferError, a write error a LocalWriteError."""
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        try:
-            import fcntl
-            fcntl.fcntl(w, _F_SETPIPE_SZ, PIECE)
-        except OSError:
-            pass                        # a smaller pipe only means more calls
+        locks.set_pipe_size(w, PIECE)   # a smaller pipe only means more calls
         src = sock.fileno()
         poller = select.poll()
         poller.register(src, select.POLLIN)

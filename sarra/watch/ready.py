@@ -7,14 +7,14 @@ seconds for a file that is written for hours.  :func:`temp_name` tells the names
 still being written under a temporary name (never announced).
 """
 
-import errno
-import fcntl
 import os
 import re
 import signal
 import stat
 import threading
 from typing import Dict, List, Optional, Tuple
+
+from sarra import locks
 
 #: temporary names of our own writers (download.py, transfer/file.py): never posted
 _OWN_TEMP = re.compile(r"(^\..*\.sarra-tmp$)|(\.sarra-link$)|(\.tmp-link-\d+$)")
@@ -48,6 +48,8 @@ def open_for_writing(path: str) -> Optional[bool]:
         # a writer opening the file while we hold the lease sends us SIGIO (default: exit)
         if threading.current_thread() is not threading.main_thread():
             return None
+        if not hasattr(signal, "SIGIO"):
+            return None                 # not POSIX: no leases either
         signal.signal(signal.SIGIO, signal.SIG_IGN)
         _sigio_ignored = True
     try:
@@ -55,14 +57,10 @@ def open_for_writing(path: str) -> Optional[bool]:
     except OSError:
         return None
     try:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
-    except OSError as e:
-        return True if e.errno in (errno.EAGAIN, errno.EBUSY) else None
-    else:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-        return False
+        free = locks.read_lease_free(fd)
     finally:
         os.close(fd)
+    return None if free is None else not free
 
 
 # ---------------------------------------------------------------- coalescing, readiness

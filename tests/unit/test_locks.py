@@ -1,0 +1,179 @@
+"""sarra.locks (issue 19, item 9): one lock helper, flock where fcntl exists, lock files
+with the holder's pid and start time elsewhere; both exclude other processes and a second
+open in the same process, and a lock file left by a dead process is taken over."""
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sarra import locks
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKENDS = ["flock", "lockfile"]
+
+
+def _open(path):
+    return os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def _holder(path, backend, ready):
+    """A child process that takes the lock, says so, and holds it until killed."""
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from sarra import locks
+        fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT, 0o600)
+        held = locks.acquire(fd, {str(path)!r}, backend={backend!r})
+        open({str(ready)!r}, "w").close()
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 20
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "holder did not start"
+        time.sleep(0.02)
+    return proc
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_another_process_holding_the_lock_excludes_us_until_it_dies(tmp_path, backend):
+    path = tmp_path / "a.lock"
+    proc = _holder(path, backend, tmp_path / "ready")
+    fd = _open(path)
+    try:
+        assert locks.acquire(fd, str(path), blocking=False, backend=backend) is None
+        t0 = time.monotonic()
+        assert locks.acquire(fd, str(path), wait=0.2, backend=backend) is None
+        assert time.monotonic() - t0 >= 0.19
+        proc.kill()
+        proc.wait()
+        held = locks.acquire(fd, str(path), wait=10, backend=backend)
+        assert held is not None       # a dead holder's lock is free (flock: the kernel;
+        held.release()                # lock file: its pid is gone)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(fd)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_open_in_one_process_is_excluded_and_release_frees(tmp_path, backend):
+    path = str(tmp_path / "b")
+    fd1, fd2 = _open(path), _open(path)
+    try:
+        first = locks.acquire(fd1, path, backend=backend)
+        assert first is not None
+        assert locks.acquire(fd2, path, blocking=False, backend=backend) is None
+        first.release()
+        first.release()               # twice is harmless
+        with locks.acquire(fd2, path, blocking=False, backend=backend) as second:
+            assert second is not None
+            assert locks.acquire(fd1, path, blocking=False, backend=backend) is None
+        assert locks.acquire(fd1, path, blocking=False, backend=backend) is not None
+    finally:
+        os.close(fd1)
+        os.close(fd2)
+
+
+def test_lockfile_records_pid_and_start_time_and_is_removed_on_release(tmp_path):
+    path = str(tmp_path / "c")
+    fd = _open(path)
+    try:
+        held = locks.acquire(fd, path, backend="lockfile")
+        rec = json.loads(Path(path + locks.SUFFIX).read_text())
+        assert rec["pid"] == os.getpid() and rec["start"] > 0
+        held.release()
+        assert not os.path.exists(path + locks.SUFFIX)
+    finally:
+        os.close(fd)
+
+
+def test_lockfile_of_a_dead_process_or_a_reused_pid_is_broken(tmp_path):
+    path = str(tmp_path / "d")
+    excl = path + locks.SUFFIX
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    fd = _open(path)
+    try:
+        Path(excl).write_text(json.dumps({"pid": dead.pid, "start": time.time()}))
+        held = locks.acquire(fd, path, blocking=False, backend="lockfile")
+        assert held is not None
+        held.release()
+        # our own pid with another start time: a process before us that had our pid
+        Path(excl).write_text(json.dumps({"pid": os.getpid(), "start": 1000.0}))
+        held = locks.acquire(fd, path, blocking=False, backend="lockfile")
+        assert held is not None
+        held.release()
+        # a live holder (our parent) is respected
+        start = locks._start_time(os.getppid())
+        Path(excl).write_text(json.dumps({"pid": os.getppid(), "start": start}))
+        assert locks.acquire(fd, path, blocking=False, backend="lockfile") is None
+        assert Path(excl).exists()
+    finally:
+        os.close(fd)
+
+
+def test_empty_lockfile_counts_as_held_while_fresh_only(tmp_path):
+    path = str(tmp_path / "e")
+    excl = path + locks.SUFFIX
+    Path(excl).write_text("")
+    fd = _open(path)
+    try:
+        assert locks.acquire(fd, path, blocking=False, backend="lockfile") is None
+        old = time.time() - locks.FRESH - 5
+        os.utime(excl, (old, old))
+        held = locks.acquire(fd, path, blocking=False, backend="lockfile")
+        assert held is not None
+        held.release()
+    finally:
+        os.close(fd)
+
+
+def test_release_leaves_a_lockfile_someone_else_made_after_breaking_ours(tmp_path):
+    path = str(tmp_path / "f")
+    fd = _open(path)
+    try:
+        held = locks.acquire(fd, path, backend="lockfile")
+        theirs = json.dumps({"pid": os.getppid(), "start": locks._start_time(os.getppid())})
+        Path(path + locks.SUFFIX).write_text(theirs)
+        held.release()
+        assert Path(path + locks.SUFFIX).read_text() == theirs
+    finally:
+        os.close(fd)
+
+
+def test_without_fcntl_the_backend_is_lockfile_and_extras_say_unknown():
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["fcntl"] = None
+        sys.path.insert(0, {str(ROOT)!r})
+        from sarra import locks
+        print(locks.BACKEND, locks.read_lease_free(0), locks.set_pipe_size(0, 1))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.split() == ["lockfile", "None", "None"], out.stderr
+
+
+def test_fcntl_is_imported_by_sarra_locks_only():
+    """Every lock goes through sarra.locks: no other module of sarra imports fcntl (nor
+    the other POSIX-only modules: pwd, grp, termios)."""
+    found = []
+    for py in sorted((ROOT / "sarra").rglob("*.py")):
+        for node in ast.walk(ast.parse(py.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            for n in names:
+                if n.split(".")[0] in ("fcntl", "pwd", "grp", "termios"):
+                    found.append(f"{py.relative_to(ROOT)}:{node.lineno}: {n}")
+    assert found == ["sarra/locks.py:30: fcntl"]
