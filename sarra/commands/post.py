@@ -18,7 +18,8 @@ from sarra.flow.cache import DupCache
 from sarra.commands import common
 from sarra.config.credentials import Credentials, CredentialsError
 from sarra.message import MessageError, escape
-from sarra.flow.poster import PostError, posts_for_path, relpath_of, remove_post, walk
+from sarra.flow.poster import (PostError, posts_for_path, relpath_of, remove_post,
+                               resolve_path, walk)
 from sarra.flow.publisher import (Publisher, XATTR_MIN_SIZE,  # noqa: F401 (bench, old imports)
                                   post_options)
 
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
         if not getattr(cfg, required):
             return common.fail(PROGRAM, f"option {required} is required (on the command line "
                                         f"--{required} or in the config)", common.USAGE)
-    todo = list(_paths_from(cfg, words, cfg.pipe))
+    todo = [resolve_path(p, cfg.post_base_dir) for p in _paths_from(cfg, words, cfg.pipe)]
     if not todo:
         return common.fail(PROGRAM, "no path to post (give paths or 'path' lines)", common.USAGE)
     try:

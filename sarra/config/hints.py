@@ -10,9 +10,11 @@ sarra.config.parser.Config.check_unknown uses it; nothing here prints or logs.
 import difflib
 import importlib
 import pkgutil
+import re
 from typing import Iterable, Optional
 
 from sarra.config import options as O
+from sarra.config.variables import is_per_message_var
 
 #: how alike (difflib ratio, 0..1) an unknown name and a known one must be to be named
 CUTOFF = 0.8
@@ -100,3 +102,24 @@ def hint(name: str, declared: Iterable[str] = ()) -> str:
     """': did you mean <option>?' for an unknown option, or '' when nothing is alike."""
     near = nearest(name, declared)
     return f": did you mean {near}?" if near else ""
+
+
+_UNSET_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"<[A-Za-z_ ]+>")
+
+
+def value_hint(value: Optional[str]) -> str:
+    """Why a value that could not be used may be wrong, as '; ...' to append to the error
+    (or ''): a ${VAR} left unexpanded (not set in the environment), or a placeholder such
+    as '<host>' copied from an example configuration."""
+    if not value:
+        return ""
+    unset = [m.group(1) for m in _UNSET_VAR.finditer(value)
+             if not is_per_message_var(m.group(1))]
+    if unset:
+        return "; variable ${%s} is not set (set it in the environment or with " \
+               "'declare env %s=...')" % (unset[0], unset[0])
+    if _PLACEHOLDER.search(value):
+        return "; it holds a placeholder (%s): put the real value there" \
+               % _PLACEHOLDER.search(value).group(0)
+    return ""

@@ -452,6 +452,18 @@ def parse_events(text: str) -> frozenset:
     return frozenset(out)
 
 
+def url_list(text: str) -> list:
+    """The URLs of a comma list (v2 round robin); a comma inside a URL's query string
+    (`...?format=waterml,2.0&...`) is part of that URL."""
+    out: list = []
+    for part in text.split(","):
+        if out and "?" in out[-1] and not _URL_RE.match(part.strip()):
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
+
+
 def _strip_trailing_comment(text: str) -> str:
     m = re.search(r"\s#", text)
     return text[:m.start()] if m else text
@@ -497,7 +509,7 @@ def _convert(opt: Option, text: Optional[str]) -> Any:
     if t == BROKER:
         return _broker_url(text)
     if t == URL:
-        for part in text.split(","):
+        for part in url_list(text):
             if not _URL_RE.match(part.strip()):
                 raise ValueError("bad URL %r" % part.strip())
         return text

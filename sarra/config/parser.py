@@ -23,8 +23,10 @@ from sarra.config import hints as optionhints
 from sarra.config.variables import (PER_MESSAGE_VARS, RANDID, LoadVars,  # noqa: F401 (API)
                                     expand_broker_user, expand_message_vars, is_per_message_var,
                                     random_queue_suffix, sundew_vars)
-from sarra.config.credentials import redact, redact_text
+from sarra.config.credentials import redact
 from sarra.config.cli import parse_cli  # noqa: F401  (part of this module's API)
+from sarra.config.includes import include_paths
+from sarra.config.words import option_line
 
 logger = logging.getLogger("sarra.config")
 
@@ -410,12 +412,10 @@ class _Parser:
         self.cfg.files.append(path)
         base = os.path.dirname(os.path.abspath(path))
         for lineno, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split(None, 1)
-            value = parts[1] if len(parts) > 1 else None
-            self.apply(parts[0], value, "%s:%d" % (path, lineno), base, stack + [real])
+            found = option_line(line)       # v2 word rules: sarra.config.words
+            if found:
+                self.apply(found[0], None, "%s:%d" % (path, lineno), base, stack + [real],
+                           found[1])
 
     @staticmethod
     def _read_error(path: str, origin: Optional[str], reason: str) -> str:
@@ -423,38 +423,24 @@ class _Parser:
         return "%s%s: cannot read: %s" % (where, path, reason)
 
     def _include(self, value: str, origin: str, base: Optional[str], stack: List[str]) -> None:
-        if re.match(r"^https?://", value):
-            path = self._fetch(value, origin)
-        else:
-            value = os.path.expanduser(value)
-            if base is None:  # command line: cwd first, then the component dir
-                base = os.getcwd() if os.path.exists(value) else \
-                    paths.component_config_dir(self.cfg.component)
-            path = os.path.join(base, value)
-        self.read_file(path, True, stack, origin)
-
-    def _fetch(self, url: str, origin: str) -> str:
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", redact(url).split("://", 1)[1])
-        cache = os.path.join(paths.cache_dir(), "remote_config", safe)
-        import urllib.request   # here: it costs ~20 ms to import and is rarely needed
         try:
-            with urllib.request.urlopen(url, timeout=30) as r:
-                paths.atomic_write(cache, r.read())
-        except (OSError, ValueError) as e:
-            reason = redact_text(str(getattr(e, "reason", e)))
-            if not os.path.exists(cache):
-                raise ConfigError("%s: include %s: %s" % (origin, redact(url), reason)) from None
-            logger.warning("%s: include %s: %s; using cached copy %s", origin, redact(url),
-                           reason, cache)
-        return cache
+            found = include_paths(value, origin, base, self.cfg.component)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        for path in found:
+            self.read_file(path, True, stack, origin)
 
     # -- one option -------------------------------------------------------
     def apply(self, keyword: str, value: Optional[str], origin: str, base: Optional[str],
-              stack: List[str]) -> None:
+              stack: List[str], words: Optional[List[str]] = None) -> None:
+        """One option: its value `words` (a file line's, sarra.config.words), else `value`
+        as one word (the command line's: the shell did the splitting)."""
         cfg = self.cfg
         opt = O.lookup(keyword)
-        if value is not None:
-            value = self.vars.expand(value.strip())
+        if words is None:
+            words = [value.strip()] if value is not None and value.strip() else []
+        words = [self.vars.expand(w) for w in words]    # per word, as v2: ${X} may hold blanks
+        value = " ".join(words) if words else None
         if opt is None:
             cfg.unknown.setdefault(keyword, []).append(value if value is not None else "")
             cfg._unknown_origins[keyword] = origin
@@ -477,7 +463,6 @@ class _Parser:
             cfg.headers[key.strip()] = None if hval.strip() == "None" else hval.strip()
             self._not_acted_on(name, origin)
         elif t == O.MASK:
-            words = value.split()
             try:
                 regex = re.compile(words[0])
             except re.error as e:
@@ -492,8 +477,8 @@ class _Parser:
             cfg.bindings.append(Binding(self.cur["exchange"], self.cur["topic_prefix"],
                                         value, origin))
             self._store(name, value, origin)
-        elif t == O.PATH:
-            cfg.paths.append(value)
+        elif t == O.PATH:       # v2: each word is a path (`path a b`, `path my\ file`)
+            cfg.paths.extend(words)
             cfg._origins[name] = origin
         elif t == O.PLUGINS:
             hooks = cfg.plugins[name]
@@ -509,7 +494,7 @@ class _Parser:
             try:
                 converted = O.convert(opt, value)
             except ValueError as e:
-                raise bad(str(e)) from None
+                raise bad(str(e) + optionhints.value_hint(value)) from None
             if converted != opt.default_for(cfg.component):   # the default: nothing to do
                 converted = self._not_acted_on(name, origin, converted)
             self._store(name, converted, origin)

@@ -99,6 +99,21 @@ def relpath_of(path: str, base_dir: Optional[str]) -> str:
     return path
 
 
+def resolve_path(path: str, base_dir: Optional[str]) -> str:
+    """The file a `path` line or word names (v2): as given when it exists from here (or no
+    post_base_dir is set), else under post_base_dir (`-pbd /data -p obs/f` run from
+    anywhere posts /data/obs/f); an absolute path outside post_base_dir only when it
+    exists there. A path that exists nowhere is returned under post_base_dir when relative
+    (a removal to post), as given when absolute."""
+    if not base_dir or os.path.lexists(path):
+        return path
+    base = os.path.abspath(os.path.expanduser(base_dir))
+    under = os.path.join(base, path.lstrip("/"))
+    if not os.path.isabs(path) or os.path.lexists(under):
+        return under
+    return path
+
+
 def _common(opts: PostOptions) -> Dict[str, str]:
     h = {}
     if opts.to_clusters:

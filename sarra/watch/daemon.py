@@ -26,7 +26,7 @@ from sarra.broker.client import Broker, BrokerError
 from sarra.flow.cache import DupCache
 from sarra.config.credentials import Credentials
 from sarra.message import escape
-from sarra.flow.poster import PostError, relpath_of, remove_post
+from sarra.flow.poster import PostError, relpath_of, remove_post, resolve_path
 from sarra.flow.publisher import Publisher, post_options
 from sarra.watch.announce import Announcer
 from sarra.watch.events import (InotifySource, PollSource, Sink, WatchError, dir_key,
@@ -53,7 +53,8 @@ class Daemon(Announcer):
         self.state = FileState(os.path.join(sdir, f"sr_watch_{cname}_{instance:02d}.files"))
         self.pending = Pending(cfg.inflight, quiet=max(1.0, self.interval),
                                snapshot=cfg.__dict__.get("watch_snapshot_interval", 0.0))
-        self.roots = [os.path.abspath(os.path.expanduser(p)).rstrip("/") or "/" for p in cfg.paths]
+        self.roots = [os.path.abspath(resolve_path(os.path.expanduser(p), cfg.post_base_dir))
+                      .rstrip("/") or "/" for p in cfg.paths]
         self.active, self.missing = {}, set()
         self.born, self.denied, self.fallback = set(), set(), set()
         self.limited = False
