@@ -173,14 +173,29 @@ def used_by(opt) -> str:
 def not_acted_on(opt) -> str:
     """The sentence for an option accepted for v2 compatibility but not acted on ('' for
     the others): options.NOT_ACTED_ON says by which commands."""
-    ignored_by = _options().NOT_ACTED_ON.get(opt.name)
+    ignored_by, why = _options().NOT_ACTED_ON.get(opt.name, ((), ""))
+    refused = refused_text(opt)
     if not ignored_by:
-        return ""
+        return refused
+    why = esc(why[:1].upper() + why[1:]) + "."
     if "*" in ignored_by:
         return ("Accepted for v2 compatibility, not acted on by sarra: ignored "
-                "(setting it logs a warning).")
+                "(setting it logs a warning). %s" % why)
     return ("Accepted for v2 compatibility, not acted on by %s: ignored there "
-            "(setting it logs a warning)." % ", ".join(esc(program(c)) for c in ignored_by))
+            "(setting it logs a warning). %s %s" % (
+                ", ".join(esc(program(c)) for c in ignored_by), why, refused)).strip()
+
+
+def refused_text(opt) -> str:
+    """The sentence for an option (or a value) refused at start ('' for the others):
+    sarra/config/v2refuse.py says why."""
+    from sarra.config import v2refuse
+    entry = v2refuse.REFUSED.get(opt.name)
+    if entry:
+        return "Refused at start (a configuration error): %s." % esc(entry[1])
+    values = v2refuse.REFUSED_VALUES.get(opt.name, {})
+    return " ".join("The value %s is refused at start (a configuration error): %s."
+                    % (bold(v), esc(why)) for v, why in sorted(values.items()))
 
 
 def range_text(opt) -> str:

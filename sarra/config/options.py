@@ -136,7 +136,9 @@ OPTIONS: Tuple[Option, ...] = (
     _o("declare_queue", ("dq",), BOOL, True, _C, "declare the queue"),
     _o("bind_queue", ("bq",), BOOL, True, _C, "bind the queue"),
     _o("declare_exchange", ("dx",), BOOL, True, _C, "declare exchanges"),
-    _o("reset", (), BOOL, False, _C + _P + ("audit",), "delete and recreate queue/cache/users"),
+    _o("reset", (), BOOL, False, _C + _P + ("audit",),
+       "at start, delete the queue (declared again, empty), empty the duplicate cache and "
+       "the retry queue; sr_police: reset users"),
     _o("persistent", (), BOOL, True, PUBLISHERS, "publish with delivery_mode 2"),
     # --- filtering ---
     _o("accept", ("get",), MASK, None, _C + _P,
@@ -163,11 +165,11 @@ OPTIONS: Tuple[Option, ...] = (
     _o("post_exchange", ("pe", "px"), STR, None, PUBLISHERS, "exchange to post to"),
     _o("post_exchange_suffix", (), STR, None, PUBLISHERS, "post_exchange := xs_<user>_<suffix>"),
     _o("post_exchange_split", ("pes", "pxs"), INT, 0, PUBLISHERS,
-       "shard posts over N exchanges <pe>00.. by checksum", lo=0),
+       "post to N exchanges <post_exchange>00..NN-1: the sum of the bytes of the sum header "
+       "modulo N picks one (what sr_winnow's exchange_split reads)", lo=0, hi=100),
     _o("post_topic_prefix", ("ptp",), STR, "v02.post", PUBLISHERS, "prefix of posted topics"),
     _o("post_base_url", ("pbu", "url", "u", "post_url"), URL, None, PUBLISHERS,
-       "baseurl in posts (a comma list, v2 round robin, is accepted but not "
-       "acted on: only its first URL is used)"),
+       "baseurl in posts; a comma list: posts take its URLs in turn (v2 round robin)"),
     _o("post_base_dir", ("pbd", "document_root", "dr", "post_document_root", "pdr"), STR,
        None, PUBLISHERS, "local prefix removed from paths to form the relpath"),
     _o("post_on_start", ("pos",), BOOL, True, ("watch",), "post every existing file at start"),
@@ -177,7 +179,8 @@ OPTIONS: Tuple[Option, ...] = (
        "v2 developer form of blocksize (sets it): 1 = never partition, i,<size>, "
        "0 = automatic", lo=0),
     _o("sum", (), STR, {"*": "d", "poll": "z,d"}, _P, "checksum algorithm"),
-    _o("randomize", ("r",), BOOL, False, _P, "random sum algorithm / block order (tests)"),
+    _o("randomize", ("r",), BOOL, False, _P,
+       "v2 test aid: random sum algorithm and block order (refused when on)"),
     _o("path", ("p",), PATH, None, ("post", "watch"), "file or directory to post/watch"),
     _o("pipe", (), BOOL, False, ("post",), "read paths from stdin"),
     _o("events", ("e",), WORDS, frozenset(("create", "delete", "link", "modify")),
@@ -224,7 +227,9 @@ OPTIONS: Tuple[Option, ...] = (
        "delete after download (tests)"),
     _o("notify_only", ("n", "no_download"), BOOL,
        {"*": False, "shovel": True, "winnow": True, "report": True}, _C, "do not download"),
-    _o("outlet", (), CHOICE, "post", _C, "post | json | url", choices=("post", "json", "url")),
+    _o("outlet", (), CHOICE, "post", _C,
+       "without a post_broker: post (nothing), json (a JSON line per message on stdout) "
+       "or url (its URL)", choices=("post", "json", "url")),
     _o("delete", (), BOOL, False, _S,
        "delete the source once the whole file is downloaded and verified (sftp, ftp, "
        "file; not http)"),
@@ -285,15 +290,18 @@ OPTIONS: Tuple[Option, ...] = (
     _o("logdays", ("ld", "logrotate", "lr"), INT, 5, ALL, "rotated logs kept (0 = all)",
        lo=0),
     _o("logrotate_interval", ("lri",), DURATION, 86400.0, ALL, "log rotation interval", lo=1),
-    _o("vip", (), LIST, [], _C + ("poll",), "work only while holding one of these IPs"),
-    _o("interface", (), STR, None, _C + ("poll",), "network interface of the vip"),
+    _o("vip", (), LIST, [], _C + ("poll",),
+       "work only while one of these IP addresses is on a local interface (active/passive); "
+       "else stand by, checking every 5 s"),
+    _o("interface", (), STR, None, _C + ("poll",), "network interface of the vip (ignored)"),
     _o("save", (), BOOL, False, ("shovel",), "save messages to a file"),
     _o("restore", (), BOOL, False, ("shovel",), "replay saved messages"),
     _o("save_file", ("sf",), STR, None, ("shovel",), "file for save/restore"),
     _o("restore_to_queue", ("rq", "post_queue"), STR, None, ("shovel",),
        "replay into this queue"),
-    _o("tls_rigour", ("tlsr",), CHOICE, "medium", ALL, "lax | medium | strict",
-       choices=("lax", "medium", "strict")),
+    _o("tls_rigour", ("tlsr", "tls_rigor"), CHOICE, "medium", ALL,
+       "TLS checks: medium and strict both verify certificates and host names, TLS 1.2 at "
+       "least (v2 strict); lax (v2: no checks) is refused", choices=("lax", "medium", "strict")),
     _o("statehost", (), BOOL, False, ALL,
        "insert the host name in state/log dirs (~/.cache/sarra/<host>/: home directories "
        "shared by several nodes); put it in default.conf, where sr and its supervisor read it"),
@@ -326,35 +334,46 @@ OPTIONS: Tuple[Option, ...] = (
     for hook in HOOKS
 )
 
-#: Options accepted for v2 compatibility that sarra does not act on: name -> the components
-#: that ignore it ("*": all of them). Setting one in a file or on the command line logs one
-#: warning (sarra.config.parser), `show` marks it and man/sr_config.7 says so. Code that starts
-#: acting on one of these for a component removes it (or that component) here.
-NOT_ACTED_ON: Dict[str, Tuple[str, ...]] = dict(
-    {n: ALL for n in (
-        "batch", "cache_stat", "chmod_log", "destfn_script", "do_get", "do_poll", "do_put",
-        "do_task", "file_time_limit", "filename", "inline", "inline_encoding", "inline_max",
-        "interface", "kbytes_ps", "logrotate_interval", "on_data", "on_html_page", "on_line",
-        "outlet", "post_exchange_split", "queue_share", "randomize", "restore",
-        "restore_to_queue", "save", "save_file", "tls_rigour", "vip")},
-    delete=("sender",), header=TRANSFER, persistent=("subscribe", "sarra", "sender", "shovel",
-                                                      "winnow"),
-    realpath_filter=("post",), realpath_post=("post",), reset=CONSUMERS + POSTERS)
-#: The warning's wording (config.md: v2 options are accepted; these ones change nothing).
+#: Why an option is not acted on yet (work in progress, issue 19): one shared reason.
+NOT_YET = "not implemented in sarra yet"
+#: v03 only: the reason of the inline options.
+_V03 = "v03 messages only: sarra posts v02, whose messages carry no file content"
+#: Options accepted for v2 compatibility that sarra does not act on: name -> (the components
+#: that ignore it ("*": all of them), why). Setting one in a file or on the command line logs
+#: one warning with that reason (sarra.config.parser), `show` marks it and man/sr_config.7
+#: says so. Code that starts acting on one of these for a component removes it (or that
+#: component) here; one sarra cannot honour is refused at start instead (config/v2refuse.py).
+NOT_ACTED_ON: Dict[str, Tuple[Tuple[str, ...], str]] = dict(
+    {n: (ALL, NOT_YET) for n in (
+        "do_poll", "file_time_limit", "kbytes_ps", "on_html_page", "on_line",
+        "restore", "restore_to_queue", "save", "save_file")},
+    interface=(ALL, "v2 ignores it too (deprecated there: vip is enough)"),
+    cache_stat=(ALL, "sarra's winnow logs its duplicate cache statistics at every heartbeat "
+                     "(hb_cache plugin), whatever this says"),
+    inline=(ALL, _V03), inline_encoding=(ALL, _V03), inline_max=(ALL, _V03),
+    queue_share=(ALL, "always on in sarra: the instances of a configuration share one queue"),
+    filename=(("poll",), NOT_YET),
+    reset=(POSTERS, NOT_YET))
+#: The warning's wording (config.md: v2 options are accepted; these ones change nothing),
+#: followed by the option's reason.
 NOT_ACTED_TEXT = "accepted for v2 compatibility, not acted on by sarra; ignored"
 
 
 def acted_on(name: str, component: str) -> bool:
     """False when `component` accepts option `name` (canonical) but nothing acts on it."""
-    ignored_by = NOT_ACTED_ON.get(name, ())
+    ignored_by = NOT_ACTED_ON.get(name, ((), ""))[0]
     return not ("*" in ignored_by or component in ignored_by)
+
+
+def ignored_text(name: str) -> str:
+    """The warning text for option `name` that is not acted on: NOT_ACTED_TEXT and why."""
+    return "%s: %s" % (NOT_ACTED_TEXT, NOT_ACTED_ON[name][1])
 
 
 def ignored_part(name: str, value: Any) -> Optional[Tuple[str, Any]]:
     """(what is not acted on, the value used instead) for a value sarra acts on only in
-    part, else None. post_base_url: several URLs (v2 round robin): the first one is used."""
-    if name == "post_base_url" and isinstance(value, str) and "," in value:
-        return "with several URLs (round robin)", value.split(",")[0].strip()
+    part, else None. None today: a comma list in post_base_url (v2 round robin) acts
+    (sarra.flow.outbound)."""
     return None
 
 

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 from sarra.config import options as O
 from sarra import paths
 from sarra.config import hints as optionhints
+from sarra.config import v2refuse
 from sarra.config.variables import (PER_MESSAGE_VARS, RANDID, LoadVars,  # noqa: F401 (API)
                                     expand_broker_user, expand_message_vars, is_per_message_var,
                                     random_queue_suffix, sundew_vars)
@@ -266,7 +267,8 @@ class Config:
             if opt.type in O.SPECIAL_TYPES or opt.name in ("help",):
                 continue
             value = O.format_value(opt, self._values.get(opt.name))
-            mark = "" if O.acted_on(opt.name, self.component) else NOT_ACTED_MARK
+            mark = "" if O.acted_on(opt.name, self.component) else \
+                NOT_ACTED_MARK[:-1] + ": " + O.NOT_ACTED_ON[opt.name][1] + "]"
             lines.append("%-26s %-40s %s%s" % (opt.name, redact(value), self.origin(opt.name),
                                                mark))
         for n in sorted(self.unknown):
@@ -460,8 +462,10 @@ class _Parser:
             key, sep, hval = value.partition("=")
             if not sep or not key.strip():
                 raise bad("expected name=value, got %r" % value)
+            problem = v2refuse.header_problem(key.strip())
+            if problem:
+                raise bad(problem)
             cfg.headers[key.strip()] = None if hval.strip() == "None" else hval.strip()
-            self._not_acted_on(name, origin)
         elif t == O.MASK:
             try:
                 regex = re.compile(words[0])
@@ -505,7 +509,11 @@ class _Parser:
 
     def _not_acted_on(self, name: str, origin: str, value: Any = None) -> Any:
         """Warn once per option that this component accepts but does not act on (or acts
-        on only in part); return the value to keep."""
+        on only in part); return the value to keep. One it refuses: a ConfigError."""
+        why = v2refuse.refusal(name, self.cfg.component, value)
+        if why:
+            raise ConfigError("%s: option '%s'%s refused: %s" % (
+                origin, name, " %s" % value if isinstance(value, str) else "", why))
         if O.acted_on(name, self.cfg.component):
             part = O.ignored_part(name, value)
             if part is None:
@@ -514,7 +522,7 @@ class _Parser:
             used = "; ignored (using %s)" % redact(str(value))
             text = O.NOT_ACTED_TEXT.rsplit("; ", 1)[0] + used
         else:
-            what, text = "", O.NOT_ACTED_TEXT
+            what, text = "", O.ignored_text(name)
         if name not in self.warned:
             self.warned.add(name)
             logger.warning("%s: option '%s'%s: %s", origin, name,

@@ -20,9 +20,11 @@ from sarra.config.parser import expand_message_vars
 from sarra.flow.fetch import fetch as _fetch
 from sarra.flow.fetch import file_digest as _digest
 from sarra.message import Message, escape, parse_time, topic_for
+from sarra.origin import mark_written
 from sarra.flow.msgbounds import mode_mask
 from sarra.paths import atomic_symlink, discard
 from sarra.flow.poster import public_base_url
+from sarra.flow.outbound import first_url
 from sarra.transfer import TransferError
 from sarra.flow.stepstate import UNSET, DownloadState
 from sarra.flow.work import Outcome, Work
@@ -88,7 +90,10 @@ def _epoch(text: str) -> float:
     return parse_time(text)
 
 
-def _apply_meta(flow, msg, path):
+def _apply_meta(flow, msg, path, final=None):
+    """Mode and times from the message, then the user.sr_origin mark (origin.py: an
+    sr_watch of this tree with ignore_written does not announce the file back); final:
+    the name the file at path gets next."""
     cfg, h = flow.cfg, msg.headers
     try:
         # never setuid/setgid from a message; at a pump never world-writable (msgbounds)
@@ -102,6 +107,7 @@ def _apply_meta(flow, msg, path):
             os.utime(path, (at, mt))
     except (ValueError, OSError) as e:
         flow.log.warning("%s: could not apply mode/time from the message: %s", path, e)
+    mark_written(path, final or path)
 
 
 def _have(path, s, offset, length, size=None, nofollow=False) -> bool:
@@ -238,7 +244,7 @@ def _whole(flow, work, final, parts):
         _discard(temp)
         raise
     if temp != final:
-        _apply_meta(flow, work.msg, temp)
+        _apply_meta(flow, work.msg, temp, final)
         _rename(temp, final)
     else:
         _apply_meta(flow, work.msg, final)
@@ -269,7 +275,7 @@ def _block_partfile(flow, work, final, parts):
     except BaseException:
         _discard(temp)
         raise
-    _apply_meta(flow, work.msg, temp)
+    _apply_meta(flow, work.msg, temp, part_path)
     _rename(temp, part_path)
     work.code, work.text = report.DOWNLOADED
     _done(flow, work, part_path, complete=False, part_file=True)
@@ -355,7 +361,7 @@ def repost(flow, work, path, part_file=False) -> Message:
     relpath = escape(rel)
     st = DownloadState.of(flow)
     if st.post_base is UNSET:           # once per flow: no password goes into a message
-        st.post_base = public_base_url(cfg.post_base_url, flow.log)
+        st.post_base = public_base_url(first_url(cfg.post_base_url), flow.log)
     base = st.post_base
     return Message(msg.pubtime, base, relpath, headers,
                    topic=topic_for(cfg.post_topic_prefix or "v02.post", relpath),

@@ -1,6 +1,6 @@
-"""The flow engine shared by every consuming component.
+"""The flow engine shared by every component that runs a loop (all but sr_police).
 
-    gather (queue, then due retries) → accept/reject → header defaults → component check →
+    gather (source.get: queue, then due retries) → accept/reject → header defaults → component check →
     placement → on_message → duplicate cache → work (download / send / none) →
     on_part/on_file → post → report → ack
 
@@ -24,7 +24,20 @@ ended without failure, so a message that crashed half-way or went to the retry q
 never mistaken for a duplicate when it comes back. Expiry is decided at lookup.
 
 What differs per component (placement, download or send or nothing, post or not, source
-checks) is a preset in components.py; this loop has no component-specific branches.
+checks, where work comes from) is a preset in presets.py; this loop has no
+component-specific branches.
+
+Where work comes from is the one seam of the loop (sources.py): a consumer's queue
+(QueueSource, the gather above), sr_post's paths (postsource.PathSource, one-shot) or
+sr_watch's events (sarra.watch.daemon.WatchSource). A source whose messages are built
+there (``Source.built``) skips accept/reject ... work: its Works go straight to the post
+step (``post_built``: the posters' duplicate suppression, then ``post``: on_post,
+publish); settle confirms their posts, flushes the cache, then calls ``source.done``
+(sr_watch commits its state there) or, when the posts were not confirmed,
+``source.failed``. Every component thus shares the post connection (declare, confirms,
+reconnect), the heartbeat and on_heartbeat, the stats file, on_start/on_stop and the hook
+set-up (plugins see ``pluginview.PluginParent``). To add a source: subclass
+sources.Source and name it in a preset (``Preset.source``), see sources.py.
 """
 
 import logging
@@ -36,12 +49,14 @@ from typing import List, Optional
 from sarra.flow import cache as dupcache
 from sarra.flow import msgbounds
 from sarra import message, paths, plugin
-from sarra.flow import fetchpolicy, report, retry, routing
+from sarra.flow import fetchpolicy, outlet, report, reset, retry, routing, sources, standby
 from sarra.broker.frames import Undecodable
-from sarra.broker.client import Broker, BrokerError, BrokerStopped
+from sarra.broker.client import Broker, BrokerAccessRefused, BrokerError, BrokerStopped
 from sarra.flow.attempts import Interruptible
 from sarra.flow.consumer import Consumer
 from sarra.flow.pluginview import PluginParent
+from sarra.flow import reload
+from sarra.flow import outbound
 from sarra.config.credentials import Credentials
 from sarra.message import Message, MessageError
 from sarra.flow.work import (Counters, Outcome, Result, TransferInterrupted, Work,  # noqa: F401
@@ -56,9 +71,10 @@ RATE_WINDOW = 30.0     # seconds; messages/s in the stats file: over 30 to 60 s
 
 
 class Flow:
-    """A consuming component: its config, its preset, its connections and its loop."""
+    """A component: its config, its preset, its source, its connections and its loop."""
 
-    def __init__(self, cfg, preset, logger=None, stop_event=None, instance: int = 1):
+    def __init__(self, cfg, preset, logger=None, stop_event=None, instance: int = 1,
+                 source=None):
         self.cfg = cfg
         self.preset = preset
         self.logger = self.log = logger or logging.getLogger("sarra")
@@ -76,13 +92,7 @@ class Flow:
         self.user_cache_dir = paths.state_dir(cfg.component, cfg.name or "-")
         self.credentials = Credentials.load()
         self.plugin_parent = PluginParent(self)     # what plugins see as parent
-        self.hooks = plugin.Hooks(self.plugin_parent, self.log)
-        for hook, names in preset.default_plugins.items():
-            for n in names:
-                self.hooks.add(hook, n)
-        for hook, names in cfg.plugins.items():
-            for n in names:
-                self.hooks.add(hook, n)
+        self.hooks = self.make_hooks(self.plugin_parent)
         self.broker = None
         self.consumer = None
         self.post_broker = None
@@ -103,8 +113,27 @@ class Flow:
         self._next_heartbeat = time.time() + (cfg.heartbeat or 300)
         self.unacked = 0                    # messages of the batch in hand (health: hung)
         self._stats_at, self._stats_unacked, self._stats_prev = 0.0, 0, None
+        self.error = None                   # what ended run() with 3 (a one-shot's command shows it)
+        # SIGHUP / the reload action set the event; load_config (given by the command)
+        # reads the configuration again; reload.py applies it between two batches
+        self.reload_event = threading.Event()
+        self.load_config = None
+        self.source = sources.make(self, source)    # last: a source may use all of the above
 
     # ------------------------------------------------------------ plugin helpers
+    def make_hooks(self, parent):
+        """The preset's default plugins, then the configuration's (at start, at reload)."""
+        hooks = plugin.Hooks(parent, self.log)
+        keep = self.preset.keep_plugin
+        for hook, names in self.preset.default_plugins.items():
+            for n in names:
+                hooks.add(hook, n)
+        for hook, names in self.cfg.plugins.items():
+            for n in names:
+                if keep is None or keep(self, hook, n):
+                    hooks.add(hook, n)
+        return hooks
+
     def get_option(self, name, default=None):
         return self.cfg.get(name, default) if hasattr(self.cfg, "get") else getattr(self.cfg, name, default)
 
@@ -115,24 +144,34 @@ class Flow:
     def connect(self):
         cfg = self.cfg
         stop = self.stop_event.is_set
-        self.broker = Broker(cfg.broker, password_lookup=self._password, logger=self.log,
-                             should_stop=stop)
-        self.broker.connect()
+        if self.source.consumes:
+            self.broker = Broker(cfg.broker, password_lookup=self._password, logger=self.log,
+                                 should_stop=stop)
+            self.broker.connect()
+        # no consuming connection (a poster): a reporter that is off, for the same loop
         self.reporter = report.Reporter(self.broker, cfg.report_exchange, cfg.broker_user(),
                                         enabled=bool(cfg.report_back) and self.preset.reports,
                                         logger=self.log, hooks=self.hooks, parent=self)
-        self.reporter.probe()       # before consuming: a refusal must not touch deliveries
-        self.consumer = Consumer(cfg, self.broker, self.log)
-        self.consumer.start()
+        if self.source.consumes:
+            self.reporter.probe()   # before consuming: a refusal must not touch deliveries
+            self.consumer = Consumer(cfg, self.broker, self.log)
+            self.consumer.start()
         if self.preset.posts and cfg.post_broker:
             self.post_broker = Broker(cfg.post_broker, password_lookup=self._password,
-                                      logger=self.log, should_stop=stop)
+                                      logger=self.log, should_stop=stop,
+                                      **self.source.broker_options)
             self.post_broker.connect()
-            if cfg.declare_exchange and cfg.post_exchange:
-                try:
-                    self.post_broker.declare_exchange(cfg.post_exchange)
+            for px in routing.post_exchanges(cfg) if cfg.declare_exchange else ():
+                try:                    # post_exchange_split: each shard
+                    self.post_broker.declare_exchange(px)
+                except BrokerAccessRefused as e:
+                    # a pump's sources may not declare exchanges: sr_police made it already
+                    (self.log.debug if self.source.one_shot else self.log.warning)(
+                        "could not declare post exchange %s: %s", px, e)
                 except BrokerError as e:
-                    self.log.warning("could not declare post exchange %s: %s", cfg.post_exchange, e)
+                    if self.source.one_shot:
+                        raise
+                    self.log.warning("could not declare post exchange %s: %s", px, e)
         if self.preset.connected is not None:
             self.preset.connected(self)
 
@@ -160,36 +199,48 @@ class Flow:
 
     # ------------------------------------------------------------ main loop
     def run(self) -> int:
-        """Consume until the stop event; 0, or 3 (logged before the "stopped:" line) when
-        the broker refused us or was still unreachable when the stop came."""
+        """Run until the stop event (or a one-shot source's end); 0, or 3 (logged before
+        the "stopped:" line; a one-shot's command shows ``self.error``) when the broker
+        refused us or was still unreachable when the stop came."""
         rc = 0
+        source = self.source
+        lifecycle = self.log.debug if source.one_shot else self.log.info
         self.hooks.run("on_start")
         try:
-            self.connect()
+            reset.at_start(self)            # option reset: queue, cache, retries emptied
+            standby.connect(self)           # vip: waits while another node holds it
             self.write_stats()
-            self.log.info("%s %s started, queue %s", self.cfg.component, self.cfg.name, self.consumer.queue)
+            source.start()
+            lifecycle("%s %s started, %s", self.cfg.component, self.cfg.name, source.what)
             while not self.stop_event.is_set():
-                batch = self.gather()
+                if not standby.check(self):     # vip gone: idle until it is back
+                    continue
+                batch = source.get(self._idle_wait())
                 if batch:
                     self.unacked = len(batch)
                     self.handle(batch)
                     self.unacked = 0
+                elif source.finished():
+                    break
                 self.reporter.tick()
                 self.tick_post_broker()
                 self.heartbeat()
-        except BrokerStopped:
+                reload.between_batches(self)    # SIGHUP: the configuration read again
+        except BrokerStopped as e:
             self.log.info("stop requested while waiting for the broker")
-            rc = 3
+            self.error, rc = e, 3
         except BrokerError as e:
-            self.log.error("%s", e)
-            rc = 3
+            if not source.one_shot:
+                self.log.error("%s", e)
+            self.error, rc = e, 3
         finally:
             self.hooks.run("on_stop")
             if self.cache is not None:
                 self.cache.flush()
             self.retry.close()
+            source.close()
             self.close()
-            self.log.info("stopped: %s", self.counters.line())
+            lifecycle("stopped: %s", self.counters.line())
         return rc
 
     def gather(self) -> List[Work]:
@@ -269,6 +320,10 @@ class Flow:
             self.log.warning("no report for the malformed message: %s", e)
 
     def handle(self, batch: List[Work]):
+        if self.source.built:
+            if self.post_built(batch):
+                self.settle(batch)
+            return
         self._batch_keys = set()        # done earlier in this batch, not yet in the cache
         for i, work in enumerate(batch):
             if i and self.stop_event.is_set():
@@ -285,14 +340,11 @@ class Flow:
         """Make every outcome durable, then ack: posts confirmed, cache flushed, retries saved."""
         if self.post_broker is not None and any(w.posts for w in batch):
             try:
-                self.post_broker.wait_confirms()
+                self.post_broker.wait_confirms(timeout=max(30.0, len(batch) / 500.0))
+            except BrokerStopped:
+                raise
             except BrokerError as e:
-                self.log.error("posts not confirmed (%s): messages go back to the queue", e)
-                for w in batch:
-                    if w.delivery is not None:
-                        self._safe(self.consumer.requeue, w.delivery)
-                    elif w.retry_entry is not None:
-                        self.retry.failed(w.retry_entry)     # backoff, not at once again
+                self.source.failed(batch, e)  # the queue: back to it; a poster: posted again
                 self.stop_event.wait(1.0)      # a refusing exchange must not spin the loop
                 return
         if self.cache is not None:
@@ -327,6 +379,7 @@ class Flow:
             self.reporter.flush()        # the batch's reports: one write
         if acks:
             self._safe(self.consumer.ack_many, acks)     # one write, usually one frame
+        self.source.done(batch)
 
     def _safe(self, fn, *args):
         try:
@@ -375,6 +428,8 @@ class Flow:
                 work.code, work.text = report.PUBLISHED if self.preset.posts else (201, "Accepted")
             if self.preset.posts and self.post_broker is not None:
                 self.post(work)
+            elif self.post_broker is None:
+                outlet.emit(self, work)         # outlet json/url: a line on the command's stdout
             self.reporter.report(msg, work.code, work.text, work.received)
         except Outcome as o:
             work.code, work.text = o.code, o.text
@@ -460,21 +515,69 @@ class Flow:
             h["to_clusters"] = self.cfg.to
 
     def post(self, work: Work):
-        if not work.posts and (self.cfg.notify_only or self.preset.work is None):
+        """The post step: on_post, then publish each of work.posts (work.msg when the
+        component has no work step); raises Outcome when one cannot be encoded."""
+        cfg = self.cfg
+        if not work.posts and (cfg.notify_only or self.preset.work is None):
             work.posts = [work.msg]     # recorded, so that settle() waits for its confirm
+        self._publish(work, cfg.post_exchange, bool(cfg.get("persistent", True)),
+                      self.hooks.has("on_post"))
+
+    def _publish(self, work: Work, exchange: str, persistent: bool, on_post: bool):
+        out = outbound.Outbound.of(self.cfg, self.log)      # header, round robin, split
         for p in work.posts:
             self.msg = work
             work.outgoing = p
             try:
-                p.encode()              # one that cannot be posted is not logged "posted"
-                if not self.hooks.run("on_post"):
-                    continue
+                out.prepare(p)
+                if on_post:
+                    p.encode()          # one that cannot be posted is not logged "posted"
+                    if not self.hooks.run("on_post"):
+                        continue
                 topic, body, headers = p.encode()
             except MessageError as e:   # a permanent failure: reported once, not retried
                 raise Outcome(msgbounds.TOO_LARGE, f"Payload Too Large: {e.field} not "
                                                    f"posted: {e.reason}") from None
-            self.post_broker.publish(self.cfg.post_exchange, topic, body, headers)
+            self.post_broker.publish(out.exchange_for(headers, exchange), topic, body, headers,
+                                     persistent=persistent)
             self.counters["posted"] += 1
+
+    def post_built(self, batch: List[Work]) -> bool:
+        """The post step of the messages a source built (Source.built): the posters'
+        duplicate suppression (a removal forgets the path; the cache is flushed by
+        settle), then post(). False when the post connection failed: the source took the
+        batch back (Source.failed), settle must not run."""
+        cfg, cache, counters = self.cfg, self.cache, self.counters
+        basis = cfg.suppress_duplicates_basis or "path"
+        exchange, persistent = cfg.post_exchange, bool(cfg.get("persistent", True))
+        on_post = self.hooks.has("on_post")
+        counters["received"] += len(batch)
+        try:
+            for work in batch:
+                msg = work.msg
+                if cache is not None:
+                    if msg.sum.algo == "R":
+                        cache.remove_path(msg.relpath)
+                    elif not cache.check_and_add(dupcache.cache_key(msg, basis)):
+                        counters["duplicates"] += 1
+                        work.posts = []
+                        work.outcome = Result.REJECTED
+                        continue
+                try:
+                    self._publish(work, exchange, persistent, on_post)
+                except Outcome as o:        # cannot be encoded: the source says where
+                    work.code, work.text = o.code, o.text
+                    work.posts = []
+                    work.outcome = Result.REJECTED
+        except BrokerStopped:
+            raise
+        except BrokerError as e:
+            self.source.failed(batch, e)
+            self.stop_event.wait(1.0)
+            return False
+        finally:
+            self.msg = None
+        return True
 
     # ------------------------------------------------------------ housekeeping
     def tick_brokers(self):
@@ -517,15 +620,20 @@ class Flow:
         self._next_heartbeat = now + (self.cfg.heartbeat or 300)
         self.write_stats()
         self.hooks.run("on_heartbeat")
+        self.source.heartbeat(now)
 
     def write_stats(self):
-        """Counters for `sr status` (messages/s, last activity), one small JSON per instance."""
+        """Counters for `sr status` (messages/s, last activity), one small JSON per instance
+        (none for a one-shot command: no instance to show)."""
         import json
+        if self.source.one_shot:
+            return
         path = os.path.join(self.user_cache_dir, "sr_%s_%s_%02d.stats" % (
             self.cfg.component, self.cfg.name or "-", self.no))
         now = time.time()
         data = dict(self.counters, time=now, last_activity=self.last_activity,
-                    retry_queue=len(self.retry), pid=os.getpid(), unacked=self.unacked)
+                    retry_queue=len(self.retry), pid=os.getpid(), unacked=self.unacked,
+                    standby=bool(getattr(self, "standby", False)), **self.source.stats())
         # the rate's window (health.rate): from a mark RATE_WINDOW to 2 * RATE_WINDOW old
         mark = (now, self.counters["received"])
         if self._stats_prev is None:

@@ -7,6 +7,7 @@ Core, not a command: sr_post (sarra/commands/post.py) and the sr_watch daemon
 
 from sarra.flow.cache import cache_key
 from sarra.flow.poster import PostOptions
+from sarra.flow.outbound import Outbound, first_url
 
 #: the xattr sum cache (user.sr_sum/user.sr_mtime) is used for files of at least this
 #: size: hashing a smaller file costs less than reading and writing the attributes
@@ -15,7 +16,7 @@ XATTR_MIN_SIZE = 64 << 10
 
 def post_options(cfg) -> PostOptions:
     return PostOptions(
-        post_base_url=cfg.post_base_url.split(",")[0], post_base_dir=cfg.post_base_dir,
+        post_base_url=first_url(cfg.post_base_url), post_base_dir=cfg.post_base_dir,
         topic_prefix=cfg.post_topic_prefix or "v02.post",
         subtopic=cfg.bindings_subtopic() if hasattr(cfg, "bindings_subtopic") else None,
         sum=cfg.sum or "d", blocksize=cfg.blocksize if cfg.blocksize is not None else 200 << 20,
@@ -50,9 +51,12 @@ class Publisher:
                 self.suppressed += 1
                 return False
         self.msg = msg
+        out = Outbound.of(self.cfg, self.log)       # header, round robin, split
+        out.prepare(msg)
         if self._on_post and not self.hooks.run("on_post"):
             return False
         topic, body, headers = msg.encode()
-        self.broker.publish(self._exchange, topic, body, headers, persistent=self._persistent)
+        self.broker.publish(out.exchange_for(headers, self._exchange), topic, body, headers,
+                            persistent=self._persistent)
         self.posted += 1
         return True

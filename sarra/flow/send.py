@@ -24,6 +24,7 @@ from sarra.flow import placement, report, treeguard
 from sarra.transfer import progress
 from sarra.message import Message, escape, parse_time, topic_for, unescape
 from sarra.flow.poster import public_base_url
+from sarra.flow.outbound import first_url
 from sarra.transfer import CannotDeliver, TransferError
 from sarra.flow import attempts
 from sarra.flow.stepstate import SendState
@@ -322,7 +323,7 @@ def announce(flow, work, url) -> Message:
     dest = cfg.destination.rstrip("/")
     rel = url[len(dest):] if url.startswith(dest) else "/" + url.split("/", 3)[-1]
     relpath = rel if rel.startswith("/") else "/" + rel
-    base = public_base_url((cfg.post_base_url or dest).rstrip("/"), flow.log)
+    base = public_base_url((first_url(cfg.post_base_url) or dest).rstrip("/"), flow.log)
     return Message(msg.pubtime, base, relpath, dict(msg.headers),
                    topic=topic_for(cfg.post_topic_prefix or "v02.post", relpath),
                    exchange=cfg.post_exchange or "")

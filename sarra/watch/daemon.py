@@ -1,4 +1,4 @@
-"""The sr_watch daemon loop: event sources -> readiness -> posts -> broker, with a state.
+"""sr_watch's source for the flow engine: event sources -> readiness -> posts, with a state.
 
 Events (events=create,modify,delete,link,move): a new or changed file is posted once it is
 ready (see sarra.watch.ready.Pending), block by block, and only the blocks whose checksum
@@ -8,26 +8,28 @@ are watched at once and what they already hold is posted.  What was announced is
 the state directory (sarra.watch.state.FileState), so a restart posts only what changed
 meanwhile.  Directories inotify cannot watch (watch limit, permission) are polled.
 
-:class:`Daemon` follows the roots and turns events into pending paths; building the posts
-of a ready path is :class:`sarra.watch.announce.Announcer`'s job.  The command line and
-actions are in sarra.commands.watch.
+:class:`WatchSource` follows the roots and turns events into pending paths; building the
+posts of a ready path is :class:`sarra.watch.announce.Announcer`'s job.  The loop, the post
+connection, the post step (duplicate suppression, on_post), the heartbeat, the stats file
+and the hooks are the flow engine's (sarra.flow.engine, preset "watch"): each step's posts
+are a batch, and the state is committed once the broker confirmed them (``done``), or the
+files are pending again (``failed``).  The command line and actions are in
+sarra.commands.watch.
 """
 
 import dataclasses
 import errno
-import json
 import os
 import stat
 import time
 
-from sarra import paths, plugin
-from sarra.ops import instances
-from sarra.broker.client import Broker, BrokerError
-from sarra.flow.cache import DupCache
-from sarra.config.credentials import Credentials
+from sarra import paths
+from sarra.flow import presets
+from sarra.flow.engine import Flow
+from sarra.flow.sources import Announced, Source
 from sarra.message import escape
 from sarra.flow.poster import PostError, relpath_of, remove_post, resolve_path
-from sarra.flow.publisher import Publisher, post_options
+from sarra.flow.publisher import post_options
 from sarra.watch.announce import Announcer
 from sarra.watch.events import (InotifySource, PollSource, Sink, WatchError, dir_key,
                                 inotify_watched, limit_message, probe_watch, walk_files)
@@ -37,11 +39,19 @@ from sarra.watch.state import FileState, Rec
 COMPONENT = "watch"
 
 
-class Daemon(Announcer):
-    """One sr_watch instance: sources -> Pending -> posts -> broker, with a FileState."""
+def Daemon(cfg, log, stop_event, instance=1) -> Flow:
+    """One sr_watch instance: the flow engine with the watch preset (``.run()``)."""
+    return Flow(cfg, presets.preset(COMPONENT), logger=log, stop_event=stop_event,
+                instance=instance)
 
-    def __init__(self, cfg, log, stop_event, instance=1):
-        self.cfg, self.log, self.stop = cfg, log, stop_event
+
+class WatchSource(Announcer, Source):
+    """sr_watch's source: roots -> sources -> Pending -> posts, with a FileState."""
+
+    def __init__(self, flow):
+        Source.__init__(self, flow)
+        cfg, instance = flow.cfg, flow.no
+        self.cfg, self.log, self.stop = cfg, flow.log, flow.stop_event
         self.opts = dataclasses.replace(post_options(cfg), use_xattr=False)
         self.events = cfg.events or frozenset()
         self.polling = bool(cfg.force_polling)
@@ -65,63 +75,62 @@ class Daemon(Announcer):
         self.sink = Sink()
         self.poller = PollSource(self.follow)
         self.inotify = None if self.polling else InotifySource(self.sink, self.follow)
-        self.counters = {"events": 0, "posted": 0, "pending": 0, "watched": 0}
-        creds = Credentials.load()
-        self.hooks = plugin.Hooks(None, log)
-        for hook, names in cfg.plugins.items():
-            for n in names:
-                self.hooks.add(hook, n)
-        self.broker = Broker(cfg.post_broker, logger=log, should_stop=stop_event.is_set,
-                             batch_writes=True,           # each batch ends with wait_confirms
-                             password_lookup=creds.password_for)
-        cache = None
-        if cfg.suppress_duplicates:
-            cache = DupCache(os.path.join(sdir, "recent_files_%03d.cache" % instance),
-                             cfg.suppress_duplicates)
-        self.pub = Publisher(cfg, self.broker, log, self.hooks, cache)
-        self.pub.counters = self.counters
-        self.hooks.parent = self.pub
+        self.counters = {"events": 0, "pending": 0}
+        self.hooks = flow.hooks
         self._next_poll = self._next_roots = 0.0
-        self._next_hb = time.time() + (cfg.heartbeat or 300)
-        self.stats = {"start": time.time(), "pid": os.getpid(), "received": 0,
-                      "last_activity": None, "retry_queue": 0}
-        self.stats_path = instances.stats_file(COMPONENT, cname, instance)
+        self._next_step = 0.0
+        self._start = time.time()
 
-    # ------------------------------------------------------------------ main loop
-    def run(self) -> int:
-        self.hooks.run("on_start")
-        try:
-            self.broker.connect()
-            if self.cfg.declare_exchange and self.cfg.post_exchange:
-                try:
-                    self.broker.declare_exchange(self.cfg.post_exchange)
-                except BrokerError as e:
-                    self.log.warning("cannot declare exchange %s: %s", self.cfg.post_exchange, e)
-            now = time.time()
-            self.write_stats(now)
-            for root in self.roots:
-                self.add_root(root, now, initial=True)
-            self.state.started()
-            self.log.info("watching %s with %s, events %s", " ".join(self.roots),
-                          "polling" if self.polling else "inotify", "|".join(sorted(self.events)))
-            while not self.stop.is_set():
-                t0 = time.monotonic()
-                self.step(time.time())
-                left = self.interval - (time.monotonic() - t0)
-                if left > 0:
-                    self.stop.wait(left)
-                if not self.pending and not self.poller.entries and not self.sink.q:
-                    self.sink.wake.wait(0.25)
-        finally:
-            self.hooks.run("on_stop")
-            self.state.close()
-            if self.pub.cache is not None:
-                self.pub.cache.close()
-            if self.inotify is not None:
-                self.inotify.stop()
-            self.broker.close()
-            self.log.info("stopped: %d messages posted", self.pub.posted)
-        return 0
+    # ------------------------------------------------------------------ the flow's source
+    broker_options = {"batch_writes": True}     # each batch ends with wait_confirms
+
+    @property
+    def what(self):
+        return "watching %s with %s, events %s" % (
+            " ".join(self.roots), "polling" if self.polling else "inotify",
+            "|".join(sorted(self.events)))
+
+    def start(self) -> None:
+        now = time.time()
+        for root in self.roots:
+            self.add_root(root, now, initial=True)
+        self.state.started()
+
+    def get(self, wait: float):
+        """One step every ``sleep`` seconds (at least 0.1), sooner than that never; when
+        nothing is pending or polled, the first event wakes it (or 0.25 s)."""
+        left = self._next_step - time.monotonic()
+        if left > 0:
+            self.stop.wait(left)
+        if not self.pending and not self.poller.entries and not self.sink.q:
+            self.sink.wake.wait(min(0.25, max(wait, 0.0)))
+        self._next_step = time.monotonic() + self.interval
+        now = time.time()
+        self.step(now)
+        batch, self.batch = self.batch, []
+        if not batch:
+            self.state.commit()         # what was recorded without a post (spared, foreign)
+            return []
+        return [Announced(m, now) for m in batch]
+
+    def done(self, batch) -> None:
+        """The batch's posts are confirmed: what they announced is on record."""
+        self.state.commit()
+
+    def failed(self, batch, error) -> None:
+        self.log.error("%s; the %d files concerned will be posted again", error, len(batch))
+        now = time.time()
+        for p in self.state.rollback():
+            self.pending.change(p, now)
+
+    def stats(self):
+        """For `sr status`, next to the flow's counters (files announced as 'received')."""
+        return dict(self.counters, watched=len(self.state), start=self._start)
+
+    def close(self) -> None:
+        self.state.close()
+        if self.inotify is not None:
+            self.inotify.stop()
 
     def step(self, now: float) -> None:
         evs = self.sink.drain()
@@ -150,48 +159,11 @@ class Daemon(Announcer):
         self.hooks.run("on_watch")
         for path, e in self.pending.ready(now):
             self.announce(path, e, now)
-        self.flush(now)
         self.counters["pending"] = len(self.pending)
-        if now >= self._next_hb:
-            self._next_hb = now + (self.cfg.heartbeat or 300)
-            self.heartbeat(now)
-
-    def flush(self, now: float) -> None:
-        """Publish the batch; the state is committed only once the broker confirmed it."""
-        if not self.batch:
-            self.state.commit()
-            return
-        batch, self.batch = self.batch, []
-        try:
-            for m in batch:
-                self.pub.publish(m)
-            self.broker.wait_confirms(timeout=max(30.0, len(batch) / 500.0))
-        except BrokerError as e:
-            self.log.error("%s; the %d files concerned will be posted again", e, len(batch))
-            for p in self.state.rollback():
-                self.pending.change(p, now)
-            return
-        self.counters["posted"] = self.pub.posted
-        self.stats["last_activity"] = time.time()
-        self.state.commit()
-        if self.pub.cache is not None:
-            self.pub.cache.flush()
-
-    def write_stats(self, now: float) -> None:
-        """For `sr status`: files announced (as 'received'), rate between heartbeats."""
-        st = self.stats
-        if "time" in st:
-            st["prev_time"], st["prev_received"] = st["time"], st["received"]
-        st.update(time=now, received=self.pub.posted, **self.counters)
-        try:
-            paths.atomic_write(str(self.stats_path), json.dumps(st))
-        except OSError as e:
-            self.log.warning("cannot write %s: %s", self.stats_path, e.strerror or e)
 
     def heartbeat(self, now: float) -> None:
-        self.counters["watched"] = len(self.state)
-        self.write_stats(now)
-        self.hooks.run("on_heartbeat")
+        """After the flow's (stats file, on_heartbeat): denied directories and the inotify
+        watch limit looked at again."""
         for d in sorted(self.denied):
             try:
                 os.listdir(d)

@@ -1,0 +1,164 @@
+"""v2 options of issue 19 item 4 (second half): each acts as v2 documents it, is refused at
+start with a reason, or is ignored with a reason (options.NOT_ACTED_ON)."""
+
+import logging
+import os
+
+import pytest
+
+from sarra import message, paths
+from sarra.config import options, v2refuse
+from sarra.config.parser import ConfigError, load
+from sarra.flow import outbound
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    h = tmp_path / "home"
+    (h / ".config").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(h))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(h / ".config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(h / ".cache"))
+    return h
+
+
+def write(home, rel, text):
+    path = os.path.join(paths.config_dir(), rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+# ------------------------------------------------------------------ the lists
+
+def test_every_ignored_option_says_why():
+    for name, (comps, why) in options.NOT_ACTED_ON.items():
+        assert comps and why and len(why) > 10, name
+        assert options.ignored_text(name).endswith(why)
+
+
+@pytest.mark.parametrize("name", ["queue_share", "inline", "inline_max", "inline_encoding",
+                                  "cache_stat"])
+def test_meaningless_options_are_ignored_with_a_reason(name):
+    comps, why = options.NOT_ACTED_ON[name]
+    assert "*" in comps
+    assert options.NOT_YET != why
+
+
+@pytest.mark.parametrize("name", ["filename", "post_exchange_split", "header", "batch",
+                                  "tls_rigour", "realpath_post", "realpath_filter",
+                                  "destfn_script", "chmod_log", "logrotate_interval"])
+def test_options_that_now_act(name):
+    opt = options.lookup(name)
+    for comp in ("subscribe", "sender", "post"):
+        if opt.used_by(comp):
+            assert options.acted_on(name, comp), (name, comp)
+    assert options.acted_on("delete", "sender")
+
+
+# ------------------------------------------------------------------ refusals
+
+@pytest.mark.parametrize("line,name", [
+    ("on_data some_plugin", "on_data"), ("do_get some_plugin", "do_get"),
+    ("do_put some_plugin", "do_put"), ("do_task some_plugin", "do_task"),
+    ("randomize on", "randomize"), ("tls_rigour lax", "tls_rigour"),
+])
+def test_refused_at_start_naming_file_line_and_reason(home, line, name):
+    path = write(home, "subscribe/r.conf", "broker amqp://u@h/\n%s\n" % line)
+    with pytest.raises(ConfigError) as e:
+        load("subscribe", "r")
+    text = str(e.value)
+    assert text.startswith("%s:2: option '%s'" % (path, name)), text
+    assert "refused: " in text and "\n" not in text
+    assert "instead" in text or "remove it" in text
+
+
+@pytest.mark.parametrize("value", ["medium", "strict"])
+def test_tls_rigour_medium_and_strict_load_quietly(home, caplog, value):
+    write(home, "subscribe/t.conf", "broker amqp://u@h/\ntls_rigour %s\n" % value)
+    with caplog.at_level(logging.WARNING):
+        cfg = load("subscribe", "t")
+    assert cfg.tls_rigour == value
+    assert not [r for r in caplog.records if "tls_rigour" in r.getMessage()]
+
+
+def test_defaults_of_refused_options_load(home):
+    write(home, "post/d.conf", "randomize off\ntls_rigour medium\n")
+    load("post", "d")
+
+
+@pytest.mark.parametrize("header", ["sum=d,abc", "parts=1,1,1,0,0", "to_clusters=x",
+                                    "source=mallory", "mtime=None", "bad name=1",
+                                    "x\x07y=1", "Rename=/etc/passwd"])
+def test_hostile_or_reserved_header_refused(home, header):
+    path = write(home, "post/h.conf", "header %s\n" % header)
+    with pytest.raises(ConfigError) as e:
+        load("post", "h")
+    assert str(e.value).startswith("%s:1: option 'header'" % path), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_reserved_header_names_the_option_to_use():
+    assert "use the option to instead" in v2refuse.header_problem("to_clusters")
+    assert v2refuse.header_problem("product_class") is None
+    assert v2refuse.header_problem("x" * 65) is not None
+
+
+# ------------------------------------------------------------------ outbound
+
+class _Cfg:
+    def __init__(self, **kw):
+        self.post_exchange = kw.pop("post_exchange", "xs_u")
+        self.post_exchange_split = kw.pop("post_exchange_split", 0)
+        self.post_base_url = kw.pop("post_base_url", None)
+        self.headers = kw.pop("headers", {})
+
+
+def _msg(sumstr="d,d41d8cd98f00b204e9800998ecf8427e", base="http://a/", headers=None):
+    h = {"sum": sumstr}
+    h.update(headers or {})
+    return message.Message("20261205120000.0", base, "/f.txt", h)
+
+
+def test_shard_is_v2s_sum_of_the_sum_header_bytes():
+    s = "d,d41d8cd98f00b204e9800998ecf8427e"
+    assert outbound.shard(s, 3) == sum(s.encode("ascii")) % 3
+    ob = outbound.Outbound(_Cfg(post_exchange_split=2))
+    got = {ob.exchange_for({"sum": "d,%032x" % i}) for i in range(20)}
+    assert got == {"xs_u00", "xs_u01"}
+    assert ob.exchange_for({"sum": s}) == "xs_u%02d" % (sum(s.encode()) % 2)
+    assert outbound.Outbound(_Cfg()).exchange_for({"sum": s}) == "xs_u"
+
+
+def test_header_adds_where_absent_and_removes_none():
+    ob = outbound.Outbound(_Cfg(headers={"product": "radar", "flow": "x", "old": None}))
+    m = _msg(headers={"flow": "kept", "old": "gone"})
+    ob.prepare(m)
+    assert m.headers["product"] == "radar"
+    assert m.headers["flow"] == "kept"          # v2 adds, never replaces
+    assert "old" not in m.headers
+
+
+def test_base_url_round_robin_in_turn_without_passwords():
+    cfg = _Cfg(post_base_url="sftp://u:pw@a.example/,sftp://u@b.example/,http://c/")
+    assert outbound.first_url(cfg.post_base_url) == "sftp://u:pw@a.example/"
+    ob = outbound.Outbound(cfg)
+    seen = []
+    for _ in range(4):
+        m = _msg(base="sftp://u@a.example/")
+        ob.prepare(m)
+        seen.append(m.baseurl)
+    assert seen == ["sftp://u@a.example/", "sftp://u@b.example/", "http://c/",
+                    "sftp://u@a.example/"]
+    m = _msg(base="sftp://u@a.example")             # the sender's form, '/' stripped
+    ob.prepare(m)
+    assert m.baseurl == "sftp://u@b.example"
+    m = _msg(base="http://elsewhere/")               # not built from post_base_url
+    ob.prepare(m)
+    assert m.baseurl == "http://elsewhere/"
+
+
+def test_outbound_of_is_one_per_config():
+    cfg = _Cfg(post_base_url="http://a/,http://b/")
+    assert outbound.Outbound.of(cfg) is outbound.Outbound.of(cfg)
