@@ -203,6 +203,7 @@ def foreground(component, cfg, no=None) -> int:
     try:
         flow = Flow(cfg, components.preset(component), logger=log, stop_event=stop, instance=instance)
         _interrupt_transfers_on_stop(flow)
+        flow.outlet_stream = sys.stdout     # option outlet json/url writes its lines here
         return flow.run()
     except routing.ConfigRefused:     # a loop, a missing cluster: the flow logged why
         return common.USAGE

@@ -61,3 +61,74 @@ def test_vip_gate_checks_every_few_seconds_and_logs_each_change_once(caplog):
 def test_vip_gate_without_address_is_always_active():
     g = vip.Gate(None, probe=lambda *a: pytest.fail("no look without vip"))
     assert g.active() and not g.standby
+
+
+# --- outlet ---------------------------------------------------------------------------
+
+class _Cfg(dict):
+    def get(self, name, default=None):
+        return dict.get(self, name, default)
+
+
+def _msg():
+    from sarra.message import Message
+    return Message("20261127120000.5", "http://h.invalid/", "a/b%20c.txt",
+                   {"sum": "d,d41d8cd98f00b204e9800998ecf8427e", "parts": "1,0,1,0,0"},
+                   topic="v02.post.a")
+
+
+def _flow(**cfg):
+    import io
+    import types
+    return types.SimpleNamespace(cfg=_Cfg(cfg), outlet_stream=io.StringIO())
+
+
+def test_outlet_json_writes_topic_headers_body_as_v2():
+    import json
+    import types
+    from sarra.flow import outlet
+    f = _flow(outlet="json")
+    outlet.emit(f, types.SimpleNamespace(posts=[], msg=_msg()))
+    topic, headers, body = json.loads(f.outlet_stream.getvalue())
+    assert topic == "v02.post.a" and body == "20261127120000.5 http://h.invalid/ a/b%20c.txt"
+    assert headers["sum"] == "d,d41d8cd98f00b204e9800998ecf8427e"
+
+
+def test_outlet_url_writes_the_url_and_post_writes_nothing():
+    import types
+    from sarra.flow import outlet
+    f = _flow(outlet="url")
+    outlet.emit(f, types.SimpleNamespace(posts=[], msg=_msg()))
+    assert f.outlet_stream.getvalue() == "http://h.invalid/a/b%20c.txt\n"
+    f = _flow(outlet="post")
+    outlet.emit(f, types.SimpleNamespace(posts=[], msg=_msg()))
+    assert f.outlet_stream.getvalue() == ""
+
+
+def test_outlet_reset_vip_act_and_interface_is_ignored_with_its_reason():
+    from sarra.config import options
+    for c in ("subscribe", "sarra", "sender", "shovel", "winnow", "report"):
+        assert options.acted_on("outlet", c) and options.acted_on("reset", c)
+        assert options.acted_on("vip", c) and options.acted_on("persistent", c)
+    assert not options.acted_on("interface", "subscribe")
+    assert "vip is enough" in options.ignored_text("interface")
+
+
+# --- reset ----------------------------------------------------------------------------
+
+def test_reset_empties_the_retry_queue_and_the_cache(tmp_path, caplog):
+    import types
+    from sarra.flow import cache, reset, retry
+    q = retry.RetryQueue(str(tmp_path / "r.retry"), ttl=0)
+    q.add("v02.post.a", "t b r", {}, "xs_x")
+    c = cache.DupCache(str(tmp_path / "c.cache"), 300)
+    c.check_and_add(("k", "p"))
+    flow = types.SimpleNamespace(cfg=_Cfg(reset=True), no=2, cache=c, retry=q,
+                                 log=logging.getLogger("t.reset"))
+    reset.at_start(flow)
+    assert len(flow.retry) == 0 and len(c) == 0
+    assert len(retry.RetryQueue(str(tmp_path / "r.retry"), ttl=0)) == 0   # on disk too
+    flow.retry.add("v02.post.a", "t b r", {}, "xs_x")
+    flow.cfg = _Cfg(reset=False)
+    reset.at_start(flow)
+    assert len(flow.retry) == 1           # off: nothing touched

@@ -1,0 +1,143 @@
+"""Issue 19 item 4 (first half) against the real broker: vip (active/passive), persistent,
+outlet, reset, save/restore and the posts kept on disk while the post broker is down."""
+import json
+import subprocess
+import time
+
+import amqp
+import pytest
+
+from tests.integration.senderkit import Runner, wait_for
+from tests.support import prereq
+
+pytestmark = pytest.mark.broker
+
+SUM = "d,d41d8cd98f00b204e9800998ecf8427e"
+#: TEST-NET-2: on no interface of this machine unless a test puts it on lo
+VIP = "198.51.100.219"
+
+
+def publish(channel, exchange, relpath, pubtime="20261127120000.5"):
+    words = relpath.strip("/").split("/")[:-1]
+    channel.basic_publish(
+        amqp.Message("%s http://src.invalid/ %s" % (pubtime, relpath),
+                     application_headers={"sum": SUM, "parts": "1,0,1,0,0"},
+                     content_type="text/plain"),
+        exchange=exchange, routing_key=".".join(["v02.post"] + words))
+
+
+def take(channel, queue, count, timeout=20.0):
+    """Up to count messages from queue: (body, properties) pairs."""
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        m = channel.basic_get(queue, no_ack=True)
+        if m is None:
+            time.sleep(0.05)
+            continue
+        got.append((m.body.decode() if isinstance(m.body, bytes) else m.body, m.properties))
+    return got
+
+
+@pytest.fixture
+def runner(home, tmp_path):
+    r = Runner(home, tmp_path)
+    yield r
+    r.cleanup()
+
+
+@pytest.fixture
+def ex(broker_url, uid, amqp_channel, amqp_exchange):
+    class E:
+        pass
+    e = E()
+    e.broker, e.uid, e.name = broker_url, uid, "v2a%s" % uid
+    e.src = amqp_exchange("xs_guest_v2ain%s" % uid, durable=True)
+    e.dst = amqp_exchange("xs_guest_v2aout%s" % uid, durable=True)
+    e.queue = "q_guest.v2a.%s" % uid
+    e.out, _, _ = amqp_channel.queue_declare("", exclusive=True, auto_delete=True)
+    amqp_channel.queue_bind(e.out, e.dst, "#")
+    return e
+
+
+def shovel(runner, ex, extra="", post_broker=None):
+    return runner.config("shovel", ex.name, """
+        broker %s
+        exchange %s
+        queue_name %s
+        expire 5m
+        post_broker %s
+        post_exchange %s
+        report_back off
+        heartbeat 2
+        %s
+    """ % (ex.broker, ex.src, ex.queue, post_broker or ex.broker, ex.dst, extra))
+
+
+def queued(channel, queue):
+    return channel.queue_declare(queue, passive=True)[1]
+
+
+# --- vip ------------------------------------------------------------------------------
+
+@pytest.fixture
+def lo_address():
+    """Puts VIP on lo when called (root), and always takes it off again."""
+    prereq.need_root("adding an address to lo")
+    added = []
+
+    def add():
+        subprocess.run(["ip", "addr", "add", VIP + "/32", "dev", "lo"], check=True)
+        added.append(VIP)
+    yield add
+    if added:
+        subprocess.run(["ip", "addr", "del", VIP + "/32", "dev", "lo"], check=False)
+
+
+def test_vip_standby_until_the_address_arrives(runner, ex, amqp_channel, lo_address):
+    # with an address that is here (loopback): it works, and leaves its queue declared
+    shovel(runner, ex, "vip 127.0.0.1")
+    p = runner.start("shovel", ex.name)
+    runner.wait_consuming(p, ex.name)
+    publish(amqp_channel, ex.src, "/vip/one.txt")
+    assert len(take(amqp_channel, ex.out, 1)) == 1
+    assert runner.stop(p) == 0
+    # with an address that is not here (started as a daemon, so that status sees it):
+    # idle, status standby, the message stays queued
+    shovel(runner, ex, "vip " + VIP)
+    r = runner.run("sr_shovel", "start", ex.name)
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        def logs():
+            return "".join(f.read_text(errors="replace")
+                           for f in runner.home.rglob("*%s*.log" % ex.name))
+        wait_for(lambda: "standby" in logs(), 20, "the standby line")
+        publish(amqp_channel, ex.src, "/vip/two.txt")
+        time.sleep(2.5)
+        assert take(amqp_channel, ex.out, 1, timeout=0.5) == []
+        assert queued(amqp_channel, ex.queue) == 1
+        st = runner.run("sr_shovel", "status", ex.name)
+        assert "standby" in st.stdout and st.returncode == 0, st.stdout + st.stderr + str(
+            [f.read_text() for f in runner.home.rglob("*.stats")]) + logs()
+        assert logs().count("standby") == 1          # logged once, not at every check
+        # the address arrives: active within a few seconds, the message is shovelled
+        lo_address()
+        got = take(amqp_channel, ex.out, 1, timeout=20)
+        assert [b.split()[2] for b, _ in got] == ["/vip/two.txt"]
+        assert "active" in logs()
+        st = runner.run("sr_shovel", "status", ex.name)
+        assert "running" in st.stdout, st.stdout
+    finally:
+        runner.run("sr_shovel", "stop", ex.name)
+
+
+# --- persistent -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("setting, mode", [("", 2), ("persistent off", 1)])
+def test_persistent_sets_the_delivery_mode_of_posts(runner, ex, amqp_channel, setting, mode):
+    shovel(runner, ex, setting)
+    p = runner.start("shovel", ex.name)
+    runner.wait_consuming(p, ex.name)
+    publish(amqp_channel, ex.src, "/pers/one.txt")
+    got = take(amqp_channel, ex.out, 1)
+    assert len(got) == 1 and got[0][1].get("delivery_mode", 1) == mode    # absent: 1
+    assert runner.stop(p) == 0
