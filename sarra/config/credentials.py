@@ -151,6 +151,30 @@ def parse_url(url: str, where: str = "") -> Credential:
     return Credential(scheme, user, password, host, port, vhost, path)
 
 
+def make_private(fd: int, path: str) -> None:
+    """credentials.conf is 0600 (the plan: "force permissions to 600"): one that group or
+    other may use is set to 0600 with one warning naming the file when it belongs to the
+    user running the command; CredentialsError (the file, what to run) when it cannot be.
+    Works on the open file (fstat/fchmod): the file checked is the file read."""
+    st = os.fstat(fd)
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077:
+        return
+    if st.st_uid == os.geteuid():
+        try:
+            os.fchmod(fd, 0o600)
+        except OSError as e:
+            raise CredentialsError("%s: readable by group/other (mode %04o) and cannot be "
+                                   "set to 0600: %s; run: chmod 600 %s"
+                                   % (path, mode, e.strerror, path)) from None
+        logger.warning("%s: was mode %04o (group/other could read it); set to 0600",
+                       path, mode)
+        return
+    raise CredentialsError("%s: readable by group/other (mode %04o) and owned by uid %d, not "
+                           "by this user (uid %d); its owner must run: chmod 600 %s"
+                           % (path, mode, st.st_uid, os.geteuid(), path))
+
+
 class Credentials:
     """The entries of credentials.conf, in file order (first match wins)."""
 
@@ -165,18 +189,11 @@ class Credentials:
     def load(cls, path: Optional[str] = None) -> "Credentials":
         path = path or paths.credentials_path()
         try:
-            st = os.stat(path)
+            with open(path, encoding="utf-8") as f:
+                make_private(f.fileno(), path)
+                text = f.read()
         except FileNotFoundError:
             return cls([], path)
-        except OSError as e:
-            raise CredentialsError("%s: cannot read: %s" % (path, e.strerror)) from None
-        if stat.S_IMODE(st.st_mode) & 0o044:
-            raise CredentialsError(
-                "%s: readable by group/other (mode %04o); run: chmod 600 %s"
-                % (path, stat.S_IMODE(st.st_mode), path))
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
         except (OSError, UnicodeDecodeError) as e:
             reason = getattr(e, "strerror", None) or "not UTF-8 text"
             raise CredentialsError("%s: cannot read: %s" % (path, reason)) from None

@@ -529,13 +529,14 @@ def test_accept_reject_filter_on_url(tmp_path, home, account, exchange, amqp_tap
     assert sorted(by_relpath(collect(tap, 2))) == ["/keep/a.txt", "/other/d.txt"]
 
 
-def test_credentials_readable_by_others_refused(tmp_path, home, account, exchange, post):
+def test_credentials_readable_by_others_set_to_0600(tmp_path, home, account, exchange, post):
     f = write(tmp_path / "data" / "a.txt", b"a\n")
     creds = credentials_file(home, account.url + "\n", mode=0o644)
     r = post(*base_args(account, exchange, f.parent, url=account.url_no_password), str(f))
-    assert r.returncode == 2
-    (line,) = lines(r.stderr)
-    assert "chmod 600" in line and str(creds) in line
+    assert r.returncode == 0, r.stderr
+    (line,) = [x for x in lines(r.stderr) if "0600" in x]
+    assert str(creds) in line and "0644" in line
+    assert os.stat(creds).st_mode & 0o777 == 0o600
 
 
 # ------------------------------------------------------------------ names, links, removals

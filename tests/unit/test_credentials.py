@@ -99,20 +99,6 @@ def test_last_line_without_newline_is_read(home):
     assert len(urls) == 8
 
 
-def test_group_readable_file_refused(home):
-    path = write_creds(SAMPLE, mode=0o640)
-    with pytest.raises(CredentialsError) as e:
-        Credentials.load()
-    assert "chmod 600 %s" % path in str(e.value)
-    assert e.value.exit_code == 2
-    assert "S3cr" not in str(e.value) and "pw" not in str(e.value).replace(path, "")
-    os.chmod(path, 0o604)
-    with pytest.raises(CredentialsError):
-        Credentials.load()
-    os.chmod(path, 0o600)
-    assert len(Credentials.load().entries) == 8
-
-
 def test_passwords_never_in_repr_or_str(home):
     write_creds(SAMPLE)
     creds = Credentials.load()
