@@ -184,12 +184,14 @@ OPTIONS: Tuple[Option, ...] = (
     _o("path", ("p",), PATH, None, ("post", "watch"), "file or directory to post/watch"),
     _o("pipe", (), BOOL, False, ("post",), "read paths from stdin"),
     _o("events", ("e",), WORDS, frozenset(("create", "delete", "link", "modify")),
-       ("watch", "subscribe", "sarra", "sender"), "file events to post: create|delete|link|modify"),
+       ("watch", "post", "subscribe", "sarra", "sender"),
+       "file events to post: create|delete|link|modify (sr_post: with delete, a path that "
+       "does not exist is announced as removed)"),
     _o("sleep", (), DURATION, 0.0, ("watch", "poll", "cpost"),
        "watch: aggregation interval; poll: seconds between polls", lo=0),
     _o("force_polling", ("fp",), BOOL, False, ("watch",), "stat polling instead of inotify"),
     _o("snapshot_interval", (), DURATION, 0.0, ("watch",),
-       "post a file still being written every this many seconds (changed blocks only); 0 = never",
+       "post a file still being written every this many seconds (all its blocks); 0 = never",
        lo=0),
     _o("ignore_written", (), BOOL, False, ("watch",),
        "skip files written by an sr_subscribe/sr_sarra on the same tree (user.sr_origin mark)"),
@@ -232,7 +234,8 @@ OPTIONS: Tuple[Option, ...] = (
        "or url (its URL)", choices=("post", "json", "url")),
     _o("delete", (), BOOL, False, _S,
        "delete the source once the whole file is downloaded and verified (sftp, ftp, "
-       "file; not http)"),
+       "file; not http); sr_sender: the local file once sent and its post confirmed "
+       "(needs base_dir; never a file sent in blocks or changed since)"),
     _o("attempts", ("at",), INT, 3, _S, "tries before the retry queue (0 = 1)", lo=0),
     _o("retry", ("retry_mode",), BOOL, True, _C, "keep failed messages in a retry queue"),
     _o("retry_ttl", (), DURATION, None, _C, "retry queue expiry (default: expire)", lo=0),
@@ -248,7 +251,9 @@ OPTIONS: Tuple[Option, ...] = (
        "after a download missed its deadline, defer its source's (server's) others this long",
        lo=0),
     _o("kbytes_ps", (), INT, 0, _S, "bandwidth limit per instance in KiB/s (0 = none)", lo=0),
-    _o("batch", (), INT, 100, ("sender",), "files per connection", lo=1),
+    _o("batch", (), INT, 0, ("sender",),
+       "files per connection: after that many the session is closed and the next file opens "
+       "a new one; 0 = keep it open (reconnected when dropped; v2's default was 100)", lo=0),
     _o("chmod", ("default_mode", "dm"), OCTAL, {"*": 0, "poll": 0o400}, _S + ("poll",),
        "mode of written files (poll: required-permission mask)"),
     _o("chmod_dir", ("default_dir_mode", "ddm"), OCTAL, 0o775, _S, "mode of created dirs"),
