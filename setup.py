@@ -41,6 +41,7 @@ def man_pages():
 COMMANDS = {
     "sr_post": "post",
     "sr_watch": "watch",
+    "sr_poll": "poll",
     "sr_subscribe": "subscribe",
     "sr_sarra": "sarra",
     "sr_sender": "sender",

@@ -20,7 +20,8 @@ NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # name without 'sr_').  setup.py installs sr_<component> for each (tests/unit/
 # test_one_of_each.py holds them together); sr_post runs once, the others as daemons.
 COMPONENTS = (
-    "post", "watch", "subscribe", "sarra", "sender", "shovel", "winnow", "report", "audit",
+    "post", "watch", "poll", "subscribe", "sarra", "sender", "shovel", "winnow", "report",
+    "audit",
 )
 # 2016 names of components.
 COMPONENT_ALIASES = {"log": "report", "police": "audit"}

@@ -492,6 +492,9 @@ def _config_action(component: str, action: str, name: str) -> int:
     if component == "watch":
         from sarra.commands import watch
         return watch.config_action(action, name)
+    if component == "poll":
+        from sarra.commands import poll
+        return poll.config_action(action, name)
     if component == "audit":
         from sarra.commands import audit
         return audit.config_action(action, name)

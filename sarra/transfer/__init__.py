@@ -424,6 +424,16 @@ class Transfer:
         """Set permission bits and/or times (seconds since epoch) of url, where supported."""
         self._unsupported('set_attributes')
 
+    def listdir(self, url, limit=100_000):
+        """What directory url holds, as the protocol lists it (sr_poll parses it:
+        sarra/poll/lister.py): ftp (name, facts) pairs (MLSD) or ls lines (LIST), sftp
+        attributes, http the index page (str); at most limit + 1 entries are kept."""
+        self._unsupported('list')
+
+    def stat(self, url):
+        """(size, mtime) of the remote file url; None for what the server does not say."""
+        self._unsupported('stat')
+
     def close(self):
         pass
 

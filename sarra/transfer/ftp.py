@@ -1,5 +1,6 @@
 """FTP/FTPS driver: one persistent control connection per driver (NOOP-checked when idle)."""
 
+import calendar
 import ftplib
 import posixpath
 import ssl
@@ -250,6 +251,44 @@ class FtpTransfer(Transfer):
 
         self._run(url, 'set_attributes', op, missing=FAILED)
 
+    def listdir(self, url, limit=100_000):
+        """MLSD (name, facts) pairs when the server has it, else the lines of LIST; at
+        most limit + 1 kept (what comes after is read and dropped)."""
+        def op(ftp, path):
+            got = []
+            keep = lambda item: len(got) <= limit and got.append(item)   # noqa: E731
+            try:
+                ftp.sendcmd('OPTS MLST type;size;modify;unix.mode;')
+            except ftplib.error_perm:
+                pass
+            try:
+                ftp.retrlines('MLSD ' + path, keep)
+                return [_mlsd_pair(line) for line in got]
+            except ftplib.error_perm as e:
+                if str(e)[:3] not in ('500', '501', '502', '504'):
+                    raise
+            got.clear()
+            ftp.retrlines('LIST ' + path, keep)
+            return got
+
+        return self._run(url, 'list', op)
+
+    def stat(self, url):
+        def op(ftp, path):
+            size = mtime = None
+            try:
+                size = ftp.size(path)
+            except ftplib.error_perm:
+                pass
+            try:
+                when = ftp.voidcmd('MDTM ' + path)[4:].strip()
+                mtime = calendar.timegm(time.strptime(when[:14], '%Y%m%d%H%M%S'))
+            except (ftplib.error_perm, ValueError):
+                pass
+            return size, mtime
+
+        return self._run(url, 'stat', op)
+
     def close(self):
         ftp, self.ftp, self._key = self.ftp, None, None
         self._dirs.clear()
@@ -272,6 +311,13 @@ def ftp_modes(creds, scheme='ftp'):
     ascii_mode = credential_flag(creds, 'ascii') or not credential_flag(creds, 'binary',
                                                                         default=True)
     return tls, prot_p, passive, ascii_mode
+
+
+def _mlsd_pair(line):
+    """'type=file;size=3; name' -> ('name', {'type': 'file', 'size': '3'})."""
+    facts, _, name = line.partition(' ')
+    pairs = (f.partition('=') for f in facts.rstrip(';').split(';') if f)
+    return name, {k.lower(): v for k, _, v in pairs}
 
 
 def _from_crlf(data):

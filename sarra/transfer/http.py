@@ -181,6 +181,14 @@ class RequestsHttpTransfer(Transfer):
         if skip or left:
             raise short_read('http download', out.count, length, shown)
 
+    def listdir(self, url, limit=None):      # sr_poll: transfer/httplist.py
+        from .httplist import index_page
+        return index_page(self, url)
+
+    def stat(self, url):
+        from .httplist import head
+        return head(self, url)
+
     def close(self):
         if self.session is not None:
             self.session.close()

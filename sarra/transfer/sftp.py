@@ -1,6 +1,7 @@
 """SFTP driver: one paramiko SSH transport + SFTP channel per driver, reopened when it drops."""
 
 import errno
+import itertools
 import os
 import posixpath
 import socket
@@ -258,6 +259,20 @@ class SftpTransfer(Transfer):
                                   st.st_mtime if mtime is None else mtime))
 
         self._run(url, 'set_attributes', op)
+
+    def listdir(self, url, limit=100_000):
+        """The SFTPAttributes of what directory url holds (at most limit + 1)."""
+        def op(sftp, path):
+            return list(itertools.islice(sftp.listdir_iter(path), limit + 1))
+
+        return self._run(url, 'list', op)
+
+    def stat(self, url):
+        def op(sftp, path):
+            st = sftp.stat(path)
+            return st.st_size, st.st_mtime
+
+        return self._run(url, 'stat', op)
 
     def close(self):
         client, self.client, self.sftp, self._key = self.client, None, None, None

@@ -9,6 +9,7 @@ Layers, low to high; a module imports its own package and lower layers only:
   3  sarra.ops       instances, supervisor, health, logs, process identity, sr_police
   4  sarra.flow      the engine and its steps
   5  sarra.watch     sr_watch
+  5  sarra.poll      sr_poll
   6  sarra.plugins   the stock plugins (they may use any core module)
   7  sarra.commands  argv, printing for a person, exit codes
 
@@ -32,6 +33,7 @@ LAYERS = {
     "sarra.ops": 3,
     "sarra.flow": 4,
     "sarra.watch": 5,
+    "sarra.poll": 5,
     "sarra.plugins": 6,
     "sarra.commands": 7,
 }
