@@ -97,7 +97,9 @@ def sarra_check(flow, work):
 ROUTING = {"on_message": ["sarra.flow.routing:on_message"]}
 
 PRESETS = {
-    "subscribe": Preset("subscribe", place=download.destination, work=download.download,
+    # a post older than the local copy: 304, never fetched (routing.newest_wins)
+    "subscribe": Preset("subscribe", place=routing.newest_wins(download.destination),
+                        work=download.download,
                         posts=True, uncached=download.assembled, state=DownloadState),
     "sarra": Preset("sarra", place=routing.newest_wins(download.destination),
                     work=download.download, posts=True, check=sarra_check,

@@ -180,8 +180,9 @@ def older_than_local(flow, work) -> None:
     except ValueError:
         return
     if local > announced + MTIME_SLACK:
-        raise Outcome(304, "not modified3: a newer version is here (local mtime %.3f, "
-                           "announced %s %.3f)" % (local, what, announced))
+        raise Outcome(304, "not modified3: older than the local file, a newer version is "
+                           "here (local mtime %.3f, announced %s %.3f)"
+                      % (local, what, announced))
 
 
 # ------------------------------------------------------------------ configuration checks

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from sarra import message
 from tests.integration.subkit import (  # noqa: F401  (fixtures)
     files_under, post_msg, stub_http, sub_env, wait_for)
 
@@ -82,6 +83,8 @@ def test_duplicates_suppressed_and_identical_local_file_not_fetched(sub_env, stu
     m1 = _serve(stub, env, "/dup.txt", b"same content")
     m2 = _serve(stub, env, "/here.txt", b"already here")
     (env.dst / "here.txt").write_bytes(b"already here")
+    mtime = message.parse_time(m2.headers["mtime"])     # the same version (not older)
+    os.utime(env.dst / "here.txt", (mtime, mtime))
     env.publish_msg(m1)
     env.publish_msg(m1)          # the same announcement twice
     env.publish_msg(m2)
