@@ -350,8 +350,7 @@ _V03 = "v03 messages only: sarra posts v02, whose messages carry no file content
 #: component) here; one sarra cannot honour is refused at start instead (config/v2refuse.py).
 NOT_ACTED_ON: Dict[str, Tuple[Tuple[str, ...], str]] = dict(
     {n: (ALL, NOT_YET) for n in (
-        "do_poll", "file_time_limit", "kbytes_ps", "on_html_page", "on_line",
-        "restore", "restore_to_queue", "save", "save_file")},
+        "kbytes_ps", "restore", "restore_to_queue", "save", "save_file")},
     interface=(ALL, "v2 ignores it too (deprecated there: vip is enough)"),
     cache_stat=(ALL, "sarra's winnow logs its duplicate cache statistics at every heartbeat "
                      "(hb_cache plugin), whatever this says"),

@@ -562,6 +562,8 @@ class _Parser:
                 if v[refused]:
                     raise ConfigError("%s: option '%s' is not allowed for sr_sarra"
                                       % (cfg.origin(refused), refused))
+        if v2refuse.config_problem(cfg):        # options that go together (v2refuse.py)
+            raise ConfigError(v2refuse.config_problem(cfg))
         if v["broker"] is None:
             if comp in ("sarra", "sender", "shovel", "winnow") and v["feeder"]:
                 v["broker"] = v["feeder"]

@@ -46,6 +46,18 @@ def refusal(name: str, component: str, value: Any = None) -> Optional[str]:
     return None
 
 
+def config_problem(cfg) -> Optional[str]:
+    """Why a whole configuration is refused (options that go together), naming the file
+    and line of the option, or None. sr_sender's delete needs base_dir: only files below
+    it are removed, so that an announcement naming any file of the machine cannot make
+    the sender remove it."""
+    if cfg.component == "sender" and cfg.get("delete") and not cfg.get("base_dir"):
+        return ("%s: option 'delete' refused: it needs base_dir (only files below it are "
+                "removed once sent): set base_dir to the tree the sender sends from"
+                % cfg.origin("delete"))
+    return None
+
+
 #: header names a v02 message uses to describe the file, its origin or its route: set by
 #: sarra itself (or by the option named) and never by ``header``
 RESERVED_HEADERS = {

@@ -49,7 +49,8 @@ from typing import List, Optional
 from sarra.flow import cache as dupcache
 from sarra.flow import msgbounds
 from sarra import message, paths, plugin
-from sarra.flow import fetchpolicy, outlet, report, reset, retry, routing, sources, standby
+from sarra.flow import fetchpolicy, outlet, report, reset, retry, routing, sources
+from sarra.flow import saving, spool, standby
 from sarra.broker.frames import Undecodable
 from sarra.broker.client import Broker, BrokerAccessRefused, BrokerError, BrokerStopped
 from sarra.flow.attempts import Interruptible
@@ -157,9 +158,9 @@ class Flow:
             self.consumer = Consumer(cfg, self.broker, self.log)
             self.consumer.start()
         if self.preset.posts and cfg.post_broker:
-            self.post_broker = Broker(cfg.post_broker, password_lookup=self._password,
-                                      logger=self.log, should_stop=stop,
-                                      **self.source.broker_options)
+            self.post_broker = spool.wrap(self, Broker(   # down: posts kept on disk
+                cfg.post_broker, password_lookup=self._password, logger=self.log,
+                should_stop=stop, **self.source.broker_options))
             self.post_broker.connect()
             for px in routing.post_exchanges(cfg) if cfg.declare_exchange else ():
                 try:                    # post_exchange_split: each shard
@@ -209,6 +210,7 @@ class Flow:
         try:
             reset.at_start(self)            # option reset: queue, cache, retries emptied
             standby.connect(self)           # vip: waits while another node holds it
+            saving.restore(self)            # restore: the save file back into the queue
             self.write_stats()
             source.start()
             lifecycle("%s %s started, %s", self.cfg.component, self.cfg.name, source.what)
@@ -320,6 +322,8 @@ class Flow:
             self.log.warning("no report for the malformed message: %s", e)
 
     def handle(self, batch: List[Work]):
+        if saving.take(self, batch):        # save on: to the save file, not processed
+            return
         if self.source.built:
             if self.post_built(batch):
                 self.settle(batch)
@@ -340,7 +344,7 @@ class Flow:
         """Make every outcome durable, then ack: posts confirmed, cache flushed, retries saved."""
         if self.post_broker is not None and any(w.posts for w in batch):
             try:
-                self.post_broker.wait_confirms(timeout=max(30.0, len(batch) / 500.0))
+                self.post_broker.wait_confirms()
             except BrokerStopped:
                 raise
             except BrokerError as e:
@@ -380,6 +384,8 @@ class Flow:
         if acks:
             self._safe(self.consumer.ack_many, acks)     # one write, usually one frame
         self.source.done(batch)
+        if self.preset.confirmed is not None:   # posts confirmed, acks sent (senddone.py)
+            self.preset.confirmed(self, batch)
 
     def _safe(self, fn, *args):
         try:

@@ -3,8 +3,9 @@
 A preset names the placement step (where the file goes locally, computed before
 on_message so that plugins can see and change it), the work step (download, send or
 nothing), whether accepted messages are re-posted, whether the component reports, its
-default plugins, and an optional check run on every message before on_message (sr_sarra's
-source validation). Option defaults that
+default plugins, an optional check run on every message before on_message (sr_sarra's
+source validation), and where its work comes from (``source``, sources.py: the queue, or
+sr_post's paths, or sr_watch's events). Option defaults that
 differ per component (mirror, inplace, accept_unmatch, ...) live in the options table
 (options.py), not here.
 """
@@ -13,7 +14,8 @@ import dataclasses
 from typing import Callable, Dict, List, Optional
 
 from sarra.flow import download, fetchpolicy, routing, send, winnow
-from sarra.flow import msgbounds
+from sarra.flow import msgbounds, postsource
+from sarra.flow import senddone
 from sarra.flow.stepstate import DownloadState, SendState
 from sarra.flow.work import Outcome
 
@@ -32,11 +34,19 @@ class Preset:
     connected: Optional[Callable] = None     # flow -> None
     dedupe: Optional[Callable] = None        # flow, work -> None
     settled: Optional[Callable] = None       # flow, batch -> None
+    # flow, batch -> None: once the batch's posts are confirmed and its messages acked
+    # (not called when the confirms failed): sr_sender's delete (senddone.py)
+    confirmed: Optional[Callable] = None
     # flow, work -> True where the duplicate cache is not asked: download.py's block
     # manifest dedupes blocks it assembles, and needs every block of a new version
     uncached: Optional[Callable] = None
     # () -> what the work step keeps between messages (stepstate.py): flow.step_state
     state: Optional[Callable] = None
+    # where work comes from (sources.py): flow -> Source, or "package.module:Name" (a source
+    # in a higher layer: sarra.watch); None: the queue (and its retry queue)
+    source: Optional[object] = None
+    # flow, hook, plugin name -> False: a plugin of cfg.plugins that is not loaded
+    keep_plugin: Optional[Callable] = None
 
 
 def exchange_owner(exchange: str, cfg) -> str:
@@ -106,11 +116,16 @@ PRESETS = {
                     default_plugins=ROUTING, uncached=download.assembled,
                     state=DownloadState),
     "sender": Preset("sender", place=send.place, work=send.send, posts=True,
-                     default_plugins=ROUTING, state=SendState),
+                     default_plugins=ROUTING, state=SendState, confirmed=senddone.settled),
     "shovel": Preset("shovel", posts=True, default_plugins=ROUTING),
     "winnow": Preset("winnow", posts=True, default_plugins=ROUTING,
                      connected=winnow.connected, dedupe=winnow.dedupe, settled=winnow.settled),
     "report": Preset("report", reports=False),
+    # the posters: messages built from local files, straight to the post step
+    "post": Preset("post", posts=True, reports=False, source=postsource.PathSource,
+                   keep_plugin=postsource.keep_plugin),
+    "watch": Preset("watch", posts=True, reports=False,
+                    source="sarra.watch.daemon:WatchSource"),
 }
 
 

@@ -25,6 +25,7 @@ from sarra.transfer import progress
 from sarra.message import Message, escape, parse_time, topic_for, unescape
 from sarra.flow.poster import public_base_url
 from sarra.flow.outbound import first_url
+from sarra.flow import senddone
 from sarra.transfer import CannotDeliver, TransferError
 from sarra.flow import attempts
 from sarra.flow.stepstate import SendState
@@ -171,6 +172,7 @@ def _check_local(flow, src):
 def _delivered(flow, work, url, code):
     work.code, work.text = code
     flow.counters["transferred"] += 1
+    senddone.delivered(flow, work, work.local_path)     # batch, delete
     if flow.post_broker is not None:
         work.posts.append(announce(flow, work, url))
 

@@ -1,0 +1,128 @@
+"""v2 options of issue 19 item 4 (second half) against the real broker and real servers:
+post_exchange_split, header, post_base_url round robin (sr_post and a consumer), sr_sender
+delete and batch (real sshd), filename rules (sr_subscribe from the real HTTP server)."""
+
+import hashlib
+
+import pytest
+
+from tests.integration.senderkit import (  # noqa: F401  (fixtures runner, env)
+    accepted_sessions, codes, env, make_files, posted, runner, sender_config, sr_post,
+    wait_for)
+
+pytestmark = pytest.mark.broker
+
+
+def _shard(headers, n):
+    return sum(headers["sum"].encode("ascii")) % n
+
+
+def test_post_split_header_and_round_robin(runner, broker_url, uid, amqp_exchange, amqp_tap,
+                                           tmp_path):
+    x = "xs_guest_split%s" % uid
+    taps = [amqp_tap(amqp_exchange("%s%02d" % (x, k), durable=True)) for k in range(2)]
+    plain = amqp_tap(amqp_exchange(x, durable=True))
+    src = tmp_path / "src"
+    files = make_files(src, 12, prefix="s", subdirs=2)
+    runner.config("post", "split", """
+        post_broker %s
+        post_exchange %s
+        post_exchange_split 2
+        post_base_url http://a.invalid/,http://b.invalid/
+        post_base_dir %s
+        header product=radar
+        header flow=north
+    """ % (broker_url, x, src))
+    r = runner.run("sr_post", "-c", "split", *sorted(str(src / f) for f in files))
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = [taps[k].get(12, timeout=3) for k in range(2)]
+    assert sum(len(g) for g in got) == 12, got
+    bases = []
+    for k in range(2):
+        assert got[k], "shard %02d got nothing" % k
+        for key, body, headers in got[k]:
+            assert _shard(headers, 2) == k, (k, headers["sum"])      # v2's shard
+            assert headers["product"] == "radar" and headers["flow"] == "north"
+            bases.append((body.split()[0], body.split()[1]))
+    assert not plain.get(1, timeout=0.2), "a post went to the unsplit exchange"
+    # round robin: the posts take the two URLs in turn
+    urls = [b for _, b in sorted(bases)]
+    assert urls.count("http://a.invalid/") == 6 and urls.count("http://b.invalid/") == 6
+
+
+def test_shovel_adds_header_and_splits(runner, env, broker_url, uid, amqp_exchange,
+                                       amqp_tap, tmp_path):
+    out = "xs_guest_shsplit%s" % uid
+    taps = [amqp_tap(amqp_exchange("%s%02d" % (out, k), durable=True)) for k in range(3)]
+    runner.config("shovel", env.name, """
+        broker %s
+        exchange %s
+        expire 5m
+        post_broker %s
+        post_exchange %s
+        post_exchange_split 3
+        header origin_pump=west
+        report_back off
+    """ % (broker_url, env.exchange, broker_url, out))
+    assert runner.run("sr_shovel", "setup", env.name).returncode == 0
+    p = runner.start("shovel", env.name)
+    runner.wait_consuming(p, env.name)
+    make_files(env.src, 9, prefix="h", subdirs=1)
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src])
+    got = [[] for _ in taps]
+
+    def arrived():
+        for k, t in enumerate(taps):
+            got[k] += t.get(9, timeout=0.2)
+        return sum(len(g) for g in got) >= 9
+    wait_for(arrived, 20, "9 shovelled posts")
+    for k in range(3):
+        for key, body, headers in got[k]:
+            assert _shard(headers, 3) == k, (k, headers["sum"])
+            assert headers["origin_pump"] == "west"
+    assert sum(len(g) for g in got) == 9 and sum(1 for g in got if g) >= 2
+    assert runner.stop(p) == 0
+
+
+def test_sender_delete_and_batch_over_sftp(runner, env, sftp_server):
+    host = "%s@%s:%d" % (sftp_server.user, sftp_server.host, sftp_server.port)
+    runner.credentials("sftp://%s ssh_keyfile=%s" % (host, sftp_server.keyfile))
+    sub = "del_%s" % env.name
+    files = make_files(env.src, 4, prefix="d", subdirs=1)
+    keep = env.src / "keep.txt"            # not announced: never touched
+    keep.write_bytes(b"stay")
+    sender_config(runner, env, "sftp://%s/" % host, """
+        directory %s
+        delete on
+        batch 2
+        post_broker %s
+        post_exchange %s
+    """ % (sub, env.broker, env.post_exchange))
+    assert runner.run("sr_sender", "setup", env.name).returncode == 0
+    before = accepted_sessions(sftp_server)
+    sr_post(runner, env.broker, env.exchange, env.base_url, env.src,
+            [env.src / f for f in sorted(files)])
+    p = runner.start("sender", env.name)
+    assert sorted(codes(env.reports, 4)) == sorted(("/" + f, 201) for f in files)
+    assert len(posted(env.posts, 4)) == 4
+    root = sftp_server.root / sub
+    for rel, digest in files.items():
+        assert hashlib.md5((root / rel).read_bytes()).hexdigest() == digest
+    wait_for(lambda: not any((env.src / f).exists() for f in files), 15,
+             "the sent files removed")
+    assert keep.read_bytes() == b"stay"
+    assert runner.stop(p) == 0
+    # batch 2: four files, two sessions
+    assert accepted_sessions(sftp_server) - before == 2, runner.log()
+
+
+def test_sender_delete_without_base_dir_is_refused(runner, env):
+    path = runner.config("sender", env.name, """
+        broker %s
+        exchange %s
+        destination file:/tmp/nowhere
+        delete on
+    """ % (env.broker, env.exchange))
+    r = runner.run("sr_sender", "foreground", env.name, timeout=30)
+    assert r.returncode == 2
+    assert "%s:4: option 'delete' refused: it needs base_dir" % path in r.stderr + r.stdout
