@@ -407,7 +407,7 @@ def test_config_paths_plus_command_line_with_credentials_conf(tmp_path, home, ac
                     "post_exchange %s\n"
                     "path %s\n"
                     "path %s\n" % (account.url_no_password, BASEURL, data, exchange, a,
-                                   b.parent))
+                                   str(b.parent).replace(" ", "\\ ")))   # v2: 'dir\ b'
     # the password is only in credentials.conf, on its last line, without a newline
     credentials_file(home, "# broker credentials\n"
                            "amqp://someone:else@other.example.org/\n"
