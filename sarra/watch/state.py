@@ -2,9 +2,9 @@
 
 * :class:`FileState` is the persistent record (path, size, mtime, per-block sums, link
   target) of what was announced, so a restart re-posts only what changed.
-* :func:`mark_written` / :func:`written_path` / :func:`written_by_sarra`: the
-  ``user.sr_origin`` extended attribute a subscriber sets on the files it writes, so a
-  watch of the same tree can skip them (or see a local rename of one).
+* :func:`mark_written` / :func:`written_path` / :func:`written_by_sarra` (from
+  sarra/origin.py): the ``user.sr_origin`` extended attribute a subscriber sets on the
+  files it writes, so a watch of the same tree can skip them (or see a local rename of one).
 """
 
 import logging
@@ -12,45 +12,12 @@ import os
 from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import quote, unquote
 
+# the marker of files a subscriber wrote (one implementation, re-exported here)
+from sarra.origin import (ORIGIN_XATTR, mark_written, written_by_sarra,  # noqa: F401
+                          written_path)
 from sarra.paths import atomic_write_lines
 
 log = logging.getLogger("sarra.watcher")
-
-ORIGIN_XATTR = "user.sr_origin"
-
-
-def mark_written(path: str, final: Optional[str] = None, writer: str = "sarra") -> bool:
-    """Record on a file just written by a subscriber that sarra wrote it (call it after its
-    mtime is set, before renaming it to ``final``).  Returns False where xattrs fail."""
-    try:
-        st = os.stat(path)
-        value = "%d %d %s %s" % (st.st_size, st.st_mtime_ns, writer,
-                                 os.path.abspath(final or path))
-        os.setxattr(path, ORIGIN_XATTR, value.encode("utf-8"))
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
-def written_path(path: str, st: os.stat_result) -> Optional[str]:
-    """The path a subscriber wrote this file to (mark_written), if the file still has the
-    size and mtime it had then (a local change makes the marker stale); else None."""
-    try:
-        value = os.getxattr(path, ORIGIN_XATTR, follow_symlinks=False).decode("utf-8")
-        size, mtime_ns, _writer, where = value.split(" ", 3)
-        if int(size) != st.st_size or int(mtime_ns) != st.st_mtime_ns:
-            return None
-    except (OSError, AttributeError, ValueError):
-        return None
-    return where
-
-
-def written_by_sarra(path: str, st: os.stat_result) -> bool:
-    """True if a subscriber wrote this file here as it is now (same size, mtime and path):
-    a local change or a local rename makes it ours."""
-    where = written_path(path, st)
-    return where is not None and where in (os.path.abspath(path), os.path.realpath(path))
-
 
 # ---------------------------------------------------------------- persistent state
 

@@ -12,15 +12,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from sarra.watch import events as watcher
 from tests.conftest import command_argv, command_env
 from tests.integration.watchkit import Msgs, md5, watch_env  # noqa: F401  (fixture)
-
-DOWNLOAD_MARKS = "mark_written" in (Path(__file__).resolve().parents[2] / "sarra" /
-                                    "flow" /
-                                    "download.py").read_text()
 
 
 def _subscriber_write(final: Path, data: bytes, mtime=1_700_000_000):
@@ -117,8 +111,6 @@ def _wait_file(path: Path, data: bytes, timeout=20):
     return False
 
 
-@pytest.mark.xfail(not DOWNLOAD_MARKS, strict=True,
-                   reason="sarra/flow/download.py does not call watcher.mark_written yet")
 def test_two_way_sync_does_not_echo(watch_env, amqp_exchange, amqp_tap, http_server):
     env = watch_env
     xa = amqp_exchange(f"xs_guest_a{env.uid}", durable=True)
