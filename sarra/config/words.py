@@ -48,8 +48,9 @@ def drop_comment(words: List[str]) -> List[str]:
 
 def option_line(line: str) -> Optional[Tuple[str, List[str]]]:
     """(keyword, value words) of a configuration line, or None for a comment or blank
-    line. The value words keep no trailing comment."""
+    line. The value words keep no trailing comment; the keyword no dashes (v2 reads a
+    line `--mirror on` copied from a command line as `mirror on`)."""
     if is_comment(line):
         return None
     words = split_words(line)
-    return words[0], drop_comment(words[1:])
+    return words[0].strip("-") or words[0], drop_comment(words[1:])

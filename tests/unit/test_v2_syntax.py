@@ -45,6 +45,8 @@ def test_split_words(line, expected):
     ("accept .*a.* fname#1", ("accept", [".*a.*", "fname#1"])),
     ("mirror", ("mirror", [])),
     ("mirror   ", ("mirror", [])),
+    ("--mirror on", ("mirror", ["on"])),              # copied from a command line
+    ("-pbd /data", ("pbd", ["/data"])),
 ])
 def test_option_line(line, expected):
     assert words.option_line(line) == expected
