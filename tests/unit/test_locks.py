@@ -162,6 +162,31 @@ def test_without_fcntl_the_backend_is_lockfile_and_extras_say_unknown():
     assert out.stdout.split() == ["lockfile", "None", "None"], out.stderr
 
 
+def test_every_module_imports_without_the_posix_only_parts():
+    """Importing any sarra module needs neither fcntl, pwd, grp, termios, nor SIGHUP,
+    SIGALRM, SIGIO, setitimer or os.getuid (a Windows Python has none of them)."""
+    code = textwrap.dedent(f"""
+        import importlib, os, pkgutil, signal, sys
+        for m in ("fcntl", "pwd", "grp", "termios"):
+            sys.modules[m] = None
+        for a in ("SIGHUP", "SIGALRM", "SIGIO", "setitimer"):
+            delattr(signal, a)
+        del os.getuid
+        sys.path.insert(0, {str(ROOT)!r})
+        import sarra
+        bad = []
+        for mi in pkgutil.walk_packages(sarra.__path__, "sarra."):
+            try:
+                importlib.import_module(mi.name)
+            except Exception as e:
+                bad.append("%s: %s: %s" % (mi.name, type(e).__name__, e))
+        print("\\n".join(bad) or "ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=str(ROOT))
+    assert out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
 def test_fcntl_is_imported_by_sarra_locks_only():
     """Every lock goes through sarra.locks: no other module of sarra imports fcntl (nor
     the other POSIX-only modules: pwd, grp, termios)."""
