@@ -357,7 +357,13 @@ NOT_ACTED_ON: Dict[str, Tuple[Tuple[str, ...], str]] = dict(
     inline=(ALL, _V03), inline_encoding=(ALL, _V03), inline_max=(ALL, _V03),
     queue_share=(ALL, "always on in sarra: the instances of a configuration share one queue"),
     filename=(("poll",), NOT_YET),
-    reset=(POSTERS, NOT_YET))
+    reset=(("post", "watch"), NOT_YET))
+#: sr_poll announces what a listing says and reads no file (its own transfers are
+#: listings): these options change nothing there
+for _name in ("base_dir", "blocksize", "bufsize", "do_get", "do_put", "inflight", "parts",
+              "preserve_mode", "randomize", "strip", "xattr_disable"):
+    NOT_ACTED_ON.setdefault(_name, (("poll",), "sr_poll reads no file: it announces what "
+                                               "the remote listing says"))
 #: The warning's wording (config.md: v2 options are accepted; these ones change nothing),
 #: followed by the option's reason.
 NOT_ACTED_TEXT = "accepted for v2 compatibility, not acted on by sarra; ignored"

@@ -65,11 +65,6 @@ def file_post(cfg, baseurl: str, relpath: str, size: int, mtime: Optional[float]
         h["source"] = cfg.source
     if cfg.cluster:
         h["from_cluster"] = cfg.cluster
-    for k, v in dict(cfg.headers or {}).items():
-        if v in (None, "None"):
-            h.pop(k, None)
-        else:
-            h[k] = v
     subtopic = cfg.bindings_subtopic() if hasattr(cfg, "bindings_subtopic") else None
     return Message(pubtime or now(), baseurl, rel, h,
                    topic=topic_for(cfg.post_topic_prefix or "v02.post", rel, subtopic),

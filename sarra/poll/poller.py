@@ -21,6 +21,7 @@ import collections
 import json
 import os
 import time
+import types
 from typing import Dict, List
 
 from sarra import paths, plugin
@@ -102,10 +103,15 @@ class Poller:
         if cfg.suppress_duplicates:
             cache = DupCache(os.path.join(self.sdir, "recent_files_%03d.cache" % instance),
                              cfg.suppress_duplicates)
+        if cfg.reset:           # v2: forget what was announced; every file is posted again
+            self.state.remove()
+            if cache is not None:
+                cache.clear()
+            log.info("reset: what was announced is forgotten, every file listed is posted")
         self.parent = PollParent(self, cfg, self.broker, log, self.hooks, cache)
         self.hooks.parent = self.parent
         addresses = [a for a in (cfg.vip or []) if a]
-        self.gate = vip.Gate(",".join(addresses) or None, cfg.interface, logger=log,
+        self.gate = vip.Gate(",".join(addresses) or None, None, logger=log,
                              probe=lambda _a, iface: any(vip.holds(a, iface) for a in addresses))
         self.pool: Dict = {}
         self.batch: List[Message] = []
@@ -208,6 +214,8 @@ class Poller:
             if e.link:              # its listed size is the link's: ask for the target's
                 e.size, e.listed = None, e.line
             mask = next((m for m in masks if m.regex.match(e.name)), None)
+            if mask is None and self.cfg.accept_unmatch:
+                mask = _UNMATCHED
             if mask is None or not mask.accept:
                 if self.cfg.log_reject:
                     self.log.info("rejected %s%s", prefix, e.name)
@@ -290,6 +298,10 @@ class Poller:
         if now >= self._next_hb:
             self._next_hb = now + (self.cfg.heartbeat or 300)
             self.hooks.run("on_heartbeat")
+
+
+#: what an entry no accept/reject matched is accepted as, with accept_unmatch on
+_UNMATCHED = types.SimpleNamespace(accept=True, filename=None)
 
 
 def _quote(name: str, url: str) -> str:

@@ -133,10 +133,13 @@ class Announcer:
         # every block of a changed file is posted again, the unchanged ones too: v02 cannot
         # say which blocks make up a version, so a receiver completes the new version from
         # all of them (it copies those it holds from its own copy: only the changed bytes
-        # cross the network)
+        # cross the network); a file touched but not changed is not posted
+        same = (rec is not None and not new and not e.oldname and rec.bsz == bsz
+                and rec.size == st.st_size and rec.sums == sums
+                and sums[0].split(",")[0] in checksum.DATA_ALGOS)
         self.state.set(path, Rec(st.st_size, st.st_mtime_ns, bsz, sums))
         self.born.discard(path)
-        self.batch.extend(moved + msgs)
+        self.batch.extend(moved if same else moved + msgs)
 
     def file_msgs(self, path, st, oldname):
         """Posts of a regular file; a '.Part' file is one block, posted with method p."""

@@ -80,16 +80,19 @@ def test_every_block_of_a_changed_file_is_posted(tmp_path, how):
     assert w.posts(f) == {}                      # unchanged since: nothing
 
 
-def test_a_file_touched_without_change_is_posted_whole_again(tmp_path):
-    """A new mtime with the same bytes is a new version for a receiver too (its blocks
-    are all copied from its own copy there)."""
+def test_a_file_touched_without_change_is_not_posted_then_changed_is_posted_whole(tmp_path):
+    """Same bytes under a new mtime: nothing to announce. Changed later in its last block
+    only: every block again."""
     f = tmp_path / "f.bin"
     v1 = os.urandom(2 * BSZ + 1)
     _change(f, v1, 1)
     w = Watch(tmp_path)
     w.posts(f)
     _change(f, v1, 2)
-    assert w.posts(f) == _blocks(v1)
+    assert w.posts(f) == {}
+    v2 = v1[:-1] + b"!"
+    _change(f, v2, 3)
+    assert w.posts(f) == _blocks(v2)
 
 
 # ---------------------------------------------------------------- the subscriber's side
