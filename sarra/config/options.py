@@ -157,7 +157,9 @@ OPTIONS: Tuple[Option, ...] = (
        "drop n leading path components (or the first regex match)", order=True, lo=0),
     _o("flatten", (), STR, "/", _S, "join path components with this string", order=True),
     _o("filename", (), STR, None, ("sender", "poll", "subscribe"),
-       "Sundew-style destination file name rules", order=True),
+       "Sundew destination name rules for the following accepts, ':'-separated: WHATFN, "
+       "HEADFN, SENDER, NONE, NONESENDER, TIME, DESTFN=<name>, DESTFNSCRIPT=<plugin>, "
+       "SATNET=<...> (an accept's third word wins)", order=True),
     _o("rename", ("rn",), STR, None, _P, "add a rename header (a dir if it ends with /)"),
     _o("base_dir", ("bd",), STR, None, _S + _P, "local root of file: relpaths / source files"),
     # --- posting ---
@@ -299,11 +301,14 @@ OPTIONS: Tuple[Option, ...] = (
        "work only while one of these IP addresses is on a local interface (active/passive); "
        "else stand by, checking every 5 s"),
     _o("interface", (), STR, None, _C + ("poll",), "network interface of the vip (ignored)"),
-    _o("save", (), BOOL, False, ("shovel",), "save messages to a file"),
-    _o("restore", (), BOOL, False, ("shovel",), "replay saved messages"),
-    _o("save_file", ("sf",), STR, None, ("shovel",), "file for save/restore"),
-    _o("restore_to_queue", ("rq", "post_queue"), STR, None, ("shovel",),
-       "replay into this queue"),
+    _o("save", (), BOOL, False, _C,
+       "append each message to the save file (fsynced) and acknowledge it, unprocessed"),
+    _o("restore", (), BOOL, False, _C,
+       "at start, publish the save file back into the queue, in order, then work as usual"),
+    _o("save_file", ("sf",), STR, None, _C,
+       "save file: <save_file>_NN.save (NN: the instance) instead of the state directory's"),
+    _o("restore_to_queue", ("rq", "post_queue"), STR, None, _C,
+       "at start, publish the save file into this queue (it must exist), then stop"),
     _o("tls_rigour", ("tlsr", "tls_rigor"), CHOICE, "medium", ALL,
        "TLS checks: medium and strict both verify certificates and host names, TLS 1.2 at "
        "least (v2 strict); lax (v2: no checks) is refused", choices=("lax", "medium", "strict")),
@@ -349,8 +354,7 @@ _V03 = "v03 messages only: sarra posts v02, whose messages carry no file content
 #: says so. Code that starts acting on one of these for a component removes it (or that
 #: component) here; one sarra cannot honour is refused at start instead (config/v2refuse.py).
 NOT_ACTED_ON: Dict[str, Tuple[Tuple[str, ...], str]] = dict(
-    {n: (ALL, NOT_YET) for n in (
-        "kbytes_ps", "restore", "restore_to_queue", "save", "save_file")},
+    {n: (ALL, NOT_YET) for n in ("kbytes_ps",)},
     interface=(ALL, "v2 ignores it too (deprecated there: vip is enough)"),
     cache_stat=(ALL, "sarra's winnow logs its duplicate cache statistics at every heartbeat "
                      "(hb_cache plugin), whatever this says"),

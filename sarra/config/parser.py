@@ -476,7 +476,7 @@ class _Parser:
                                   c["mirror"], c["strip"], c["flatten"],
                                   words[1] if len(words) > 1 else c["filename"], origin))
             if len(words) > 1:                  # accept <regex> <filename option>
-                self._not_acted_on("filename", origin)
+                self._not_acted_on("filename", origin, words[1])
         elif t == O.SUBTOPIC:
             cfg.bindings.append(Binding(self.cur["exchange"], self.cur["topic_prefix"],
                                         value, origin))

@@ -35,8 +35,27 @@ REFUSED_VALUES: Dict[str, Dict[Any, str]] = {
 }
 
 
+#: the keywords of a filename option (flow/naming.py applies them; '=' ones take a value)
+FILENAME_KEYWORDS = ("WHATFN", "HEADFN", "SENDER", "NONE", "NONESENDER", "TIME")
+FILENAME_VALUED = ("DESTFN=", "DESTFNSCRIPT=", "SATNET=")
+
+
+def filename_problem(option: str) -> Optional[str]:
+    """Why a filename option value (Sundew keywords) cannot be used, or None."""
+    if option == "None":
+        return None
+    for spec in option.split(":"):
+        if spec and spec not in FILENAME_KEYWORDS and not spec.startswith(FILENAME_VALUED):
+            return ("unknown filename keyword %r: use %s, DESTFN=<name>, "
+                    "DESTFNSCRIPT=<plugin> or SATNET=<...>"
+                    % (spec, ", ".join(FILENAME_KEYWORDS)))
+    return None
+
+
 def refusal(name: str, component: str, value: Any = None) -> Optional[str]:
     """Why `component` refuses option `name` (canonical) set to `value`, or None."""
+    if name == "filename" and isinstance(value, str):
+        return filename_problem(value)
     entry = REFUSED.get(name)
     if entry is not None and ("*" in entry[0] or component in entry[0]):
         return entry[1]

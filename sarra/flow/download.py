@@ -25,6 +25,7 @@ from sarra.flow.msgbounds import mode_mask
 from sarra.paths import atomic_symlink, discard
 from sarra.flow.poster import public_base_url
 from sarra.flow.outbound import first_url
+from sarra.flow import naming
 from sarra.transfer import TransferError
 from sarra.flow.stepstate import UNSET, DownloadState
 from sarra.flow.work import Outcome, Work
@@ -58,6 +59,7 @@ def destination(flow, work):
     try:
         new_dir, new_file = placement.local_name(msg.relpath, root, mirror, strip, flatten,
                                                  msg.headers.get("rename"))
+        new_file = naming.dest_name(flow, work, new_file)   # filename, destfn_script
         work.local_path = placement.check_inside(new_dir, new_file, root, real_root)
     except placement.PlacementError as e:
         raise Outcome(403, f"Forbidden: {e}") from None

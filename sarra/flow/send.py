@@ -25,7 +25,7 @@ from sarra.transfer import progress
 from sarra.message import Message, escape, parse_time, topic_for, unescape
 from sarra.flow.poster import public_base_url
 from sarra.flow.outbound import first_url
-from sarra.flow import senddone
+from sarra.flow import naming, senddone
 from sarra.transfer import CannotDeliver, TransferError
 from sarra.flow import attempts
 from sarra.flow.stepstate import SendState
@@ -58,6 +58,7 @@ def remote_name(flow, work):
     try:
         rdir, rfile = placement.local_name(msg.relpath, directory.rstrip("/") or ".", mirror,
                                            strip, flatten, msg.headers.get("rename"))
+        rfile = naming.dest_name(flow, work, rfile)     # filename, destfn_script
     except placement.PlacementError as e:
         raise Outcome(403, f"Forbidden: {e}") from None
     if directory.startswith("/"):

@@ -3,6 +3,7 @@ post_exchange_split, header, post_base_url round robin (sr_post and a consumer),
 delete and batch (real sshd), filename rules (sr_subscribe from the real HTTP server)."""
 
 import hashlib
+import os
 
 import pytest
 
@@ -126,3 +127,44 @@ def test_sender_delete_without_base_dir_is_refused(runner, env):
     r = runner.run("sr_sender", "foreground", env.name, timeout=30)
     assert r.returncode == 2
     assert "%s:4: option 'delete' refused: it needs base_dir" % path in r.stderr + r.stdout
+
+
+# ------------------------------------------------------------------ filename (Sundew rules)
+
+from tests.integration.subkit import sub_env  # noqa: E402,F401  (fixture)
+
+
+def test_subscribe_filename_rules(sub_env, http_server):
+    env = sub_env
+    d = http_server.root / ("fn%s" % env.uid)
+    d.mkdir()
+    named = {"WHAT1_CWAO:CWAO:SA:3:Direct:20261205120000": "WHAT1_CWAO",
+             "WX_X:ORIG:SENDER=out.txt": "out.txt",
+             "plain.bin": "fixed.txt",
+             "timed.txt": None}
+    digests = {}
+    for i, name in enumerate(named):
+        data = ("file %d %s\n" % (i, name)).encode()
+        (d / name).write_bytes(data)
+        digests[name] = hashlib.md5(data).hexdigest()
+    env.config("""
+        mirror off
+        accept .*/WHAT1_.* WHATFN
+        accept .*SENDER=.* SENDER
+        filename DESTFN=fixed.txt
+        accept .*/plain\\.bin
+        filename NONE:TIME
+        accept .*/timed\\.txt
+    """, accept=False)
+    env.setup()
+    p = env.foreground()
+    env.post(*[d / n for n in named], base_url=http_server.url,
+             extra=("--post_base_dir", str(http_server.root)))
+    got = env.reports.wait(4, timeout=30)
+    assert len(got) == 4, (got, env.log_text())
+    want = {named[n]: digests[n] for n in named if named[n]}
+    assert env.wait_files(want, timeout=10) == {}, (os.listdir(env.dst), env.log_text())
+    timed = [f for f in os.listdir(env.dst) if f.startswith("timed.txt:")]
+    assert len(timed) == 1 and len(timed[0]) == len("timed.txt:") + 14, os.listdir(env.dst)
+    assert sorted(os.listdir(env.dst)) == sorted(list(want) + timed)
+    env.stop(p)

@@ -162,3 +162,87 @@ def test_base_url_round_robin_in_turn_without_passwords():
 def test_outbound_of_is_one_per_config():
     cfg = _Cfg(post_base_url="http://a/,http://b/")
     assert outbound.Outbound.of(cfg) is outbound.Outbound.of(cfg)
+
+
+# ------------------------------------------------------------------ filename rules
+
+from sarra.flow import naming  # noqa: E402
+from sarra.flow.placement import PlacementError  # noqa: E402
+
+SUNDEW = "SACN43_CWAO_012000_AAA41:CWAO:SA:3:Direct:20261205120000"
+
+
+@pytest.mark.parametrize("option,name,want", [
+    ("WHATFN", SUNDEW, "SACN43_CWAO_012000_AAA41"),
+    ("HEADFN", SUNDEW, "SACN43_CWAO"),
+    ("NONE", SUNDEW, "SACN43_CWAO_012000_AAA41:CWAO:SA:3:Direct"),       # PDS: five fields
+    ("NONE", "A:B:C:D:E:F:G", "A:B:C:D:E:F"),                            # PX: six
+    ("WHATFN:TIME", SUNDEW, "SACN43_CWAO_012000_AAA41:20261205120000"),   # its own time
+    ("TIME", "x.txt", "x.txt:20261205093000"),                           # the pubtime
+    ("SENDER", "AAA:BBB:SENDER=out.txt", "out.txt"),
+    ("NONE", "AAA:BBB:SENDER=out.txt", "AAA:BBB"),
+    ("NONESENDER", "AAA:BBB:SENDER=out.txt", "AAA:BBB:SENDER=out.txt"),
+    ("DESTFN=fixed.dat", SUNDEW, "fixed.dat"),
+    ("WHATFN:SATNET=1,2,3,A", SUNDEW, "SACN43_CWAO_012000_AAA41:SATNET=1,2,3,A"),
+    ("SENDER", "no_sender_field", "no_sender_field"),
+])
+def test_filename_rules_give_the_documented_names(option, name, want):
+    assert naming.apply_rules(option, name, "20261205T093000.25") == want
+
+
+def test_filename_destfnscript_and_sundew_extension():
+    got = naming.apply_rules("WHATFN:DESTFNSCRIPT=up", "ab:cd", None, None,
+                             lambda current, plugin: current.upper() + "." + plugin)
+    assert got == "AB.up"
+    assert naming.apply_rules("NONE", "w:x", None, "a:b:c:d:e") == "w:a:b:c:d:e"
+
+
+@pytest.mark.parametrize("value", ["WHATFN:BOGUS", "NAME", "whatfn"])
+def test_unknown_filename_keyword_refused_with_file_line(home, value):
+    path = write(home, "subscribe/fn.conf", "filename %s\n" % value)
+    with pytest.raises(ConfigError) as e:
+        load("subscribe", "fn")
+    assert str(e.value).startswith("%s:1: option 'filename'" % path)
+    assert "unknown filename keyword" in str(e.value)
+    path = write(home, "sender/fn.conf", "accept .* %s\n" % value)
+    with pytest.raises(ConfigError):
+        load("sender", "fn")
+
+
+class _Hooks:
+    def __init__(self, fn=None):
+        self.fn, self.parent, self.search_dirs = fn, type("P", (), {})(), []
+
+    def has(self, hook):
+        return self.fn is not None
+
+    def run(self, hook):
+        return self.fn(self.parent)
+
+
+class _Flow:
+    def __init__(self, filename=None, fn=None):
+        self.cfg = type("C", (), {"get": lambda s, n, d=None: filename if n == "filename" else d})()
+        self.hooks = _Hooks(fn)
+
+
+class _Work:
+    def __init__(self, headers=None):
+        self.mask, self.new_file = None, None
+        self.msg = message.Message("20261205120000.0", "http://h/", "/x", dict(headers or {}))
+
+
+def test_dest_name_a_hostile_result_is_refused():
+    flow = _Flow("NONE")
+    w = _Work({"sundew_extension": "../../etc/passwd"})
+    with pytest.raises(PlacementError):
+        naming.dest_name(flow, w, "name:x")
+    assert naming.dest_name(_Flow(), _Work(), "same") == "same"
+
+
+def test_dest_name_runs_destfn_script_plugins():
+    def fn(parent):
+        parent.new_file = "renamed_" + parent.new_file
+    assert naming.dest_name(_Flow("WHATFN", fn), _Work(), "a:b") == "renamed_a"
+    with pytest.raises(PlacementError):
+        naming.dest_name(_Flow(None, lambda p: setattr(p, "new_file", "../x")), _Work(), "a")
