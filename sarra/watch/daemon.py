@@ -1,8 +1,8 @@
 """sr_watch's source for the flow engine: event sources -> readiness -> posts, with a state.
 
 Events (events=create,modify,delete,link,move): a new or changed file is posted once it is
-ready (see sarra.watch.ready.Pending), block by block, and only the blocks whose checksum
-changed since the last announcement; a removal is an R post; a symbolic link an L post; a
+ready (see sarra.watch.ready.Pending), block by block, every block of it each time its
+content changed (announce.py); a removal is an R post; a symbolic link an L post; a
 rename an R post with newname then the post of the new name with oldname.  New directories
 are watched at once and what they already hold is posted.  What was announced is kept in
 the state directory (sarra.watch.state.FileState), so a restart posts only what changed
