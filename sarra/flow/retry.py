@@ -165,6 +165,12 @@ class RetryQueue:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def in_order(self, limit: Optional[int] = None) -> List[Entry]:
+        """The first ``limit`` live entries (all when None) in the order they were added,
+        whatever their time (the posts kept while the post broker is down: flow/spool.py)."""
+        out = sorted(self._entries.values(), key=lambda e: e.id)
+        return out if limit is None else out[:limit]
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

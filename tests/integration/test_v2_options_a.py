@@ -141,3 +141,104 @@ def test_persistent_sets_the_delivery_mode_of_posts(runner, ex, amqp_channel, se
     got = take(amqp_channel, ex.out, 1)
     assert len(got) == 1 and got[0][1].get("delivery_mode", 1) == mode    # absent: 1
     assert runner.stop(p) == 0
+
+
+# --- posts kept on disk while the post broker is down ---------------------------------
+
+def journal_lines(home, name, ext):
+    return [json.loads(ln) for f in home.rglob("*%s*%s" % (name, ext))
+            for ln in f.read_text().splitlines() if ln.strip()]
+
+
+def live(records):
+    added = {r["id"]: r for r in records if r["op"] == "add"}
+    for r in records:
+        if r["op"] == "del":
+            added.pop(r["id"], None)
+    return [added[i] for i in sorted(added)]
+
+
+def test_post_broker_down_posts_kept_on_disk_survive_kill_9(runner, ex, amqp_channel,
+                                                           broker_url):
+    import urllib.parse
+    from tests.support.proxy import Proxy
+    u = urllib.parse.urlsplit(broker_url)
+    proxy = Proxy((u.hostname, u.port or 5672))
+    proxy.start()
+    try:
+        via = broker_url.replace(u.netloc, "%s:%s@127.0.0.1:%d" % (u.username, u.password,
+                                                                   proxy.port))
+        shovel(runner, ex, "", post_broker=via)
+        p = runner.start("shovel", ex.name)
+        runner.wait_consuming(p, ex.name)
+        publish(amqp_channel, ex.src, "/down/f0.txt")
+        assert len(take(amqp_channel, ex.out, 1)) == 1
+        proxy.stop()                                   # the post broker goes away
+        names = ["/down/f%d.txt" % i for i in range(1, 7)]
+        for n in names:
+            publish(amqp_channel, ex.src, n)
+        # each is taken off the queue (acked) only once its post is on disk
+        wait_for(lambda: len(live(journal_lines(runner.home, ex.name, ".posts"))) == 6, 30,
+                 "6 posts kept on disk:\n" + runner.log(ex.name))
+        wait_for(lambda: queued(amqp_channel, ex.queue) == 0, 10, "the queue drained")
+        assert "down" in runner.log(ex.name)
+        p.kill()                                       # SIGKILL: nothing flushed at exit
+        p.wait(10)
+        proxy.start()                                  # the post broker is back
+        p = runner.start("shovel", ex.name)
+        got = take(amqp_channel, ex.out, 6, timeout=30)
+        assert [b.split()[2] for b, _ in got] == names, runner.log(ex.name)
+        assert take(amqp_channel, ex.out, 1, timeout=1.5) == []        # each once
+        wait_for(lambda: not live(journal_lines(runner.home, ex.name, ".posts")), 10,
+                 "the journal emptied")
+        assert runner.stop(p) == 0
+    finally:
+        if proxy.thread is not None and proxy.thread.is_alive():
+            proxy.stop()
+
+
+# --- save / restore / restore_to_queue (v2) -------------------------------------------
+
+def test_save_then_restore_in_order(runner, ex, amqp_channel):
+    save = runner.tmp / "kept"
+    shovel(runner, ex, "save on\nsave_file %s" % save)
+    p = runner.start("shovel", ex.name)
+    runner.wait_consuming(p, ex.name)
+    names = ["/save/f%d.txt" % i for i in range(5)]
+    for n in names:
+        publish(amqp_channel, ex.src, n)
+    wait_for(lambda: "saved" in runner.log(ex.name) and queued(amqp_channel, ex.queue) == 0
+             and len(live(journal_lines(runner.tmp, "kept_01", ".save"))) == 5, 20,
+             "5 messages saved")
+    assert take(amqp_channel, ex.out, 1, timeout=1.0) == []      # saved, not shovelled
+    assert runner.stop(p) == 0
+    shovel(runner, ex, "restore on\nsave_file %s" % save)
+    p = runner.start("shovel", ex.name)
+    got = take(amqp_channel, ex.out, 5, timeout=20)
+    assert [b.split()[2] for b, _ in got] == names, runner.log(ex.name)
+    assert take(amqp_channel, ex.out, 1, timeout=1.0) == []
+    assert not (runner.tmp / "kept_01.save").exists()
+    assert runner.stop(p) == 0
+
+
+def test_restore_to_queue_fills_the_named_queue_and_ends(runner, ex, amqp_channel):
+    shovel(runner, ex, "save on")
+    p = runner.start("shovel", ex.name)
+    runner.wait_consuming(p, ex.name)
+    for i in range(3):
+        publish(amqp_channel, ex.src, "/rq/f%d.txt" % i)
+    wait_for(lambda: len(live(journal_lines(runner.home, ex.name, ".save"))) == 3, 20,
+             "3 messages saved")
+    assert runner.stop(p) == 0
+    target = "q_guest.v2arq.%s" % ex.uid
+    amqp_channel.queue_declare(target, durable=False, auto_delete=False)
+    try:
+        shovel(runner, ex, "restore_to_queue %s" % target)
+        p = runner.start("shovel", ex.name)
+        assert p.wait(30) == 0, runner.log(ex.name)
+        got = take(amqp_channel, target, 3, timeout=10)
+        assert [b.split()[2] for b, _ in got] == ["/rq/f%d.txt" % i for i in range(3)]
+        assert "restore_to_queue" in runner.log(ex.name)
+        assert not live(journal_lines(runner.home, ex.name, ".save"))
+    finally:
+        amqp_channel.queue_delete(target)

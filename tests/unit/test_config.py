@@ -621,7 +621,9 @@ def test_not_acted_on_option_on_command_line_warns(home, caplog):
     assert not _not_acted_warnings(caplog, "prefetch")
 
 
-def test_not_acted_on_alias_warns_under_canonical_name(home, caplog):
+def test_not_acted_on_alias_warns_under_canonical_name(home, caplog, monkeypatch):
+    # no ignored option has an alias any longer (save_file acts): pretend it is ignored
+    monkeypatch.setitem(options.NOT_ACTED_ON, "save_file", (options.ALL, "a test reason"))
     path = write("shovel/s.conf", "sf /tmp/saved\n")
     with caplog.at_level(logging.WARNING):
         load("shovel", "s")

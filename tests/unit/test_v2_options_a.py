@@ -69,6 +69,12 @@ class _Cfg(dict):
     def get(self, name, default=None):
         return dict.get(self, name, default)
 
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
 
 def _msg():
     from sarra.message import Message
@@ -132,3 +138,133 @@ def test_reset_empties_the_retry_queue_and_the_cache(tmp_path, caplog):
     flow.cfg = _Cfg(reset=False)
     reset.at_start(flow)
     assert len(flow.retry) == 1           # off: nothing touched
+
+
+# --- spool: posts kept while the post broker is down -----------------------------------
+
+class FakeBroker:
+    """Publishes into .posted once confirmed; .up False: the connection is gone."""
+    display = "amqp://fake/"
+
+    def __init__(self, world):
+        self.world = world          # shared by siblings: {"up": bool, "nack": bool, ...}
+        self.reconnect = True
+        self.pending = []
+
+    @property
+    def connected(self):
+        return self.world["up"]
+
+    def sibling(self, **kw):
+        return FakeBroker(self.world)
+
+    def connect(self):
+        from sarra.broker.client import BrokerError
+        if not self.world["up"]:
+            raise BrokerError("fake: connection refused")
+
+    def publish(self, exchange, rk, body, headers, persistent=True, expiration=None):
+        from sarra.broker.client import BrokerError
+        if not self.world["up"]:
+            raise BrokerError("fake: connection lost")
+        self.pending.append(body)
+
+    def wait_confirms(self, timeout=30):
+        from sarra.broker.client import BrokerError
+        if not self.world["up"]:
+            raise BrokerError("fake: connection lost")
+        if self.world.get("nack"):
+            self.pending = []
+            raise BrokerError("fake: nack")
+        self.world["posted"] += self.pending
+        self.pending = []
+
+    def tick(self):
+        pass
+
+    def close(self):
+        self.pending = []
+
+
+def _spool(tmp_path, world, now):
+    from sarra.flow import spool
+    return spool.Spool(FakeBroker(world), str(tmp_path / "x.posts"),
+                       logging.getLogger("t.spool"), clock=lambda: now[0])
+
+
+def test_spool_keeps_posts_on_disk_during_an_outage_and_replays_them_in_order(tmp_path):
+    from sarra.flow import spool
+    world, now = {"up": True, "posted": []}, [0.0]
+    s = _spool(tmp_path, world, now)
+    s.publish("xpublic", "v02.post.a", "m0", {})
+    s.wait_confirms()
+    assert world["posted"] == ["m0"]
+    s.publish("xpublic", "v02.post.a", "m1", {})      # sent, not yet confirmed...
+    world["up"] = False                               # ...when the broker goes away
+    s.wait_confirms()                                 # no error: m1 is on disk
+    for m in ("m2", "m3"):
+        s.publish("xpublic", "v02.post.a", m, {})
+    s.wait_confirms()
+    assert s.down and len(s.journal) == 3 and world["posted"] == ["m0"]
+    world["up"] = True
+    now[0] = spool.RETRY_EVERY / 2
+    s.tick()                                          # too early to try again
+    assert world["posted"] == ["m0"]
+    s.publish("xpublic", "v02.post.a", "m4", {})      # after the kept ones
+    now[0] = spool.RETRY_EVERY + 0.1
+    s.tick()
+    assert world["posted"] == ["m0", "m1", "m2", "m3", "m4"]
+    assert not s.down and len(s.journal) == 0
+    s.close()
+
+
+def test_spool_journal_survives_the_process_and_is_posted_first(tmp_path):
+    world, now = {"up": False, "posted": []}, [0.0]
+    s = _spool(tmp_path, world, now)
+    s.connect()                                       # down at start: no error, no wait
+    s.publish("xpublic", "v02.post.a", "k1", {"h": "1"})
+    s.publish("xpublic", "v02.post.a", "k2", {})
+    del s                                             # killed: nothing closed
+    world["up"] = True
+    s = _spool(tmp_path, world, now)
+    s.connect()
+    s.publish("xpublic", "v02.post.a", "new", {})
+    s.wait_confirms()
+    assert world["posted"] == ["k1", "k2", "new"]
+    s.close()
+
+
+def test_spool_raises_a_refusal_of_a_broker_that_is_up(tmp_path):
+    from sarra.broker.client import BrokerError
+    world, now = {"up": True, "posted": [], "nack": True}, [0.0]
+    s = _spool(tmp_path, world, now)
+    s.publish("nosuch", "v02.post.a", "m", {})
+    with pytest.raises(BrokerError):
+        s.wait_confirms()
+    assert len(s.journal) == 0 and not s.down
+    s.close()
+
+
+def test_spool_is_not_used_when_the_post_broker_is_the_consumed_one(tmp_path):
+    import types
+    from sarra.flow import spool
+    cfg = _Cfg(broker="amqp://u@h/", post_broker="amqp://u@h/", component="shovel",
+               name="n")
+    flow = types.SimpleNamespace(cfg=cfg, source=None, user_cache_dir=str(tmp_path), no=1,
+                                 log=logging.getLogger("t"))
+    b = FakeBroker({"up": True, "posted": []})
+    assert spool.wrap(flow, b) is b
+    flow.cfg = _Cfg(cfg, post_broker="amqp://u@other/")
+    assert isinstance(spool.wrap(flow, b), spool.Spool)
+
+
+# --- save -----------------------------------------------------------------------------
+
+def test_save_file_path_follows_save_file_and_the_instance(tmp_path):
+    import types
+    from sarra.flow import saving
+    flow = types.SimpleNamespace(cfg=_Cfg(component="shovel", name="n"), no=2,
+                                 user_cache_dir=str(tmp_path))
+    assert saving.path(flow) == str(tmp_path / "sr_shovel_n_02.save")
+    flow.cfg = _Cfg(component="shovel", name="n", save_file=str(tmp_path / "k"))
+    assert saving.path(flow) == str(tmp_path / "k_02.save")
