@@ -93,6 +93,8 @@ class PathSource(Source):
                         raise item
                     if self.filtering and not self._accepted(item):
                         continue
+                    if cfg.realpath_post:        # v2: the canonical path is announced
+                        item = os.path.realpath(item)
                     if self.remove_missing and not os.path.lexists(item):
                         msgs = [remove_post(item, opts)]
                     else:
@@ -108,6 +110,8 @@ class PathSource(Source):
 
     def _accepted(self, path) -> bool:
         cfg = self.flow.cfg
+        if cfg.realpath_filter:         # v2: accept/reject see the canonical path
+            path = os.path.realpath(path)
         url = self.opts.post_base_url + escape(relpath_of(path, self.opts.post_base_dir))
         ok, _ = cfg.filter(url)
         if not ok and cfg.log_reject:

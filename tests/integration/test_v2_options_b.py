@@ -168,3 +168,27 @@ def test_subscribe_filename_rules(sub_env, http_server):
     assert len(timed) == 1 and len(timed[0]) == len("timed.txt:") + 14, os.listdir(env.dst)
     assert sorted(os.listdir(env.dst)) == sorted(list(want) + timed)
     env.stop(p)
+
+
+# ------------------------------------------------------------------ realpath_* (sr_post)
+
+def test_post_realpath_post_and_filter(runner, broker_url, uid, amqp_exchange, amqp_tap,
+                                       tmp_path):
+    x = "xs_guest_real%s" % uid
+    tap = amqp_tap(amqp_exchange(x, durable=True))
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    (src / "real" / "f.txt").write_bytes(b"data")
+    (src / "link").symlink_to("real")
+
+    def post(*extra):
+        r = runner.run("sr_post", "--post_broker", broker_url, "--post_exchange", x,
+                       "--post_base_url", "http://h.invalid/", "--post_base_dir", str(src),
+                       *extra, str(src / "link" / "f.txt"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        return [body.split()[2] for _, body, _ in tap.get(1, timeout=2)]
+    assert post() == ["/link/f.txt"]
+    assert post("--realpath_post", "on") == ["/real/f.txt"]
+    # the filter sees /real/ only with realpath_filter
+    assert post("--reject", ".*/real/.*") == ["/link/f.txt"]
+    assert post("--realpath_filter", "on", "--reject", ".*/real/.*") == []
