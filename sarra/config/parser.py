@@ -28,6 +28,7 @@ from sarra.config.credentials import redact
 from sarra.config.cli import parse_cli  # noqa: F401  (part of this module's API)
 from sarra.config.includes import include_paths
 from sarra.config.words import option_line
+from sarra.config.names import ConfigError, config_name, resolve_config  # noqa: F401 (API)
 
 logger = logging.getLogger("sarra.config")
 
@@ -40,11 +41,6 @@ ORDER_MASK = ("directory", "mirror", "strip", "flatten", "filename")
 ORDER_BINDING = ("exchange", "topic_prefix")
 #: appended by Config.show() to the options this component accepts but does not act on
 NOT_ACTED_MARK = "  [v2 compatibility: not acted on, ignored]"
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; one line naming file:line or path."""
-    exit_code = 2
 
 
 @dataclass
@@ -294,35 +290,6 @@ class Config:
 
 
 # ------------------------------------------------------------------ loading
-
-def resolve_config(component: str, config: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
-    """(name, path) of a configuration given as name, name.conf or path."""
-    if not config:
-        return None, None
-    cdir = paths.component_config_dir(component)
-    if "/" in config or config.startswith("~"):
-        path = os.path.abspath(os.path.expanduser(config))
-    else:
-        fname = config if config.endswith((".conf", ".conf.off")) else config + ".conf"
-        path = os.path.join(cdir, fname)
-        if not os.path.exists(path):
-            if os.path.exists(path + ".off"):
-                raise ConfigError("%s.off: configuration '%s' is disabled (use enable)"
-                                  % (path, os.path.basename(fname)[:-5]))
-            if os.path.isfile(config):
-                path = os.path.abspath(config)
-    return config_name(path), path
-
-
-def config_name(config: str) -> str:
-    """The configuration name a word or path stands for: its file name without .conf or
-    .conf.off (nothing is read: it names a configuration that may be gone)."""
-    name = os.path.basename(config)
-    for suffix in (".conf.off", ".conf"):
-        if name.endswith(suffix):
-            return name[:-len(suffix)]
-    return name
-
 
 #: read before every component's own files, in this order
 SHARED_FILES = ("default.conf", "admin.conf")

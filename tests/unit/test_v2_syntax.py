@@ -61,7 +61,7 @@ def test_escaped_spaces_in_paths_regexes_and_directories(home):
         "path a.txt b.txt",                       # v2: each word is a path
         "accept .*/my\\ file.*",
         "directory /srv/my\\ data",
-        "accept .*x.* keep\\ name",
+        "accept .*x.* DESTFN=keep\\ name",
         "strip .*/in\\ box/",
     ]) + "\n")
     cfg = load("post", "p")
@@ -69,7 +69,7 @@ def test_escaped_spaces_in_paths_regexes_and_directories(home):
     assert cfg.masks[0].pattern == ".*/my file.*"
     assert cfg.masks[0].match("http://h/my file.txt")
     assert cfg.masks[1].directory == "/srv/my data"
-    assert cfg.masks[1].filename == "keep name"
+    assert cfg.masks[1].filename == "DESTFN=keep name"
     assert cfg.strip == ".*/in box/"
 
 
