@@ -12,6 +12,8 @@ import random
 import threading
 from typing import Callable, Dict, List, NamedTuple, Optional
 
+from sarra.oscompat import pread
+
 BUFSIZE = 4 << 20            # 4 MiB reads
 MIB = 1 << 20
 AUTO_T = 50 * MIB            # the 'T' of automatic partitioning
@@ -227,7 +229,7 @@ def hash_range(path: str, algo: str, offset: int = 0, length: Optional[int] = No
         fd = os.open(path, os.O_RDONLY)
         try:
             while remaining > 0:
-                chunk = os.pread(fd, min(bufsize, remaining), offset)
+                chunk = pread(fd, min(bufsize, remaining), offset)
                 if not chunk:
                     break
                 h.update(chunk)

@@ -156,6 +156,8 @@ def make_private(fd: int, path: str) -> None:
     other may use is set to 0600 with one warning naming the file when it belongs to the
     user running the command; CredentialsError (the file, what to run) when it cannot be.
     Works on the open file (fstat/fchmod): the file checked is the file read."""
+    if not hasattr(os, "geteuid"):
+        return     # Windows: no owner/group/other bits (the file's ACL protects it)
     st = os.fstat(fd)
     mode = stat.S_IMODE(st.st_mode)
     if not mode & 0o077:

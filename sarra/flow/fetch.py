@@ -11,6 +11,7 @@ import threading
 import time
 
 from sarra import checksum
+from sarra.oscompat import preadv
 from sarra.transfer import progress
 from sarra.transfer import LocalWriteError, TransferError, bounds, redact, split_url
 from sarra.flow import attempts
@@ -120,7 +121,7 @@ class _HashThread:
             buf = self.range_buf = memoryview(bytearray(RANGE_READ))
         while start < end:
             try:
-                n = os.preadv(self.range_fd, [buf[:min(len(buf), end - start)]], start)
+                n = preadv(self.range_fd, [buf[:min(len(buf), end - start)]], start)
             except OSError as e:
                 n, self.failed = 0, e
             if n <= 0:

@@ -13,6 +13,7 @@ import os
 import stat
 
 from sarra import checksum, transfer
+from sarra.oscompat import pread, pwrite
 from sarra.flow import assemble, download, placement, report
 from sarra.flow.stepstate import DownloadState
 from sarra.flow.work import Outcome
@@ -146,13 +147,13 @@ def copy_from_local(final, dst, s, offset, length):
         h = checksum.new_hasher(s.algo)
         pos, end = offset, offset + length
         while pos < end:
-            data = os.pread(src, min(COPY_PIECE, end - pos), pos)
+            data = pread(src, min(COPY_PIECE, end - pos), pos)
             if not data:
                 return None
             h.update(data)
             view = memoryview(data)
             while view:
-                n = os.pwrite(dst, view, pos)
+                n = pwrite(dst, view, pos)
                 view, pos = view[n:], pos + n
         digest = h.hexdigest()
         return digest if digest == s.value else None

@@ -4,6 +4,7 @@ import errno
 import os
 import stat
 
+from sarra.oscompat import pread, preadv, pwrite
 from sarra.paths import NOFOLLOW, atomic_symlink
 
 from . import (FAILED, Transfer, TransferError, check_range, credential_value, decode_path,
@@ -93,7 +94,7 @@ def _same_file(sfd, dst):
 def _hash_only(fd, offset, want, hasher, bufsize):
     done = 0
     while done < want:
-        data = os.pread(fd, min(bufsize, want - done), offset + done)
+        data = pread(fd, min(bufsize, want - done), offset + done)
         if not data:
             break
         if hasher is not None:
@@ -119,13 +120,13 @@ def _pump(sfd, dfd, offset, want, dst_offset, hasher, bufsize):
     buf = bytearray(min(bufsize, max(want - done, 1)))
     view = memoryview(buf)
     while done < want:
-        n = os.preadv(sfd, [view[:min(len(buf), want - done)]], offset + done)
+        n = preadv(sfd, [view[:min(len(buf), want - done)]], offset + done)
         if n == 0:
             break
         chunk = view[:n]
         written = 0
         while written < n:
-            written += os.pwrite(dfd, chunk[written:], dst_offset + done + written)
+            written += pwrite(dfd, chunk[written:], dst_offset + done + written)
         if hasher is not None:
             hasher.update(chunk)
         done += n

@@ -11,6 +11,7 @@ sarra.locks.
 
 import hashlib
 import json
+import os
 import time
 
 import pytest
@@ -29,8 +30,13 @@ for _m in ("fcntl", "pwd", "grp", "termios"):
 for _a in ("SIGHUP", "SIGALRM", "SIGIO", "setitimer"):
     if hasattr(signal, _a):
         delattr(signal, _a)
-if hasattr(os, "getuid"):
-    del os.getuid
+for _a in ("getuid", "geteuid", "getgid", "fchmod", "fchown", "pread", "pwrite", "preadv",
+           "pwritev", "splice", "pipe2", "O_CLOEXEC", "O_NOFOLLOW", "O_NOCTTY"):
+    if hasattr(os, _a):
+        delattr(os, _a)
+import select
+if hasattr(select, "poll"):
+    del select.poll
 def _report(path=os.environ.get("SARRA_PORTABLE_REPORT")):
     locks = sys.modules.get("sarra.locks")
     with open(path, "a") as f:
@@ -66,6 +72,8 @@ def test_post_and_subscribe_without_fcntl(windows_like, sub_env, http_server):
     (env.src / "small.txt").write_bytes(small)
     (env.src / "big.bin").write_bytes(big)
     env.config(count_files="parts")
+    env.credentials(env.broker + "\n")
+    os.chmod(env.home / ".config" / "sarra" / "credentials.conf", 0o644)   # Windows-like
     env.setup()
     env.post(env.src / "small.txt")
     env.post(env.src / "big.bin", blocksize="4096")

@@ -202,3 +202,26 @@ def test_fcntl_is_imported_by_sarra_locks_only():
                 if n.split(".")[0] in ("fcntl", "pwd", "grp", "termios"):
                     found.append(f"{py.relative_to(ROOT)}:{node.lineno}: {n}")
     assert found == ["sarra/locks.py:30: fcntl"]
+
+
+def test_positional_io_fallbacks_leave_the_offset_alone(tmp_path):
+    """sarra.oscompat: where os.pread/pwrite/preadv are missing (Windows) the fallbacks
+    read and write at the offset given and put the file offset back."""
+    from sarra import oscompat
+    path = tmp_path / "p"
+    path.write_bytes(b"0123456789")
+    fd = os.open(str(path), os.O_RDWR)
+    try:
+        os.lseek(fd, 3, os.SEEK_SET)
+        assert oscompat._pread(fd, 4, 5) == b"5678"
+        assert oscompat._pwrite(fd, b"ab", 1) == 2
+        a, b = bytearray(2), bytearray(5)
+        assert oscompat._preadv(fd, [memoryview(a), memoryview(b)], 0) == 7
+        assert (bytes(a), bytes(b)) == (b"0a", b"b3456")
+        assert oscompat._preadv(fd, [bytearray(20)], 8) == 2      # short at the end
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 3
+        assert os.read(fd, 2) == b"34"
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"0ab3456789"
+    assert oscompat.pread is os.pread        # the os calls where they exist
