@@ -243,7 +243,7 @@ def _show(pump) -> int:
 def _foreground(program, cfg, pump, api, fix, no, iname) -> int:
     background = no is not None
     log = logs.setup_logging("audit", iname, no if background else None, level=cfg.loglevel,
-                             foreground=not background, logdays=cfg.logdays)
+                             foreground=not background, **logs.from_config(cfg))
     common.quiet_third_party()
     stop = instances.instance_signals(lambda: log.info("stop requested"))
     if background:

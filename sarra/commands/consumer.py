@@ -2,15 +2,17 @@
 
     sr_<component> [options] <action> [<config>]     (v2 order; '<config> <action>' too)
 
-Actions: foreground start stop restart status sanity cleanup declare setup list edit add
-remove enable disable show log. An action without a config applies to every config of the
-component (start/stop/restart/status/sanity/cleanup).
+Actions: foreground start stop restart reload status sanity cleanup declare setup list edit
+add remove rename enable disable show log. An action without a config applies to every
+config of the component (start/stop/restart/reload/status/sanity/cleanup).
+``rename <old> <new>`` (v2's order) takes two names.
 """
 
 import logging
 import os
 import signal
 import sys
+import threading
 
 from sarra import paths
 from sarra.commands import actions
@@ -21,9 +23,11 @@ from sarra.broker.client import BrokerError
 from sarra.commands import common
 from sarra.config.credentials import CredentialsError
 
-NO_CONFIG_ACTIONS = ("list", "status", "start", "stop", "restart", "sanity", "cleanup")
+NO_CONFIG_ACTIONS = ("list", "status", "start", "stop", "restart", "reload", "sanity",
+                     "cleanup")
 FILE_ACTIONS = ("list", "edit", "add", "remove", "enable", "disable")
-NEEDS_BROKER = ("foreground", "start", "restart", "sanity", "declare", "setup", "cleanup")
+NEEDS_BROKER = ("foreground", "start", "restart", "reload", "sanity", "declare", "setup",
+                "cleanup")
 
 
 def _split(words):
@@ -62,6 +66,8 @@ def run(component: str, argv=None) -> int:
                                f"of {', '.join(common.CONSUMER_ACTIONS)})", common.USAGE)
         return common.fail(program, f"no action given (one of {', '.join(common.CONSUMER_ACTIONS)})",
                            common.USAGE)
+    if action == "rename":      # sr_subscribe rename <old> <new>
+        return actions.rename_action(component, name, extra)
     if extra:
         return common.fail(program, f"unexpected argument(s) after {name!r}: {' '.join(extra)} "
                            "(one config per command)", common.USAGE)
@@ -111,7 +117,7 @@ def _one(component, action, name, pairs, no) -> int:
         print(cfg.show())
         return common.OK
     if action == "foreground":
-        return foreground(component, cfg, no)
+        return foreground(component, cfg, no, pairs)
     if action == "start":
         return _start(component, cfg, _instance_args(pairs))
     if action == "stop":
@@ -121,6 +127,8 @@ def _one(component, action, name, pairs, no) -> int:
     if action == "restart":
         instances.stop(component, cname)
         return _start(component, cfg, _instance_args(pairs))
+    if action == "reload":      # the config loads (checked above): instances re-read it
+        return _reload(component, cfg)
     if action == "status":      # the same state and exit code as `sr status` (health)
         wanted = cfg.instances or 1 if cfg is not None else 1
         enabled = cfg is not None or (cname, True) in actions.list_configs(component)
@@ -156,6 +164,30 @@ def _instance_args(pairs):
     return [f"--{k}" if v is None else f"--{k}={v}" for k, v in pairs]
 
 
+def _reload(component, cfg) -> int:
+    """SIGHUP to the running instances (each re-reads its configuration between two
+    batches: sarra/flow/reload.py), as v2: instances above the count stopped, missing
+    ones started (with the options of the last start)."""
+    from sarra.ops import reload
+    wanted = cfg.instances or 1
+    done = reload.signal_instances(component, cfg.name, wanted)
+    program = f"sr_{component} {cfg.name}"
+    if done.signalled:
+        print(f"{program}: reload sent to {len(done.signalled)} instance(s)")
+    if done.stopped:
+        print(f"{program}: stopped instance(s) {' '.join('%02d' % n for n in done.stopped)} "
+              f"(instances {wanted})")
+    if done.missing:
+        if done.signalled:
+            print(f"{program}: {len(done.missing)} instance(s) not running: starting them")
+        else:
+            print(f"{program}: was not running: starting it")
+        return _start(component, cfg, None)
+    instances.write_expected(component, cfg.name, wanted, instances.read_options(
+        component, cfg.name))
+    return common.OK
+
+
 def _start(component, cfg, argv_extra) -> int:
     pids = instances.start(component, cfg.name, cfg.instances or 1, argv_extra,
                            module=f"sarra.commands.{component}")
@@ -188,21 +220,27 @@ def _broker_action(component, action, cfg) -> int:
     return common.OK
 
 
-def foreground(component, cfg, no=None) -> int:
-    """Run one instance in this process until SIGTERM/SIGINT."""
+def foreground(component, cfg, no=None, pairs=()) -> int:
+    """Run one instance in this process until SIGTERM/SIGINT; SIGHUP: reload (the
+    configuration and ``pairs``, the command-line options, read again)."""
     from sarra.flow.engine import Flow
     background = no is not None
     instance = no or 1
     log = logs.setup_logging(component, cfg.name, instance if background else None,
-                             level=cfg.loglevel, foreground=not background, logdays=cfg.logdays)
+                             level=cfg.loglevel, foreground=not background,
+                             **logs.from_config(cfg))
     common.quiet_third_party()
-    stop = instances.instance_signals(lambda: log.info("stop requested"))
+    reload_requested = threading.Event()
+    stop = instances.instance_signals(lambda: log.info("stop requested"),
+                                      on_reload=_on_hup(log, reload_requested))
     if background:
         instances.write_pid(component, cfg.name, instance)
         proctitle.for_instance(component, cfg.name, instance)   # `sr_subscribe obs 01`
     try:
         flow = Flow(cfg, components.preset(component), logger=log, stop_event=stop, instance=instance)
         _interrupt_transfers_on_stop(flow)
+        flow.reload_event = reload_requested
+        flow.load_config = lambda: _reload_config(component, cfg, pairs)
         flow.outlet_stream = sys.stdout     # option outlet json/url writes its lines here
         return flow.run()
     except routing.ConfigRefused:     # a loop, a missing cluster: the flow logged why
@@ -217,6 +255,23 @@ def foreground(component, cfg, no=None) -> int:
         if background:
             instances.remove_pid(component, cfg.name, instance)
         logging.shutdown()
+
+
+def _on_hup(log, event):
+    def requested():
+        log.info("reload requested (SIGHUP): applied between two batches")
+        event.set()
+    return requested
+
+
+def _reload_config(component, cfg, pairs):
+    """The configuration as the instance reads it at start (ConfigError: file:line)."""
+    new = config.load(component, cfg.config_path or cfg.name, list(pairs or ()),
+                      set_state_host=False)
+    missing = _missing_option(component, new)
+    if missing:
+        raise config.ConfigError(missing)
+    return new
 
 
 def _interrupt_transfers_on_stop(flow):

@@ -18,7 +18,9 @@ from sarra.commands import actions, common, consumer
 from sarra.config import parser as config
 from sarra.config.credentials import CredentialsError
 from sarra.ops import instances, logs, proctitle, secretargs
-from sarra.poll.poller import COMPONENT, Poller
+from sarra.flow import presets, routing
+from sarra.flow.engine import Flow
+from sarra.poll.poller import COMPONENT
 
 PROGRAM = "sr_poll"
 ACTIONS = ("foreground", "start", "stop", "restart", "status", "sanity", "cleanup", "list",
@@ -136,7 +138,8 @@ def foreground(cfg, no=None) -> int:
     instance = no or 1
     cname = cfg.name or "-"
     log = logs.setup_logging(COMPONENT, cname, instance if background else None,
-                             level=cfg.loglevel, foreground=not background, logdays=cfg.logdays)
+                             level=cfg.loglevel, foreground=not background,
+                             **logs.from_config(cfg))
     common.quiet_third_party()
     logging.getLogger("paramiko").setLevel(logging.WARNING)
     stop = instances.instance_signals(lambda: log.info("stop requested"))
@@ -144,8 +147,9 @@ def foreground(cfg, no=None) -> int:
         instances.write_pid(COMPONENT, cname, instance)
         proctitle.for_instance(COMPONENT, cname, instance)
     try:
-        return Poller(cfg, log, stop, instance).run()
-    except (CredentialsError, plugin.PluginError) as e:
+        return Flow(cfg, presets.preset(COMPONENT), logger=log, stop_event=stop,
+                    instance=instance).run()
+    except (CredentialsError, plugin.PluginError, routing.ConfigRefused) as e:
         log.error("%s", e)
         return common.USAGE
     except BrokerError as e:

@@ -30,9 +30,9 @@ from sarra.config.credentials import CredentialsError
 from sarra.watch.daemon import COMPONENT, Daemon
 
 PROGRAM = "sr_watch"
-ACTIONS = ("foreground", "start", "stop", "restart", "status", "sanity", "cleanup", "list",
-           "edit", "add", "remove", "enable", "disable", "show", "log")
-ALL_CONFIG_ACTIONS = ("status", "start", "stop", "restart", "sanity", "cleanup")
+ACTIONS = ("foreground", "start", "stop", "restart", "reload", "status", "sanity", "cleanup",
+           "list", "edit", "add", "remove", "rename", "enable", "disable", "show", "log")
+ALL_CONFIG_ACTIONS = ("status", "start", "stop", "restart", "reload", "sanity", "cleanup")
 WATCH_OPTIONS = {"snapshot_interval": (options.parse_duration, 0.0),
                  "ignore_written": (options.parse_bool, False)}
 
@@ -68,13 +68,18 @@ def main(argv=None) -> int:
     except common.UsageError as e:
         return common.fail(PROGRAM, str(e), common.USAGE)
     action = name = None
+    extra = []
     for w in words:
         if action is None and w in ACTIONS:
             action = w
         elif name is None:
             name = w
+        elif action == "rename" and not extra:      # sr_watch rename <old> <new>
+            extra.append(w)
         else:
             return common.fail(PROGRAM, f"unexpected argument {w!r}", common.USAGE)
+    if action == "rename":
+        return actions.rename_action(COMPONENT, name, extra)
     if action is None:
         return common.fail(PROGRAM, f"no action given (one of {', '.join(ACTIONS)})", common.USAGE)
     if action in consumer.FILE_ACTIONS:
@@ -111,6 +116,8 @@ def _one(action, name, pairs, no) -> int:
         return common.OK
     if action == "foreground":
         return foreground(cfg, no)
+    if action == "reload":      # not on the flow engine yet: a restart (see man sr_watch)
+        action = "restart"
     if action in ("stop", "restart"):
         n = instances.stop(COMPONENT, cname)
         if action == "stop":
@@ -149,7 +156,8 @@ def foreground(cfg, no=None) -> int:
     instance = no or 1
     cname = cfg.name or "-"
     log = logs.setup_logging(COMPONENT, cname, instance if background else None,
-                             level=cfg.loglevel, foreground=not background, logdays=cfg.logdays)
+                             level=cfg.loglevel, foreground=not background,
+                             **logs.from_config(cfg))
     common.quiet_third_party()
     logging.getLogger("watchdog").setLevel(logging.WARNING)
     for required in ("post_broker", "post_base_url"):
@@ -159,7 +167,10 @@ def foreground(cfg, no=None) -> int:
     if not cfg.paths:
         log.error("no path to watch (give 'path' lines or --path)")
         return common.USAGE
-    stop = instances.instance_signals(lambda: log.info("stop requested"))
+    stop = instances.instance_signals(     # SIGHUP no longer ends it: it says what to do
+        lambda: log.info("stop requested"), on_reload=lambda: log.info(
+            "SIGHUP: sr_watch reads its configuration at start only; sr_watch reload "
+            "restarts it (its state: nothing posted twice or missed)"))
     if background:
         instances.write_pid(COMPONENT, cname, instance)
         proctitle.for_instance(COMPONENT, cname, instance)      # `sr_watch <cfg> 01`

@@ -259,7 +259,8 @@ OPTIONS: Tuple[Option, ...] = (
     _o("chmod", ("default_mode", "dm"), OCTAL, {"*": 0, "poll": 0o400}, _S + ("poll",),
        "mode of written files (poll: required-permission mask)"),
     _o("chmod_dir", ("default_dir_mode", "ddm"), OCTAL, 0o775, _S, "mode of created dirs"),
-    _o("chmod_log", ("default_log_mode", "dlm"), OCTAL, 0o600, ALL, "log file mode"),
+    _o("chmod_log", ("default_log_mode", "dlm"), OCTAL, 0o600, ALL,
+       "mode of the log files (0 = the default 0600)"),
     _o("preserve_mode", ("pm",), BOOL, True, _S + _P,
        "carry/apply the mode header (never setuid/setgid; sr_sarra: never world-writable)"),
     _o("unchecked_sums", (), BOOL, False, ("sarra",),
@@ -296,7 +297,9 @@ OPTIONS: Tuple[Option, ...] = (
     _o("debug", (), BOOL, False, ALL, "same as loglevel debug"),
     _o("logdays", ("ld", "logrotate", "lr"), INT, 5, ALL, "rotated logs kept (0 = all)",
        lo=0),
-    _o("logrotate_interval", ("lri",), DURATION, 86400.0, ALL, "log rotation interval", lo=1),
+    _o("logrotate_interval", ("lri",), DURATION, 86400.0, ALL,
+       "log rotation interval: whole days rotate at midnight, else every that many hours, "
+       "minutes or seconds", lo=1),
     _o("vip", (), LIST, [], _C + ("poll",),
        "work only while one of these IP addresses is on a local interface (active/passive); "
        "else stand by, checking every 5 s"),

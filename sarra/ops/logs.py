@@ -192,7 +192,8 @@ def who(component: str, config: Optional[str], instance: Optional[int]) -> str:
 
 def setup_logging(component: str, config: Optional[str], instance: Optional[int],
                   level="info", foreground: bool = False, logdays: int = 5,
-                  log_mode: int = 0o600, host: Optional[str] = paths.SETTING) -> logging.Logger:
+                  log_mode: int = 0o600, host: Optional[str] = paths.SETTING,
+                  rotate_every: float = 86400.0) -> logging.Logger:
     """Configure and return the 'sarra' logger; replaces a previous set-up.
 
     foreground: log to stderr.  Otherwise ``instance`` is required and the log goes to
@@ -203,7 +204,8 @@ def setup_logging(component: str, config: Optional[str], instance: Optional[int]
         if instance is None:
             raise ValueError("background logging needs an instance number")
         path = log_file(component, config or "-", instance, host)
-    return _install(who(component, config, instance), path, level, logdays, log_mode)
+    return _install(who(component, config, instance), path, level, logdays, log_mode,
+                    rotate_every)
 
 
 def named_log_file(name: str, host: Optional[str] = paths.SETTING) -> Path:
@@ -220,8 +222,25 @@ def setup_named_logging(name: str, path: Optional[Path] = None, level="info",
     return _install(name, path, level, logdays, log_mode)
 
 
+def from_config(cfg) -> dict:
+    """setup_logging's keyword arguments that come from a configuration: logdays, chmod_log
+    (the log files' mode) and logrotate_interval."""
+    return dict(logdays=cfg.logdays, log_mode=cfg.chmod_log or 0o600,
+                rotate_every=cfg.logrotate_interval or 86400.0)
+
+
+def rotation(every: float):
+    """(when, interval) of a TimedRotatingFileHandler rotating every ``every`` seconds:
+    whole days at midnight (v2's default: 1), else hours, minutes or seconds."""
+    every = max(1, int(every))
+    for when, unit in (("midnight", 86400), ("H", 3600), ("M", 60)):
+        if every % unit == 0:
+            return when, every // unit
+    return "S", every
+
+
 def _install(who_text: str, path: Optional[Path], level, logdays: int,
-             log_mode: int) -> logging.Logger:
+             log_mode: int, rotate_every: float = 86400.0) -> logging.Logger:
     logger = logging.getLogger(LOGGER_NAME)
     for h in list(logger.handlers):
         if getattr(h, "_sarra_handler", False):
@@ -231,7 +250,8 @@ def _install(who_text: str, path: Optional[Path], level, logdays: int,
         handler = logging.StreamHandler(sys.stderr)
     else:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        handler = _mode_rotating_handler(str(path), int(log_mode), when="midnight",
+        when, interval = rotation(rotate_every)
+        handler = _mode_rotating_handler(str(path), int(log_mode), when=when, interval=interval,
                                          backupCount=max(0, int(logdays)), encoding="utf-8")
     handler._sarra_handler = True
     handler.addFilter(_WhoFilter(who_text))

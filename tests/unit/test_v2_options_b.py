@@ -246,3 +246,27 @@ def test_dest_name_runs_destfn_script_plugins():
     assert naming.dest_name(_Flow("WHATFN", fn), _Work(), "a:b") == "renamed_a"
     with pytest.raises(PlacementError):
         naming.dest_name(_Flow(None, lambda p: setattr(p, "new_file", "../x")), _Work(), "a")
+
+
+# ------------------------------------------------------------------ chmod_log, logrotate_interval
+
+from sarra.ops import logs  # noqa: E402
+
+
+@pytest.mark.parametrize("every,want", [(86400, ("midnight", 1)), (2 * 86400, ("midnight", 2)),
+                                        (6 * 3600, ("H", 6)), (90, ("S", 90)), (600, ("M", 10))])
+def test_logrotate_interval_maps_to_the_rotation(every, want):
+    assert logs.rotation(every) == want
+
+
+def test_chmod_log_and_logrotate_interval_reach_the_log_file(home):
+    write(home, "subscribe/lg.conf", "chmod_log 0640\nlogrotate_interval 6h\nlogdays 3\n")
+    cfg = load("subscribe", "lg")
+    log = logs.setup_logging("subscribe", "lg", 1, **logs.from_config(cfg))
+    try:
+        handler = [h for h in log.handlers if getattr(h, "_sarra_handler", False)][0]
+        assert (handler.when, handler.interval, handler.backupCount) == ("H", 6 * 3600, 3)
+        log.info("hello")
+        assert os.stat(handler.baseFilename).st_mode & 0o777 == 0o640
+    finally:
+        logs.setup_logging("subscribe", "lg", None, foreground=True)
