@@ -162,7 +162,8 @@ class SlowSlots:
         if not self._made:
             os.makedirs(self.dir, 0o700, exist_ok=True)
             self._made = True
-        return os.open(self._path(key, i), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.open(self._path(key, i), os.O_RDWR | os.O_CREAT | getattr(os, 'O_CLOEXEC', 0),
+                       0o600)
 
     def claim(self, key):
         """Take a free slot of key: a Claim, or None when every slot is taken."""
