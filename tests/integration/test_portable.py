@@ -2,11 +2,12 @@
 exist (a Windows user's subscriber is in the plan).
 
 Every command of the test runs in a Python where ``fcntl``, ``pwd``, ``grp`` and
-``termios`` cannot be imported and where the signal module has no SIGHUP, SIGALRM,
-SIGIO nor setitimer (os no getuid), as on Windows: sr_post announces two files (one
-in blocks, so the subscriber's manifest locks are taken), sr_subscribe downloads them
-from a real HTTP server through the real broker, and the locks were the lock files of
-sarra.locks.
+``termios`` cannot be imported, the signal module has no SIGHUP, SIGALRM, SIGIO nor
+setitimer, os has no uids, positional I/O, xattrs, splice nor O_CLOEXEC/O_NOFOLLOW, and
+select no poll, as on Windows; credentials.conf is 0644, as Windows shows every file.
+sr_post announces two files (one in blocks, so the subscriber's manifest locks are
+taken), sr_subscribe downloads them from a real HTTP server through the real broker, and
+the locks were the lock files of sarra.locks.
 """
 
 import hashlib
@@ -31,7 +32,8 @@ for _a in ("SIGHUP", "SIGALRM", "SIGIO", "setitimer"):
     if hasattr(signal, _a):
         delattr(signal, _a)
 for _a in ("getuid", "geteuid", "getgid", "fchmod", "fchown", "pread", "pwrite", "preadv",
-           "pwritev", "splice", "pipe2", "O_CLOEXEC", "O_NOFOLLOW", "O_NOCTTY"):
+           "pwritev", "splice", "pipe2", "O_CLOEXEC", "O_NOFOLLOW", "O_NOCTTY",
+           "setxattr", "getxattr", "listxattr", "removexattr", "copy_file_range"):
     if hasattr(os, _a):
         delattr(os, _a)
 import select
