@@ -9,6 +9,7 @@ import urllib.parse
 import pytest
 
 from tests.conftest import parse_broker_url
+from tests.integration.watchkit import watch_env  # noqa: F401  (fixture)
 from tests.support import prereq
 
 BASEURL = "http://files.example.org/"
@@ -108,3 +109,16 @@ def test_credentials_of_another_user_are_refused(broker_url, run_cmd, setup, hom
     assert str(creds) in line and line.endswith("chmod 600 %s" % creds)
     assert os.stat(creds).st_mode & 0o777 == 0o644
     assert tap.get(1, timeout=0.3) == []
+
+
+def test_watch_path_relative_to_post_base_dir_with_an_escaped_space(watch_env):
+    """sr_watch runs in HOME; its `path` line names a directory under post_base_dir, with a
+    space in its name written as v2 does."""
+    env = watch_env
+    spaced = env.base / "in box"
+    spaced.mkdir()
+    w = env.start(root="in\\ box")
+    assert "watching %s" % spaced in w.text()
+    (spaced / "a.txt").write_bytes(b"a\n")
+    (got,) = env.msgs.get(1)
+    assert urllib.parse.unquote(got.relpath) == "/in box/a.txt"
