@@ -270,6 +270,12 @@ class Broker(BrokerConnection):
                  f"bind queue '{queue}' to exchange '{exchange}' with key '{key}'")
         self._declarations[decl] = decl
 
+    def unbind(self, queue, exchange, key):
+        """Remove a binding (a reloaded configuration no longer has it); not replayed."""
+        self._do(lambda: self._chan.queue_unbind(queue, exchange, key),
+                 f"unbind queue '{queue}' from exchange '{exchange}' with key '{key}'")
+        self._declarations.pop(('bind', queue, exchange, key), None)
+
     def delete_queue(self, name):
         def delete():
             if self._consume_args and self._consume_args[0] == name:

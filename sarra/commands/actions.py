@@ -303,3 +303,60 @@ def enable(component: str, name: str) -> int:
 def disable(component: str, name: str) -> int:
     """Rename <name>.conf to <name>.conf.off."""
     return _rename(component, name, False)
+
+
+def rename_action(component: str, old: Optional[str], extra: List[str]) -> int:
+    """``rename <old> <new>`` (v2's order): the configuration file (enabled or disabled),
+    its state directory and its logs take the new name (sarra/ops/rename.py).  Refused
+    while instances of it run: they hold their pid files and logs under the old name, and
+    `stop` would no longer find them; stop it, rename, start it again."""
+    prog = _prog(component)
+    if old is None or len(extra) != 1:
+        _err(f"{prog}: rename: give the configuration's name and its new name: "
+             f"{prog} rename <old> <new>")
+        return 2
+    new = _base_name(extra[0])
+    for n in (old, new):
+        if not n or os.sep in n or n.startswith("."):
+            _err(f"{prog}: rename: give configuration names, not paths: {n!r}")
+            return 2
+    try:
+        path = resolve(component, old, disabled=True)
+    except ActionError as e:
+        return _fail(e)
+    base = _base_name(path.name)
+    if new == base:
+        print(f"{prog}: {base} is already named so")
+        return 0
+    ext = OFF if path.name.endswith(OFF) else CONF
+    d = path.parent
+    for clash in (d / (new + CONF), d / (new + OFF)):
+        if clash.exists():
+            _err(f"{prog}: rename: {clash} already exists (remove it first)")
+            return 1
+    from sarra.config import parser
+    from sarra.ops import instances, rename
+    try:        # the configuration's statehost: where its state and logs are
+        parser.load(component, str(path), warn_unknown=False)
+    except parser.ConfigError:
+        parser.use_default_state_host()
+    running = instances.status(component, base).running
+    if running:
+        _err(f"{prog}: rename: {len(running)} instance(s) of {base} running; stop them "
+             f"first ({prog} stop {base}), then rename and start {new}")
+        return 1
+    try:
+        with instances.locked(component, base):
+            rename.planned(component, base, new)        # a clash: refused before any move
+            os.rename(path, d / (new + ext))
+            moved = rename.move(component, base, new)
+    except rename.RenameError as e:
+        _err(f"{prog}: rename: {e}")
+        return 1
+    except OSError as e:
+        _err(f"{prog}: rename: cannot rename {path}: {e.strerror or e}")
+        return 1
+    print(f"{prog}: renamed {path} to {d / (new + ext)}")
+    if moved:
+        print(f"{prog}: moved {len(moved)} state and log file(s) of {base} to {new}")
+    return 0

@@ -14,9 +14,9 @@ from sarra.config import cli
 
 OK, SOME_FAILED, USAGE, BROKER = 0, 1, 2, 3
 
-CONSUMER_ACTIONS = ("foreground", "start", "stop", "restart", "status", "sanity", "cleanup",
-                    "declare", "setup", "list", "edit", "add", "remove", "enable", "disable",
-                    "show", "log")
+CONSUMER_ACTIONS = ("foreground", "start", "stop", "restart", "reload", "status", "sanity",
+                    "cleanup", "declare", "setup", "list", "edit", "add", "remove", "rename",
+                    "enable", "disable", "show", "log")
 
 
 class UsageError(Exception):
