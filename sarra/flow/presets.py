@@ -126,6 +126,7 @@ PRESETS = {
                    keep_plugin=postsource.keep_plugin),
     "watch": Preset("watch", posts=True, reports=False,
                     source="sarra.watch.daemon:WatchSource"),
+    "poll": Preset("poll", posts=True, reports=False, source="sarra.poll.source:PollSource"),
 }
 
 

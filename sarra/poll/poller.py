@@ -1,36 +1,27 @@
-"""The sr_poll loop: every ``sleep`` seconds, list each ``directory`` of ``destination``,
-announce the files that are new or changed since they were last announced, then wait.
+"""One poll of sr_poll: list each ``directory`` of ``destination`` and build the posts of
+the files that are new or changed since they were last announced (the flow engine posts
+them: sarra/poll/source.py).
 
-One poll:
-
-1. ``vip``: only the node holding one of the addresses polls (sarra/ops/vip.py); the
-   other lists nothing and posts nothing (standby).
-2. ``do_poll`` plugins, when configured, replace the listing: they post with
+1. ``do_poll`` plugins, when configured, replace the listing: they post with
    ``parent.post(...)`` (v2's arguments).
-3. Otherwise each directory line (with the accept/reject lines that follow it) is listed
+2. Otherwise each directory line (with the accept/reject lines that follow it) is listed
    (lister.py), subdirectories too (at most MAX_DEPTH deep). A file is announced when it
    is accepted (the first accept/reject matching its NAME wins, v2), not older than
    ``file_time_limit``, and its [size, mtime] differ from what was announced (a file that
    grew between polls is announced again, once per change).
-4. The posts are published, the broker's confirms awaited; only then is the new record
-   committed (state.py). A broker failure drops the record: the files are announced at
-   the next poll. A directory whose listing failed keeps its record.
+3. The record of the poll is staged; it is committed once the broker confirmed the posts
+   (state.py), dropped otherwise: the files are then announced at the next poll. A
+   directory whose listing failed keeps its record.
 """
 
 import collections
-import json
-import os
 import time
 import types
 from typing import Dict, List
 
-from sarra import paths, plugin
-from sarra.broker.client import Broker, BrokerError
+from sarra import paths
 from sarra.config.credentials import Credentials
-from sarra.flow.cache import DupCache
-from sarra.flow.publisher import Publisher
-from sarra.message import Message, topic_for
-from sarra.ops import instances, vip
+from sarra.message import Message, now as now_stamp, topic_for
 from sarra.poll import announce, lister
 from sarra.poll.state import PollState, state_path
 from sarra.transfer import TransferError, close_pool, for_url, redact
@@ -40,26 +31,69 @@ COMPONENT = "poll"
 MAX_DEPTH = 16
 #: directories listed in one poll, at most (a hostile server's endless tree)
 MAX_DIRS = 10_000
+#: seconds between polls when ``sleep`` is 0
+DEFAULT_SLEEP = 300.0
 
 
-class PollParent(Publisher):
-    """What plugins see as ``parent``: the options (parent.<option>), ``logger``,
-    ``line`` (on_line), ``data``/``entries`` (on_html_page), ``msg`` (on_post), and
-    ``post(...)`` for do_poll plugins."""
+class Poller:
+    """What one poll lists and announces, and the record of what was announced. No broker
+    here: ``poll()`` returns the posts and stages the record; the caller commits it once
+    the broker confirmed them (``commit``), or drops it (``rollback``)."""
 
-    def __init__(self, poller, cfg, broker, log, hooks, cache):
-        super().__init__(cfg, broker, log, hooks, cache)
-        self.poller = poller
-        self.logger = log
-        self.line = self.data = None
-        self.entries = {}
-        self.user_cache_dir = poller.sdir
-        self.details = None
+    def __init__(self, cfg, log, stop_event, hooks, parent, instance: int = 1,
+                 credentials=None):
+        self.cfg, self.log, self.stop = cfg, log, stop_event
+        self.hooks, self.parent = hooks, parent
+        self.cname = cfg.name or "-"
+        self.sdir = paths.state_dir(COMPONENT, self.cname)
+        self.state = PollState(state_path(self.cname, instance), log)
+        if cfg.reset:           # v2: forget what was announced; every file is posted again
+            self.state.remove()
+            log.info("reset: what was announced is forgotten, every file listed is posted")
+        self.interval = cfg.sleep if cfg.sleep and cfg.sleep > 0 else DEFAULT_SLEEP
+        self.pulls = collections.OrderedDict()
+        for m in cfg.masks:
+            self.pulls.setdefault(m.directory or ".", []).append(m)
+        self.base = announce.base_url(cfg)
+        self.credentials = credentials or Credentials.load()
+        self.pool: Dict = {}
+        self.batch: List[Message] = []
+        self.touched, self.ok, self.listed = set(), True, 0
+        self.counters = {"polls": 0, "listed": 0, "failed_listings": 0}
 
-    def post(self, post_exchange, post_base_url, post_relpath, to_clusters, partstr=None,
-             sumstr=None, rename=None, mtime=None, atime=None, mode=None, link=None):
-        """v2's sr_poll.post(): queue one post for this poll's batch (published, then
-        confirmed, at the end of the poll)."""
+    def poll(self) -> List[Message]:
+        """One poll: the posts of what is new or changed (the record staged)."""
+        self.counters["polls"] += 1
+        self.batch, self.state.staged = [], {}
+        self.complete = False
+        if self.hooks.has("do_poll"):
+            scheme = (self.cfg.destination or "").split(":", 1)[0].lower()
+            self.hooks.run_first("do_poll", scheme=scheme)
+        else:
+            self.complete = self.poll_all()
+        batch, self.batch = self.batch, []
+        return batch
+
+    def commit(self) -> None:
+        """The posts are confirmed: the staged record is what was announced (directories
+        no longer polled forgotten after a complete poll)."""
+        keep = self.touched if self.complete else None
+        try:
+            self.state.commit(keep)
+        except OSError as e:
+            self.log.error("cannot write %s: %s (these files may be announced again)",
+                           self.state.path, e.strerror or e)
+
+    def rollback(self) -> None:
+        self.state.rollback()
+
+    def close(self) -> None:
+        close_pool(self.pool)
+
+    def v2_post(self, post_exchange, post_base_url, post_relpath, to_clusters, partstr=None,
+                sumstr=None, rename=None, mtime=None, atime=None, mode=None, link=None):
+        """``parent.post(...)`` of do_poll plugins (v2's arguments): one post for this
+        poll's batch, published and confirmed at the end of the poll."""
         h = {}
         for k, v in (("to_clusters", to_clusters), ("parts", partstr), ("sum", sumstr),
                      ("rename", rename), ("mtime", mtime), ("atime", atime), ("link", link)):
@@ -71,103 +105,11 @@ class PollParent(Publisher):
             h["source"] = self.cfg.source
         if self.cfg.cluster:
             h["from_cluster"] = self.cfg.cluster
-        from sarra.message import now
-        msg = Message(now(), post_base_url, post_relpath, h,
-                      topic=topic_for(self.cfg.post_topic_prefix or "v02.post", post_relpath),
-                      exchange=post_exchange or self.cfg.post_exchange)
-        self.poller.batch.append(msg)
+        self.batch.append(Message(
+            now_stamp(), post_base_url, post_relpath, h,
+            topic=topic_for(self.cfg.post_topic_prefix or "v02.post", post_relpath),
+            exchange=post_exchange or self.cfg.post_exchange))
         return True
-
-
-class Poller:
-    """One sr_poll instance."""
-
-    def __init__(self, cfg, log, stop_event, instance: int = 1):
-        self.cfg, self.log, self.stop = cfg, log, stop_event
-        self.cname = cfg.name or "-"
-        self.sdir = paths.state_dir(COMPONENT, self.cname)
-        self.state = PollState(state_path(self.cname, instance), log)
-        self.interval = cfg.sleep if cfg.sleep and cfg.sleep > 0 else 300.0
-        self.pulls = collections.OrderedDict()
-        for m in cfg.masks:
-            self.pulls.setdefault(m.directory or ".", []).append(m)
-        self.base = announce.base_url(cfg)
-        self.credentials = Credentials.load()
-        self.hooks = plugin.Hooks(None, log)
-        for hook, names in cfg.plugins.items():
-            for n in names:
-                self.hooks.add(hook, n)
-        self.broker = Broker(cfg.post_broker, logger=log, should_stop=stop_event.is_set,
-                             batch_writes=True, password_lookup=self.credentials.password_for)
-        cache = None
-        if cfg.suppress_duplicates:
-            cache = DupCache(os.path.join(self.sdir, "recent_files_%03d.cache" % instance),
-                             cfg.suppress_duplicates)
-        if cfg.reset:           # v2: forget what was announced; every file is posted again
-            self.state.remove()
-            if cache is not None:
-                cache.clear()
-            log.info("reset: what was announced is forgotten, every file listed is posted")
-        self.parent = PollParent(self, cfg, self.broker, log, self.hooks, cache)
-        self.hooks.parent = self.parent
-        addresses = [a for a in (cfg.vip or []) if a]
-        self.gate = vip.Gate(",".join(addresses) or None, None, logger=log,
-                             probe=lambda _a, iface: any(vip.holds(a, iface) for a in addresses))
-        self.pool: Dict = {}
-        self.batch: List[Message] = []
-        self.touched, self.ok, self.listed = set(), True, 0
-        self.counters = {"polls": 0, "listed": 0, "posted": 0, "failed_listings": 0,
-                         "standby": 0}
-        self.stats = {"start": time.time(), "pid": os.getpid(), "received": 0,
-                      "last_activity": None, "retry_queue": 0}
-        self.stats_path = instances.stats_file(COMPONENT, self.cname, instance)
-        self._next_hb = time.time() + (cfg.heartbeat or 300)
-
-    # ------------------------------------------------------------------ loop
-    def run(self) -> int:
-        self.hooks.run("on_start")
-        try:
-            self.broker.connect()
-            if self.cfg.declare_exchange and self.cfg.post_exchange:
-                try:
-                    self.broker.declare_exchange(self.cfg.post_exchange)
-                except BrokerError as e:
-                    self.log.warning("cannot declare exchange %s: %s", self.cfg.post_exchange, e)
-            self.log.info("polling %s every %gs: %s", redact(self.cfg.destination or ""),
-                          self.interval, ", ".join(self.pulls) or "(do_poll)")
-            while not self.stop.is_set():
-                t0 = time.monotonic()
-                self.cycle()
-                self.heartbeat()
-                left = self.interval - (time.monotonic() - t0)
-                while left > 0 and not self.stop.is_set():
-                    self.stop.wait(min(left, 1.0))
-                    self.broker.tick()
-                    left = self.interval - (time.monotonic() - t0)
-        finally:
-            self.hooks.run("on_stop")
-            close_pool(self.pool)
-            if self.parent.cache is not None:
-                self.parent.cache.close()
-            self.broker.close()
-            self.log.info("stopped: %d files announced in %d polls", self.parent.posted,
-                          self.counters["polls"])
-        return 0
-
-    def cycle(self) -> None:
-        """One poll, when this node is active (vip)."""
-        if not self.gate.active():
-            self.counters["standby"] += 1
-            return
-        self.counters["polls"] += 1
-        self.batch, self.state.staged = [], {}
-        complete = True
-        if self.hooks.has("do_poll"):
-            scheme = (self.cfg.destination or "").split(":", 1)[0].lower()
-            self.hooks.run_first("do_poll", scheme=scheme)
-        else:
-            complete = self.poll_all()
-        self.flush(complete)
 
     def poll_all(self) -> bool:
         """List every directory; True when every listing succeeded."""
@@ -257,48 +199,6 @@ class Poller:
             if not lister.fill_in(self.driver(url), url, e, self.log, redact(url)):
                 return None
         return [e.size, None if e.mtime is None else int(e.mtime), e.listed]
-
-    def flush(self, complete: bool) -> None:
-        """Publish the poll's posts; commit the record once the broker confirmed them."""
-        batch, self.batch = self.batch, []
-        try:
-            for m in batch:
-                self.parent.publish(m)
-            if batch:
-                self.broker.wait_confirms(timeout=max(30.0, len(batch) / 500.0))
-        except BrokerError as e:
-            self.log.error("%s; the %d files concerned are announced at the next poll",
-                           e, len(batch))
-            self.state.rollback()
-            if self.parent.cache is not None:       # not seen: they are posted again
-                for m in batch:
-                    self.parent.cache.remove_path(m.path)
-            return
-        keep = self.touched if complete and not self.hooks.has("do_poll") else None
-        try:
-            self.state.commit(keep)
-        except OSError as e:
-            self.log.error("cannot write %s: %s (these files may be announced again)",
-                           self.state.path, e.strerror or e)
-        if batch:
-            self.stats["last_activity"] = time.time()
-        if self.parent.cache is not None:
-            self.parent.cache.flush()
-
-    def heartbeat(self) -> None:
-        now = time.time()
-        st = self.stats
-        if "time" in st:
-            st["prev_time"], st["prev_received"] = st["time"], st["received"]
-        st.update(time=now, received=self.parent.posted, **self.counters)
-        try:
-            paths.atomic_write(str(self.stats_path), json.dumps(st))
-        except OSError as e:
-            self.log.warning("cannot write %s: %s", self.stats_path, e.strerror or e)
-        if now >= self._next_hb:
-            self._next_hb = now + (self.cfg.heartbeat or 300)
-            self.hooks.run("on_heartbeat")
-
 
 #: what an entry no accept/reject matched is accepted as, with accept_unmatch on
 _UNMATCHED = types.SimpleNamespace(accept=True, filename=None)

@@ -3,11 +3,12 @@ sshd) and the real broker: what it announces, that a restart announces nothing t
 a file that grows is announced again, that a server failing mid-listing loses nothing and
 duplicates nothing, hostile listed names, and vip.
 
-Most tests run the poller in this process one poll at a time (Poller.cycle(): no fixed
-waits); one runs the real `sr_poll foreground` command."""
+Most tests run the poll's flow in this process one poll at a time (no fixed waits); the
+vip tests and one more run the real `sr_poll foreground` command."""
 
 import getpass
 import http.server
+import json
 import logging
 import os
 import subprocess
@@ -19,7 +20,8 @@ import pytest
 
 from sarra.config import parser as config
 from sarra.message import join_url
-from sarra.poll.poller import Poller
+from sarra.flow import presets
+from sarra.flow.engine import Flow
 from tests.conftest import command_argv, command_env
 from tests.support import prereq
 
@@ -48,26 +50,31 @@ class Env:
         os.chmod(p, 0o600)
 
     def poller(self, name):
-        """A poller as a fresh start of sr_poll would make it (its state from disk)."""
-        p = Poller(config.load("poll", name), LOG, threading.Event())
-        p.broker.connect()
-        self.pollers.append(p)
-        return p
+        """A flow as a fresh start of sr_poll makes it (its state from disk), connected."""
+        flow = Flow(config.load("poll", name), presets.preset("poll"), logger=LOG,
+                    stop_event=threading.Event())
+        flow.connect()
+        self.pollers.append(flow)
+        return flow
 
     def poll(self, name, poller=None, settle=0.3):
-        """One poll; the (routing key, body, headers) of what it posted."""
-        p = poller or self.poller(name)
-        p.cycle()
+        """One poll through the engine; the (routing key, body, headers) it posted."""
+        flow = poller or self.poller(name)
+        flow.source._next = 0.0             # due now: no waiting for `sleep`
+        batch = flow.source.get(0)
+        if batch:
+            flow.handle(batch)
         return self.tap.get(count=1000, timeout=settle)
 
     def close(self):
         for p in self.pollers:
-            p.broker.close()
+            p.source.close()
+            p.close()
 
 
 @pytest.fixture
 def env(home, broker_url, amqp_exchange, amqp_tap):
-    exchange = amqp_exchange("xs_guest_poll_" + uuid.uuid4().hex[:8])
+    exchange = amqp_exchange("xs_guest_poll_" + uuid.uuid4().hex[:8], durable=True)
     e = Env(home, broker_url, exchange, amqp_tap(exchange))
     yield e
     e.close()
@@ -105,7 +112,7 @@ def grow_and_restart(env, name, root, sub, base_url):
     assert urls(got) == [f"{base_url}a.txt"]
     check_posts(got, {"a.txt": 14})
     assert env.poll(name, p) == []                                   # announced once
-    p.broker.close()
+    p.close()
     (root / sub / "new.txt").write_bytes(b"n" * 3)
     got = env.poll(name)                                             # a restart
     assert urls(got) == [f"{base_url}new.txt"]
@@ -221,11 +228,41 @@ def test_hostile_names_refused_and_polling_goes_on(env, flaky, caplog):
 
 # ------------------------------------------------------------------ vip
 
-def test_vip_not_here_polls_nothing(env, flaky):
-    name = env.conf("v", f"destination {flaky}\ndirectory /d\naccept .*\nvip 192.0.2.77\n")
+def run_poll(name):
+    return subprocess.Popen(command_argv("sr_poll") + ["foreground", name], env=command_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop(proc):
+    proc.terminate()
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    return out
+
+
+def stats(home, name):
+    path = home / ".cache" / "sarra" / "poll" / name / f"sr_poll_{name}_01.stats"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def test_vip_not_here_polls_nothing(env, flaky, home):
+    name = env.conf("v", f"destination {flaky}\ndirectory /d\naccept .*\nsleep 0.5\n"
+                         "vip 192.0.2.77\n")
     Flaky.page = {"one.txt": 1}
-    assert env.poll(name) == []
-    assert Flaky.requests == []                 # not even listed
+    proc = run_poll(name)
+    try:
+        deadline = time.monotonic() + 20
+        while not stats(home, name).get("standby") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stats(home, name).get("standby")
+        assert env.tap.get(count=1, timeout=1.5) == []     # three polls' time: nothing
+        assert Flaky.requests == []                        # not even listed
+    finally:
+        out = stop(proc)
+    assert "standby" in out
 
 
 def test_vip_here_polls(env, flaky):
@@ -238,7 +275,11 @@ def test_vip_here_polls(env, flaky):
     try:
         name = env.conf("vh", f"destination {flaky}\ndirectory /d\naccept .*\nvip {addr}\n")
         Flaky.page = {"one.txt": 1}
-        assert urls(env.poll(name)) == [f"{flaky}d/one.txt"]
+        proc = run_poll(name)
+        try:
+            assert urls(env.tap.get(count=1, timeout=20)) == [f"{flaky}d/one.txt"]
+        finally:
+            stop(proc)
     finally:
         subprocess.run(["ip", "addr", "del", addr + "/32", "dev", "lo"], capture_output=True)
 
@@ -250,9 +291,7 @@ def test_sr_poll_foreground(env, http_server, home):
     (http_server.root / sub).mkdir()
     (http_server.root / sub / "f.txt").write_bytes(b"hello")
     env.conf("c", f"destination {http_server.url}\ndirectory /{sub}\naccept .*\nsleep 1\n")
-    proc = subprocess.Popen(command_argv("sr_poll") + ["foreground", "c"],
-                            env=command_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = run_poll("c")
     try:
         got = env.tap.get(count=1, timeout=20)
         assert urls(got) == [f"{http_server.url}{sub}/f.txt"]
@@ -260,7 +299,6 @@ def test_sr_poll_foreground(env, http_server, home):
         got = env.tap.get(count=1, timeout=20)
         assert urls(got) == [f"{http_server.url}{sub}/g.txt"]
     finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out
+        out = stop(proc)
     assert env.tap.get(count=1, timeout=0.2) == []
+    assert "polling http://" in out
