@@ -158,6 +158,14 @@ class DupCache:
             self._append(k, 0.0)
         return len(dead)
 
+    def forget(self, key: Key) -> bool:
+        """Forget one key (True if it was recorded): the next message with it goes through."""
+        k = key[0] + _SEP + key[1]
+        if self._d.pop(k, None) is None:
+            return False
+        self._append(k, 0.0)
+        return True
+
     def clear(self) -> None:
         """Forget everything and empty the file (the posters' ``reset``)."""
         self._d.clear()

@@ -17,6 +17,7 @@ import os
 import stat
 
 from sarra import checksum
+from sarra.flow.cache import cache_key
 from sarra.flow.poster import PostError, file_posts, link_post, relpath_of, remove_post
 from sarra.watch.state import Rec, written_path
 
@@ -139,7 +140,19 @@ class Announcer:
                 and sums[0].split(",")[0] in checksum.DATA_ALGOS)
         self.state.set(path, Rec(st.st_size, st.st_mtime_ns, bsz, sums))
         self.born.discard(path)
+        if not same and rec is not None:
+            self.forget_posted(msgs)
         self.batch.extend(moved if same else moved + msgs)
+
+    def forget_posted(self, msgs) -> None:
+        """suppress_duplicates: the cache's key of a block leaves out the block count and
+        remainder (as v2's does), so it would drop the unchanged blocks of a file that
+        grew, and a receiver could not complete the new version: forget them."""
+        cache = getattr(getattr(self, "flow", None), "cache", None)
+        if cache is not None:
+            basis = self.cfg.suppress_duplicates_basis or "path"
+            for m in msgs:
+                cache.forget(cache_key(m, basis))
 
     def file_msgs(self, path, st, oldname):
         """Posts of a regular file; a '.Part' file is one block, posted with method p."""

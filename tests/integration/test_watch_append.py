@@ -85,8 +85,11 @@ def _same(path, data):
         return False
 
 
-@pytest.mark.parametrize("writer", ["open", "closing"])
-def test_a_file_appended_in_steps_arrives_whole_after_each(watcher, sub_env, writer):
+@pytest.mark.parametrize("writer,extra", [("open", []), ("closing", []),
+                                          ("closing", ["suppress_duplicates on"])])
+def test_a_file_appended_in_steps_arrives_whole_after_each(watcher, sub_env, writer, extra):
+    """With suppress_duplicates on, sr_watch's cache (whose block keys leave out the
+    block count) must not drop the unchanged blocks of the grown file."""
     w, s = watcher, sub_env
     http = CountingHttp(w.base)
     try:
@@ -94,7 +97,7 @@ def test_a_file_appended_in_steps_arrives_whole_after_each(watcher, sub_env, wri
         s.setup()
         sub = s.foreground()
         w.start([f"post_base_url {http.url}", f"post_exchange {s.exchange}",
-                 "blocksize 64K", "snapshot_interval 0.5"])
+                 "blocksize 64K", "snapshot_interval 0.5"] + extra)
         src, dst = w.root / "grow.bin", s.dst / "grow.bin"
         url_path = "/watched/grow.bin"
         data = b""
