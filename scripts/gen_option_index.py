@@ -110,7 +110,7 @@ def render(component: str, gen=None) -> str:
         if not O.acted_on(o.name, component):
             why = O.NOT_ACTED_ON[o.name][1]
             facts.append("Ignored here: %s." % gen.esc(why))
-        refused = gen.refused_text(o)
+        refused = gen.refused_text(o) if O.acted_on(o.name, component) else ""
         if refused:
             facts.append(refused)
         out += [".TP", tag, gen.line(" ".join(facts))]

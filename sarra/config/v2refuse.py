@@ -52,10 +52,28 @@ def filename_problem(option: str) -> Optional[str]:
     return None
 
 
+def vip_problem(value: Any) -> Optional[str]:
+    """Why a vip value (IP addresses, see sarra/ops/vip.py) cannot be used, or None: a
+    host name or a typo would leave the component in standby for ever."""
+    import ipaddress
+    words = value.replace(",", " ").split() if isinstance(value, str) else list(value or [])
+    for w in words:
+        try:
+            ipaddress.ip_address(str(w).split("%", 1)[0])
+        except ValueError:
+            return "%r is not an IP address (vip takes the addresses themselves)" % str(w)
+    return None
+
+
 def refusal(name: str, component: str, value: Any = None) -> Optional[str]:
     """Why `component` refuses option `name` (canonical) set to `value`, or None."""
+    from sarra.config import options
+    if not options.acted_on(name, component):
+        return None         # ignored there, with its reason (options.NOT_ACTED_ON)
     if name == "filename" and isinstance(value, str):
         return filename_problem(value)
+    if name == "vip":
+        return vip_problem(value)
     entry = REFUSED.get(name)
     if entry is not None and ("*" in entry[0] or component in entry[0]):
         return entry[1]

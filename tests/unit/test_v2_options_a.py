@@ -268,3 +268,15 @@ def test_save_file_path_follows_save_file_and_the_instance(tmp_path):
     assert saving.path(flow) == str(tmp_path / "sr_shovel_n_02.save")
     flow.cfg = _Cfg(component="shovel", name="n", save_file=str(tmp_path / "k"))
     assert saving.path(flow) == str(tmp_path / "k_02.save")
+
+
+def test_vip_that_is_not_an_address_is_refused_naming_file_and_line(home):
+    from sarra.config import parser
+    d = home / ".config" / "sarra" / "shovel"
+    d.mkdir(parents=True)
+    (d / "v.conf").write_text("broker amqp://u@h/\nvip 192.0.2.1\nvip node-a.example\n")
+    with pytest.raises(parser.ConfigError) as e:
+        parser.load("shovel", "v")
+    assert "v.conf:3" in str(e.value) and "not an IP address" in str(e.value)
+    (d / "v.conf").write_text("broker amqp://u@h/\nvip 192.0.2.1\nvip fe80::1\n")
+    assert parser.load("shovel", "v").vip
