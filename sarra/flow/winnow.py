@@ -285,7 +285,7 @@ class TxPost:
         if work is not None and work.delivery is None and self.other is not None:
             # from the retry queue: no ack to commit with, and the flow marks it done before
             # the commit; confirmed on the other connection first instead (at worst twice)
-            self.other.publish(exchange, routing_key, body, headers)
+            self.other.publish(exchange, routing_key, body, headers, persistent, expiration)
             self.other.wait_confirms()
             return
         tag = getattr(getattr(work, "delivery", None), "delivery_tag", None)

@@ -11,6 +11,7 @@ state and exit code are the same for both:
   hung      an instance is alive but does nothing (see ``hung_instances``)      exit 1
   flapping  instances keep dying soon after they start (supervisor backoff)     exit 1
   error     the configuration cannot be read and nothing of it runs            exit 1
+  standby   every instance alive and idle: its ``vip`` is on another node      exit 0
 
 Hung, precisely: an alive instance whose stats file says it holds unacknowledged
 messages (``unacked`` > 0) and was not rewritten for ``hung_after`` seconds
@@ -41,7 +42,7 @@ HUNG_AFTER = 300.0         # seconds: holding messages without a stats write (no
 MIN_HUNG_AFTER = 5 * STATS_EVERY   # never less: a busy instance writes every STATS_EVERY
 FLAPPING_DELAY = 4.0       # supervisor backoff reached by 3 quick deaths in a row
 PROBLEMS = ("down", "partial", "hung", "flapping", "error")
-OK_STATES = ("running", "stopped", "disabled")
+OK_STATES = ("running", "stopped", "disabled", "standby")
 
 
 def exit_code(state: str) -> int:
@@ -85,6 +86,16 @@ def stats_hung(stats: Optional[dict], now: float, hung_after: float,
     except (TypeError, ValueError):
         return False
     return unacked > 0 and now - written > hung_after
+
+
+def all_standby(component: str, name: str, running: Sequence[Tuple[int, int]]) -> bool:
+    """Do the stats files of all these running instances say standby (option vip: the
+    address is on another node)?"""
+    for n, pid in running:
+        stats = instances.read_stats(component, name, n)
+        if not stats or stats.get("pid") != pid or not stats.get("standby"):
+            return False
+    return True
 
 
 def hung_instances(component: str, name: str, cfg, running: Sequence[Tuple[int, int]],
@@ -158,6 +169,8 @@ def config_health(component: str, name: str, cfg=None, enabled: bool = True,
         state = "down"
     else:
         state = "partial" if running < expected else "running"
+    if state == "running" and running and all_standby(component, name, st.running):
+        state = "standby"           # vip elsewhere: alive, idle, and that is fine
     if state in ("down", "partial") and deaths:
         notes.append(f"{label}: last death {_age(now - deaths[-1][0])} ago: {deaths[-1][1]}")
     return Health(state, list(st.running), expected, hung, notes, restarts)
