@@ -558,6 +558,7 @@ class Flow:
         exchange, persistent = cfg.post_exchange, bool(cfg.get("persistent", True))
         on_post = self.hooks.has("on_post")
         counters["received"] += len(batch)
+        self.last_activity = time.time()       # the stats file follows (stats_tick)
         try:
             for work in batch:
                 msg = work.msg
