@@ -119,6 +119,8 @@ def test_vip_standby_until_the_address_arrives(runner, ex, amqp_channel, lo_addr
         assert "standby" in st.stdout and st.returncode == 0, st.stdout + st.stderr + str(
             [f.read_text() for f in runner.home.rglob("*.stats")]) + logs()
         assert logs().count("standby") == 1          # logged once, not at every check
+        whole = runner.run("sr", "status", "shovel/" + ex.name)
+        assert "standby" in whole.stdout and whole.returncode == 0, whole.stdout
         # the address arrives: active within a few seconds, the message is shovelled
         lo_address()
         got = take(amqp_channel, ex.out, 1, timeout=20)
@@ -126,6 +128,13 @@ def test_vip_standby_until_the_address_arrives(runner, ex, amqp_channel, lo_addr
         assert "active" in logs()
         st = runner.run("sr_shovel", "status", ex.name)
         assert "running" in st.stdout, st.stdout
+        # the address leaves: passive again, connections closed, nothing consumed
+        subprocess.run(["ip", "addr", "del", VIP + "/32", "dev", "lo"], check=True)
+        wait_for(lambda: logs().count("standby") == 2, 20, "standby again")
+        publish(amqp_channel, ex.src, "/vip/three.txt")
+        time.sleep(1.5)
+        assert take(amqp_channel, ex.out, 1, timeout=0.5) == []
+        assert queued(amqp_channel, ex.queue) == 1
     finally:
         runner.run("sr_shovel", "stop", ex.name)
 
@@ -242,3 +251,45 @@ def test_restore_to_queue_fills_the_named_queue_and_ends(runner, ex, amqp_channe
         assert not live(journal_lines(runner.home, ex.name, ".save"))
     finally:
         amqp_channel.queue_delete(target)
+
+
+# --- outlet / reset -------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["url", "json"])
+def test_outlet_writes_a_line_per_message_without_post_broker(runner, ex, amqp_channel, kind):
+    runner.config("subscribe", ex.name, """
+        broker %s
+        exchange %s
+        queue_name %s
+        expire 5m
+        notify_only on
+        report_back off
+        outlet %s
+    """ % (ex.broker, ex.src, ex.queue, kind))
+    p = runner.start("subscribe", ex.name)
+    runner.wait_consuming(p, ex.name)
+    publish(amqp_channel, ex.src, "/out/a%20b.txt")
+    want = "http://src.invalid//out/a%20b.txt" if kind == "url" else '"v02.post.out"'
+    wait_for(lambda: want in runner.log(ex.name), 20, "the outlet line")
+    if kind == "json":
+        line = [ln for ln in runner.log(ex.name).splitlines() if ln.startswith("[")][0]
+        topic, headers, body = json.loads(line)
+        assert body.endswith(" /out/a%20b.txt") and headers["sum"] == SUM
+    assert runner.stop(p) == 0
+
+
+def test_reset_drops_what_was_queued(runner, ex, amqp_channel):
+    shovel(runner, ex)
+    p = runner.start("shovel", ex.name)
+    runner.wait_consuming(p, ex.name)
+    assert runner.stop(p) == 0
+    publish(amqp_channel, ex.src, "/reset/old.txt")          # queued while stopped
+    wait_for(lambda: queued(amqp_channel, ex.queue) == 1, 10, "one queued")
+    shovel(runner, ex, "reset on")
+    p = runner.start("shovel", ex.name)
+    wait_for(lambda: runner.log(ex.name).count(" started, ") == 2, 20, "the restart")
+    assert "reset: queue %s deleted" % ex.queue in runner.log(ex.name)
+    publish(amqp_channel, ex.src, "/reset/new.txt")
+    got = take(amqp_channel, ex.out, 2, timeout=3)
+    assert [b.split()[2] for b, _ in got] == ["/reset/new.txt"]
+    assert runner.stop(p) == 0
