@@ -3,14 +3,16 @@ that are new or changed, for a pump to fetch (see man sr_poll).
 
     sr_poll [options] <action> [<config>]        (v2 order; '<config> <action>' too)
 
-Actions: foreground start stop restart status sanity cleanup list edit add remove enable
-disable show log. The poll loop itself is sarra.poll.poller.
+Actions: foreground start stop restart reload status sanity cleanup list edit add remove
+rename enable disable show log. The poll is sarra.poll (its source of the flow engine:
+sarra/poll/source.py); SIGHUP (the reload action) re-reads the configuration between polls.
 """
 
 import logging
 import os
 import shutil
 import sys
+import threading
 
 from sarra import paths, plugin
 from sarra.broker.client import BrokerError
@@ -23,9 +25,9 @@ from sarra.flow.engine import Flow
 from sarra.poll.poller import COMPONENT
 
 PROGRAM = "sr_poll"
-ACTIONS = ("foreground", "start", "stop", "restart", "status", "sanity", "cleanup", "list",
-           "edit", "add", "remove", "enable", "disable", "show", "log")
-ALL_CONFIG_ACTIONS = ("status", "start", "stop", "restart", "sanity", "cleanup")
+ACTIONS = ("foreground", "start", "stop", "restart", "reload", "status", "sanity", "cleanup",
+           "list", "edit", "add", "remove", "rename", "enable", "disable", "show", "log")
+ALL_CONFIG_ACTIONS = ("status", "start", "stop", "restart", "reload", "sanity", "cleanup")
 
 
 @common.pipe_safe
@@ -43,13 +45,18 @@ def main(argv=None) -> int:
     except common.UsageError as e:
         return common.fail(PROGRAM, str(e), common.USAGE)
     action = name = None
+    extra = []
     for w in words:
         if action is None and w in ACTIONS:
             action = w
         elif name is None:
             name = w
+        elif action == "rename" and not extra:      # sr_poll rename <old> <new>
+            extra.append(w)
         else:
             return common.fail(PROGRAM, f"unexpected argument {w!r}", common.USAGE)
+    if action == "rename":
+        return actions.rename_action(COMPONENT, name, extra)
     if action is None:
         return common.fail(PROGRAM, f"no action given (one of {', '.join(ACTIONS)})",
                            common.USAGE)
@@ -94,12 +101,14 @@ def _one(action, name, pairs, no) -> int:
     if action == "show":
         print(cfg.show(), end="")
         return common.OK
-    if action in ("foreground", "start", "restart", "sanity"):
+    if action in ("foreground", "start", "restart", "reload", "sanity"):
         missing = missing_option(cfg)
         if missing:
             return common.fail(PROGRAM, f"{cname}: {missing}", common.USAGE)
     if action == "foreground":
-        return foreground(cfg, no)
+        return foreground(cfg, no, pairs)
+    if action == "reload":      # the config loads (checked above): the instance re-reads it
+        return _reload(cfg)
     if action in ("stop", "restart"):
         n = instances.stop(COMPONENT, cname)
         if action == "stop":
@@ -133,7 +142,29 @@ def _start(cfg) -> int:
     return common.SOME_FAILED if started.failed else common.OK
 
 
-def foreground(cfg, no=None) -> int:
+def _reload(cfg) -> int:
+    """SIGHUP to the running instance (it re-reads its configuration between two polls);
+    started when it does not run."""
+    from sarra.ops import reload
+    done = reload.signal_instances(COMPONENT, cfg.name, 1)
+    if done.signalled:
+        print(f"{PROGRAM} {cfg.name}: reload sent to {len(done.signalled)} instance(s)")
+        return common.OK
+    print(f"{PROGRAM} {cfg.name}: was not running: starting it")
+    return _start(cfg)
+
+
+def _reload_config(cfg, pairs):
+    """The configuration as the instance reads it at start (ConfigError: file:line)."""
+    new = config.load(COMPONENT, cfg.config_path or cfg.name, list(pairs or ()),
+                      set_state_host=False)
+    missing = missing_option(new)
+    if missing:
+        raise config.ConfigError(missing)
+    return new
+
+
+def foreground(cfg, no=None, pairs=()) -> int:
     background = no is not None
     instance = no or 1
     cname = cfg.name or "-"
@@ -142,13 +173,22 @@ def foreground(cfg, no=None) -> int:
                              **logs.from_config(cfg))
     common.quiet_third_party()
     logging.getLogger("paramiko").setLevel(logging.WARNING)
-    stop = instances.instance_signals(lambda: log.info("stop requested"))
+    reload_requested = threading.Event()
+
+    def on_hup():
+        log.info("reload requested (SIGHUP): applied between two polls")
+        reload_requested.set()
+
+    stop = instances.instance_signals(lambda: log.info("stop requested"), on_reload=on_hup)
     if background:
         instances.write_pid(COMPONENT, cname, instance)
         proctitle.for_instance(COMPONENT, cname, instance)
     try:
-        return Flow(cfg, presets.preset(COMPONENT), logger=log, stop_event=stop,
-                    instance=instance).run()
+        flow = Flow(cfg, presets.preset(COMPONENT), logger=log, stop_event=stop,
+                    instance=instance)
+        flow.reload_event = reload_requested
+        flow.load_config = lambda: _reload_config(cfg, pairs)
+        return flow.run()
     except (CredentialsError, plugin.PluginError, routing.ConfigRefused) as e:
         log.error("%s", e)
         return common.USAGE

@@ -41,13 +41,13 @@ class Poller:
     the broker confirmed them (``commit``), or drops it (``rollback``)."""
 
     def __init__(self, cfg, log, stop_event, hooks, parent, instance: int = 1,
-                 credentials=None):
+                 credentials=None, reset: bool = False):
         self.cfg, self.log, self.stop = cfg, log, stop_event
         self.hooks, self.parent = hooks, parent
         self.cname = cfg.name or "-"
         self.sdir = paths.state_dir(COMPONENT, self.cname)
         self.state = PollState(state_path(self.cname, instance), log)
-        if cfg.reset:           # v2: forget what was announced; every file is posted again
+        if reset:               # v2: forget what was announced; every file is posted again
             self.state.remove()
             log.info("reset: what was announced is forgotten, every file listed is posted")
         self.interval = cfg.sleep if cfg.sleep and cfg.sleep > 0 else DEFAULT_SLEEP

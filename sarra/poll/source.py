@@ -19,11 +19,23 @@ class PollSource(Source):
     def __init__(self, flow):
         Source.__init__(self, flow)
         self.log = flow.log
-        self.poller = Poller(flow.cfg, flow.log, flow.stop_event, flow.hooks,
-                             flow.plugin_parent, flow.no, flow.credentials)
-        flow.plugin_parent.post = self.poller.v2_post       # do_poll plugins (v2)
+        self.poller = None
+        self._poller()
         self._next = 0.0
         self._start = time.time()
+
+    def _poller(self) -> Poller:
+        """The poller of the configuration in force: made again after a reload (between
+        two polls: the last one's record is committed, the new one reads it from disk)."""
+        flow, old = self.flow, self.poller
+        if old is None or old.cfg is not flow.cfg or old.hooks is not flow.hooks:
+            if old is not None:
+                old.close()
+            self.poller = Poller(flow.cfg, flow.log, flow.stop_event, flow.hooks,
+                                 flow.plugin_parent, flow.no, flow.credentials,
+                                 reset=old is None and bool(flow.cfg.reset))   # at start only
+            flow.plugin_parent.post = self.poller.v2_post       # do_poll plugins (v2)
+        return self.poller
 
     @property
     def what(self):
@@ -36,8 +48,9 @@ class PollSource(Source):
         if left > 0:
             self.flow.stop_event.wait(min(left, max(wait, 0.05)))
             return []
-        self._next = time.monotonic() + self.poller.interval
-        batch = self.poller.poll()
+        poller = self._poller()
+        self._next = time.monotonic() + poller.interval
+        batch = poller.poll()
         if not batch:
             self.poller.commit()            # nothing to confirm: what was listed is on record
             return []

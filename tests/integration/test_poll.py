@@ -6,11 +6,11 @@ duplicates nothing, hostile listed names, and vip.
 Most tests run the poll's flow in this process one poll at a time (no fixed waits); the
 vip tests and one more run the real `sr_poll foreground` command."""
 
-import getpass
 import http.server
 import json
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -302,3 +302,92 @@ def test_sr_poll_foreground(env, http_server, home):
         out = stop(proc)
     assert env.tap.get(count=1, timeout=0.2) == []
     assert "polling http://" in out
+
+
+# ------------------------------------------------------------------ FTP without MLSD: LIST
+
+@pytest.fixture
+def list_only_ftp(tmp_path):
+    """A real FTP server (pyftpdlib) on loopback that has no MLSD/MLST: LIST lines only."""
+    prereq.need_module("pyftpdlib", "python3-pyftpdlib")
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import FTPServer
+    root = tmp_path / "ftproot"
+    root.mkdir()
+    auth = DummyAuthorizer()
+    auth.add_user("lister", "listpw", str(root), perm="elr")
+    handler = type("ListOnly", (FTPHandler,), {})
+    handler.authorizer = auth
+    handler.proto_cmds = {k: v for k, v in FTPHandler.proto_cmds.items()
+                          if k not in ("MLSD", "MLST")}
+    server = FTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, kwargs={"handle_exit": False},
+                         daemon=True)
+    t.start()
+    yield root, server.address[1]
+    server.close_all()
+
+
+def test_ftp_list_lines_when_no_mlsd(env, list_only_ftp):
+    root, port = list_only_ftp
+    env.credentials(f"ftp://lister:listpw@127.0.0.1:{port}\n")
+    (root / "in").mkdir()
+    (root / "in" / "x y.dat").write_bytes(b"x" * 7)
+    (root / "in" / "deep").mkdir()
+    (root / "in" / "deep" / "z.dat").write_bytes(b"z" * 9)
+    os.chmod(root / "in" / "deep" / "z.dat", 0o200)        # line_mode: owner cannot read
+    (root / "in" / "deep" / "r.dat").write_bytes(b"r" * 4)
+    name = env.conf("l", f"destination ftp://lister@127.0.0.1:{port}/\ndirectory in\n"
+                         "accept .*\n")
+    got = env.poll(name)
+    base = f"ftp://lister@127.0.0.1:{port}/in/"
+    assert urls(got) == [f"{base}deep/r.dat", f"{base}x%20y.dat"]
+    check_posts(got, {"x y.dat": 7, "r.dat": 4})
+    assert env.poll(name) == []
+
+
+# ------------------------------------------------------------------ options
+
+def test_file_time_limit(env, flaky):
+    old = time.strftime("%d-%b-%Y %H:%M", time.gmtime(time.time() - 100 * 86400))
+    Flaky.page, Flaky.dates = {"new.txt": 1, "old.txt": 2}, {"old.txt": old}
+    name = env.conf("t", f"destination {flaky}\ndirectory /d\naccept .*\n")
+    assert urls(env.poll(name)) == [f"{flaky}d/new.txt"]          # default: 60 days
+    name = env.conf("t2", f"destination {flaky}\nfile_time_limit 200d\ndirectory /d\n"
+                          "accept .*\n")
+    assert urls(env.poll(name)) == [f"{flaky}d/new.txt", f"{flaky}d/old.txt"]
+
+
+def test_do_poll_plugin_posts_in_place_of_the_listing(env, flaky, home):
+    plugins = home / ".config" / "sarra" / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    (plugins / "my_poll.py").write_text(
+        "def do_poll(parent):\n"
+        "    parent.post(parent.post_exchange, 'http://example.com/', '/made/up.txt',\n"
+        "                'here', '1,3,1,0,0', 'z,d')\n")
+    name = env.conf("dp", f"destination {flaky}\ndo_poll my_poll\n")
+    got = env.poll(name)
+    assert urls(got) == ["http://example.com/made/up.txt"]
+    assert got[0][2]["parts"] == "1,3,1,0,0" and got[0][2]["to_clusters"] == "here"
+    assert Flaky.requests == []                 # no listing
+
+
+def test_reload_applies_between_polls(env, flaky, home):
+    Flaky.page = {"a.txt": 1, "b.txt": 2}
+    conf = f"destination {flaky}\ndirectory /d\nsleep 0.3\n"
+    name = env.conf("r", conf + "accept a.*\n")
+    proc = run_poll(name)
+    try:
+        assert urls(env.tap.get(count=1, timeout=20)) == [f"{flaky}d/a.txt"]
+        env.conf("r", conf + "accept .*\n")
+        deadline = time.monotonic() + 10
+        while not stats(home, name) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGHUP)
+        assert urls(env.tap.get(count=1, timeout=20)) == [f"{flaky}d/b.txt"]
+        assert env.tap.get(count=1, timeout=1) == []       # a.txt: not again
+        assert proc.poll() is None                         # SIGHUP did not end it
+    finally:
+        out = stop(proc)
+    assert "reload requested" in out
