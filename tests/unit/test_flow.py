@@ -209,7 +209,7 @@ class FakePostBroker:
     def __init__(self):
         self.published = []
 
-    def publish(self, exchange, topic, body, headers):
+    def publish(self, exchange, topic, body, headers, persistent=True, expiration=None):
         self.published.append(body.split()[2])
 
     def wait_confirms(self):
