@@ -179,7 +179,7 @@ class FakePostBroker:
     def __init__(self):
         self.published = []
 
-    def publish(self, exchange, topic, body, headers):
+    def publish(self, exchange, topic, body, headers, persistent=True, expiration=None):
         self.published.append((topic, body, headers))
 
     def wait_confirms(self, timeout=None):

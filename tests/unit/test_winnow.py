@@ -211,7 +211,7 @@ class FakePostBroker:
     def __init__(self):
         self.published, self.confirmed, self.fail = [], 0, False
 
-    def publish(self, exchange, topic, body, headers):
+    def publish(self, exchange, topic, body, headers, persistent=True, expiration=None):
         self.published.append((exchange, body.split()[2], headers["sum"]))
 
     def wait_confirms(self, timeout=30):
