@@ -363,7 +363,8 @@ NOT_ACTED_ON: Dict[str, Tuple[Tuple[str, ...], str]] = dict(
                      "(hb_cache plugin), whatever this says"),
     inline=(ALL, _V03), inline_encoding=(ALL, _V03), inline_max=(ALL, _V03),
     queue_share=(ALL, "always on in sarra: the instances of a configuration share one queue"),
-    filename=(("poll",), NOT_YET),
+    filename=(("poll",), "v2's sr_poll ignores it too: a poll writes no file; the "
+                         "subscriber or sender that takes the file applies it"),
     reset=(("post", "watch"), NOT_YET))
 #: sr_poll announces what a listing says and reads no file (its own transfers are
 #: listings): these options change nothing there
