@@ -15,6 +15,7 @@ import os
 import signal
 
 from tests.integration.subkit import post_msg, stub_http, sub_env, wait_for  # noqa: F401
+from tests.integration.watchkit import watch_env  # noqa: F401  (fixture)
 
 
 def _serve(stub, env, rel):
@@ -174,3 +175,15 @@ def test_reload_rebinds_and_reconnects_only_when_needed(sub_env, stub_http):
     assert "b/y1" not in _downloaded(env)
     assert p.poll() is None
     env.stop(p)
+
+
+def test_sighup_no_longer_ends_sr_watch(watch_env):
+    """sr_watch is not on the flow engine yet: a SIGHUP is logged (use sr_watch reload,
+    a checked restart) instead of ending it; it goes on posting."""
+    env = watch_env
+    w = env.start()
+    w.proc.send_signal(signal.SIGHUP)
+    w.wait_for("sr_watch reload")
+    (env.root / "after_hup").write_text("x")
+    m, = env.msgs.get(1)
+    assert m.relpath.endswith("/after_hup") and w.proc.poll() is None
