@@ -22,7 +22,7 @@ from typing import Dict, List
 from sarra import paths
 from sarra.config.credentials import Credentials
 from sarra.message import Message, now as now_stamp, topic_for
-from sarra.poll import announce, lister
+from sarra.poll import announce, lister, listing
 from sarra.poll.state import PollState, state_path
 from sarra.transfer import TransferError, close_pool, for_url, redact
 
@@ -59,6 +59,7 @@ class Poller:
         self.pool: Dict = {}
         self.batch: List[Message] = []
         self.touched, self.ok, self.listed = set(), True, 0
+        self.unannounceable = set()         # names refused once (logged once)
         self.counters = {"polls": 0, "listed": 0, "failed_listings": 0}
 
     def poll(self) -> List[Message]:
@@ -148,6 +149,7 @@ class Poller:
         self.counters["listed"] += len(entries)
         old = self.state.get(directory)
         new, subdirs = {}, []
+        http = url[:4].lower() == "http"
         prefix = announce.dir_prefix(directory)
         for e in entries:
             if e.isdir:
@@ -161,6 +163,14 @@ class Poller:
             if mask is None or not mask.accept:
                 if self.cfg.log_reject:
                     self.log.info("rejected %s%s", prefix, e.name)
+                continue
+            if http and ("%" in e.name or "?" in e.name):
+                # the URL a subscriber builds (baseurl + relpath) would name another file
+                if e.name not in self.unannounceable:
+                    self.unannounceable.add(e.name)
+                    self.log.warning("poll: %s%s: a '%%' or '?' in a name cannot be announced "
+                                     "over http (the URL would name another file)",
+                                     shown, listing.shown(e.name))
                 continue
             rec = self.record(e, old.get(e.name), url, prefix)
             if rec is None:

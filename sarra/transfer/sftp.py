@@ -269,8 +269,8 @@ class SftpTransfer(Transfer):
 
     def stat(self, url):
         def op(sftp, path):
-            st = sftp.stat(path)
-            return st.st_size, st.st_mtime
+            st = sftp.stat(path)        # a directory (a link to one) has no size to fetch
+            return (st.st_size if statmod.S_ISREG(st.st_mode or 0) else None), st.st_mtime
 
         return self._run(url, 'stat', op)
 

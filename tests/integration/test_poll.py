@@ -147,6 +147,22 @@ def test_sftp_poll(env, sftp_server):
     grow_and_restart(env, name, sftp_server.root, sub, f"sftp://{host}/{sub}/")
 
 
+def test_sftp_links_announced_with_their_target_size(env, sftp_server):
+    sub = "ln-" + uuid.uuid4().hex[:6]
+    d = sftp_server.root / sub
+    (d / "dir").mkdir(parents=True)
+    (d / "target.bin").write_bytes(b"t" * 33)
+    os.symlink("target.bin", d / "link.bin")
+    os.symlink("dir", d / "dirlink")
+    host = f"{sftp_server.user}@{sftp_server.host}:{sftp_server.port}"
+    env.credentials(f"sftp://{host} ssh_keyfile={sftp_server.keyfile}\n")
+    name = env.conf("sl", f"destination sftp://{host}/\ndirectory {sub}\naccept .*\n")
+    got = env.poll(name)
+    base = f"sftp://{host}/{sub}/"
+    assert urls(got) == [f"{base}link.bin", f"{base}target.bin"]     # not the dir link
+    check_posts(got, {"link.bin": 33, "target.bin": 33})
+
+
 # ------------------------------------------------------------------ a server that fails
 
 class Flaky(http.server.BaseHTTPRequestHandler):
@@ -216,12 +232,14 @@ def test_server_failing_mid_listing_loses_and_duplicates_nothing(env, flaky, fai
 def test_hostile_names_refused_and_polling_goes_on(env, flaky, caplog):
     name = env.conf("ho", f"destination {flaky}\ndirectory /d\naccept .*\n")
     Flaky.page = {"good.txt": 5, "..%2F..%2Fetc%2Fpasswd": 6, "a%2Fb": 7, "x%01y": 8,
-                  "..": 9, "n" * 300: 10}
+                  "..": 9, "n" * 300: 10, "q%3Fx": 3, "p%2541": 4}
     with caplog.at_level(logging.WARNING):
         got = env.poll(name)
     assert urls(got) == [f"{flaky}d/good.txt"]
     text = caplog.text
     assert "holds a '/'" in text and "control character" in text and "longer than" in text
+    assert "p%41: a '%' or '?' in a name cannot be announced over http" in text
+    assert "q?x: a '%' or '?'" in text
     Flaky.page["later.txt"] = 11
     assert urls(env.poll(name)) == [f"{flaky}d/later.txt"]
 
