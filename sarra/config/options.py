@@ -137,8 +137,9 @@ OPTIONS: Tuple[Option, ...] = (
     _o("bind_queue", ("bq",), BOOL, True, _C, "bind the queue"),
     _o("declare_exchange", ("dx",), BOOL, True, _C, "declare exchanges"),
     _o("reset", (), BOOL, False, _C + _P + ("audit",),
-       "at start, delete the queue (declared again, empty), empty the duplicate cache and "
-       "the retry queue; sr_police: reset users"),
+       "at start, start afresh: a consumer deletes its queue (declared again, empty) and "
+       "empties its duplicate cache and retry queue; sr_post/sr_watch/sr_poll empty their "
+       "duplicate cache and forget what they announced; sr_police: reset users"),
     _o("persistent", (), BOOL, True, PUBLISHERS, "publish with delivery_mode 2"),
     # --- filtering ---
     _o("accept", ("get",), MASK, None, _C + _P,
@@ -364,8 +365,7 @@ NOT_ACTED_ON: Dict[str, Tuple[Tuple[str, ...], str]] = dict(
     inline=(ALL, _V03), inline_encoding=(ALL, _V03), inline_max=(ALL, _V03),
     queue_share=(ALL, "always on in sarra: the instances of a configuration share one queue"),
     filename=(("poll",), "v2's sr_poll ignores it too: a poll writes no file; the "
-                         "subscriber or sender that takes the file applies it"),
-    reset=(("post", "watch"), NOT_YET))
+                         "subscriber or sender that takes the file applies it"))
 #: sr_poll announces what a listing says and reads no file (its own transfers are
 #: listings): these options change nothing there
 for _name in ("base_dir", "blocksize", "bufsize", "do_get", "do_put", "inflight", "parts",

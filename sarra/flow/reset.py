@@ -1,7 +1,12 @@
-"""Option ``reset`` of a consuming component (v2): start afresh.  At start, before
-connecting: the queue is deleted (by instance 1; it is declared again, empty, and bound
-when the flow connects: what was queued is dropped, as v2 does), with the generated
-queue name; each instance empties its duplicate cache and its retry queue.
+"""Option ``reset`` (v2): start afresh.  At start, before connecting.
+
+A consuming component: the queue is deleted (by instance 1; it is declared again, empty,
+and bound when the flow connects: what was queued is dropped, as v2 does), with the
+generated queue name; each instance empties its duplicate cache and its retry queue.
+
+sr_post and sr_watch: the duplicate cache is emptied (v2 deletes its cache file); sr_watch
+also forgets what it announced (its state file), so that it starts as on its first run.
+sr_poll does its own (sarra/poll).
 
 Facts: doc/spec/config.md (``reset``: delete and recreate queue / reset cache).
 """
@@ -16,9 +21,12 @@ def at_start(flow) -> None:
     queue as it is (one warning): the flow then waits for the broker as usual."""
     cfg = flow.cfg
     src = getattr(flow, "source", None)
-    if not cfg.get("reset", False) or (src is not None and not src.consumes):
-        return          # a poster's reset is its own (its cache)
+    if not cfg.get("reset", False):
+        return
     log = flow.log
+    if src is not None and not src.consumes:
+        _poster(flow, src)
+        return
     if flow.no == 1:
         names = [n for n in dict.fromkeys((cfg.queue_name, consumer.saved_queue(cfg))) if n]
         try:
@@ -44,3 +52,22 @@ def at_start(flow) -> None:
         pass
     flow.retry = retry.RetryQueue(path, ttl=ttl)
     log.info("reset: duplicate cache and retry queue emptied")
+
+
+def _poster(flow, src) -> None:
+    if flow.cfg.component not in ("post", "watch"):
+        return
+    if flow.cache is not None:
+        flow.cache.clear()
+    state = getattr(src, "state", None)
+    path = getattr(state, "path", None)
+    if path and flow.cfg.component == "watch":
+        state.close()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        src.state = type(state)(path)
+        flow.log.info("reset: duplicate cache emptied, %s forgotten", path)
+    else:
+        flow.log.info("reset: duplicate cache emptied")

@@ -8,6 +8,7 @@ import amqp
 import pytest
 
 from tests.integration.senderkit import Runner, wait_for
+from tests.integration.watchkit import watch_env  # noqa: F401  (fixture)
 from tests.support import prereq
 
 pytestmark = pytest.mark.broker
@@ -293,3 +294,17 @@ def test_reset_drops_what_was_queued(runner, ex, amqp_channel):
     got = take(amqp_channel, ex.out, 2, timeout=3)
     assert [b.split()[2] for b, _ in got] == ["/reset/new.txt"]
     assert runner.stop(p) == 0
+
+
+def test_reset_makes_sr_watch_start_as_on_its_first_run(watch_env):
+    (watch_env.root / "a.txt").write_bytes(b"hello")
+    w = watch_env.start(name="rw" + watch_env.uid)
+    assert [m.relpath for m in watch_env.msgs.get(1)] == ["/watched/a.txt"]
+    assert w.stop() == 0
+    w = watch_env.start(name="rw" + watch_env.uid)           # a restart: nothing new
+    watch_env.msgs.none(wait=1.5)
+    assert w.stop() == 0
+    w = watch_env.start(["reset on"], name="rw" + watch_env.uid)
+    assert [m.relpath for m in watch_env.msgs.get(1)] == ["/watched/a.txt"]
+    assert "reset: duplicate cache emptied" in w.text()
+    assert w.stop() == 0

@@ -280,3 +280,20 @@ def test_vip_that_is_not_an_address_is_refused_naming_file_and_line(home):
     assert "v.conf:3" in str(e.value) and "not an IP address" in str(e.value)
     (d / "v.conf").write_text("broker amqp://u@h/\nvip 192.0.2.1\nvip fe80::1\n")
     assert parser.load("shovel", "v").vip
+
+
+def test_reset_of_sr_watch_empties_its_cache_and_forgets_its_state(tmp_path):
+    import types
+    from sarra.flow import cache, reset
+    from sarra.watch.state import FileState
+    state_path = tmp_path / "w.files"
+    st = FileState(str(state_path))
+    st.started()
+    assert state_path.exists()
+    c = cache.DupCache(str(tmp_path / "c.cache"), 300)
+    c.check_and_add(("k", "p"))
+    src = types.SimpleNamespace(consumes=False, state=st)
+    flow = types.SimpleNamespace(cfg=_Cfg(reset=True, component="watch"), no=1, cache=c,
+                                 source=src, log=logging.getLogger("t.reset"))
+    reset.at_start(flow)
+    assert len(c) == 0 and src.state is not st and not src.state.restarted
