@@ -26,7 +26,7 @@ retry queue, and the posts are confirmed.  Then:
 import logging
 import os
 import time
-from typing import Iterable, List, Optional, Set, Tuple
+from typing import Iterable, List, Set, Tuple
 
 from sarra import message, plugin
 from sarra.broker.client import Broker, BrokerError, BrokerStopped
@@ -181,7 +181,7 @@ def switch(flow, old, new, changed: Set[str]) -> None:
     _disconnect(flow, reconnect, repost)
     _install(flow, new, (parent, hooks, credentials), old, changed)
     try:
-        done = _connections(flow, old, new, reconnect, repost, rebind)
+        done = _connections(flow, old, new, (reconnect, repost, rebind), old_queue)
     except BrokerStopped:
         raise
     except Exception as e:
@@ -226,11 +226,12 @@ def _install(flow, cfg, kept, previous, changed: Set[str]) -> None:
     _reset_state(flow, previous, cfg, changed)
 
 
-def _connections(flow, old, new, reconnect: bool, repost: bool, rebind: bool) -> List[str]:
+def _connections(flow, old, new, what, old_queue) -> List[str]:
+    reconnect, repost, rebind = what
     done = []
     if reconnect:
         _connect(flow)
-        _unbind_gone(flow, old, new)
+        _unbind_gone(flow, old, new, old_queue)
         done.append("reconnected")
         return done
     if rebind and flow.consumer is not None:
@@ -337,26 +338,17 @@ def rebound(flow, old, new) -> None:
     _unbind(flow, [p for p in before if p not in after])
 
 
-def _unbind_gone(flow, old, new) -> None:
-    """After a reconnection on the same queue: unbind what the old configuration bound
-    and the new one does not."""
+def _unbind_gone(flow, old, new, old_queue) -> None:
+    """After a reconnection to the same queue of the same broker: unbind what the old
+    configuration bound and the new one does not."""
     consumer = flow.consumer
-    if consumer is None:
+    if consumer is None or consumer.queue != old_queue or old.broker != new.broker:
         return
     consumer.cfg = old
     before = _pairs(consumer)
     consumer.cfg = new
     after = _pairs(consumer)
-    if consumer.queue == _queue_of(old, consumer):
-        _unbind(flow, [p for p in before if p not in after])
-
-
-def _queue_of(cfg, consumer) -> Optional[str]:
-    from sarra.flow.consumer import queue_name
-    try:
-        return queue_name(cfg)
-    except Exception:
-        return None
+    _unbind(flow, [p for p in before if p not in after])
 
 
 def _unbind(flow, pairs: Iterable[Tuple[str, str]]) -> None:
