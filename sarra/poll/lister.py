@@ -40,7 +40,8 @@ def list_directory(drv, url: str, hooks, parent, log, shown: str) -> List[Entry]
             e = _from_item(item)
             if e is not None:
                 entries.append(e)
-    entries = _on_line(entries, hooks, parent)
+    # names checked before the plugins see them, and again after they rewrote lines
+    entries = _on_line(listing.checked(entries, log, shown), hooks, parent)
     return listing.checked(entries, log, shown)
 
 

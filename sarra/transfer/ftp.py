@@ -259,8 +259,8 @@ class FtpTransfer(Transfer):
             keep = lambda item: len(got) <= limit and got.append(item)   # noqa: E731
             try:
                 ftp.sendcmd('OPTS MLST type;size;modify;unix.mode;')
-            except ftplib.error_perm:
-                pass
+            except (ftplib.error_perm, ftplib.error_reply):
+                pass        # the server's default facts then
             try:
                 ftp.retrlines('MLSD ' + path, keep)
                 return [_mlsd_pair(line) for line in got]

@@ -306,3 +306,50 @@ def test_state_commits_only_what_was_confirmed(tmp_path):
     assert PollState(path).dirs == {"/e": {"b": [3, 4, ""]}}
     (tmp_path / "s.ls").write_text("{not json")
     assert PollState(path, logging.getLogger("t")).dirs == {}
+
+
+# ------------------------------------------------------------------ the source: commit/rollback
+
+def test_source_commits_on_done_and_rolls_back_on_failed(home, monkeypatch):
+    """done(): the poll's record is what was announced (nothing again); failed(): it is
+    dropped and the duplicate cache forgets the posts (announced again next poll)."""
+    import threading
+    from sarra import plugin
+    from sarra.config import parser as config
+    from sarra.flow.cache import DupCache, cache_key
+    from sarra.poll import poller as pollmod
+    from sarra.poll.source import PollSource
+
+    d = home / ".config" / "sarra" / "poll"
+    d.mkdir(parents=True)
+    (d / "u.conf").write_text("post_broker amqp://guest@localhost/\n"
+                              "destination ftp://h/\ndirectory /d\naccept .*\n")
+    cfg = config.load("poll", "u")
+    import time
+    recent = time.time() - 3600
+    listed = [listing.ls_line(Entry("a.txt", 3, recent))]
+    monkeypatch.setattr(pollmod.Poller, "driver", lambda self, url: Drv(listed))
+    parent = types.SimpleNamespace()
+    hooks = plugin.Hooks(parent, logging.getLogger("t"), search_dirs=[])
+    cache = DupCache(None, 1200)
+    flow = types.SimpleNamespace(cfg=cfg, log=logging.getLogger("t"), hooks=hooks,
+                                 stop_event=threading.Event(), plugin_parent=parent, no=1,
+                                 credentials=None, cache=cache)
+    src = PollSource(flow)
+    batch = src.get(0)
+    assert [w.msg.path for w in batch] == ["/d/a.txt"]
+    for w in batch:                      # what the engine's post step does
+        cache.check_and_add(cache_key(w.msg))
+    src.failed(batch, RuntimeError("posts not confirmed"))
+    assert cache_key(batch[0].msg) not in cache
+    src._next = 0
+    batch = src.get(0)
+    assert [w.msg.path for w in batch] == ["/d/a.txt"]      # announced again
+    src.done(batch)
+    src._next = 0
+    assert src.get(0) == []
+    src2 = PollSource(flow)                                  # a restart
+    assert src2.get(0) == []
+    listed[0] = listing.ls_line(Entry("a.txt", 5, recent + 60))     # it grew
+    src2._next = 0
+    assert [w.msg.headers["parts"] for w in src2.get(0)] == ["1,5,1,0,0"]
