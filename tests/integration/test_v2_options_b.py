@@ -36,7 +36,13 @@ def test_post_split_header_and_round_robin(runner, broker_url, uid, amqp_exchang
     """ % (broker_url, x, src))
     r = runner.run("sr_post", "-c", "split", *sorted(str(src / f) for f in files))
     assert r.returncode == 0, r.stdout + r.stderr
-    got = [taps[k].get(12, timeout=3) for k in range(2)]
+    got = [[], []]
+
+    def arrived():
+        for k in range(2):
+            got[k] += taps[k].get(12, timeout=0.05)
+        return sum(len(g) for g in got) >= 12
+    wait_for(arrived, 15, "12 posts on the two shards")
     assert sum(len(g) for g in got) == 12, got
     bases = []
     for k in range(2):
@@ -192,3 +198,36 @@ def test_post_realpath_post_and_filter(runner, broker_url, uid, amqp_exchange, a
     # the filter sees /real/ only with realpath_filter
     assert post("--reject", ".*/real/.*") == ["/link/f.txt"]
     assert post("--realpath_filter", "on", "--reject", ".*/real/.*") == []
+
+
+def test_winnow_with_exchange_split_reads_the_split_posts(runner, broker_url, uid,
+                                                          amqp_exchange, amqp_tap, tmp_path):
+    x = "xs_guest_wsplit%s" % uid
+    for k in range(2):
+        amqp_exchange("%s%02d" % (x, k), durable=True)
+    out = amqp_tap(amqp_exchange("xs_guest_wout%s" % uid, durable=True))
+    name = "w%s" % uid
+    runner.config("winnow", name, """
+        broker %s
+        exchange %s
+        exchange_split on
+        instances 2
+        expire 5m
+        post_broker %s
+        post_exchange xs_guest_wout%s
+        report_back off
+    """ % (broker_url, x, broker_url, uid))
+    assert runner.run("sr_winnow", "setup", name).returncode == 0
+    p = runner.start("winnow", name)
+    runner.wait_consuming(p, name)
+    src = tmp_path / "src"
+    files = make_files(src, 6, prefix="w", subdirs=1)
+    for _ in range(2):      # the same six files twice: winnow passes each once
+        r = runner.run("sr_post", "--post_broker", broker_url, "--post_exchange", x,
+                       "--post_exchange_split", "2", "--post_base_url", "http://h.invalid/",
+                       "--post_base_dir", str(src), *[str(src / f) for f in files])
+        assert r.returncode == 0, r.stdout + r.stderr
+    got = out.get(6, timeout=15)
+    got += out.get(1, timeout=1)     # a duplicate passed would be here by now
+    assert sorted(body.split()[2] for _, body, _ in got) == sorted("/" + f for f in files)
+    assert runner.stop(p) == 0
