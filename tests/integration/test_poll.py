@@ -409,3 +409,21 @@ def test_reload_applies_between_polls(env, flaky, home):
     finally:
         out = stop(proc)
     assert "reload requested" in out
+
+
+def test_sr_starts_shows_and_stops_poll_configs(env, flaky, run_cmd):
+    Flaky.page = {"s.txt": 4}
+    name = env.conf("srp", f"destination {flaky}\ndirectory /d\naccept .*\nsleep 0.5\n")
+    try:
+        r = run_cmd(["sr", "start", f"poll/{name}"], check=True)
+        assert f"sr_poll {name}: 1/1 instance(s) running" in r.stdout
+        assert urls(env.tap.get(count=1, timeout=20)) == [f"{flaky}d/s.txt"]
+        r = run_cmd(["sr", "status"])
+        assert any(line.split()[:3] == ["poll", name, "running"]
+                   for line in r.stdout.splitlines()), r.stdout
+    finally:
+        r = run_cmd(["sr", "stop"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_cmd(["sr", "status"])
+    assert any(line.split()[:3] == ["poll", name, "stopped"]
+               for line in r.stdout.splitlines()), r.stdout
