@@ -84,10 +84,13 @@ def test_help_marks_ignored_options_per_component():
                  or x.startswith("  " + flag + ","))
         return lines[i + 1]
 
-    assert IGNORED_MARK in entry(sub, "--outlet")
+    assert IGNORED_MARK in entry(sub, "--queue_share")
     assert IGNORED_MARK not in entry(sub, "--directory")
     assert IGNORED_MARK not in entry(sub, "--delete")
-    assert IGNORED_MARK in entry(sender, "--delete")
+    assert IGNORED_MARK not in entry(sender, "--delete")     # sr_sender acts on it too
+    poll = render_help("poll").splitlines()
+    assert IGNORED_MARK in entry(poll, "--filename")
+    assert IGNORED_MARK not in entry(sender, "--filename")
 
 
 def test_version(capsys, monkeypatch):

@@ -270,3 +270,8 @@ def test_chmod_log_and_logrotate_interval_reach_the_log_file(home):
         assert os.stat(handler.baseFilename).st_mode & 0o777 == 0o640
     finally:
         logs.setup_logging("subscribe", "lg", None, foreground=True)
+
+
+def test_tls_rigour_normal_is_v2s_name_of_medium(home):
+    write(home, "subscribe/n.conf", "tls_rigor normal\n")
+    assert load("subscribe", "n").tls_rigour == "medium"
