@@ -196,6 +196,38 @@ def test_blocks_the_local_copy_holds_are_copied_from_it(sub, fetched, how):
     assert sorted(os.listdir(sub.dst)) == ["f.bin"]
 
 
+@pytest.mark.parametrize("inflight", [".tmp", ".", "tmp/", "NONE"])
+def test_every_temporary_name_mode_copies_from_the_final_file(home, tmp_path, inflight):
+    """The temporary file of a version (suffix, hidden, sub-directory, or the hidden
+    default) gets the blocks the final file holds copied into it: only the new block is
+    downloaded, nothing is left under a temporary name."""
+    src, dst = tmp_path / "src" / "f.bin", tmp_path / "dst"
+    src.parent.mkdir()
+    dst.mkdir()
+    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
+                                          ("directory", str(dst)), ("inflight", inflight)])
+    flow = Flow(cfg, components.preset("subscribe"))
+    flow.consumer, flow.reporter = FakeConsumer(), Reports()
+    env = SimpleNamespace(flow=flow)
+    got = []
+    real = download._fetch
+
+    def fetch(flow, work, *args):
+        got.append(work.msg.parts.bno)
+        return real(flow, work, *args)
+    v1 = os.urandom(2 * BSZ)
+    src.write_bytes(v1)
+    assert [c for c, _ in _feed(env, _posts(src, v1, 1))] == [201] * 2
+    v2 = v1 + os.urandom(100)
+    src.write_bytes(v2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(download, "_fetch", fetch)
+        assert [c for c, _ in _feed(env, _posts(src, v2, 2))] == [201] * 3
+    assert got == [2]
+    assert (dst / "f.bin").read_bytes() == v2
+    assert [str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()] == ["f.bin"]
+
+
 def test_a_file_appended_to_in_steps_arrives_whole_after_each(sub, fetched):
     """Ten appends, each announced as sr_watch does now (every block): after each step
     the local file is the source's, on_file ran once for it, and only the blocks holding
