@@ -107,7 +107,7 @@ def test_the_work_steps_keep_their_state_in_objects_of_their_own():
     assert presets.preset("sarra").state is DownloadState
     assert presets.preset("sender").state is SendState
     here = Path(presets.__file__).parent
-    for name in ("download.py", "fetch.py", "send.py", "engine.py"):
+    for name in ("download.py", "inplace.py", "fetch.py", "send.py", "engine.py"):
         text = (here / name).read_text()
         assert not re.search(r"(flow|self)\.__dict__", text), name
     flow = SimpleNamespace()                     # a preset made without a state
