@@ -32,7 +32,7 @@ from sarra import message, plugin
 from sarra.broker.client import Broker, BrokerError, BrokerStopped
 from sarra.config.credentials import Credentials
 from sarra.flow import cache as dupcache
-from sarra.flow import routing
+from sarra.flow import routing, spool
 from sarra.flow.pluginview import PluginParent
 from sarra.ops import logs
 
@@ -308,8 +308,9 @@ def _post_connect(flow) -> None:
     cfg = flow.cfg
     if not (flow.preset.posts and cfg.post_broker):
         return
-    flow.post_broker = Broker(cfg.post_broker, password_lookup=flow._password,
-                              logger=flow.log, should_stop=flow.stop_event.is_set)
+    flow.post_broker = spool.wrap(    # down: posts kept on disk, as at start
+        flow, Broker(cfg.post_broker, password_lookup=flow._password, logger=flow.log,
+                     should_stop=flow.stop_event.is_set))
     flow.post_broker.connect()
     if cfg.declare_exchange and cfg.post_exchange:
         try:
