@@ -26,7 +26,10 @@ NOT_ACTED_ON: Dict[str, Tuple[Tuple[str, ...], str]] = dict(
     inline=(ALL, _V03), inline_encoding=(ALL, _V03), inline_max=(ALL, _V03),
     queue_share=(ALL, "always on in sarra: the instances of a configuration share one queue"),
     filename=(("poll",), "v2's sr_poll ignores it too: a poll writes no file; the "
-                         "subscriber or sender that takes the file applies it"))
+                         "subscriber or sender that takes the file applies it"),
+    poll_without_vip=(("poll",), "sarra's standby node lists nothing (no connection, as "
+                                 "every component in standby); when it takes over it "
+                                 "announces what is new or changed since its own record"))
 #: sr_poll announces what a listing says and reads no file (its own transfers are
 #: listings): these options change nothing there
 for _name in ("base_dir", "blocksize", "bufsize", "do_get", "do_put", "inflight", "parts",

@@ -304,6 +304,8 @@ OPTIONS: Tuple[Option, ...] = (
     _o("vip", (), LIST, [], _C + ("poll",),
        "work only while one of these IP addresses is on a local interface (active/passive); "
        "else stand by, checking every 5 s"),
+    _o("poll_without_vip", ("pwv",), BOOL, True, ("poll",),
+       "v2: the standby node keeps listing (without posting) to stay current"),
     _o("interface", (), STR, None, _C + ("poll",), "network interface of the vip (ignored)"),
     _o("save", (), BOOL, False, _C,
        "append each message to the save file (fsynced) and acknowledge it, unprocessed"),
