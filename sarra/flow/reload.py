@@ -12,9 +12,9 @@ retry queue, and the posts are confirmed.  Then:
 * the plugins are loaded again (on_stop of the old ones, on_start of the new ones, as at
   a restart); credentials.conf is read again and the transfer connections closed (they
   reopen on demand);
-* connections are redone only when what they depend on changed: the consuming connection
-  and the queue (broker, queue options, reports), the posting connection (post_broker);
-  a change of bindings alone (exchange, topic_prefix, subtopic) binds the new ones and
+* connections are redone only when what they depend on changed (broker, queue options,
+  reports, post_broker, post_exchange: Flow.connect makes both connections again); a
+  change of bindings alone (exchange, topic_prefix, subtopic) binds the new ones and
   unbinds the ones that went, on the open connection.  Closing the consuming connection
   returns the prefetched messages to the queue, unacked: the broker delivers them again;
 * everything else (accept/reject, directory, mirror, ...) applies from the next message.
@@ -29,10 +29,10 @@ import time
 from typing import Iterable, List, Set, Tuple
 
 from sarra import message, plugin
-from sarra.broker.client import Broker, BrokerError, BrokerStopped
+from sarra.broker.client import BrokerStopped
 from sarra.config.credentials import Credentials
 from sarra.flow import cache as dupcache
-from sarra.flow import routing, spool
+from sarra.flow import routing
 from sarra.flow.pluginview import PluginParent
 from sarra.ops import logs
 
@@ -41,7 +41,8 @@ CONSUMING = frozenset({
     "broker", "queue_name", "queue_suffix", "durable", "expire", "message_ttl",
     "prefetch", "declare_queue", "bind_queue", "exchange_split", "report_exchange",
     "report_back", "vip"})
-#: options whose change closes and reopens the posting connection
+#: options whose change reopens the posting connection (and, as Flow.connect makes both,
+#: the consuming one)
 POSTING = frozenset({"post_broker", "post_exchange", "declare_exchange",
                      "post_exchange_split"})
 #: options a reload does not apply (the reason, logged)
@@ -164,8 +165,8 @@ def switch(flow, old, new, changed: Set[str]) -> None:
     """Put the new configuration in force (see the module docstring).  Raises (with the
     configuration in force back in place) when its plugins do not load or its broker
     refuses it."""
-    reconnect = bool(changed & CONSUMING)
-    repost = bool(changed & POSTING) and not reconnect
+    # the connections are made by Flow.connect only: a posting change redoes both
+    reconnect = bool(changed & (CONSUMING | POSTING))
     rebind = bool(changed & {"subtopic", "exchange", "topic_prefix"})
     old_queue = flow.consumer.queue if flow.consumer is not None else None
     # the new plugins first: one that does not load leaves everything as it was
@@ -178,10 +179,10 @@ def switch(flow, old, new, changed: Set[str]) -> None:
         flow.cfg = old
     credentials = Credentials.load()        # one that cannot be read: nothing changed
     flow.hooks.run("on_stop")
-    _disconnect(flow, reconnect, repost)
+    _disconnect(flow, reconnect)
     _install(flow, new, (parent, hooks, credentials), old, changed)
     try:
-        done = _connections(flow, old, new, (reconnect, repost, rebind), old_queue)
+        done = _connections(flow, old, new, reconnect, rebind, old_queue)
     except BrokerStopped:
         raise
     except Exception as e:
@@ -204,14 +205,11 @@ def switch(flow, old, new, changed: Set[str]) -> None:
                       "instances, a signal alone does not")
 
 
-def _disconnect(flow, reconnect: bool, repost: bool) -> None:
-    if reconnect:
-        flow.close()                # prefetched messages go back to the queue, unacked
-        return
-    _close_transfers(flow)
-    if repost and flow.post_broker is not None:
-        _close(flow.post_broker)    # the last batch's posts are confirmed: nothing pending
-        flow.post_broker = None
+def _disconnect(flow, reconnect: bool) -> None:
+    if reconnect:       # prefetched messages go back to the queue, unacked; the last
+        flow.close()    # batch's posts are confirmed: nothing pending
+    else:
+        _close_transfers(flow)
 
 
 def _install(flow, cfg, kept, previous, changed: Set[str]) -> None:
@@ -226,8 +224,7 @@ def _install(flow, cfg, kept, previous, changed: Set[str]) -> None:
     _reset_state(flow, previous, cfg, changed)
 
 
-def _connections(flow, old, new, what, old_queue) -> List[str]:
-    reconnect, repost, rebind = what
+def _connections(flow, old, new, reconnect: bool, rebind: bool, old_queue) -> List[str]:
     done = []
     if reconnect:
         _connect(flow)
@@ -237,9 +234,6 @@ def _connections(flow, old, new, what, old_queue) -> List[str]:
     if rebind and flow.consumer is not None:
         rebound(flow, old, new)
         done.append("rebound")
-    if repost:
-        _post_connect(flow)
-        done.append("post connection redone")
     return done
 
 
@@ -252,13 +246,6 @@ def make_hooks(flow, parent):
         for n in names:
             hooks.add(hook, n)
     return hooks
-
-
-def _close(broker) -> None:
-    try:
-        broker.close()
-    except Exception:
-        pass
 
 
 def _close_transfers(flow) -> None:
@@ -302,21 +289,6 @@ def _connect(flow) -> None:
         flow.connect()
         return
     standby.connect(flow)
-
-
-def _post_connect(flow) -> None:
-    cfg = flow.cfg
-    if not (flow.preset.posts and cfg.post_broker):
-        return
-    flow.post_broker = spool.wrap(    # down: posts kept on disk, as at start
-        flow, Broker(cfg.post_broker, password_lookup=flow._password, logger=flow.log,
-                     should_stop=flow.stop_event.is_set))
-    flow.post_broker.connect()
-    if cfg.declare_exchange and cfg.post_exchange:
-        try:
-            flow.post_broker.declare_exchange(cfg.post_exchange)
-        except BrokerError as e:
-            flow.log.warning("could not declare post exchange %s: %s", cfg.post_exchange, e)
 
 
 def _pairs(consumer) -> List[Tuple[str, str]]:

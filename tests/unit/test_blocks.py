@@ -165,8 +165,11 @@ def test_stopped_around_the_rename_the_redelivery_leaves_one_whole_file(env, mon
     assert (env.final.exists() and env.final.read_bytes() == data) == renamed
     assert env.on_file() == files
     got = feed(env, msgs[2:], redelivered=True)
-    if renamed:
-        assert got == [(304, "not modified3: file already assembled")]
+    if renamed:     # killed before its mtime was set: the file's time is the crash's, so
+        # the late block may also be "older than the local file" (routing.newest_wins)
+        (code, text), = got
+        assert code == 304 and (text == "not modified3: file already assembled"
+                                or "older than the local file" in text), text
     else:
         assert got == [(201, "Inserted")]
         assert env.on_file() == files + [str(env.final)]

@@ -74,6 +74,14 @@ def test_a_broker_change_reconnects(home):
     assert flow.connects == 1 and flow.cfg.broker == "amqp://other@localhost/"
 
 
+def test_a_post_broker_change_reconnects_through_flow_connect(home):
+    flow = _flow(home, [], [])
+    flow.load_config = lambda: _cfg(home, ("post_broker", "amqp://p@localhost/"))
+    flow.reload_event.set()
+    assert reload.between_batches(flow)
+    assert flow.connects == 1 and flow.cfg.post_broker == "amqp://p@localhost/"
+
+
 def test_a_config_that_no_longer_loads_keeps_the_one_in_force(home, caplog):
     flow = _flow(home, [("accept", ".*/a/.*")], [])
     before = flow.cfg
