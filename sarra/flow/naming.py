@@ -119,7 +119,8 @@ def dest_name(flow, work, name: str) -> str:
     """The file name the filename rules and destfn_script plugins give ``name`` (the name
     placement chose) for this message; ``name`` itself when there are none."""
     m = work.mask
-    option = m.filename if m is not None else flow.cfg.get("filename")
+    option = getattr(m, "filename", None) if m is not None else \
+        getattr(flow.cfg, "filename", None)
     hooks = getattr(flow, "hooks", None)
     if not option and not (hooks is not None and hooks.has("destfn_script")):
         return name

@@ -222,7 +222,7 @@ class _Hooks:
 
 class _Flow:
     def __init__(self, filename=None, fn=None):
-        self.cfg = type("C", (), {"get": lambda s, n, d=None: filename if n == "filename" else d})()
+        self.cfg = type("C", (), {"filename": filename})()
         self.hooks = _Hooks(fn)
 
 
