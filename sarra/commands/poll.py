@@ -22,7 +22,7 @@ from sarra.config.credentials import CredentialsError
 from sarra.ops import instances, logs, proctitle, secretargs
 from sarra.flow import presets, routing
 from sarra.flow.engine import Flow
-from sarra.poll.poller import COMPONENT
+from sarra.poll.poller import COMPONENT, time_zone
 
 PROGRAM = "sr_poll"
 ACTIONS = ("foreground", "start", "stop", "restart", "reload", "status", "sanity", "cleanup",
@@ -86,6 +86,10 @@ def missing_option(cfg):
     for required in ("post_broker", "destination"):
         if not getattr(cfg, required):
             return f"option {required} is required"
+    try:
+        time_zone(cfg)
+    except ValueError as e:
+        return str(e)
     if not cfg.masks and not cfg.plugins.get("do_poll"):
         return ("no accept line: nothing to poll (give 'directory' and 'accept' lines, "
                 "or a do_poll plugin)")

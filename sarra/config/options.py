@@ -287,6 +287,9 @@ OPTIONS: Tuple[Option, ...] = (
     _o("destination", (), URL, None, ("sender", "poll"), "remote URL"),
     _o("file_time_limit", (), DURATION, 60 * 86400.0, ("poll",),
        "ignore remote files older than this", lo=1),
+    _o("destination_timezone", (), STR, "UTC", ("poll",),
+       "time zone of the dates listings show (ls lines, index pages; MLSD and SFTP give "
+       "true times)"),
     # --- processes and logs ---
     _o("instances", ("i", "instance"), INT, 1, _C + ("poll",), "worker processes", lo=1),
     _o("heartbeat", (), DURATION, 300.0, ALL, "housekeeping interval (0 = the default 5m)",

@@ -89,7 +89,7 @@ def _on_line(entries, hooks, parent) -> List[Entry]:
             new = listing.parse_line(str(line))
             if new is None:
                 continue
-            new.listed = e.listed
+            new.listed, new.wall = e.listed, e.wall     # a synthesised line's date is UTC
             e = new
         out.append(e)
     parent.line = None

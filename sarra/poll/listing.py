@@ -46,10 +46,20 @@ class Entry:
     line: str = ""
     link: bool = False
     listed: str = ""        # an index page's own words about it (date, size)
+    wall: bool = False      # mtime read from a date as the listing shows it (read as UTC)
 
-    def signature(self) -> List:
-        """What says that a file changed: [size, mtime] (v2: the listing line differs)."""
-        return [self.size, None if self.mtime is None else int(self.mtime)]
+
+def in_zone(e: Entry, zone) -> Entry:
+    """An entry whose date the listing showed in time zone ``zone`` (a tzinfo; option
+    destination_timezone) with its mtime made true: the listing's wall-clock date was
+    read as UTC (MLSD and SFTP give true times: left alone)."""
+    if zone is None or not e.wall or e.mtime is None:
+        return e
+    import datetime
+    wall = datetime.datetime.fromtimestamp(e.mtime, datetime.timezone.utc)
+    e.mtime = wall.replace(tzinfo=zone).timestamp()
+    e.wall = False
+    return e
 
 
 def refuse_name(name) -> Optional[str]:
@@ -167,7 +177,7 @@ def parse_line(line: str, now: Optional[float] = None) -> Optional[Entry]:
         isdir = m["what"] == "<DIR>"
         return Entry(m["name"], None if isdir else int(m["what"]),
                      _epoch(y, int(m["m"]), int(m["d"]), hour, int(m["mi"])), isdir,
-                     None, line)
+                     None, line, wall=True)
     return None
 
 
@@ -197,7 +207,7 @@ def _unix_entry(m, line, now) -> Optional[Entry]:
     if link and " -> " in name:
         name = name.split(" -> ", 1)[0]
     return Entry(name, int(m["size"]), _epoch(y, mo, d, hour, minute, second),
-                 kind in "dD", mode_bits(m["mode"]), line, link)
+                 kind in "dD", mode_bits(m["mode"]), line, link, wall=True)
 
 
 def ls_line(e: Entry, now: Optional[float] = None) -> str:
@@ -356,7 +366,7 @@ def html_entries(page: str, now: Optional[float] = None) -> List[Entry]:
         when = _date_of(after)
         # the page's own words say whether it changed only when they hold its date
         e = Entry(name, size if exact else None, when, isdir, None, "",
-                  listed=after if when is not None else "")
+                  listed=after if when is not None else "", wall=True)
         e.line = ls_line(e, now)
         out.append(e)
     return out

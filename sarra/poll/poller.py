@@ -55,6 +55,7 @@ class Poller:
         for m in cfg.masks:
             self.pulls.setdefault(m.directory or ".", []).append(m)
         self.base = announce.base_url(cfg)
+        self.zone = time_zone(cfg)
         self.credentials = credentials or Credentials.load()
         self.pool: Dict = {}
         self.batch: List[Message] = []
@@ -145,6 +146,8 @@ class Poller:
             self.counters["failed_listings"] += 1
             self.ok = False
             return
+        for e in entries:
+            listing.in_zone(e, self.zone)
         self.touched.add(directory)
         self.counters["listed"] += len(entries)
         old = self.state.get(directory)
@@ -209,6 +212,21 @@ class Poller:
             if not lister.fill_in(self.driver(url), url, e, self.log, redact(url)):
                 return None
         return [e.size, None if e.mtime is None else int(e.mtime), e.listed]
+
+def time_zone(cfg):
+    """The tzinfo of option destination_timezone (None for UTC, v2's default); ValueError
+    naming the option's file:line for a zone that does not exist."""
+    name = (getattr(cfg, "destination_timezone", None) or "UTC").strip()
+    if name.upper() in ("UTC", "GMT", "Z"):
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        where = cfg.origin("destination_timezone") if hasattr(cfg, "origin") else ""
+        raise ValueError(f"{where}: option destination_timezone: unknown time zone "
+                         f"{name!r}") from None
+
 
 #: what an entry no accept/reject matched is accepted as, with accept_unmatch on
 _UNMATCHED = types.SimpleNamespace(accept=True, filename=None)

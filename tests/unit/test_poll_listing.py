@@ -353,3 +353,24 @@ def test_source_commits_on_done_and_rolls_back_on_failed(home, monkeypatch):
     listed[0] = listing.ls_line(Entry("a.txt", 5, recent + 60))     # it grew
     src2._next = 0
     assert [w.msg.headers["parts"] for w in src2.get(0)] == ["1,5,1,0,0"]
+
+
+def test_destination_timezone(home):
+    from sarra.config import parser as config
+    from sarra.poll.poller import time_zone
+    e = listing.parse_line("-rw-r--r-- 1 u g 3 Jul 01 2024 summer.txt", NOW)
+    assert e.wall and e.mtime == t(2024, 7, 1)
+    cfg = types.SimpleNamespace(destination_timezone="America/Toronto")
+    listing.in_zone(e, time_zone(cfg))
+    assert e.mtime == t(2024, 7, 1, 4)          # midnight in Toronto (EDT) is 04:00 UTC
+    listing.in_zone(e, time_zone(cfg))
+    assert e.mtime == t(2024, 7, 1, 4)          # once only
+    m = listing.mlsd_entry("m", {"type": "file", "modify": "20240701000000"})
+    assert listing.in_zone(m, time_zone(cfg)).mtime == t(2024, 7, 1)   # true UTC already
+    assert time_zone(types.SimpleNamespace(destination_timezone="UTC")) is None
+    d = home / ".config" / "sarra" / "poll"
+    d.mkdir(parents=True)
+    (d / "z.conf").write_text("destination ftp://h/\ndestination_timezone Mars/Olympus\n")
+    with pytest.raises(ValueError, match=r"z.conf:2: option destination_timezone: unknown "
+                                         r"time zone 'Mars/Olympus'"):
+        time_zone(config.load("poll", "z"))
