@@ -15,7 +15,7 @@ import posixpath
 import stat
 
 from sarra import checksum
-from sarra.flow import inplace, placement, report, treeguard
+from sarra.flow import heldblocks, inplace, placement, report, treeguard
 from sarra.config.parser import expand_message_vars
 from sarra.flow.fetch import fetch as _fetch
 from sarra.flow.fetch import file_digest as _digest
@@ -272,7 +272,9 @@ def _block_partfile(flow, work, final, parts):
     temp = placement.inflight_path(part_path, flow.cfg.inflight)
     _temp_place(flow, work, temp)
     try:
-        digest = _fetch(flow, work, temp, parts.offset, parts.length, None)
+        digest = None if flow.cfg.overwrite else heldblocks.into_part_file(final, parts, s, temp)
+        if digest is None:      # no local copy holds it: downloaded
+            digest = _fetch(flow, work, temp, parts.offset, parts.length, None)
         _check(work, digest, f" in block {parts.bno}")
     except BaseException:
         _discard(temp)

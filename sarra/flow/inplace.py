@@ -4,17 +4,16 @@ manifest (assemble.py) records which blocks of which version are in, and the fil
 renamed to its final name, once, when every block of that version is.
 
 A block the local file already holds (the announced bytes at that offset: same length and
-the same sum, wherever the local file ends) is copied from it rather than downloaded: a
-file that grows or changes in place is announced again block by block (sr_watch, issue 19
-item 10) and only its changed blocks cross the network.
+the same sum, wherever the local file ends) is copied from it rather than downloaded
+(heldblocks.py): a file that grows or changes in place is announced again block by block
+(sr_watch, issue 19 item 10) and only its changed blocks cross the network.
 """
 
 import os
-import stat
 
 from sarra import checksum, transfer
 from sarra.oscompat import pread, pwrite
-from sarra.flow import assemble, download, placement, report
+from sarra.flow import assemble, download, heldblocks, placement, report
 from sarra.flow.stepstate import DownloadState
 from sarra.flow.work import Outcome
 from sarra.paths import NOFOLLOW
@@ -73,7 +72,8 @@ def block(flow, work, final, parts):
     try:
         digest = None
         if not flow.cfg.overwrite:
-            digest = copy_from_local(final, fd, work.sum, parts.offset, parts.length)
+            digest = heldblocks.copy_range(final, fd, work.sum, parts.offset, parts.length,
+                                           parts.offset)
         if digest is None:      # the driver writes the block into fd (PinnedPath)
             digest = download._fetch(flow, work, transfer.PinnedPath(temp, fd), parts.offset,
                                      parts.length, parts.offset)
@@ -92,10 +92,6 @@ def block(flow, work, final, parts):
             complete(flow, man, temp, final, msg, bno, parts.filesize)
     work.code, work.text = report.INSERTED
     download._done(flow, work, final, complete=done)
-
-
-#: read size when a block is copied from the local file
-COPY_PIECE = 1 << 20
 
 
 def manifest(flow, final):
@@ -126,38 +122,3 @@ def inode(path):
         return os.lstat(path).st_ino
     except OSError:
         return None
-
-
-def copy_from_local(final, dst, s, offset, length):
-    """Copy [offset, offset+length) of the local file into the temporary file open as dst,
-    hashing what is copied: its digest when the local file holds those bytes with the
-    announced sum, else None (a mismatch leaves bytes in the temporary file that the
-    download then overwrites). The local file's size does not matter: a file that grew
-    keeps its earlier blocks, a file cut or rewritten further on keeps those before."""
-    if s.algo not in checksum.DATA_ALGOS or not s.value or length <= 0:
-        return None
-    try:
-        src = os.open(final, os.O_RDONLY | NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(src)
-        if not stat.S_ISREG(st.st_mode) or st.st_size < offset + length:
-            return None
-        h = checksum.new_hasher(s.algo)
-        pos, end = offset, offset + length
-        while pos < end:
-            data = pread(src, min(COPY_PIECE, end - pos), pos)
-            if not data:
-                return None
-            h.update(data)
-            view = memoryview(data)
-            while view:
-                n = pwrite(dst, view, pos)
-                view, pos = view[n:], pos + n
-        digest = h.hexdigest()
-        return digest if digest == s.value else None
-    except (OSError, ValueError):
-        return None
-    finally:
-        os.close(src)

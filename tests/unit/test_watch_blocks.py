@@ -99,7 +99,7 @@ def test_a_file_touched_without_change_is_not_posted_then_changed_is_posted_whol
 def test_with_suppress_duplicates_the_unchanged_blocks_still_go(tmp_path):
     """The duplicate cache's key of a block leaves out blktot and brem (v2's quirk for
     growing files): the unchanged blocks of a grown file would be dropped as duplicates
-    by the post step (what Flow.post_built does is done here), and the receiver could not
+    by the post step (what poststep.post_built does is done here), and the receiver could not
     complete the new version. sr_watch forgets them when the file changed; a file touched
     without change is not posted at all."""
     f = tmp_path / "f.bin"
@@ -226,6 +226,35 @@ def test_every_temporary_name_mode_copies_from_the_final_file(home, tmp_path, in
     assert got == [2]
     assert (dst / "f.bin").read_bytes() == v2
     assert [str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()] == ["f.bin"]
+
+
+def test_inplace_off_copies_a_block_from_its_part_file_of_the_last_version(home, tmp_path,
+                                                                          fetched):
+    """inplace off (sr_sarra's default): each block is a part file whose name holds the
+    block count and remainder, so a grown file's blocks all get new names; those that did
+    not change are copied from the previous version's part file, not downloaded."""
+    src, dst = tmp_path / "src" / "f.bin", tmp_path / "dst"
+    src.parent.mkdir()
+    dst.mkdir()
+    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
+                                          ("directory", str(dst)), ("inplace", "off")])
+    flow = Flow(cfg, components.preset("subscribe"))
+    flow.consumer, flow.reporter = FakeConsumer(), Reports()
+    env = SimpleNamespace(flow=flow)
+    v1 = os.urandom(3 * BSZ + BSZ // 2)
+    src.write_bytes(v1)
+    assert [c for c, _ in _feed(env, _posts(src, v1, 1))] == [201] * 4
+    del fetched[:]
+    v2 = v1 + os.urandom(2 * BSZ)
+    posts = _posts(src, v2, 2)
+    src.write_bytes(os.urandom(3 * BSZ) + v2[3 * BSZ:])     # blocks 0-2 unusable there
+    assert [c for c, _ in _feed(env, posts)] == [201] * 6
+    assert fetched == [3, 4, 5]
+    for m in posts:
+        p = m.parts
+        part = dst / ("f.bin" + p.suffix("d"))
+        assert part.read_bytes() == v2[p.offset:p.offset + p.length]
+    assert not [n for n in os.listdir(dst) if not n.endswith(".Part")]
 
 
 def test_a_file_appended_to_in_steps_arrives_whole_after_each(sub, fetched):
