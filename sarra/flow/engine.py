@@ -1,8 +1,8 @@
 """The flow engine shared by every component that runs a loop (all but sr_police).
 
-    gather (source.get: queue, then due retries) → accept/reject → header defaults → component check →
-    placement → on_message → duplicate cache → work (download / send / none) →
-    on_part/on_file → post → report → ack
+    gather (source.get: a queue, then due retries) → accept/reject → header defaults →
+    component check → placement → on_message → duplicate cache → work (download / send /
+    none) → on_part/on_file → post → report → ack
 
 Messages are handled in small batches (up to ``prefetch``; half of it when nothing is
 posted, so that the broker sends the next batch while this one is worked on; a batch's
@@ -31,7 +31,7 @@ Where work comes from is the one seam of the loop (sources.py): a consumer's que
 (QueueSource, the gather above), sr_post's paths (postsource.PathSource, one-shot) or
 sr_watch's events (sarra.watch.daemon.WatchSource). A source whose messages are built
 there (``Source.built``) skips accept/reject ... work: its Works go straight to the post
-step (``post_built``: the posters' duplicate suppression, then ``post``: on_post,
+step (poststep.py: the posters' duplicate suppression, then on_post, outbound,
 publish); settle confirms their posts, flushes the cache, then calls ``source.done``
 (sr_watch commits its state there) or, when the posts were not confirmed,
 ``source.failed``. Every component thus shares the post connection (declare, confirms,
@@ -56,8 +56,7 @@ from sarra.broker.client import Broker, BrokerAccessRefused, BrokerError, Broker
 from sarra.flow.attempts import Interruptible
 from sarra.flow.consumer import Consumer
 from sarra.flow.pluginview import PluginParent
-from sarra.flow import reload
-from sarra.flow import outbound
+from sarra.flow import poststep, reload
 from sarra.config.credentials import Credentials
 from sarra.message import Message, MessageError
 from sarra.flow.work import (Counters, Outcome, Result, TransferInterrupted, Work,  # noqa: F401
@@ -114,7 +113,7 @@ class Flow:
         self._next_heartbeat = time.time() + (cfg.heartbeat or 300)
         self.unacked = 0                    # messages of the batch in hand (health: hung)
         self._stats_at, self._stats_unacked, self._stats_prev = 0.0, 0, None
-        self.error = None                   # what ended run() with 3 (a one-shot's command shows it)
+        self.error = None       # what ended run() with 3 (a one-shot's command shows it)
         # SIGHUP / the reload action set the event; load_config (given by the command)
         # reads the configuration again; reload.py applies it between two batches
         self.reload_event = threading.Event()
@@ -325,7 +324,7 @@ class Flow:
         if saving.take(self, batch):        # save on: to the save file, not processed
             return
         if self.source.built:
-            if self.post_built(batch):
+            if poststep.post_built(self, batch):
                 self.settle(batch)
             return
         self._batch_keys = set()        # done earlier in this batch, not yet in the cache
@@ -526,65 +525,8 @@ class Flow:
         cfg = self.cfg
         if not work.posts and (cfg.notify_only or self.preset.work is None):
             work.posts = [work.msg]     # recorded, so that settle() waits for its confirm
-        self._publish(work, cfg.post_exchange, bool(cfg.get("persistent", True)),
-                      self.hooks.has("on_post"))
-
-    def _publish(self, work: Work, exchange: str, persistent: bool, on_post: bool):
-        out = outbound.Outbound.of(self.cfg, self.log)      # header, round robin, split
-        for p in work.posts:
-            self.msg = work
-            work.outgoing = p
-            try:
-                out.prepare(p)
-                if on_post:
-                    p.encode()          # one that cannot be posted is not logged "posted"
-                    if not self.hooks.run("on_post"):
-                        continue
-                topic, body, headers = p.encode()
-            except MessageError as e:   # a permanent failure: reported once, not retried
-                raise Outcome(msgbounds.TOO_LARGE, f"Payload Too Large: {e.field} not "
-                                                   f"posted: {e.reason}") from None
-            self.post_broker.publish(out.exchange_for(headers, exchange), topic, body, headers,
-                                     persistent=persistent)
-            self.counters["posted"] += 1
-
-    def post_built(self, batch: List[Work]) -> bool:
-        """The post step of the messages a source built (Source.built): the posters'
-        duplicate suppression (a removal forgets the path; the cache is flushed by
-        settle), then post(). False when the post connection failed: the source took the
-        batch back (Source.failed), settle must not run."""
-        cfg, cache, counters = self.cfg, self.cache, self.counters
-        basis = cfg.suppress_duplicates_basis or "path"
-        exchange, persistent = cfg.post_exchange, bool(cfg.get("persistent", True))
-        on_post = self.hooks.has("on_post")
-        counters["received"] += len(batch)
-        self.last_activity = time.time()       # the stats file follows (stats_tick)
-        try:
-            for work in batch:
-                msg = work.msg
-                if cache is not None:
-                    if msg.sum.algo == "R":
-                        cache.remove_path(msg.relpath)
-                    elif not cache.check_and_add(dupcache.cache_key(msg, basis)):
-                        counters["duplicates"] += 1
-                        work.posts = []
-                        work.outcome = Result.REJECTED
-                        continue
-                try:
-                    self._publish(work, exchange, persistent, on_post)
-                except Outcome as o:        # cannot be encoded: the source says where
-                    work.code, work.text = o.code, o.text
-                    work.posts = []
-                    work.outcome = Result.REJECTED
-        except BrokerStopped:
-            raise
-        except BrokerError as e:
-            self.source.failed(batch, e)
-            self.stop_event.wait(1.0)
-            return False
-        finally:
-            self.msg = None
-        return True
+        poststep.publish(self, work, cfg.post_exchange, bool(cfg.get("persistent", True)),
+                         self.hooks.has("on_post"))
 
     # ------------------------------------------------------------ housekeeping
     def tick_brokers(self):

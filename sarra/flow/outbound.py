@@ -11,7 +11,7 @@
   one checksum lands on the same shard, which one sr_winnow instance with
   ``exchange_split`` reads.
 
-Core: sr_post/sr_watch (flow.publisher) and the consumers (flow.engine) call it; no I/O.
+Core: the flow engine's one post step (flow.engine, every component) calls it; no I/O.
 """
 
 import itertools

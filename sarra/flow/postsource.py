@@ -76,7 +76,7 @@ class PathSource(Source):
             if w.posts:
                 if debug:
                     log.debug("posted %s", w.msg.url)
-            elif w.code >= 400:         # could not be encoded (Flow.post_built)
+            elif w.code >= 400:         # could not be encoded (poststep.post_built)
                 self.errors.append(f"{w.local_path}: {w.text}")
 
     def _messages(self):

@@ -1,13 +1,11 @@
-"""What sr_post and sr_watch share once a post is built: the options a config gives the
-poster, and the publisher (duplicate cache, on_post plugins, the post exchange).
-
-Core, not a command: sr_post (sarra/commands/post.py) and the sr_watch daemon
-(sarra/watch/daemon.py) both use it; no argv and no printing here.
+"""The options a config gives the poster (poster.PostOptions), shared by sr_post
+(postsource.py) and sr_watch (sarra/watch/daemon.py). What happens to a post once it is
+built (duplicate suppression, on_post, outbound, publish) is the flow engine's one post
+step (poststep.py).
 """
 
-from sarra.flow.cache import cache_key
 from sarra.flow.poster import PostOptions
-from sarra.flow.outbound import Outbound, first_url
+from sarra.flow.outbound import first_url
 
 #: the xattr sum cache (user.sr_sum/user.sr_mtime) is used for files of at least this
 #: size: hashing a smaller file costs less than reading and writing the attributes
@@ -26,37 +24,3 @@ def post_options(cfg) -> PostOptions:
         follow_symlinks=cfg.follow_symlinks, bufsize=cfg.bufsize or (4 << 20),
         use_xattr=not cfg.xattr_disable, xattr_min_size=XATTR_MIN_SIZE)
 
-
-class Publisher:
-    """Runs on_post plugins, the duplicate cache, and publishes to the post exchange."""
-
-    def __init__(self, cfg, broker, logger, hooks, cache=None):
-        self.cfg, self.broker, self.log, self.hooks, self.cache = cfg, broker, logger, hooks, cache
-        self.msg = None
-        self.posted = 0
-        self.suppressed = 0
-        # read once: Config attribute access is not free and this runs per message
-        self._exchange, self._persistent = cfg.post_exchange, cfg.persistent
-        self._basis = cfg.suppress_duplicates_basis or "path"
-        self._on_post = hooks.has("on_post")
-
-    def __getattr__(self, name):  # plugins read options as parent.<option>
-        return getattr(self.__dict__["cfg"], name)
-
-    def publish(self, msg) -> bool:
-        if self.cache is not None:
-            if msg.sum.algo == "R":
-                self.cache.remove_path(msg.relpath)
-            elif not self.cache.check_and_add(cache_key(msg, self._basis)):
-                self.suppressed += 1
-                return False
-        self.msg = msg
-        out = Outbound.of(self.cfg, self.log)       # header, round robin, split
-        out.prepare(msg)
-        if self._on_post and not self.hooks.run("on_post"):
-            return False
-        topic, body, headers = msg.encode()
-        self.broker.publish(out.exchange_for(headers, self._exchange), topic, body, headers,
-                            persistent=self._persistent)
-        self.posted += 1
-        return True
