@@ -6,7 +6,9 @@ Actions: foreground start stop restart status sanity cleanup list edit add remov
 disable show log.  ``foreground`` also runs without a configuration, from command-line
 options (--post_broker, --post_base_url, --path ...).
 
-The daemon itself (events, readiness, posting, state) is sarra.watch.daemon.
+An instance is the flow engine with the watch preset: its source (events, readiness,
+state) is sarra.watch.daemon.WatchSource; the post step, heartbeat and stats file are the
+engine's.
 
 Watch-only options not (yet) in the common option table, read from the configuration:
 ``snapshot_interval <duration>`` (post a file still being written at that interval, only
