@@ -101,7 +101,8 @@ def test_a_file_appended_in_steps_arrives_whole_after_each(watcher, sub_env, wri
         src, dst = w.root / "grow.bin", s.dst / "grow.bin"
         url_path = "/watched/grow.bin"
         data = b""
-        f = open(src, "wb") if writer == "open" else None
+        # unbuffered: each step is one write(2), so no snapshot sees half of it
+        f = open(src, "wb", buffering=0) if writer == "open" else None
         try:
             for step in range(1, STEPS + 1):
                 more = os.urandom(40 * 1024 + 997 * step)    # ~7 blocks in all
@@ -110,7 +111,7 @@ def test_a_file_appended_in_steps_arrives_whole_after_each(watcher, sub_env, wri
                     f.write(more)
                     f.flush()                          # written, never closed
                 else:
-                    with open(src, "ab") as g:
+                    with open(src, "ab", buffering=0) as g:
                         g.write(more)
                 data += more
                 assert _wait(lambda: _same(dst, data)), (
