@@ -86,8 +86,9 @@ def apply(flow) -> bool:
         return False
     old = flow.cfg
     changed = differences(old, new)
-    if not changed:
-        log.info("reload: configuration unchanged")
+    if not changed - BY_THE_ACTION:
+        log.info("reload: configuration unchanged%s", " but for option instances (the "
+                 "reload action starts or stops instances)" if changed else "")
         return True
     try:
         switch(flow, old, new, changed)
