@@ -231,8 +231,10 @@ def foreground(component, cfg, no=None, pairs=()) -> int:
                              **logs.from_config(cfg))
     common.quiet_third_party()
     reload_requested = threading.Event()
-    stop = instances.instance_signals(lambda: log.info("stop requested"),
-                                      on_reload=_on_hup(log, reload_requested))
+    # on a terminal, a SIGHUP is the terminal going away: it ends the process, as before
+    on_terminal = not background and sys.stderr.isatty()
+    stop = instances.instance_signals(lambda: log.info("stop requested"), on_reload=None
+                                      if on_terminal else _on_hup(log, reload_requested))
     if background:
         instances.write_pid(component, cfg.name, instance)
         proctitle.for_instance(component, cfg.name, instance)   # `sr_subscribe obs 01`
