@@ -169,8 +169,9 @@ def foreground(cfg, no=None) -> int:
     if not cfg.paths:
         log.error("no path to watch (give 'path' lines or --path)")
         return common.USAGE
-    stop = instances.instance_signals(     # SIGHUP no longer ends it: it says what to do
-        lambda: log.info("stop requested"), on_reload=lambda: log.info(
+    on_terminal = not background and sys.stderr.isatty()    # there SIGHUP ends it
+    stop = instances.instance_signals(     # elsewhere it no longer does: it says what to do
+        lambda: log.info("stop requested"), on_reload=None if on_terminal else lambda: log.info(
             "SIGHUP: sr_watch reads its configuration at start only; sr_watch reload "
             "restarts it (its state: nothing posted twice or missed)"))
     if background:
