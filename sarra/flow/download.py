@@ -255,11 +255,13 @@ def _whole(flow, work, final, parts):
 
 
 def assembled(flow, work) -> bool:
-    """The message is a block this flow writes into its file (inplace): the block manifest,
-    not the duplicate cache, decides whether it is needed. The cache would drop the
-    unchanged blocks of a rewritten file, and its new version could never be completed."""
+    """The message is a block this flow writes (into its file, inplace, or as a part
+    file): the block step (the manifest, or the part file already here), not the
+    duplicate cache, decides whether it is needed. The cache's key of a block leaves out
+    the block count, so it would drop the unchanged blocks of a file that grew: its new
+    version could never be completed, nor its new part files made."""
     parts = work.msg.parts
-    return (parts is not None and not parts.whole and flow.cfg.inplace
+    return (parts is not None and not parts.whole
             and not flow.cfg.notify_only and (work.sumstr or "")[:1] not in ("R", "L"))
 
 
