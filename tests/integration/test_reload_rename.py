@@ -187,3 +187,25 @@ def test_sighup_no_longer_ends_sr_watch(watch_env):
     (env.root / "after_hup").write_text("x")
     m, = env.msgs.get(1)
     assert m.relpath.endswith("/after_hup") and w.proc.poll() is None
+
+
+def test_a_reconnecting_reload_mid_stream_loses_nothing(sub_env, stub_http):
+    """A queue option changed while messages are prefetched: the consuming connection is
+    redone, the prefetched (unacked) messages come again, each file arrives once."""
+    env, stub = sub_env, stub_http
+    _config(env, "accept .*", "prefetch 6\ncount_file_sleep 0.05")
+    env.setup()
+    rels = [f"/a/m{i}" for i in range(20)]
+    for rel in rels:
+        _serve(stub, env, rel)
+    p = env.foreground()
+    assert wait_for(lambda: len(env.on_file_lines()) >= 2, timeout=30)
+    _config(env, "accept .*", "prefetch 2\ncount_file_sleep 0.05")
+    p.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "reconnected" in env.log_text(), timeout=30), env.log_text()
+    assert wait_for(lambda: {r[1:] for r in rels} <= set(_downloaded(env)), timeout=60)
+    assert wait_for(lambda: _drained(env), timeout=10)
+    assert wait_for(lambda: len(env.on_file_lines()) >= len(rels), timeout=10)
+    env.stop(p)
+    lines = env.on_file_lines()
+    assert len(lines) == len(set(lines)) == len(rels)            # each file once
