@@ -147,14 +147,19 @@ def test_subscribe_filename_rules(sub_env, http_server):
     named = {"WHAT1_CWAO:CWAO:SA:3:Direct:20261205120000": "WHAT1_CWAO",
              "WX_X:ORIG:SENDER=out.txt": "out.txt",
              "plain.bin": "fixed.txt",
+             "lower:part.txt": "LOWER",
              "timed.txt": None}
     digests = {}
     for i, name in enumerate(named):
         data = ("file %d %s\n" % (i, name)).encode()
         (d / name).write_bytes(data)
         digests[name] = hashlib.md5(data).hexdigest()
+    (env.plugdir / "upper.py").write_text(
+        "def destfn_script(parent):\n"
+        "    parent.new_file = parent.new_file.upper()\n")
     env.config("""
         mirror off
+        accept .*/lower.* WHATFN:DESTFNSCRIPT=upper
         accept .*/WHAT1_.* WHATFN
         accept .*SENDER=.* SENDER
         filename DESTFN=fixed.txt
@@ -166,8 +171,8 @@ def test_subscribe_filename_rules(sub_env, http_server):
     p = env.foreground()
     env.post(*[d / n for n in named], base_url=http_server.url,
              extra=("--post_base_dir", str(http_server.root)))
-    got = env.reports.wait(4, timeout=30)
-    assert len(got) == 4, (got, env.log_text())
+    got = env.reports.wait(5, timeout=30)
+    assert len(got) == 5, (got, env.log_text())
     want = {named[n]: digests[n] for n in named if named[n]}
     assert env.wait_files(want, timeout=10) == {}, (os.listdir(env.dst), env.log_text())
     timed = [f for f in os.listdir(env.dst) if f.startswith("timed.txt:")]
