@@ -108,7 +108,8 @@ OPTIONS: Tuple[Option, ...] = (
     _o("include", ("config", "c"), INCLUDE, None, ALL, "read another configuration file here"),
     _o("declare", ("role",), DECLARE, None, ALL,
        "declare env NAME=value | source <u> | subscriber <u> | exchange <x>"),
-    _o("header", (), HEADER, None, _P + _S, "name=value added to every post (name=None deletes)"),
+    _o("header", (), HEADER, None, PUBLISHERS,
+       "name=value added to every post that has no such header (name=None deletes it)"),
     _o("help", ("h",), BOOL, False, ALL, "print this help"),
     _o("no", (), INT, 0, ALL, "instance number (set by the instance launcher)", lo=0),
     # --- consuming ---
