@@ -234,7 +234,7 @@ def foreground(component, cfg, no=None, pairs=()) -> int:
     # on a terminal, a SIGHUP is the terminal going away: it ends the process, as before
     on_terminal = not background and sys.stderr.isatty()
     stop = instances.instance_signals(lambda: log.info("stop requested"), on_reload=None
-                                      if on_terminal else _on_hup(log, reload_requested))
+                                      if on_terminal else on_hup(log, reload_requested))
     if background:
         instances.write_pid(component, cfg.name, instance)
         proctitle.for_instance(component, cfg.name, instance)   # `sr_subscribe obs 01`
@@ -259,7 +259,8 @@ def foreground(component, cfg, no=None, pairs=()) -> int:
         logging.shutdown()
 
 
-def _on_hup(log, event):
+def on_hup(log, event):
+    """The SIGHUP handler of an instance: log, and ask the flow for a reload."""
     def requested():
         log.info("reload requested (SIGHUP): applied between two batches")
         event.set()

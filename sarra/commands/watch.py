@@ -2,9 +2,10 @@
 
     sr_watch [options] <action> [<config>]        (v2 order; '<config> <action>' too)
 
-Actions: foreground start stop restart status sanity cleanup list edit add remove enable
-disable show log.  ``foreground`` also runs without a configuration, from command-line
-options (--post_broker, --post_base_url, --path ...).
+Actions: foreground start stop restart reload status sanity cleanup list edit add remove
+rename enable disable show log.  ``foreground`` also runs without a configuration, from
+command-line options (--post_broker, --post_base_url, --path ...).  ``reload`` (or SIGHUP)
+makes the instance read its configuration again (sarra/flow/reload.py).
 
 An instance is the flow engine with the watch preset: its source (events, readiness,
 state) is sarra.watch.daemon.WatchSource; the post step, heartbeat and stats file are the
@@ -21,6 +22,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 
 from sarra import paths, plugin
 from sarra.commands import actions
@@ -29,6 +31,7 @@ from sarra.ops import instances, logs, proctitle, secretargs
 from sarra.broker.client import BrokerError
 from sarra.commands import common, consumer
 from sarra.config.credentials import CredentialsError
+from sarra.flow.routing import ConfigRefused
 from sarra.watch.daemon import COMPONENT, Daemon
 
 PROGRAM = "sr_watch"
@@ -39,8 +42,9 @@ WATCH_OPTIONS = {"snapshot_interval": (options.parse_duration, 0.0),
                  "ignore_written": (options.parse_bool, False)}
 
 
-def load_config(name, pairs):
-    cfg = config.load(COMPONENT, name, pairs, warn_unknown=False)
+def load_config(name, pairs, set_state_host=True):
+    cfg = config.load(COMPONENT, name, pairs, warn_unknown=False,
+                      set_state_host=set_state_host)
     cfg.check_unknown(set(WATCH_OPTIONS) | plugin.declared_options(cfg.plugins))
     for opt, (conv, default) in WATCH_OPTIONS.items():
         raw = cfg.unknown.get(opt)
@@ -117,9 +121,9 @@ def _one(action, name, pairs, no) -> int:
         print(cfg.show(), end="")
         return common.OK
     if action == "foreground":
-        return foreground(cfg, no)
-    if action == "reload":      # not on the flow engine yet: a restart (see man sr_watch)
-        action = "restart"
+        return foreground(cfg, no, pairs)
+    if action == "reload":      # the config loads (checked above): SIGHUP, as consumers
+        return _reload(cfg)
     if action in ("stop", "restart"):
         n = instances.stop(COMPONENT, cname)
         if action == "stop":
@@ -153,7 +157,38 @@ def _start(cfg) -> int:
     return common.SOME_FAILED if started.failed else common.OK
 
 
-def foreground(cfg, no=None) -> int:
+def _reload(cfg) -> int:
+    from sarra.ops import reload
+    done = reload.signal_instances(COMPONENT, cfg.name, 1)
+    if done.signalled:
+        print(f"{PROGRAM} {cfg.name}: reload sent to {len(done.signalled)} instance(s)")
+        return common.OK
+    print(f"{PROGRAM} {cfg.name}: was not running: starting it")
+    return _start(cfg)
+
+
+def _missing(cfg):
+    """What an sr_watch configuration cannot run without (one line), or None."""
+    for required in ("post_broker", "post_base_url"):
+        if not getattr(cfg, required):
+            return f"option {required} is required"
+    if not cfg.paths:
+        return "no path to watch (give 'path' lines or --path)"
+    return None
+
+
+def _reload_config(cfg, pairs):
+    """The configuration as the instance read it at start (ConfigError: file:line)."""
+    new = load_config(cfg.config_path or cfg.name, list(pairs or ()), set_state_host=False)
+    missing = _missing(new)
+    if missing:
+        raise config.ConfigError(f"{new.config_path or PROGRAM}: {missing}")
+    return new
+
+
+def foreground(cfg, no=None, pairs=()) -> int:
+    """Run the instance until SIGTERM/SIGINT; SIGHUP: reload (flow/reload.py: the trees
+    are watched anew from the configuration read again, the state file kept)."""
     background = no is not None
     instance = no or 1
     cname = cfg.name or "-"
@@ -162,23 +197,24 @@ def foreground(cfg, no=None) -> int:
                              **logs.from_config(cfg))
     common.quiet_third_party()
     logging.getLogger("watchdog").setLevel(logging.WARNING)
-    for required in ("post_broker", "post_base_url"):
-        if not getattr(cfg, required):
-            log.error("option %s is required", required)
-            return common.USAGE
-    if not cfg.paths:
-        log.error("no path to watch (give 'path' lines or --path)")
+    missing = _missing(cfg)
+    if missing:
+        log.error("%s", missing)
         return common.USAGE
+    reload_requested = threading.Event()
     on_terminal = not background and sys.stderr.isatty()    # there SIGHUP ends it
-    stop = instances.instance_signals(     # elsewhere it no longer does: it says what to do
-        lambda: log.info("stop requested"), on_reload=None if on_terminal else lambda: log.info(
-            "SIGHUP: sr_watch reads its configuration at start only; sr_watch reload "
-            "restarts it (its state: nothing posted twice or missed)"))
+    stop = instances.instance_signals(lambda: log.info("stop requested"), on_reload=None
+                                      if on_terminal else consumer.on_hup(log, reload_requested))
     if background:
         instances.write_pid(COMPONENT, cname, instance)
         proctitle.for_instance(COMPONENT, cname, instance)      # `sr_watch <cfg> 01`
     try:
-        return Daemon(cfg, log, stop, instance).run()
+        flow = Daemon(cfg, log, stop, instance)
+        flow.reload_event = reload_requested
+        flow.load_config = lambda: _reload_config(cfg, pairs)
+        return flow.run()
+    except ConfigRefused:     # the flow logged why
+        return common.USAGE
     except (CredentialsError, plugin.PluginError) as e:
         log.error("%s", e)
         return common.USAGE

@@ -216,12 +216,12 @@ class Flow:
             while not self.stop_event.is_set():
                 if not standby.check(self):     # vip gone: idle until it is back
                     continue
-                batch = source.get(self._idle_wait())
+                batch = self.source.get(self._idle_wait())     # (a reload may renew it)
                 if batch:
                     self.unacked = len(batch)
                     self.handle(batch)
                     self.unacked = 0
-                elif source.finished():
+                elif self.source.finished():
                     break
                 self.reporter.tick()
                 self.tick_post_broker()
@@ -239,7 +239,7 @@ class Flow:
             if self.cache is not None:
                 self.cache.flush()
             self.retry.close()
-            source.close()
+            self.source.close()
             self.close()
             lifecycle("stopped: %s", self.counters.line())
         return rc

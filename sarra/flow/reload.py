@@ -191,6 +191,7 @@ def switch(flow, old, new, changed: Set[str]) -> None:
         flow.close()
         _install(flow, old, before, new, changed)
         _connect(flow)
+        _renew_source(flow)
         flow.hooks.run("on_start")
         raise ReloadRefused(str(e)) from None
     flow.hooks.run("on_start")
@@ -231,11 +232,29 @@ def _connections(flow, old, new, reconnect: bool, rebind: bool, old_queue) -> Li
         _connect(flow)
         _unbind_gone(flow, old, new, old_queue)
         done.append("reconnected")
-        return done
-    if rebind and flow.consumer is not None:
+    elif rebind and flow.consumer is not None:
         rebound(flow, old, new)
         done.append("rebound")
+    if _renew_source(flow):
+        done.append("source restarted")
     return done
+
+
+def _renew_source(flow) -> bool:
+    """A source that is not the queue (sr_watch's trees) was made from the configuration
+    in force: it is closed and made again from the new one (sr_watch: its state file
+    says what was announced, so the new scan posts nothing twice and misses nothing)."""
+    source = getattr(flow, "source", None)
+    if source is None or source.consumes or source.one_shot:
+        return False
+    from sarra.flow import sources
+    try:
+        source.close()
+    except Exception as e:      # closed already (a reload that failed half-way)
+        flow.log.debug("reload: closing the source: %s", e)
+    flow.source = sources.make(flow)
+    flow.source.start()
+    return True
 
 
 def make_hooks(flow, parent):

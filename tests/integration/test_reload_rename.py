@@ -13,7 +13,9 @@
 import hashlib
 import os
 import signal
+import subprocess
 
+from tests.conftest import command_argv, command_env
 from tests.integration.subkit import post_msg, stub_http, sub_env, wait_for  # noqa: F401
 from tests.integration.watchkit import watch_env  # noqa: F401  (fixture)
 
@@ -177,16 +179,29 @@ def test_reload_rebinds_and_reconnects_only_when_needed(sub_env, stub_http):
     env.stop(p)
 
 
-def test_sighup_no_longer_ends_sr_watch(watch_env):
-    """sr_watch is not on the flow engine yet: a SIGHUP is logged (use sr_watch reload,
-    a checked restart) instead of ending it; it goes on posting."""
+def test_sr_watch_reloads_on_sighup(watch_env):
+    """sr_watch on the flow engine: a SIGHUP re-reads its configuration (a new reject
+    applies) and its trees are watched anew from its state: nothing posted twice."""
     env = watch_env
+    (env.root / "before").write_text("x")
     w = env.start()
-    w.proc.send_signal(signal.SIGHUP)
-    w.wait_for("sr_watch reload")
-    (env.root / "after_hup").write_text("x")
     m, = env.msgs.get(1)
-    assert m.relpath.endswith("/after_hup") and w.proc.poll() is None
+    assert m.relpath.endswith("/before")
+    conf = env.home / ".config" / "sarra" / "watch" / f"w{env.uid}.conf"
+    conf.write_text("\n".join(env.lines([r"reject .*\.skip$"])) + "\n")
+    w.proc.send_signal(signal.SIGHUP)
+    w.wait_for("reload: configuration applied")
+    (env.root / "a.skip").write_text("x")
+    (env.root / "after").write_text("x")
+    m, = env.msgs.get(1)
+    assert m.relpath.endswith("/after") and w.proc.poll() is None
+    env.msgs.none(1.0)                          # not "before" again, not "a.skip"
+    conf.write_text("post_broker\n")          # broken: kept the one in force
+    w.proc.send_signal(signal.SIGHUP)
+    w.wait_for("configuration in force kept")
+    (env.root / "later").write_text("x")
+    m, = env.msgs.get(1)
+    assert m.relpath.endswith("/later")
 
 
 def test_a_reconnecting_reload_mid_stream_loses_nothing(sub_env, stub_http):
@@ -209,3 +224,29 @@ def test_a_reconnecting_reload_mid_stream_loses_nothing(sub_env, stub_http):
     env.stop(p)
     lines = env.on_file_lines()
     assert len(lines) == len(set(lines)) == len(rels)            # each file once
+
+
+def test_sr_watch_reload_action(watch_env):
+    env = watch_env
+    name = f"a{env.uid}"
+    conf = env.home / ".config" / "sarra" / "watch" / f"{name}.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text("\n".join(env.lines()) + "\n")
+
+    def watch(*args):
+        return subprocess.run(command_argv("sr_watch") + list(args), capture_output=True,
+                              text=True, env=command_env(), cwd=str(env.home), timeout=60)
+    try:
+        r = watch("reload", name)                       # not running: started (as v2)
+        assert r.returncode == 0 and "was not running: starting it" in r.stdout, r.stderr
+        log = env.home / ".cache" / "sarra" / "log" / f"sr_watch_{name}_01.log"
+        assert wait_for(lambda: log.exists() and "started" in log.read_text(), timeout=20)
+        r = watch("reload", name)
+        assert "reload sent to 1 instance(s)" in r.stdout, r.stdout + r.stderr
+        assert wait_for(lambda: "reload: configuration unchanged" in log.read_text(),
+                        timeout=20), log.read_text()
+        conf.write_text("\n".join(env.lines(["accept ["])) + "\n")
+        r = watch("reload", name)
+        assert r.returncode == 2 and f"{conf}:" in r.stderr, r.stderr
+    finally:
+        watch("stop", name)
