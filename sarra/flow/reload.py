@@ -28,7 +28,7 @@ import os
 import time
 from typing import Iterable, List, Set, Tuple
 
-from sarra import message, plugin
+from sarra import message
 from sarra.broker.client import BrokerStopped
 from sarra.config.credentials import Credentials
 from sarra.flow import cache as dupcache
@@ -175,7 +175,7 @@ def switch(flow, old, new, changed: Set[str]) -> None:
     flow.cfg = new
     try:
         parent = PluginParent(flow)
-        hooks = make_hooks(flow, parent)
+        hooks = flow.make_hooks(parent)     # the engine's rule, as at start
     finally:
         flow.cfg = old
     credentials = Credentials.load()        # one that cannot be read: nothing changed
@@ -255,17 +255,6 @@ def _renew_source(flow) -> bool:
     flow.source = sources.make(flow)
     flow.source.start()
     return True
-
-
-def make_hooks(flow, parent):
-    hooks = plugin.Hooks(parent, flow.log)
-    for hook, names in flow.preset.default_plugins.items():
-        for n in names:
-            hooks.add(hook, n)
-    for hook, names in flow.cfg.plugins.items():
-        for n in names:
-            hooks.add(hook, n)
-    return hooks
 
 
 def _close_transfers(flow) -> None:
