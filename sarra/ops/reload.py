@@ -18,6 +18,10 @@ import psutil
 from sarra.ops import instances
 
 
+#: no SIGHUP (Windows): an instance is stopped and started again instead
+SIGHUP = getattr(signal, "SIGHUP", None)
+
+
 @dataclasses.dataclass
 class Reloaded:
     signalled: List[Tuple[int, int]]     # (instance number, pid) sent SIGHUP
@@ -37,9 +41,12 @@ def signal_instances(component: str, config: str, wanted: int) -> Reloaded:
             p = instances.process_of(pid, component, config, n)
             if p is None:
                 continue
+            if SIGHUP is None:
+                instances.stop_instance(component, config, n)     # started again below
+                continue
             _wait_started(component, config, n, pid)
             try:
-                p.send_signal(signal.SIGHUP)
+                p.send_signal(SIGHUP)
                 out.signalled.append((n, pid))
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
