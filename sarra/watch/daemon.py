@@ -80,6 +80,7 @@ class WatchSource(Announcer, Source):
         self._next_poll = self._next_roots = 0.0
         self._next_step = 0.0
         self._start = time.time()
+        self._next_recheck = self._start + (cfg.heartbeat or 300)
 
     # ------------------------------------------------------------------ the flow's source
     broker_options = {"batch_writes": True}     # each batch ends with wait_confirms
@@ -160,10 +161,14 @@ class WatchSource(Announcer, Source):
         for path, e in self.pending.ready(now):
             self.announce(path, e, now)
         self.counters["pending"] = len(self.pending)
+        if now >= self._next_recheck:
+            self._next_recheck = now + (self.cfg.heartbeat or 300)
+            self.recheck(now)
 
-    def heartbeat(self, now: float) -> None:
-        """After the flow's (stats file, on_heartbeat): denied directories and the inotify
-        watch limit looked at again."""
+    def recheck(self, now: float) -> None:
+        """Every heartbeat, at the end of a step (in the same step as verify(), so that
+        no poll comes between the fallback found there and its end here): denied
+        directories and the inotify watch limit looked at again."""
         for d in sorted(self.denied):
             try:
                 os.listdir(d)
