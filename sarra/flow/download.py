@@ -228,7 +228,7 @@ def download(flow, work):
 def _whole(flow, work, final, parts):
     cfg, s = flow.cfg, work.sum
     if not cfg.overwrite and _have(final, s, 0, parts.filesize, parts.filesize, True):
-        _already_here(flow, work, final, report.SAME_CHECKSUM)
+        already_here(flow, work, final, report.SAME_CHECKSUM)
     temp = placement.inflight_path(final, cfg.inflight)
     _temp_place(flow, work, temp)
     before = _stamp(final) if flow.hooks.has("do_download") else None
@@ -270,7 +270,7 @@ def _block_partfile(flow, work, final, parts):
     s = work.sum
     part_path = final + parts.suffix(s.algo)
     if not flow.cfg.overwrite and _have(part_path, s, 0, parts.length, parts.length, True):
-        _already_here(flow, work, part_path, report.SAME_CHECKSUM, part_file=True)
+        already_here(flow, work, part_path, report.SAME_CHECKSUM, part_file=True)
     temp = placement.inflight_path(part_path, flow.cfg.inflight)
     _temp_place(flow, work, temp)
     try:
@@ -287,7 +287,7 @@ def _block_partfile(flow, work, final, parts):
     _done(flow, work, part_path, complete=False, part_file=True)
 
 
-def _already_here(flow, work, path, why, part_file=False):
+def already_here(flow, work, path, why, part_file=False):
     """The announced bytes are here already: 304, nothing written. A message seen before
     (redelivered, or a retry) may be one whose work was done by an instance that died
     between the rename and its post's confirm: a posting flow (sr_sarra, a re-posting

@@ -450,7 +450,7 @@ class Flow:
                 self.log.info("%s: %s %s%s", msg.url, o.code, o.text,
                               " (seen before: posting it again)" if work.posts else "")
                 if work.posts and self.preset.posts and self.post_broker is not None:
-                    if not self._post_again(work):      # see download._already_here
+                    if not self._post_again(work):      # see download.already_here
                         return
             self.reporter.report(msg, o.code, o.text, work.received)
         except download_stopped:
@@ -468,7 +468,7 @@ class Flow:
             self.msg = None
 
     def _post_again(self, work: Work) -> bool:
-        """Post a 304 that was seen before (download._already_here) with the same
+        """Post a 304 that was seen before (download.already_here) with the same
         outcomes as a post on the main path; False when that failed (reported here)."""
         try:
             self.post(work)

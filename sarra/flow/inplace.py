@@ -11,7 +11,7 @@ the same sum, wherever the local file ends) is copied from it rather than downlo
 
 import os
 
-from sarra import checksum, transfer
+from sarra import checksum, paths, transfer
 from sarra.oscompat import pread, pwrite
 from sarra.flow import assemble, download, heldblocks, placement, report
 from sarra.flow.stepstate import DownloadState
@@ -54,13 +54,13 @@ def block(flow, work, final, parts):
                     download._done(flow, work, final, complete=True)
                     return
                 if os.path.lexists(final):
-                    download._already_here(flow, work, final,
+                    download.already_here(flow, work, final,
                                            (304, "not modified3: file already assembled"))
             elif ours:
-                download._already_here(flow, work, final,
+                download.already_here(flow, work, final,
                                        (304, "not modified3: block already received"))
         if st != "partial" or not ours or man.conflicts(gen, bno, bsum):
-            download._discard(temp)
+            paths.discard(temp)
             man.start(gen, final, temp, version)
         try:
             assemble.open_for_blocks(temp)

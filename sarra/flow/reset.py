@@ -30,7 +30,7 @@ def at_start(flow) -> None:
     if flow.no == 1:
         names = [n for n in dict.fromkeys((cfg.queue_name, consumer.saved_queue(cfg))) if n]
         try:
-            b = Broker(cfg.broker, password_lookup=flow._password, reconnect=False,
+            b = Broker(cfg.broker, password_lookup=flow.credentials.password_for, reconnect=False,
                        logger=log)
             try:
                 b.connect()
