@@ -30,6 +30,7 @@ drop them). There the usual ``rr_xreport2<source>`` shovel hands them to the sou
 """
 
 import os
+import stat
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from sarra.flow.work import Outcome
@@ -164,9 +165,12 @@ def older_than_local(flow, work) -> None:
     if algo == "L":
         return
     try:
-        local = os.lstat(path).st_mtime
+        st = os.lstat(path)
     except OSError:
         return
+    if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return      # a link's or directory's mtime is when it was made here, not the source's
+    local = st.st_mtime
     from sarra.message import parse_time as _epoch
     try:
         if algo == "R":
