@@ -7,7 +7,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 from sarra.config.options import (BOOL, BOOL_WORDS, BROKER, CACHE, CHOICE, DECLARE, DURATION,
                                   HEADER, INCLUDE, INFLIGHT, INT, LIST, MASK, OCTAL, PARTS, PATH,
                                   PLUGINS, SIZE, STR, STRIP, SUBTOPIC, URL, WORDS, OPTIONS, Option,
-                                  acted_on, format_value, lookup)
+                                  NOT_ACTED_ON, acted_on, format_value, lookup)
 
 #: how --help marks an option this component accepts (v2 configs carry it) but ignores
 IGNORED_MARK = "[IGNORED: accepted for v2 compatibility, not acted on] "
@@ -95,6 +95,7 @@ def render_help(component: str, actions: Iterable[str] = ()) -> str:
         dtext = "" if default in (None, [], "") and o.type != BOOL else \
             " (default: %s)" % format_value(o, default)
         lines.append("  %s %s" % (flags, _TYPE_HINT.get(o.type, "")))
-        lines.append("      %s%s%s" % ("" if acted_on(o.name, component) else IGNORED_MARK,
-                                       o.help, dtext))
+        mark = "" if acted_on(o.name, component) else \
+            "%s(%s) " % (IGNORED_MARK, NOT_ACTED_ON[o.name][1])
+        lines.append("      %s%s%s" % (mark, o.help, dtext))
     return "\n".join(lines) + "\n"

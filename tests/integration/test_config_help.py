@@ -135,10 +135,11 @@ def _help_entry(text, flag):
 def test_help_marks_ignored_options(run_cmd):
     r = run_cmd(["sr_subscribe", "--help"])
     assert r.returncode == 0, r.stderr
-    assert "IGNORED" in _help_entry(r.stdout, "--outlet")
+    assert "IGNORED" in _help_entry(r.stdout, "--inline")
+    assert "v03 messages only" in _help_entry(r.stdout, "--inline")     # and why
     assert "IGNORED" in _help_entry(r.stdout, "--kbytes_ps")
     assert "IGNORED" not in _help_entry(r.stdout, "--directory")
     assert "IGNORED" not in _help_entry(r.stdout, "--delete")
     assert "--version" in r.stdout
-    r = run_cmd(["sr_sender", "--help"])       # delete: acted on by subscribe, not sender
-    assert "IGNORED" in _help_entry(r.stdout, "--delete")
+    r = run_cmd(["sr_sender", "--help"])       # delete: acted on by the sender too now
+    assert "IGNORED" not in _help_entry(r.stdout, "--delete")
