@@ -15,7 +15,7 @@ import sys
 import time
 
 from sarra import paths
-from sarra.ops import audit, instances, logs, proctitle, secretargs
+from sarra.ops import audit, instances, links, logs, proctitle, secretargs
 from sarra.config import parser as config, options
 from sarra.commands import common
 from sarra.config.credentials import Credentials, CredentialsError
@@ -95,7 +95,7 @@ def _action(program, action, name, pairs, no, fix) -> int:
         cfg = _load(name, pairs)
         if fix is None:
             fix = options.parse_bool(audit._last(cfg.get("fix")) or "off")
-        pump = audit.pump_from_config(cfg)
+        pump = links.linked_pump(cfg)       # admin.conf + links.conf
     except (config.ConfigError, CredentialsError, ValueError) as e:
         return common.fail(program, str(e), common.USAGE)
     iname = cfg.name or DAEMON_NAME
@@ -175,6 +175,7 @@ def _run(program, police, cfg, pump, fix_setup, fix_all):
         return common.fail(program, str(e), common.BROKER)
     if cfg.report_daemons:
         found += audit.write_report_shovels(pump, cfg.dry_run)
+    found += links.write_configs(pump, cfg.dry_run, cfg.report_daemons)
     return found
 
 
@@ -258,9 +259,14 @@ def _foreground(program, cfg, pump, api, fix, no, iname) -> int:
         while not stop.is_set():
             started = time.monotonic()
             try:
+                links.refresh(pump)         # links.conf edited: followed at this pass
+            except config.ConfigError as e:
+                log.error("%s (links.conf not applied; the previous one still is)", e)
+            try:
                 found = police.run(True, fix)
                 if cfg.report_daemons:
                     found += audit.write_report_shovels(pump, cfg.dry_run)
+                found += links.write_configs(pump, cfg.dry_run, cfg.report_daemons)
             except ApiError as e:
                 log.error("%s", e)
                 rc = e.exit_code

@@ -93,7 +93,7 @@ def role_permissions(user: str, role: str, users: Iterable[str] = (),
         raise ValueError("unknown role %r" % role)
     users = list(users)
     q, xs = queue_pattern(user, users), xs_pattern(user, users)
-    read = [q, xs]
+    read = [q, xs, "xp_" + rx_escape(user)]    # xp_<user>: data only it may read (readers)
     if role == "source":
         read.append("xr_" + rx_escape(user))
     read.extend(rx_escape(x) for x in public)
@@ -112,6 +112,8 @@ class Pump:
     exchanges: List[str]                   # extra exchanges (declare exchange ...)
     api_url: str
     notes: List[str] = dataclasses.field(default_factory=list)
+    peers: List[str] = dataclasses.field(default_factory=list)   # neighbours' accounts
+    links: Optional[object] = None         # links.conf (sarra.ops.links.Links), if any
 
     def __post_init__(self):
         u = parse_url(self.admin_url)
@@ -137,7 +139,7 @@ class Pump:
     def expected_exchanges(self) -> List[str]:
         want = list(STANDARD_EXCHANGES) + list(self.exchanges)
         for u in self.users(*ORDINARY):
-            want.append("xs_" + u)
+            want.extend(["xs_" + u, "xp_" + u])
             if self.roles[u] == "source":
                 want.append("xr_" + u)
         return list(dict.fromkeys(want))
@@ -490,6 +492,8 @@ def report_shovels(pump: Pump) -> Dict[str, str]:
     common = ["topic_prefix v02.report", "subtopic #", "topic_prefix v02.log", "subtopic #",
               "topic_prefix v02", "subtopic post", "post_broker %s" % feeder]
     for user in pump.users(*ORDINARY):
+        if user in pump.peers:
+            continue        # a neighbour relays others' reports: links.py's ln_<pump>2xreport
         name = "rr_%s2xreport" % user
         out[name] = "\n".join([
             "# Written by sr_police: copy the reports %s publishes on xs_%s to xreport," % (
