@@ -16,8 +16,8 @@ from sarra.config import parser as config
 from sarra.ops import logs
 from sarra.commands import common
 from sarra.config.credentials import CredentialsError
-from sarra.flow import presets
 from sarra.flow.engine import Flow
+from sarra.flow.postsource import PRESET
 from sarra.flow.poster import resolve_path
 from sarra.flow.publisher import XATTR_MIN_SIZE, post_options  # noqa: F401 (bench, old imports)
 from sarra.flow.routing import ConfigRefused
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     if not todo:
         return common.fail(PROGRAM, "no path to post (give paths or 'path' lines)", common.USAGE)
     try:
-        flow = Flow(cfg, presets.preset("post"), logger=log)
+        flow = Flow(cfg, PRESET, logger=log)
     except (CredentialsError, plugin.PluginError, ConfigRefused) as e:
         return common.fail(PROGRAM, str(e), common.USAGE)
     flow.source.paths = todo

@@ -50,13 +50,14 @@ from sarra.flow import cache as dupcache
 from sarra.flow import msgbounds
 from sarra import message, paths, plugin
 from sarra.flow import fetchpolicy, outlet, report, reset, retry, routing, sources
+from sarra.flow import monitor
 from sarra.flow import saving, spool, standby
 from sarra.broker.frames import Undecodable
 from sarra.broker.client import Broker, BrokerAccessRefused, BrokerError, BrokerStopped
 from sarra.flow.attempts import Interruptible
 from sarra.flow.consumer import Consumer
 from sarra.flow.pluginview import PluginParent
-from sarra.flow import poststep, reload
+from sarra.flow import pacing, poststep, reload
 from sarra.config.credentials import Credentials
 from sarra.message import Message, MessageError
 from sarra.flow.work import (Counters, Outcome, Result, TransferInterrupted, Work,  # noqa: F401
@@ -222,6 +223,9 @@ class Flow:
                     self.handle(batch)
                     self.unacked = 0
                 elif self.source.finished():
+                    if self.source.confirm_at_end and self.post_broker is not None:
+                        self.post_broker.wait_confirms(
+                            timeout=max(30.0, self.counters["posted"] / 1000.0))
                     break
                 self.reporter.tick()
                 self.tick_post_broker()
@@ -266,6 +270,7 @@ class Flow:
         self._since_retry += len(batch)
         if batch:
             self.last_activity = time.time()
+            monitor.seen(self, batch)       # lag: the oldest message's age when taken
         if not batch or take_retry:
             self._since_retry = 0
             for entry in self.retry.due(limit=1 if batch else limit):
@@ -341,7 +346,8 @@ class Flow:
 
     def settle(self, batch: List[Work]):
         """Make every outcome durable, then ack: posts confirmed, cache flushed, retries saved."""
-        if self.post_broker is not None and any(w.posts for w in batch):
+        if self.post_broker is not None and not self.source.confirm_at_end \
+                and any(w.posts for w in batch):
             try:
                 self.post_broker.wait_confirms()
             except BrokerStopped:
@@ -399,6 +405,7 @@ class Flow:
         msg = work.msg
         if msg.kind == "pulse":
             return
+        pacing.per_message(self)    # message_rate_max
         self.msg = work
         try:
             if not self.accept(work):
@@ -591,6 +598,7 @@ class Flow:
             self._stats_prev = (self._stats_prev[1], mark)
         data["prev_time"], data["prev_received"] = self._stats_prev[0]
         self._stats_at, self._stats_unacked = now, self.unacked
+        monitor.on_stats(self, data)        # bytes/s, lag, quota use; Prometheus metrics
         try:
             paths.atomic_write(path, json.dumps(data))
         except OSError as e:
@@ -599,6 +607,7 @@ class Flow:
     def transfer_for(self, url: str, baseurl: Optional[str] = None):
         """The pooled transfer driver for url (one per scheme/host/port/user, kept open).
         Raises KeyError for a scheme no driver handles."""
+        pacing.apply(self)          # kbytes_ps: this process's transfers paced
         if baseurl is not None:
             t = self._by_base.get(baseurl)
             if t is not None:

@@ -12,14 +12,15 @@ import os
 import time
 from typing import List
 
+from sarra.flow.preset import Preset
 from sarra.flow.poster import PostError, posts_for_path, relpath_of, remove_post, walk
 from sarra.flow.publisher import post_options
 from sarra.flow.sources import Announced, Source
 from sarra.message import MessageError, escape
 
-#: messages per batch: the engine waits for the confirms of each batch (the broker keeps
-#: up: this costs a round trip per batch), and holds the batch's messages until then
-BATCH = 2000
+#: messages per batch (held until the batch is settled; the confirms are waited for once,
+#: at the end: Source.confirm_at_end)
+BATCH = 250
 #: the hooks sr_post runs; default plugins of the others are not even loaded (plugins that
 #: a config or the command line names are, so that a bad name is still an error)
 RUN_HOOKS = ("on_post", "plugin")
@@ -38,6 +39,7 @@ class PathSource(Source):
     """The paths given to one sr_post run (``paths``, set before Flow.run)."""
 
     one_shot = True
+    confirm_at_end = True       # every post confirmed before the run ends (exit 0)
     broker_options = {"reconnect": False, "batch_writes": True}
     what = "posting"
 
@@ -117,3 +119,7 @@ class PathSource(Source):
         if not ok and cfg.log_reject:
             self.flow.log.info("rejected %s", url)
         return ok
+
+
+#: sr_post's preset (in presets.PRESETS as "post"): no queue, no reports, no work step
+PRESET = Preset("post", posts=True, reports=False, source=PathSource, keep_plugin=keep_plugin)

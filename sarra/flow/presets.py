@@ -10,43 +10,13 @@ differ per component (mirror, inplace, accept_unmatch, ...) live in the options 
 (options.py), not here.
 """
 
-import dataclasses
-from typing import Callable, Dict, List, Optional
-
 from sarra.flow import download, fetchpolicy, routing, send, winnow
-from sarra.flow import msgbounds, postsource
-from sarra.flow import senddone
+from sarra.flow import msgbounds, postsource, readers
+from sarra.flow import quota
+from sarra.flow import senddone, tracking
+from sarra.flow.preset import Preset
 from sarra.flow.stepstate import DownloadState, SendState
 from sarra.flow.work import Outcome
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    component: str
-    place: Optional[Callable] = None         # flow, work -> local destination, before on_message
-    work: Optional[Callable] = None          # flow, work -> None (raises Outcome)
-    posts: bool = False                      # re-post what was handled (needs post_broker)
-    reports: bool = True
-    check: Optional[Callable] = None         # flow, work -> None (raises Outcome)
-    default_plugins: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
-    # sr_winnow's hooks (winnow.py): after connect(); in place of the duplicate-cache check
-    # (raises Outcome); after settle() of each batch
-    connected: Optional[Callable] = None     # flow -> None
-    dedupe: Optional[Callable] = None        # flow, work -> None
-    settled: Optional[Callable] = None       # flow, batch -> None
-    # flow, batch -> None: once the batch's posts are confirmed and its messages acked
-    # (not called when the confirms failed): sr_sender's delete (senddone.py)
-    confirmed: Optional[Callable] = None
-    # flow, work -> True where the duplicate cache is not asked: download.py's block
-    # manifest dedupes blocks it assembles, and needs every block of a new version
-    uncached: Optional[Callable] = None
-    # () -> what the work step keeps between messages (stepstate.py): flow.step_state
-    state: Optional[Callable] = None
-    # where work comes from (sources.py): flow -> Source, or "package.module:Name" (a source
-    # in a higher layer: sarra.watch); None: the queue (and its retry queue)
-    source: Optional[object] = None
-    # flow, hook, plugin name -> False: a plugin of cfg.plugins that is not loaded
-    keep_plugin: Optional[Callable] = None
 
 
 def exchange_owner(exchange: str, cfg) -> str:
@@ -91,6 +61,8 @@ def sarra_check(flow, work):
         owner = exchange_owner(msg.exchange, cfg)
         claimed = msg.headers.get("source")
         msg.headers["source"] = owner
+    if msg.kind == "adm":       # a source's declaration of readers: always raises
+        readers.accept(flow, work, owner, claimed)
     # what a source may make the pump fetch (schemes, hosts, file: below base_dir) and
     # whose credentials it may use: fetchpolicy.py
     fetchpolicy.check(flow, work)
@@ -112,7 +84,8 @@ PRESETS = {
                         work=download.download,
                         posts=True, uncached=download.assembled, state=DownloadState),
     "sarra": Preset("sarra", place=routing.newest_wins(download.destination),
-                    work=download.download, posts=True, check=sarra_check,
+                    work=quota.guarded(download.download),     # quota.py: per source
+                    posts=True, check=sarra_check,
                     default_plugins=ROUTING, uncached=download.assembled,
                     state=DownloadState),
     "sender": Preset("sender", place=send.place, work=send.send, posts=True,
@@ -120,10 +93,11 @@ PRESETS = {
     "shovel": Preset("shovel", posts=True, default_plugins=ROUTING),
     "winnow": Preset("winnow", posts=True, default_plugins=ROUTING,
                      connected=winnow.connected, dedupe=winnow.dedupe, settled=winnow.settled),
-    "report": Preset("report", reports=False),
+    # every report accepted goes into the summary store first (tracking.py)
+    "report": Preset("report", reports=False, check=tracking.record,
+                     state=tracking.Tracker),
     # the posters: messages built from local files, straight to the post step
-    "post": Preset("post", posts=True, reports=False, source=postsource.PathSource,
-                   keep_plugin=postsource.keep_plugin),
+    "post": postsource.PRESET,      # defined there: sr_post imports no work step
     "watch": Preset("watch", posts=True, reports=False,
                     source="sarra.watch.daemon:WatchSource"),
     "poll": Preset("poll", posts=True, reports=False, source="sarra.poll.source:PollSource"),

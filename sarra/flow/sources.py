@@ -61,6 +61,10 @@ class Source:
     one_shot = False
     #: extra keyword arguments of the post connection's Broker (batch_writes, reconnect...)
     broker_options: Dict = {}
+    #: True: a one-shot source with nothing to commit (sr_post): the engine waits for the
+    #: confirms once, when the source is finished, not after each batch (no pause in the
+    #: pipeline per batch); done() then follows the batch's publish, not its confirms
+    confirm_at_end = False
     #: what the "started" line says is being read
     what = ""
 

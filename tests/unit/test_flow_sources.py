@@ -220,8 +220,10 @@ def test_path_source_reports_one_line_per_bad_path_and_posts_the_others(home, tm
     assert fake_broker.made[0].kw.get("reconnect") is False      # one-shot: no retry loop
 
 
-def test_many_paths_come_in_batches_each_confirmed(home, tmp_path, fake_broker,
-                                                   monkeypatch):
+def test_sr_post_posts_in_batches_and_waits_for_the_confirms_once(home, tmp_path,
+                                                                   fake_broker, monkeypatch):
+    """No pause in the publish pipeline per batch (Source.confirm_at_end): one wait for
+    every confirm, before the run ends; a batch's done() comes after its publish."""
     monkeypatch.setattr(postsource, "BATCH", 3)
     data = tmp_path / "data"
     data.mkdir()
@@ -230,11 +232,14 @@ def test_many_paths_come_in_batches_each_confirmed(home, tmp_path, fake_broker,
     cfg = poster_cfg(home, ("post_base_dir", str(data)))
     flow = Flow(cfg, presets.preset("post"))
     flow.source.paths = [str(data)]
+    batches = []
+    done = flow.source.done
+    monkeypatch.setattr(flow.source, "done", lambda b: (batches.append(len(b)), done(b)))
     assert flow.run() == 0
+    assert batches == [3, 3, 1]
     log = fake_broker.made[0].log
     kinds = [e if isinstance(e, str) else e[0] for e in log]
-    assert kinds == ["connect", "declare"] + ["publish"] * 3 + ["confirms"] \
-        + ["publish"] * 3 + ["confirms"] + ["publish", "confirms", "close"]
+    assert kinds == ["connect", "declare"] + ["publish"] * 7 + ["confirms", "close"]
 
 
 def test_stats_hold_the_source_fields_and_a_one_shot_writes_none(home, fake_broker):
@@ -269,3 +274,21 @@ def test_source_heartbeat_runs_after_on_heartbeat(home, fake_broker):
     flow._next_heartbeat = 0
     flow.heartbeat()
     assert order == ["hook", "source"]
+
+
+def test_sr_post_confirms_refused_at_the_end_give_3(home, tmp_path, fake_broker,
+                                                    monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("f")
+    cfg = poster_cfg(home, ("post_base_dir", str(data)))
+    flow = Flow(cfg, presets.preset("post"))
+    flow.source.paths = [str(data / "f")]
+    orig = FakeBroker.connect
+
+    def connect(self):
+        orig(self)
+        self.fail_confirms = True
+    monkeypatch.setattr(FakeBroker, "connect", connect)
+    assert flow.run() == 3
+    assert "confirms" in str(flow.error)
