@@ -23,10 +23,11 @@ class FakeBroker:
     """Stands for sarra.broker.client.Broker in Flow.connect (records what is asked)."""
     made = []
 
+    fail_confirms = False
+
     def __init__(self, url, **kw):
         self.url, self.kw = url, kw
         self.log = []
-        self.fail_confirms = False
         FakeBroker.made.append(self)
 
     def connect(self):
@@ -137,12 +138,7 @@ def test_the_default_failed_ends_a_one_shot_run_with_3(home, fake_broker, monkey
     cfg = poster_cfg(home)
     flow = Flow(cfg, presets.preset("post"), source=lambda f: Once(f, [[post("/a")]]))
     monkeypatch.setattr(flow.stop_event, "wait", lambda t=None: None)
-    orig = FakeBroker.connect
-
-    def connect(self):
-        orig(self)
-        self.fail_confirms = True
-    monkeypatch.setattr(FakeBroker, "connect", connect)
+    monkeypatch.setattr(FakeBroker, "fail_confirms", True)     # every broker made
     assert flow.run() == 3
     assert "confirms" in str(flow.error)
     assert "close" in flow.source.calls
@@ -284,11 +280,6 @@ def test_sr_post_confirms_refused_at_the_end_give_3(home, tmp_path, fake_broker,
     cfg = poster_cfg(home, ("post_base_dir", str(data)))
     flow = Flow(cfg, presets.preset("post"))
     flow.source.paths = [str(data / "f")]
-    orig = FakeBroker.connect
-
-    def connect(self):
-        orig(self)
-        self.fail_confirms = True
-    monkeypatch.setattr(FakeBroker, "connect", connect)
+    monkeypatch.setattr(FakeBroker, "fail_confirms", True)     # every broker made
     assert flow.run() == 3
     assert "confirms" in str(flow.error)
