@@ -51,6 +51,7 @@ COMMANDS = {
     "sr_report": "report",
     "sr_police": "audit",  # 2016 name of sr_audit
     "sr_audit": "audit",
+    "sr_readers": "readers",  # a source's readers of its data on every pump (issue 22)
     "sr": "sr",  # umbrella: start/stop/status ... over every configuration
 }
 
@@ -79,7 +80,8 @@ setup(
     ],
     extras_require={
         # pyOpenSSL: pyftpdlib's TLS handler (the FTPS test server)
-        "test": ["pytest", "hypothesis", "pyftpdlib", "pyOpenSSL"],
+        # prometheus_client: its text parser reads the metrics files in the tests
+        "test": ["pytest", "hypothesis", "pyftpdlib", "pyOpenSSL", "prometheus_client"],
     },
     entry_points={
         "console_scripts": [

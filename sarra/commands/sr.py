@@ -2,7 +2,7 @@
 
     sr [-h] <action> [<component>[/<config>] ...]
 
-Actions: start stop restart status list sanity cleanup declare setup dump.  Without names
+Actions: start stop restart status list sanity cleanup declare setup dump check.  Without names
 an action applies to every enabled configuration of every component (stop, status and
 sanity also to configurations that still have instances or a recorded count); a name is
 ``subscribe/dd_all``, ``sr_subscribe/dd_all``, ``sarra`` (all of a component) or a glob
@@ -30,11 +30,11 @@ from sarra.config import parser as config, options
 from sarra.ops import health, instances, logs, supervisor
 
 SINGLE_INSTANCE = ("watch", "poll", "post")
-from sarra.commands import common
+from sarra.commands import common, srmonitor
 
 PROG = "sr"
 ACTIONS = ("start", "stop", "restart", "status", "list", "sanity", "cleanup", "declare",
-           "setup", "dump")
+           "setup", "dump", "check")
 START_WAIT, SETTLE = 5.0, 1.0
 QUEUE_TIMEOUT = 3.0
 STOP_TIMEOUT = 10.0
@@ -47,8 +47,12 @@ actions:
   stop      stop the instances (counts set to 0); without names also the supervisor
   restart   stop, then start
   status    table of configurations: state, instances running/expected, queue depth,
-            messages/s, last activity, retry queue, restarts; exit 1 if something that
-            should run does not
+            lag, messages/s, bytes/s, last activity, retry queue, restarts, then each
+            instance's figures; exit 1 if something that should run does not;
+            --json: the same as JSON
+  check     a Nagios/Icinga plugin: one line with performance data, exit 0 OK,
+            1 WARNING, 2 CRITICAL, 3 UNKNOWN; thresholds --queue W,C --lag W,C
+            --idle W,C --failures W,C (percent) --quota W,C (percent), or off
   list      configurations of every component, enabled or not
   sanity    restart what should run and does not (the supervisor too), and hung instances
   cleanup   delete queues and state;  declare / setup: declare queues (and bind them)
@@ -385,8 +389,8 @@ def queue_depths(queries: List[Tuple[int, str, str]], timeout: float = QUEUE_TIM
     return dict(depths), errors
 
 
-COLUMNS = ("COMPONENT", "CONFIG", "STATE", "RUN/EXP", "QUEUE", "MSG/S", "LAST", "RETRY",
-           "RESTARTS")
+COLUMNS = ("COMPONENT", "CONFIG", "STATE", "RUN/EXP", "QUEUE", "LAG", "MSG/S", "BYTES/S",
+           "LAST", "RETRY", "RESTARTS")
 PROBLEMS = health.PROBLEMS
 FLAPPING_DELAY = health.FLAPPING_DELAY
 
@@ -430,6 +434,7 @@ def status_rows(items: List[Item], now: Optional[float] = None,
             if depths.get(idx) is not None:
                 rows[idx]["queue"] = str(depths[idx])
         notes += [f"queue depth unknown for {url}: {text}" for url, text in errors.items()]
+    srmonitor.add_figures(rows, now)     # bytes/s, lag, each instance's figures
     return rows, notes
 
 
@@ -449,6 +454,9 @@ def do_status(items: List[Item]) -> int:
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     for line in table:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
+    extra = srmonitor.instance_lines(rows)     # after a blank line: each instance's figures
+    for line in ([""] + extra) if extra else []:
+        print(line)
     for note in notes:
         print(f"note: {note}")
     if any(r["problem"] for r in rows):
@@ -527,6 +535,8 @@ def run(argv: List[str]) -> int:
     if not argv or any(a in ("-h", "--help", "help") for a in argv):
         print(USAGE_TEXT)
         return common.OK if argv else common.USAGE
+    if "check" in argv or "--json" in argv:
+        return srmonitor.run(argv)          # sr check, sr status --json: srmonitor.py
     flags = [a for a in argv if a.startswith("-")]
     if flags:
         return common.fail(PROG, f"unknown option {flags[0]} (see sr --help)", common.USAGE)

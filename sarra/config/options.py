@@ -222,6 +222,20 @@ OPTIONS: Tuple[Option, ...] = (
     _o("fetch_hosts", (), LIST, [], ("sarra",),
        "with source_from_exchange: hosts a source may make the pump fetch from "
        "(host, host:port, *.domain; empty: any)"),
+    _o("quota", (), LIST, [], ("sarra",),
+       "what each source may keep in the tree: source=size[/files],... (* for the "
+       "others; source=off: none); a post over it is refused (403); empty: no quota"),
+    _o("quota_check", (), DURATION, 600.0, ("sarra",),
+       "with quota: seconds between two checks of the sources' files on disk (drift)",
+       lo=10),
+    _o("metrics_dir", (), STR, None, _C + ("watch", "poll"),
+       "directory of node_exporter's textfile collector: each instance writes its "
+       "Prometheus metrics there (sarra_<component>_<config>_<NN>.prom); default off"),
+    _o("downstream_accounts", (), LIST, [], ("sarra",),
+       "accounts of the downstream pumps here: they get the readers declarations and "
+       "every restricted post, on xp_<account>"),
+    _o("htaccess", (), BOOL, False, ("sarra",),
+       "write .htaccess (Require user ...) where restricted data is written"),
     # --- transfer ---
     _o("inplace", ("in", "assemble"), BOOL, {"*": True, "sarra": False}, _S,
        "write blocks into the target file"),
@@ -254,7 +268,14 @@ OPTIONS: Tuple[Option, ...] = (
     _o("transfer_penalty", (), DURATION, 300.0, ("subscribe", "sarra"),
        "after a download missed its deadline, defer its source's (server's) others this long",
        lo=0),
-    _o("kbytes_ps", (), INT, 0, _S, "bandwidth limit per instance in KiB/s (0 = none)", lo=0),
+    _o("kbytes_ps", (), INT, 0, _S,
+       "bandwidth limit of each instance in KiB/s, downloads and sends (0 = none)", lo=0),
+    _o("kbytes_ps_shared", (), INT, 0, _S,
+       "bandwidth limit of the whole flow in KiB/s: all its instances, on every node "
+       "sharing the broker; a meter releases the messages at that rate (0 = none)", lo=0),
+    _o("message_rate_max", ("messageRateMax",), INT, 0, _C,
+       "most messages each instance takes per second (sr3's messageRateMax; 0 = no limit)",
+       lo=0),
     _o("batch", (), INT, 0, ("sender",),
        "files per connection: after that many the session is closed and the next file opens "
        "a new one; 0 = keep it open (reconnected when dropped; v2's default was 100)", lo=0),
@@ -284,6 +305,12 @@ OPTIONS: Tuple[Option, ...] = (
        {"*": True, "sarra": False, "report": False}, _C, "publish reports"),
     _o("report_exchange", ("lx", "le", "log_exchange"), STR, None, _C,
        "report destination (default xs_<user>, xreport for feeder/admin)"),
+    _o("summary_window", (), DURATION, 3600.0, ("report",),
+       "summary: a consumer that reported on a file of the source at most this long "
+       "before a file was posted is expected to report on it too", lo=0),
+    _o("summary_expect", (), LIST, [], ("report",),
+       "summary: the consumers (user or user@host) expected to report on every file, "
+       "in place of those summary_window infers"),
     # --- sender / poll ---
     _o("destination", (), URL, None, ("sender", "poll"), "remote URL"),
     _o("file_time_limit", (), DURATION, 60 * 86400.0, ("poll",),
@@ -506,7 +533,11 @@ def _convert(opt: Option, text: Optional[str]) -> Any:
     if t == OCTAL:
         return parse_octal(text)
     if t == LIST:
-        return [w.strip() for w in text.split(",") if w.strip()]
+        words = [w.strip() for w in text.split(",") if w.strip()]
+        if opt.name == "quota":
+            from sarra.config import quotaspec
+            quotaspec.parse(words)          # ValueError: the entry that is wrong
+        return words
     if t == BROKER:
         return _broker_url(text)
     if t == URL:

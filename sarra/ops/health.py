@@ -178,13 +178,15 @@ def config_health(component: str, name: str, cfg=None, enabled: bool = True,
 
 # ---------------------------------------------------------------- rates
 
-def rate(stats: dict, now: Optional[float] = None) -> Optional[float]:
-    """Messages received per second by one live instance (see the module docstring)."""
+def rate(stats: dict, now: Optional[float] = None, key: str = "received"
+         ) -> Optional[float]:
+    """Messages received per second by one live instance (see the module docstring);
+    key="bytes": bytes transferred per second (prev_bytes: flow/monitor.py)."""
     now = time.time() if now is None else now
     try:
-        t, received = float(stats["time"]), float(stats["received"])
-        if "prev_time" in stats and "prev_received" in stats:
-            t0, r0 = float(stats["prev_time"]), float(stats["prev_received"])
+        t, received = float(stats["time"]), float(stats[key])
+        if "prev_time" in stats and "prev_" + key in stats:
+            t0, r0 = float(stats["prev_time"]), float(stats["prev_" + key])
             end = t if now - t <= 2 * STATS_EVERY + 1 else now
             if end > t0:
                 return (received - r0) / (end - t0)

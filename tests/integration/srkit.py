@@ -128,7 +128,7 @@ def table(stdout):
     cols = lines[head].split()
     rows = {}
     for line in lines[head + 1:]:
-        if line.startswith("note:"):
+        if line.startswith("note:") or not line.strip():
             break
         values = line.split()
         rows[values[1]] = dict(zip(cols, values))

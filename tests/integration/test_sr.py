@@ -50,8 +50,8 @@ def test_pump_start_supervise_sanity_stop(pump, amqp_tap):
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"supervisor: running (pid {sup})" in r.stdout
     cols, rows = table(r.stdout)
-    assert cols == ["COMPONENT", "CONFIG", "STATE", "RUN/EXP", "QUEUE", "MSG/S", "LAST",
-                    "RETRY", "RESTARTS"]
+    assert cols == ["COMPONENT", "CONFIG", "STATE", "RUN/EXP", "QUEUE", "LAG", "MSG/S",
+                    "BYTES/S", "LAST", "RETRY", "RESTARTS"]
     assert set(rows) == {a, b, c}
     for name in (a, b, c):
         assert rows[name]["STATE"] == "running" and rows[name]["RUN/EXP"] == "2/2"
