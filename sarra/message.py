@@ -33,7 +33,8 @@ MAX_HEADERS_TOTAL = 32768
 #: characters of a body (its first line holds the fields; a pulse's text)
 MAX_BODY_CHARS = 65536
 
-KINDS = {"post": "post", "report": "report", "log": "report", "pulse": "pulse"}
+KINDS = {"post": "post", "report": "report", "log": "report", "pulse": "pulse",
+         "adm": "adm"}      # adm: a source's declaration of readers (flow/readers.py)
 
 _ESC = {" ": "%20", "#": "%23"}
 _UNESC = {"%20": " ", "%23": "#"}

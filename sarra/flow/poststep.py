@@ -15,7 +15,7 @@ from typing import List
 
 from sarra.broker.client import BrokerError, BrokerStopped
 from sarra.flow import cache as dupcache
-from sarra.flow import msgbounds, outbound
+from sarra.flow import msgbounds, outbound, readers
 from sarra.flow.work import Outcome, Result, Work
 from sarra.message import MessageError
 
@@ -35,8 +35,9 @@ def publish(flow, work: Work, exchange: str, persistent: bool, on_post: bool) ->
         except MessageError as e:   # a permanent failure: reported once, not retried
             raise Outcome(msgbounds.TOO_LARGE, f"Payload Too Large: {e.field} not "
                                                f"posted: {e.reason}") from None
-        flow.post_broker.publish(out.exchange_for(headers, exchange), topic, body, headers,
-                                 persistent=persistent)
+        # restricted data and declarations: xp_<reader> exchanges only (readers.py)
+        for x in readers.exchanges_for(flow, p, out.exchange_for(headers, exchange)):
+            flow.post_broker.publish(x, topic, body, headers, persistent=persistent)
         flow.counters["posted"] += 1
 
 

@@ -159,7 +159,8 @@ def test_pump_from_config(home):
     assert pump.api_url == "http://pump.example.org:15672/"
     assert pump.vhost == "/"
     assert pump.expected_exchanges() == ["xpublic", "xreport", "xcustom", "xotherpublic",
-                                         "xs_alice", "xr_alice", "xs_anonymous", "xs_carol"]
+                                         "xs_alice", "xp_alice", "xr_alice", "xs_anonymous",
+                                         "xp_anonymous", "xs_carol", "xp_carol"]
     assert can(pump.permissions("carol")[2], "xotherpublic")
     assert pump.user_url("carol") == "amqp://carol@pump.example.org:5672/"
     assert pump.owns_exchange("xs_alice_priv") and not pump.owns_exchange("xs_mallory")
@@ -375,7 +376,7 @@ def test_dry_run_on_a_fresh_vhost_lists_what_the_run_does():
     assert [f.what for f in plan] == [f.what for f in done]
     assert [f.result for f in plan] == ["would fix"] * len(plan)
     assert [f.result for f in done] == ["fixed"] * len(done)
-    assert len(done) == len(api.writes) == 1 + 5 * 2 + 7   # vhost, users+perms, exchanges
+    assert len(done) == len(api.writes) == 1 + 5 * 2 + 10   # vhost, users+perms, exchanges (xp_: readers)
 
 
 def test_failed_vhost_creation_stops_the_run():
