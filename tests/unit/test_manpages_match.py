@@ -172,7 +172,7 @@ def own_options():
         if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == "OWN_OPTIONS" for t in node.targets):
             own = ast.literal_eval(node.value)
-    return {"sr_police.8": set(own)}
+    return {"sr_police.8": set(own), "sr_report.1": set(_tuple("report", "OWN_OPTIONS"))}
 
 
 COMPONENT_OF = {page: comp for comp, page in PAGES.items()}
@@ -233,7 +233,9 @@ def command_actions(page):
     if page == "sr_watch.1":
         return _tuple("watch", "ACTIONS")
     comp = COMPONENT_OF.get(page)
-    if comp in ("subscribe", "sarra", "sender", "shovel", "winnow", "report"):
+    if comp == "report":
+        return _tuple("report", "ACTIONS")
+    if comp in ("subscribe", "sarra", "sender", "shovel", "winnow"):
         return _tuple("common", "CONSUMER_ACTIONS")
     if comp == "poll" and os.path.exists(os.path.join(SARRA, "commands", "poll.py")):
         src = open(os.path.join(SARRA, "commands", "poll.py")).read()
