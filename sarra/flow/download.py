@@ -15,7 +15,7 @@ import posixpath
 import stat
 
 from sarra import checksum
-from sarra.flow import heldblocks, inplace, placement, report, treeguard
+from sarra.flow import heldblocks, inplace, partname, placement, report, treeguard
 from sarra.config.parser import expand_message_vars
 from sarra.flow.fetch import fetch as _fetch
 from sarra.flow.fetch import file_digest as _digest
@@ -215,6 +215,7 @@ def download(flow, work):
     parts = msg.parts
     if s.algo in ("m", "r", "l") or parts is None:
         raise Outcome(304, "not modified3: directory operations are not applied")
+    final = partname.block_target(work, final, parts)     # a block sent as its part file
     _mkdirs(flow, work.new_dir)
     if parts.whole:
         _whole(flow, work, final, parts)

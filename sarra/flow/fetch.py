@@ -194,6 +194,8 @@ def fetch(flow, work, dest, offset, length, write_offset):
         if handled is False:
             raise Outcome(499, "do_download plugin failed", retry=True)
     parts = msg.parts
+    # method p: the URL names the block's own part file (partname.py), read from its start
+    remote = 0 if parts is not None and parts.method == "p" else offset
     expected = length if length is not None else (parts.filesize if parts is not None else 0)
     limit = length if length is not None else (parts.filesize if parts is not None else None)
     slots, key = _slow_slots(flow, msg, url)
@@ -214,7 +216,7 @@ def fetch(flow, work, dest, offset, length, write_offset):
                     _arm(flow, guard)
                     piece = _Progress(flow, h, limit, guard, url, limit)
                     progress.watch(piece.progress)
-                    n = t.get(url, dest, offset=offset, length=length, hasher=piece,
+                    n = t.get(url, dest, offset=remote, length=length, hasher=piece,
                               write_offset=write_offset)
                 finally:
                     bounds.disarm()

@@ -184,3 +184,33 @@ def test_refresh_keeps_the_pump_on_an_error(home):
     with pytest.raises(ConfigError):
         links.refresh(pump)
     assert pump.peers == ["pumpA", "c_feed"] and pump.links.cluster == "pumpB"
+
+
+# ------------------------------------------------------------------ a block sent as its part file
+
+class _Work:
+    def __init__(self, algo="d"):
+        from types import SimpleNamespace
+        self.sum = SimpleNamespace(algo=algo)
+        self.new_file = self.local_path = None
+
+
+@pytest.mark.parametrize("name, method, want", [
+    ("big.bin.4096.4.100.3.d.Part", "p", "big.bin"),          # the next hop's target
+    ("big.bin.4096.4.100.3.d.Part", "i", None),               # inplace: the name is the file
+    ("big.bin.4096.4.100.2.d.Part", "p", None),               # suffix and header disagree
+    ("big.bin.4096.4.100.3.s.Part", "p", None),               # another sum algorithm
+    ("..4096.4.100.3.d.Part", "p", None),                     # no '.' or '..' target
+    (".4096.4.100.3.d.Part", "p", None),
+    ("big.bin", "p", None),                                   # no suffix: kept as is
+])
+def test_part_file_block_target(name, method, want):
+    from sarra.checksum import Parts
+    from sarra.flow.partname import block_target
+    w = _Work()
+    final = os.path.join("/tree/d", name)
+    got = block_target(w, final, Parts(method, 4096, 4, 100, 3))
+    if want is None:
+        assert got == final and w.new_file is None
+    else:
+        assert got == "/tree/d/" + want and (w.new_file, w.local_path) == (want, got)

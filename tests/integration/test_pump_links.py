@@ -1,0 +1,345 @@
+"""Three pumps linked from their declarations alone (links.conf), as three vhosts of the
+local RabbitMQ (one broker on this machine; each pump has its own vhost, HOME, feeder, data
+tree and HTTP server):
+
+    A (alice, source)  <->  B (eve, source)  <->  C (bob, subscriber)
+
+Each admin writes admin.conf, links.conf and credentials.conf; `sr_police setup` makes the
+users, exchanges and the ln_* / rr_* configurations, `sr start` runs them. alice posts 20
+files for C (two in parts, the parts announced in reverse order) and one for B, then
+removes one: bob gets every file whole (on_file once each) and the removal; the one for B
+stops at B; every report of bob's comes home to xr_alice on A exactly once, eve and bob see
+none of alice's reports. The median report latency is printed.
+"""
+
+import hashlib
+import os
+import re
+import secrets
+import statistics
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
+
+import amqp
+import pytest
+
+from sarra.broker.admin import ManagementAPI
+from tests.conftest import amqp_connect, command_argv, command_env, parse_broker_url
+from tests.integration import servers
+
+NAMES = ("A", "B", "C")
+PART = re.compile(r"(\.[0-9]+){4}\.[a-z0-9]+\.Part$")     # a block's part file suffix
+BLOCK = 4096
+
+
+class LinkedPump:
+    """One pump: a vhost, a HOME with the admin's three files, a data tree served by HTTP."""
+
+    def __init__(self, net, name):
+        self.net, self.name = net, name
+        self.cluster = "p%s%s" % (name.lower(), net.uid)
+        self.vhost = "sarra_ln_%s_%s" % (net.uid, name)
+        self.top = net.tmp / name
+        self.home = self.top / "home"
+        self.cfg = self.home / ".config" / "sarra"
+        self.tree = self.top / "tree"
+        for d in (self.cfg, self.tree, self.home / ".cache"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.env = command_env({"HOME": str(self.home),
+                                "XDG_CONFIG_HOME": str(self.home / ".config"),
+                                "XDG_CACHE_HOME": str(self.home / ".cache"),
+                                "XDG_DATA_HOME": str(self.home / ".local" / "share")})
+        self.http = servers.start_http(self.tree, self.top)
+        self.feeder = net.user("feeder" + name.lower())
+        self.lines = 0            # configuration lines the admin wrote
+        self.cred_lines = 0       # ... and credentials.conf lines
+
+    def url(self, user, password=False):
+        n = self.net
+        cred = "%s:%s" % (user, n.pw[user]) if password else user
+        return "amqp://%s@%s:%d/%s" % (cred, n.host, n.port,
+                                       urllib.parse.quote(self.vhost, safe=""))
+
+    def write(self, rel, lines, mode=0o644, count=True):
+        path = self.cfg / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(line + "\n" for line in lines))
+        path.chmod(mode)
+        if count and rel == "credentials.conf":
+            self.cred_lines += len(lines)
+        elif count:
+            self.lines += len(lines)
+
+    def declare(self, roles, links, accounts):
+        """admin.conf, links.conf, credentials.conf: what an admin writes for a link."""
+        n = self.net
+        self.write("admin.conf", ["admin %s" % self.url(n.admin), "feeder %s" % self.url(
+            self.feeder)] + ["declare %s %s" % (r, u) for u, r in roles.items()])
+        self.write("links.conf", ["cluster %s" % self.cluster,
+                                  "post_base_dir %s" % self.tree,
+                                  "post_base_url http://%s:%d/" % (self.http.host,
+                                                                  self.http.port)] + links)
+        if n.mgmt:                 # only where the test broker's API is not the default
+            self.write("audit.conf", ["management_url %s" % n.mgmt], count=False)
+        # passwords: the admin's, the feeder's, the users', the neighbours' accounts
+        # here, and this pump's accounts on its neighbours
+        users = [n.admin, self.feeder] + list(roles) + [p.cluster for p in accounts]
+        creds = [self.url(u, True) for u in users]
+        creds += [p.url(self.cluster, True) for p in accounts]
+        self.write("credentials.conf", creds, 0o600)
+
+    def run(self, *argv, timeout=120):
+        return subprocess.run(command_argv(argv[0]) + [str(a) for a in argv[1:]],
+                              capture_output=True, text=True, timeout=timeout, env=self.env,
+                              cwd=str(self.home), stdin=subprocess.DEVNULL)
+
+    def log(self, pattern="*"):
+        d = self.home / ".cache" / "sarra" / "log"
+        return "".join(p.read_text(errors="replace") for p in sorted(d.glob(pattern + ".log")))
+
+    def close(self):
+        self.run("sr", "stop", timeout=60)
+        self.http.stop()
+
+
+class Net:
+    def __init__(self, tmp, uid, broker_url):
+        self.tmp, self.uid = Path(tmp), uid
+        self.host, self.port, self.admin, admin_pw, _ = parse_broker_url(broker_url)
+        self.mgmt = os.environ.get("SARRA_TEST_MGMT")
+        self.api = ManagementAPI(self.mgmt or "http://%s:15672/" % self.host, self.admin,
+                                 admin_pw)
+        self.pw = {self.admin: admin_pw}
+        self.users = []
+        self.pumps = {}
+        for n in NAMES:
+            self.pumps[n] = LinkedPump(self, n)
+
+    def user(self, who):
+        name = who + self.uid
+        if name not in self.pw:
+            self.pw[name] = secrets.token_hex(8)
+            self.users.append(name)
+        return name
+
+    def close(self):
+        for p in self.pumps.values():
+            p.close()
+        for u in self.users + [p.cluster for p in self.pumps.values()]:
+            try:
+                self.api.delete_user(u)
+            except Exception:
+                pass
+        for p in self.pumps.values():
+            try:
+                self.api.delete_vhost(p.vhost)
+            except Exception:
+                pass
+        self.api.close()
+
+
+class Tap:
+    """A user's own queue on an exchange, read with no_ack; arrival times kept."""
+
+    def __init__(self, url, exchange, user):
+        self.conn = amqp_connect(url)
+        self.ch = self.conn.channel()
+        self.queue = "q_%s.tap%s" % (user, secrets.token_hex(3))
+        self.ch.queue_declare(self.queue, durable=False, auto_delete=True)
+        self.ch.queue_bind(self.queue, exchange, "#")
+        self.got = []            # (arrival time, body, headers)
+        self.keys = []           # their routing keys
+
+    def poll(self):
+        while True:
+            m = self.ch.basic_get(self.queue, no_ack=True)
+            if m is None:
+                return self.got
+            body = m.body.decode() if isinstance(m.body, bytes) else m.body
+            headers = {k: (v.decode() if isinstance(v, bytes) else v)
+                       for k, v in (m.properties.get("application_headers") or {}).items()}
+            self.got.append((time.monotonic(), body, headers))
+            self.keys.append(m.delivery_info["routing_key"])
+
+    def close(self):
+        try:
+            self.ch.queue_delete(self.queue)
+            self.conn.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def net(tmp_path, uid, broker_url):
+    n = Net(tmp_path, uid, broker_url)
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+def make(root, rel, size):
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    p.write_bytes(data)
+    return hashlib.md5(data).hexdigest()
+
+
+def test_three_linked_pumps(net, tmp_path):
+    t0 = time.monotonic()
+    A, B, C = (net.pumps[n] for n in NAMES)
+    alice, eve, bob = net.user("alice"), net.user("eve"), net.user("bob")
+    for p in (A, B, C):
+        net.pw.setdefault(p.cluster, secrets.token_hex(8))   # a pump's account elsewhere
+    A.declare({alice: "source"}, ["link %s %s behind %s" % (B.cluster, B.url(A.cluster),
+                                                            C.cluster)], [B])
+    B.declare({eve: "source"}, ["link %s %s" % (A.cluster, A.url(B.cluster)),
+                                "link %s %s" % (C.cluster, C.url(B.cluster))], [A, C])
+    C.declare({bob: "subscriber"}, ["link %s %s behind %s" % (B.cluster, B.url(C.cluster),
+                                                              A.cluster)], [B])
+    for p in (A, B, C):
+        r = p.run("sr_police", "setup")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "ln_from_" in r.stdout
+        r = p.run("sr_police", "setup")                     # a second run changes nothing
+        assert r.returncode == 0 and "no change" in r.stdout, r.stdout + r.stderr
+    assert sorted(os.listdir(B.cfg / "sarra")) == sorted(
+        ["ln_ingest.conf", "ln_from_%s.conf" % A.cluster, "ln_from_%s.conf" % C.cluster])
+    # bob subscribes on C (his own configuration, on his own machine in real life)
+    bob_dir = tmp_path / "bob"
+    C.write("subscribe/bob.conf", ["broker %s" % C.url(bob), "subtopic #",
+                                   "directory %s" % bob_dir, "mirror on", "accept .*"],
+            count=False)
+    alice_src = tmp_path / "alice"
+    alice_src.mkdir()
+    alice_http = servers.start_http(alice_src, tmp_path)
+    alice_reports = Tap(A.url(alice, True), "xr_" + alice, alice)
+    eve_reports = Tap(B.url(eve, True), "xr_" + eve, eve)
+    bob_sees = Tap(C.url(bob, True), "xs_" + bob, bob)
+    try:
+        for p in (A, B, C):
+            r = p.run("sr", "start")
+            assert r.returncode == 0, r.stdout + r.stderr
+        # every consumer's queue exists and is consumed before alice posts
+        configs = sum(len(list(p.cfg.glob("*/*.conf"))) for p in (A, B, C))
+        deadline = time.monotonic() + 40
+
+        def consumed():
+            return [q["name"] for p in (A, B, C) for q in net.api.queues(p.vhost)
+                    if q.get("consumers")]
+        while len(consumed()) < configs and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert len(consumed()) >= configs, (configs, consumed())
+
+        files = {"d/f%02d.txt" % i: make(alice_src, "d/f%02d.txt" % i, 100 + i)
+                 for i in range(18)}
+        parted = {"big/p%d.bin" % i: make(alice_src, "big/p%d.bin" % i, 3 * BLOCK + 100)
+                  for i in range(2)}
+        files.update(parted)
+        only_b = {"b/only.txt": make(alice_src, "b/only.txt", 50)}
+
+        def post(paths, to, *extra, exchange="xs_" + alice):
+            r = A.run("sr_post", "--post_broker", A.url(alice), "--post_exchange", exchange,
+                      "--post_base_url", "http://%s:%d/" % (alice_http.host, alice_http.port),
+                      "--post_base_dir", alice_src, "--to", to, "--declare_exchange", "off",
+                      *extra, *[alice_src / x for x in paths])
+            assert r.returncode == 0, r.stdout + r.stderr
+
+        post(list(only_b), B.cluster)
+        post([x for x in files if x not in parted], C.cluster)
+        # the parted files: announced on a staging exchange of alice's, then re-sent to
+        # xs_alice last part first
+        stage = "xs_%s_stage" % alice
+        net.api.put_exchange(A.vhost, stage)
+        st = Tap(A.url(alice, True), stage, alice)
+        post(list(parted), C.cluster, "--blocksize", str(BLOCK), exchange=stage)
+        deadline = time.monotonic() + 10
+        while len(st.poll()) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(st.got) == 8, st.got
+        with amqp_connect(A.url(alice, True)) as conn:
+            ch = conn.channel()
+            for (_, body, headers), key in reversed(list(zip(st.got, st.keys))):
+                ch.basic_publish(amqp.Message(body, application_headers=headers,
+                                              content_type="text/plain"),
+                                 exchange="xs_" + alice, routing_key=key)
+        st.close()
+
+        day = time.strftime("%Y%m%d", time.gmtime())
+        rel = {x: "%s/%s/%s" % (day, alice, x) for x in list(files) + list(only_b)}
+        landed, reported = {}, {}
+
+        def watch():
+            for x in files:
+                p = bob_dir / rel[x]
+                if x not in landed and p.exists() and p.stat().st_size == \
+                        (alice_src / x).stat().st_size:
+                    if hashlib.md5(p.read_bytes()).hexdigest() == files[x]:
+                        landed[x] = time.monotonic()
+            for at, body, h in alice_reports.poll():
+                f = body.split()
+                if f[5] == bob and f[3] == "201":
+                    x = PART.sub("", f[2].lstrip("/").split("/", 2)[2])
+                    reported[x] = at          # a parted file: its last part's
+
+        deadline = time.monotonic() + 40
+        while (len(landed) < len(files) or len(reported) < len(files)) and \
+                time.monotonic() < deadline:
+            watch()
+            time.sleep(0.02)
+        assert len(landed) == len(files), (sorted(set(files) - set(landed)), C.log())
+        assert len(reported) == len(files), sorted(set(files) - set(reported))
+        # the pumps passed the parts along as parts: none holds the whole file
+        for p in (A, B, C):
+            for x in parted:
+                assert not (p.tree / rel[x]).exists(), (p.name, x)
+        # on_file once per file at bob's
+        log = C.log("sr_subscribe_bob_*")
+        for x in files:
+            assert log.count("downloaded %s\n" % (bob_dir / rel[x])) == 1, (x, log[-3000:])
+        # for B only: at B, not further
+        x = "b/only.txt"
+        assert (B.tree / rel[x]).exists() and not (C.tree / rel[x]).exists()
+        assert not (bob_dir / rel[x]).exists()
+
+        # removal: A -> B -> C -> bob
+        gone = "d/f00.txt"
+        (alice_src / gone).unlink()
+        post([gone], C.cluster, "--events", "create,delete,link,modify")
+        deadline = time.monotonic() + 20
+        while (bob_dir / rel[gone]).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not (bob_dir / rel[gone]).exists()
+        for p in (A, B, C):
+            assert not (p.tree / rel[gone]).exists(), p.name
+        time.sleep(1.0)             # late duplicates would show by now
+        mine = [(b, h) for _, b, h in alice_reports.poll() if b.split()[5] == bob]
+        # bob's reports: one per file, one per part of a parted file, one for the removal
+        keys = [(b.split()[2], h.get("parts"), b.split()[3], h.get("message")) for b, h in mine]
+        assert len(keys) == len(set(keys)), "a report came twice"
+        assert len(mine) == 18 + 2 * 4 + 1, [b for b, _ in mine]
+        assert all(h["source"] == alice and h["from_cluster"] == A.cluster for _, h in mine)
+        assert all(b.split()[3] == "201" for b, _ in mine)
+        # every report alice got is about her own data, each once
+        every = [(b.split()[2:6], h.get("parts"), h.get("message")) for _, b, h in
+                 alice_reports.got]
+        assert all(h["source"] == alice for _, _, h in alice_reports.got)
+        assert len({repr(e) for e in every}) == len(every)
+        # nobody else hears of them
+        assert not eve_reports.poll()
+        assert all(b.split()[5] == bob for _, b, _ in bob_sees.poll())
+        with pytest.raises(amqp.exceptions.AccessRefused):
+            Tap(C.url(bob, True), "xreport", bob)
+        lat = [reported[x] - landed[x] for x in files]
+        print("\nlinked pumps: %d configuration lines (+ %d credentials.conf lines), median "
+              "report latency %.3f s (max %.3f s), %.1f s in all" % (
+                  sum(p.lines for p in (A, B, C)), sum(p.cred_lines for p in (A, B, C)),
+                  statistics.median(lat), max(lat), time.monotonic() - t0))
+        assert statistics.median(lat) < 2.0
+    finally:
+        for t in (alice_reports, eve_reports, bob_sees):
+            t.close()
+        alice_http.stop()
