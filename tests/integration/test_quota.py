@@ -8,12 +8,15 @@ affected; a removal alice posts frees her quota, and the refused file then goes 
 
 import hashlib
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 
 from sarra import checksum
 from tests.integration import pumpkit
+from tests.integration.procs import wait_for
 from tests.integration.pumpkit import publish_posts, today, wait_arrived
 
 pytestmark = pytest.mark.broker
@@ -21,12 +24,25 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture(scope="module")
 def pump(tmp_path_factory, broker_url):
-    def start(p):
+    def start(p):           # sr_sarra as a daemon (instances, stats files: sr check)
         with open(os.path.join(p.cfgdir, "sarra", "ingest.conf"), "a") as f:
             f.write(f"quota {p.users['alice']}=5K,*=off\nquota_check 10\n")
-        p.start_pump()
-    with pumpkit.running(tmp_path_factory, broker_url, name="quota", start=start) as p:
+        p.start_pump(sarra=False)
+        r = p.run("sr_sarra", "start", "ingest")
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    def prepare(p):
+        return lambda: p.run("sr_sarra", "stop", "ingest")
+    with pumpkit.running(tmp_path_factory, broker_url, name="quota", start=start,
+                         prepare=prepare) as p:
         yield p
+
+
+def sr(pump, *args):
+    """`sr` in the pump's HOME."""
+    code = "import sys; sys.argv[0] = 'sr'; from sarra.commands.sr import main; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                          text=True, env=pump.env, cwd=pump.home, timeout=60)
 
 
 def files_of(pump, role, names, size=2048):
@@ -70,8 +86,16 @@ def test_over_quota_refused_with_report_others_unaffected_removal_frees(pump):
         assert body.split()[2].endswith("/q/a3")
         text = headers.get("message", "")
         assert "over quota" in text and "4096 of 5120 bytes" in text, text
-        assert not pumpkit.in_tree(pump, "a3")              # never fetched
+        assert not [p for p in pump.pump_files() if p.endswith("/q/a3")]    # never fetched
         assert not os.path.exists(os.path.join(pump.dst, list(at_carol(pump, "alice", a3))[0]))
+
+        # the admin sees it too: sr check warns at 50 % of a quota (alice: 80 %)
+        def checked():
+            return sr(pump, "check", "sarra/ingest", "--quota", "50,90")
+        assert wait_for(lambda: checked().returncode == 1, 10, step=0.5), checked().stdout
+        r = checked()
+        assert f"quota {pump.users['alice']} 80%" in r.stdout, r.stdout
+        assert sr(pump, "check", "sarra/ingest", "--quota", "85,95").returncode == 0
 
         # alice removes a1 (a post with sum R): her quota is freed, a3 now goes through
         rel = "/q/a1"
