@@ -18,13 +18,13 @@ A newer version wins: on a pump (sr_sarra) a post whose ``mtime`` is older than 
 already here, or a removal announced before the copy here was last modified, is answered
 304 and not applied (see :func:`newest_wins`).
 
-Reports go back hop by hop (reports.md §5.2): on each pump, ``report2clusters.conf`` lists
-``<cluster> <broker URL> <exchange>`` lines; :func:`report_shovels` turns each into a shovel
-that copies the reports of ``xreport`` about data from that cluster to the pump it came
-through (its account there, usually ``xs_<account>``), and :func:`peer_shovel` writes, on
-the upstream pump, the shovel that takes the reports a downstream pump sends to its account
-into ``xreport`` (all of them: a peer relays other users' reports, so ``msg_by_user`` would
-drop them). There the usual ``rr_xreport2<source>`` shovel hands them to the source.
+Reports go back hop by hop (reports.md §5.2). sr_police writes the configurations of a
+linked pump from its links.conf (sarra/ops/links.py): per link, a sarra pulling the
+neighbour's xpublic, a shovel taking the reports about data from the neighbour's side of
+the network back to it, and one taking the reports it relays into xreport (with
+``cluster_routing on``: the ``report_path`` check below). :func:`report_shovels` and
+:func:`peer_shovel` describe the same two shovels for a chain wired by hand
+(tests/integration/routingkit.py).
 
 :func:`config_problem` refuses configurations that would feed their own input.
 """
@@ -254,27 +254,6 @@ def config_problem(cfg, preset) -> Optional[str]:
 
 # ------------------------------------------------------------------ report routing shovels
 
-def read_report2clusters(path: str) -> List[Tuple[str, str, str]]:
-    """(cluster, broker URL, exchange) per line of report2clusters.conf ('#' comments).
-
-    Raises ValueError naming file:line for a line that is not three words."""
-    out = []
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        return out
-    for n, line in enumerate(lines, 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        if len(words) != 3:
-            raise ValueError("%s:%d: expected '<cluster> <broker URL> <exchange>', got %d "
-                             "words" % (path, n, len(words)))
-        out.append(tuple(words))
-    return out
-
-
 def _redact(url: str) -> str:
     return hide_passwords(url, mask=None)
 
@@ -311,18 +290,3 @@ def peer_shovel(feeder_url: str, cluster: str, peer_user: str) -> Tuple[str, str
         "topic_prefix v02.report", "subtopic #", "post_exchange xreport",
         "cluster %s" % cluster, "cluster_routing on",
         "on_message msg_from_cluster", "msg_from_cluster *", "report_back off", ""])
-
-
-def write_configs(configs: Dict[str, str], directory: str, replace: bool = False) -> List[str]:
-    """Write name.conf files (not over an existing file or its .off twin unless replace);
-    returns the paths written."""
-    from sarra import paths
-    os.makedirs(directory, exist_ok=True)
-    written = []
-    for name, text in configs.items():
-        path = os.path.join(directory, name + ".conf")
-        if not replace and (os.path.exists(path) or os.path.exists(path + ".off")):
-            continue
-        paths.atomic_write(path, text, 0o644)
-        written.append(path)
-    return written

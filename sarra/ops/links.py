@@ -29,7 +29,7 @@ from sarra import paths
 from sarra.broker.client import parse_url, redact
 from sarra.config.names import ConfigError
 from sarra.config.words import option_line
-from sarra.ops import audit
+from sarra.ops import audit, webdoor
 
 FILE = "links.conf"
 #: first line of every configuration written from links.conf (how stale ones are known)
@@ -214,6 +214,10 @@ def _conf(lines: List[str]) -> str:
                      + lines + [""])
 
 
+#: the readers declarations of sources (topic v02.adm.readers), beside their posts
+ADM = ["topic_prefix v02.adm", "subtopic #", "topic_prefix v02.post"]
+
+
 def wanted_configs(pump: audit.Pump) -> Dict[Tuple[str, str], str]:
     """{(component, config name): text} of every configuration the links need here."""
     decl = pump.links
@@ -223,12 +227,18 @@ def wanted_configs(pump: audit.Pump) -> Dict[Tuple[str, str], str]:
     tree = ["cluster %s" % decl.cluster, "cluster_routing on",
             "post_base_dir %s" % _word(decl.post_base_dir),
             "post_base_url %s" % decl.post_base_url]
+    # private data (flow/readers.py): the neighbours' accounts get the readers declarations
+    # and restricted posts on xp_<account>; .htaccess files once sr_police web set Apache up
+    if pump.peers:
+        tree.append("downstream_accounts %s" % ",".join(pump.peers))
+    if webdoor.is_set_up():
+        tree.append("htaccess on")
     out = {}
     sources = [u for u in pump.users("source")]
     if sources:
         ingest = ["broker %s" % feeder, "source_from_exchange on"]
         for s in sources:
-            ingest += ["exchange xs_%s" % s, "subtopic #"]
+            ingest += ["exchange xs_%s" % s, "subtopic #"] + ADM
         # a post with no --to names the broker host (sr_post's default): it stays here
         ingest += tree + ["cluster_aliases %s" % pump.host]
         if decl.beyond():
@@ -241,7 +251,8 @@ def wanted_configs(pump: audit.Pump) -> Dict[Tuple[str, str], str]:
         others = decl.beyond(but=ln)
         pull = ["# pull what %s's xpublic sends to %s%s" % (
             ln.name, decl.cluster, " or through it" if others else ""),
-            "broker %s" % url, "exchange xpublic", "subtopic #"] + tree
+            "broker %s" % url, "exchange xpublic", "subtopic #",
+            "exchange xp_%s" % ln.account, "subtopic #"] + ADM + tree
         if others:
             pull.append("gateway_for %s" % ",".join(others))
         pull += ["directory %s" % _word(decl.post_base_dir), "post_broker %s" % feeder,
@@ -276,11 +287,12 @@ def _written_here(path: str) -> bool:
 
 
 def write_configs(pump: audit.Pump, dry_run: bool = False, report_daemons: bool = False,
-                  root: Optional[str] = None) -> List[audit.Finding]:
+                  root: Optional[str] = None, apply: bool = True) -> List[audit.Finding]:
     """Bring the configurations made from links.conf in step with it: write the missing
     or changed ones, delete the ones of removed links (only files written from links.conf;
     never a .conf.off or its twin). With links, the rr_* report shovels are written as
-    ``report_daemons on`` writes them."""
+    ``report_daemons on`` writes them. ``apply`` off (check without --fix): the findings
+    only."""
     decl = getattr(pump, "links", None)
     want = wanted_configs(pump)
     out: List[audit.Finding] = []
@@ -308,7 +320,7 @@ def write_configs(pump: audit.Pump, dry_run: bool = False, report_daemons: bool 
                                      % FILE))
             continue
         out.append(_finding(path, "missing" if have is None else "differs from %s" % FILE,
-                            "write it", "written", text, dry_run))
+                            "write it", "written", text, dry_run, apply))
     for component in ("sarra", "shovel"):
         d = os.path.join(root, component)
         try:
@@ -322,11 +334,11 @@ def write_configs(pump: audit.Pump, dry_run: bool = False, report_daemons: bool 
                 continue
             out.append(_finding(os.path.join(d, f), "no longer wanted by %s" % (
                 FILE if decl is not None else "a links.conf (there is none)"),
-                "delete it", "deleted", None, dry_run))
+                "delete it", "deleted", None, dry_run, apply))
     return out
 
 
-def _finding(path, problem, action, done, text, dry_run) -> audit.Finding:
+def _finding(path, problem, action, done, text, dry_run, apply) -> audit.Finding:
     def fix():
         if text is None:
             os.unlink(path)
@@ -334,6 +346,8 @@ def _finding(path, problem, action, done, text, dry_run) -> audit.Finding:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             paths.atomic_write(path, text, 0o644)
     f = audit.Finding("config %s" % path, problem, action, done, fix, setup=True)
+    if not apply:
+        return f
     if dry_run:
         f.result = "would fix"
         return f

@@ -11,7 +11,7 @@ by its own HTTP server:
     bob (user of C): sr_subscribe C:xpublic, reports to C:xs_bob
     A: sr_sarra pulling B:xpublic back (a link that would loop without cluster_path)
 
-Reports: C rr_bob2xreport -> C:xreport -> (report2clusters line "A ... xs_c_on_b")
+Reports: C rr_bob2xreport -> C:xreport -> (report shovel for cluster A -> xs_c_on_b)
 B:xs_c_on_b -> peer shovel -> B:xreport -> ("A ... xs_b_on_a") A:xs_b_on_a -> peer shovel
 -> A:xreport -> rr_xreport2alice -> A:xr_alice, where alice reads them.
 

@@ -214,3 +214,10 @@ def test_part_file_block_target(name, method, want):
         assert got == final and w.new_file is None
     else:
         assert got == "/tree/d/" + want and (w.new_file, w.local_path) == (want, got)
+
+
+def test_check_without_fix_writes_nothing(home):
+    pump = pump_b(home)
+    found = links.write_configs(pump, apply=False)
+    assert found and {f.result for f in found if "ln_" in f.what} == {"found"}
+    assert not os.path.exists(os.path.join(paths.config_dir(), "sarra", "ln_ingest.conf"))

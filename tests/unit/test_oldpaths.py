@@ -71,5 +71,5 @@ def test_a_plugin_written_before_loads_in_a_fresh_interpreter(tmp_path):
 
 def test_module_colon_function_names_keep_working():
     """`on_message sarra.<old module>:function` in a configuration written before."""
-    f = plugin.load("sarra.routing:read_report2clusters", "on_message")
-    assert f is importlib.import_module("sarra.flow.routing").read_report2clusters
+    f = plugin.load("sarra.routing:on_message", "on_message")
+    assert f is importlib.import_module("sarra.flow.routing").on_message
