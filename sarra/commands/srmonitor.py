@@ -12,6 +12,8 @@ from typing import List, Optional
 
 from sarra.ops import check, health, instances, supervisor
 
+#: sr's flags (status --json; check's thresholds: ops/check.py FIGURES)
+OWN_OPTIONS = ("json", "queue", "lag", "idle", "failures", "quota")
 SIZE_UNITS = (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10))
 RATE_WINDOW_S = 60.0      # failures: the stats file's window (30 to 60 s)
 
