@@ -15,14 +15,14 @@ import sys
 import time
 
 from sarra import paths
-from sarra.ops import audit, instances, links, logs, proctitle, secretargs
+from sarra.ops import audit, instances, links, logs, proctitle, secretargs, webdoor
 from sarra.config import parser as config, options
 from sarra.commands import common
 from sarra.config.credentials import Credentials, CredentialsError
 from sarra.broker.admin import ApiError, ManagementAPI
 
 ACTIONS = ("setup", "declare", "check", "show", "foreground", "start", "stop", "restart",
-           "status", "sanity")
+           "status", "sanity", "web")
 OWN_OPTIONS = ("fix", "management_url")
 DAEMON_NAME = "admin"        # instance name when no configuration is named
 
@@ -103,6 +103,8 @@ def _action(program, action, name, pairs, no, fix) -> int:
         return _daemon(program, action, iname, fix, cfg)
     if action == "show":
         return _show(pump)
+    if action == "web":         # the web door of private data, set up once (webdoor.py)
+        return _web(program, cfg, pump)
     try:
         api = _api(pump)
     except (CredentialsError, config.ConfigError) as e:
@@ -175,7 +177,8 @@ def _run(program, police, cfg, pump, fix_setup, fix_all):
         return common.fail(program, str(e), common.BROKER)
     if cfg.report_daemons:
         found += audit.write_report_shovels(pump, cfg.dry_run)
-    found += links.write_configs(pump, cfg.dry_run, cfg.report_daemons)
+    found += links.write_configs(pump, cfg.dry_run, cfg.report_daemons, apply=fix_setup)
+    found += webdoor.police(fix_all, cfg.dry_run)   # .htaccess against the declarations
     return found
 
 
@@ -229,6 +232,36 @@ def _summary(program, found, fix) -> int:
     return common.SOME_FAILED
 
 
+def _web(program, cfg, pump) -> int:
+    """Write the web door's htpasswd (the pump's users, credentials.conf's passwords) and
+    Apache site config (see man sr_police, doc/admin-guide.rst)."""
+    decl = getattr(pump, "links", None)        # links.conf names the pump's tree
+    root = cfg.web_root or (decl.post_base_dir if decl else None)
+    if not root:
+        return common.fail(program, "web needs web_root (the pump's tree, its "
+                                    "post_base_dir)", common.USAGE)
+    lookup = _password_lookup(pump)
+    users = {}
+    for user in pump.users("source", "subscriber"):
+        password = lookup(user)
+        if password is None:
+            print("note     user %s: no password in credentials.conf, not in htpasswd" % user)
+        else:
+            users[user] = password
+    try:
+        where = cfg.web_dir or webdoor.web_dir()
+        written = webdoor.write_web(users, audit._last(root), cfg.web_listen, cfg.web_cert,
+                                    cfg.web_key, directory=where)
+    except OSError as e:
+        return common.fail(program, "%s: %s" % (e.filename or webdoor.web_dir(),
+                                                e.strerror or e), common.SOME_FAILED)
+    for path in written:
+        print("written  %s" % path)
+    print("%s: web door in %s (%d users)%s" % (program, where, len(users),
+                                                "" if written else ", no change"))
+    return common.OK
+
+
 def _show(pump) -> int:
     _header(pump)
     for user, role in pump.roles.items():
@@ -267,6 +300,7 @@ def _foreground(program, cfg, pump, api, fix, no, iname) -> int:
                 if cfg.report_daemons:
                     found += audit.write_report_shovels(pump, cfg.dry_run)
                 found += links.write_configs(pump, cfg.dry_run, cfg.report_daemons)
+                found += webdoor.police(fix, cfg.dry_run)
             except ApiError as e:
                 log.error("%s", e)
                 rc = e.exit_code

@@ -83,7 +83,8 @@ PRESETS = {
     "subscribe": Preset("subscribe", place=routing.newest_wins(download.destination),
                         work=download.download,
                         posts=True, uncached=download.assembled, state=DownloadState),
-    "sarra": Preset("sarra", place=routing.newest_wins(download.destination),
+    # restricted data: its .htaccess before the file is written (readers.guarded)
+    "sarra": Preset("sarra", place=readers.guarded(routing.newest_wins(download.destination)),
                     work=quota.guarded(download.download),     # quota.py: per source
                     posts=True, check=sarra_check,
                     default_plugins=ROUTING, uncached=download.assembled,

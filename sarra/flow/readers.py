@@ -37,13 +37,13 @@ from typing import Dict, List, Optional, Tuple
 from sarra import paths
 from sarra.flow.work import Outcome
 from sarra.message import Message, unescape
+from sarra.ops.webdoor import HTACCESS, htaccess_text
 
 ADM_TOPIC = "v02.adm.readers"
 ADM_BASEURL = "adm:"
 WITHDRAW = "*"
 MAX_READERS = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-HTACCESS = ".htaccess"
 
 
 # ------------------------------------------------------------------ the declaration
@@ -97,6 +97,8 @@ class Rules:
     def __init__(self, path: str):
         self.path = path
         self.data: Dict[str, Dict[str, Dict]] = {}
+        self.downstream: List[str] = []      # recorded as "_downstream" (sr_police)
+        self.base: Optional[str] = None      # recorded as "_base": the tree, htaccess on
         self._stamp: Optional[Tuple[float, int]] = None
         self.lock = threading.Lock()
         self.load()
@@ -119,9 +121,15 @@ class Rules:
         self._stamp = stamp
 
     def save(self) -> None:
+        self.data["_downstream"] = sorted(self.downstream)
+        self.data["_base"] = self.base
         paths.atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True), 0o600)
         self._stamp = None
         self.load()
+
+    def sources(self) -> List[str]:
+        self.load()
+        return [s for s in self.data if not s.startswith("_")]
 
     def get(self, source: str, prefix: str) -> Optional[Dict]:
         return self.data.get(source, {}).get(prefix)
@@ -145,7 +153,7 @@ class Rules:
         relpath, head being the part of relpath before the prefix; else None."""
         self.load()
         mine = self.data.get(source or "") if source else None
-        if not mine:
+        if not mine or not isinstance(mine, dict):
             return None
         best = None
         for head, rest in candidates(relpath, source):
@@ -175,6 +183,9 @@ def rules_of(flow) -> Optional[Rules]:
     rules = getattr(flow, "_readers_rules", None)
     if rules is None:
         rules = Rules(rules_path(flow.cfg))
+        rules.downstream = list(getattr(flow.cfg, "downstream_accounts", None) or [])
+        if getattr(flow.cfg, "htaccess", False):
+            rules.base = getattr(flow.cfg, "post_base_dir", None)
         flow._readers_rules = rules
     return rules
 
@@ -193,6 +204,8 @@ def accept(flow, work, owner: Optional[str], claimed: Optional[str]) -> None:
     if rules is None or msg.topic.split(".")[:3] != ADM_TOPIC.split("."):
         raise Outcome(403, "Forbidden: adm message %s not taken here" % msg.topic[:80])
     if owner is not None:               # from a source's own xs_ exchange
+        if not _NAME.fullmatch(owner):
+            raise Outcome(403, "Forbidden: %s is not a source name" % owner[:60])
         if claimed and claimed != owner:
             raise Outcome(403, "Forbidden: declaration from exchange %s claims source %s"
                           % (msg.exchange, claimed))
@@ -245,7 +258,7 @@ def exchanges_for(flow, post: Message, exchange: str) -> List[str]:
         down = list(getattr(flow.cfg, "downstream_accounts", None) or [])
         return [private_exchange(flow, u) for u in sorted(set(down))]
     rules = rules_of(flow)
-    if rules is None or post.kind != "post" or not rules.data:
+    if rules is None or post.kind != "post" or not rules.sources():
         return [exchange]
     source = post.headers.get("source")
     found = rules.match(source, post.relpath)
@@ -269,10 +282,30 @@ def private_exchange(flow, user: str) -> str:
 
 # ------------------------------------------------------------------ the web door
 
-def htaccess_text(source: str, prefix: str, users: List[str]) -> str:
-    return ("# Written by sr_sarra: readers of %s's %s (a declaration of the source).\n"
-            "# Rewritten when it changes; sr_police check --fix repairs it.\n"
-            "Require user %s\n" % (source, prefix or "/", " ".join(users)))
+def guarded(place):
+    """Wrap sr_sarra's placement step: once the local path is known, and before the file
+    is written, the .htaccess of a restricted prefix is in place (htaccess on)."""
+
+    def placed(flow, work):
+        result = place(flow, work)
+        cfg = flow.cfg
+        base, local = getattr(cfg, "post_base_dir", None), work.local_path
+        rules = rules_of(flow)
+        if rules is None or not base or not local or not getattr(cfg, "htaccess", False) \
+                or work.msg.kind != "post" or not rules.sources():
+            return result
+        rel = os.path.relpath(local, base)
+        if rel.startswith(".." + os.sep) or rel == "..":
+            return result
+        source = work.msg.headers.get("source")
+        found = rules.match(source, "/" + rel.replace(os.sep, "/"))
+        if found is not None:
+            write_htaccess_for(flow, rules, source, found[0], found[1], found[2])
+        return result
+
+    placed.__name__ = getattr(place, "__name__", "place")
+    placed.__doc__ = place.__doc__
+    return placed
 
 
 def write_htaccess_for(flow, rules: Rules, source: str, prefix: str, rule: Dict,

@@ -173,3 +173,214 @@ def test_private_data_across_three_pumps(chain, runner, tmp_path):
     finally:
         for t in taps + [alice_reports]:
             t.close()
+
+
+# ------------------------------------------------------------------ the web door: Apache
+
+APACHE = "/usr/sbin/apache2"
+MODULES = ("mpm_event", "authz_core", "authz_user", "authn_core", "authn_file",
+           "auth_basic", "ssl")
+
+
+def private_ca(where, host="127.0.0.1"):
+    """A CA and a server certificate for host signed by it: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("sarra test CA")).issuer_name(
+        name("sarra test CA")).public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name(host)).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+                ipaddress.ip_address(host))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    out = []
+    for fname, data in (("ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
+                        ("cert.pem", cert.public_bytes(serialization.Encoding.PEM)),
+                        ("key.pem", key.private_bytes(
+                            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()))):
+        (where / fname).write_bytes(data)
+        out.append(str(where / fname))
+    os.chmod(out[2], 0o600)
+    return out
+
+
+def need_apache():
+    from tests.support.prereq import Missing, need_module
+    if not os.access(APACHE, os.X_OK):
+        raise Missing("apache2 not found: install apache2 (scripts/setup-host.sh does)")
+    for m in MODULES:
+        if not os.path.exists("/usr/lib/apache2/modules/mod_%s.so" % m):
+            raise Missing("apache2 module %s missing: install apache2" % m)
+    need_module("cryptography", "cryptography")
+
+
+class Apache:
+    """Debian's apache2 with a config of its own (modules, loopback port, files in run),
+    including the site sr_police web wrote."""
+
+    def __init__(self, run, port, site):
+        import subprocess
+        self.run = run
+        lines = ["ServerRoot /etc/apache2", "Listen 127.0.0.1:%d" % port,
+                 "ServerName 127.0.0.1", "PidFile %s/httpd.pid" % run,
+                 "ErrorLog %s/error.log" % run, "DefaultRuntimeDir %s" % run,
+                 "Mutex file:%s default" % run, "LogLevel warn"]
+        lines += ["LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so" % (m, m)
+                  for m in MODULES]
+        if os.geteuid() == 0:
+            lines += ["User www-data", "Group www-data"]
+        lines.append("Include %s" % site)
+        conf = run / "httpd.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen([APACHE, "-f", str(conf), "-DFOREGROUND"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(run / "stderr.log", "wb"))
+
+    def log(self):
+        return "".join(p.read_text(errors="replace") for p in
+                       (self.run / "error.log", self.run / "stderr.log") if p.exists())
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+
+
+def fetch(url, ca, auth=None):
+    """(status, body) of a GET over HTTPS checked against the private CA."""
+    import base64
+    import ssl
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url)
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(
+            ("%s:%s" % auth).encode()).decode())
+    ctx = ssl.create_default_context(cafile=ca)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+    except (urllib.error.URLError, OSError):     # not listening yet
+        return 0, b""
+
+
+def test_web_door_apache_https(runner, uid, tmp_path, broker_url):
+    """One pump's tree behind a real Apache over HTTPS (private CA): alice restricts data/
+    to bob; eve gets 401/403 for each of its URLs, guessed from the open pub/ file's; the
+    .htaccess follows a withdrawal for the files already there."""
+    import shutil
+    import tempfile
+    from tests.integration.servers import free_port
+    need_apache()
+    chain = Chain(runner, uid, tmp_path, broker_url, names=("A",))
+    chain.add_user("A", "alice", "source")
+    chain.add_user("A", "bob", "subscriber")
+    chain.add_user("A", "eve", "subscriber")
+    chain.build()
+    A = chain.pumps["A"]
+    alice, bob, eve = A.user("alice"), A.user("bob"), A.user("eve")
+    # Apache's user (www-data) reaches the tree and its site: not below the test's tmp_path
+    top = Path(tempfile.mkdtemp(prefix="sarra_web_"))
+    apache = None
+    try:
+        os.chmod(top, 0o755)
+        tree, web, run, src = top / "tree", top / "web", top / "run", tmp_path / "alice"
+        for d in (tree, run, src):
+            d.mkdir()
+        os.chmod(tree, 0o755)
+        os.chmod(run, 0o777)
+        ca, cert, key = private_ca(run)
+        os.chmod(key, 0o644)         # read by the server's user (www-data) in this test
+        port = free_port()
+        base_url = "https://127.0.0.1:%d/" % port
+        (runner.cfgroot / "admin.conf").write_text(
+            "admin %s\ndeclare source %s\ndeclare subscriber %s\ndeclare subscriber %s\n" % (
+                A.url().replace(":%s@" % chain.admin_pw, "@"), alice, bob, eve))
+        r = runner.run("sr_police", "web", "--web_root", str(tree), "--web_dir", str(web),
+                       "--web_listen", "127.0.0.1:%d" % port, "--web_cert", cert,
+                       "--web_key", key)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (web / "htpasswd").read_text().count("$2y$") == 3, r.stdout
+        apache = Apache(run, port, web / "sarra-site.conf")
+        wait_for(lambda: fetch(base_url, ca)[0] in (200, 403, 404), 20, "apache " + apache.log())
+
+        runner.config("sarra", "A_web", """
+            broker %s
+            exchange xs_%s
+            topic_prefix v02.adm
+            subtopic #
+            topic_prefix v02.post
+            subtopic #
+            expire 5m
+            source_from_exchange on
+            fetch_schemes file
+            base_dir %s
+            directory %s
+            post_base_dir %s
+            post_base_url %s
+            post_broker %s
+            post_exchange xpublic
+            htaccess on
+            accept .*
+        """ % (A.url(), alice, src, tree, tree, base_url, A.url()))
+        chain.start("sarra", ["A_web"])
+        out = runner.run("sr_readers", "--post_broker", A.url("alice"), "--post_exchange",
+                         "xs_" + alice, "data/", bob)
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: rules(runner, "A_web").get(alice), 30, "the declaration")
+        files = make_files(src / "data", 10, prefix="w", subdirs=2)
+        opened = make_files(src / "pub", 1, prefix="o", subdirs=1)
+        post = lambda paths: sr_post(runner, A.url("alice"), "xs_" + alice, "file:" + str(src),
+                                     src, paths, "--declare_exchange", "off")
+        post([src / "data", src / "pub"])
+        rels = ["data/" + r for r in files]
+        pub = "pub/" + next(iter(opened))
+        wait_for(lambda: all((tree / r).exists() for r in rels + [pub]), 30, "the pump's copies")
+        status, body = fetch(base_url + pub, ca)
+        assert status == 200 and md5_of(body) == md5(src / pub), apache.log()
+        for rel in rels:
+            # guessed from the neighbour's URL: same base, the names alice uses
+            url = base_url + rel
+            assert fetch(url, ca)[0] == 401, url
+            assert fetch(url, ca, (eve, chain.passwords[eve]))[0] in (401, 403), url
+            status, body = fetch(url, ca, (bob, chain.passwords[bob]))
+            assert status == 200 and md5_of(body) == files[rel.split("/", 1)[1]], url
+        assert fetch(base_url + "data/.htaccess", ca, (bob, chain.passwords[bob]))[0] == 403
+
+        # withdrawn: the files already there open up too
+        out = runner.run("sr_readers", "--post_broker", A.url("alice"), "--post_exchange",
+                         "xs_" + alice, "data/", "--withdraw")
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: not (tree / "data" / ".htaccess").exists(), 30, "the withdrawal")
+        assert fetch(base_url + rels[0], ca, (eve, chain.passwords[eve]))[0] == 200
+    finally:
+        if apache is not None:
+            apache.stop()
+        runner.stop_all()
+        chain.close()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def md5_of(data):
+    import hashlib
+    return hashlib.md5(data).hexdigest()

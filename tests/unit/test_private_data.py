@@ -154,3 +154,53 @@ def test_a_user_reads_its_own_private_exchange_only():
         _, _, read = role_permissions("bob", role, users)
         assert re.fullmatch(read, "xp_bob")
         assert not re.fullmatch(read, "xp_bob2") and not re.fullmatch(read, "xp_alice")
+
+
+def test_police_repairs_drift_of_the_access_rules(tmp_path, monkeypatch):
+    from sarra.ops import webdoor
+    monkeypatch.setattr(webdoor, "rules_files", lambda: [str(tmp_path / "readers.json")])
+    tree = tmp_path / "tree"
+    flow = make_flow(tmp_path, htaccess=True, post_base_dir=str(tree),
+                     downstream_accounts=["b_on_a"])
+    with pytest.raises(Outcome):
+        readers.accept(flow, adm("xs_alice"), "alice", None)
+    readers.exchanges_for(flow, post("/data/d1/f"), "xpublic")
+    h = tree / "data" / ".htaccess"
+    good = h.read_text()
+    assert "Require user alice b_on_a bob" in good
+    assert webdoor.police(fix=False) == []
+    h.unlink()                                           # deleted by hand
+    (tree / "20261205" / "alice" / "data").mkdir(parents=True)   # made before its rule
+    found = webdoor.police(fix=False)
+    assert len(found) == 2 and all(f.result == "found" and f.fix for f in found)
+    assert "missing" in found[0].problem
+    assert [f.result for f in webdoor.police(fix=True)] == ["fixed", "fixed"]
+    assert h.read_text() == good
+    assert (tree / "20261205" / "alice" / "data" / ".htaccess").read_text() == good
+    h.write_text("Require all granted\n")                # changed by hand
+    assert "differs" in webdoor.police(fix=False)[0].problem
+    assert webdoor.police(fix=False, dry_run=True)[0].result == "found"
+    assert webdoor.police(fix=True, dry_run=True)[0].result == "would fix"
+
+
+def test_site_config_and_htpasswd(tmp_path, monkeypatch):
+    import bcrypt
+    from sarra.ops import webdoor
+    monkeypatch.setattr(webdoor.paths, "config_dir", lambda: str(tmp_path))
+    d = tmp_path / "web"
+    written = webdoor.write_web({"bob": "pw1", "eve": "pw2", "bad:name": "x"}, str(tmp_path),
+                                "*:443", "/c.pem", "/k.pem", directory=str(d))
+    assert len(written) == 2 and webdoor.is_set_up()
+    lines = (d / "htpasswd").read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["bob", "eve"]
+    h = lines[0].split(":", 1)[1]
+    assert h.startswith("$2y$") and bcrypt.checkpw(b"pw1", ("$2b$" + h[4:]).encode())
+    assert oct((d / "htpasswd").stat().st_mode & 0o777) == "0o640"
+    site = (d / "sarra-site.conf").read_text()
+    assert "AllowOverride AuthConfig" in site and "SSLEngine on" in site
+    assert 'AuthUserFile "%s"' % (d / "htpasswd") in site
+    # the same users again: nothing rewritten; a changed password: the htpasswd only
+    assert webdoor.write_web({"bob": "pw1", "eve": "pw2"}, str(tmp_path), "*:443", "/c.pem",
+                             "/k.pem", directory=str(d)) == []
+    assert webdoor.write_web({"bob": "new", "eve": "pw2"}, str(tmp_path), "*:443", "/c.pem",
+                             "/k.pem", directory=str(d)) == [str(d / "htpasswd")]
