@@ -23,6 +23,7 @@ When:
 """
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -38,10 +39,30 @@ GRACE = 3600.0
 SUMMARY = "quota.json"
 
 
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@-")
+
+
 def _file_name(source: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.@-]", lambda m: "%%%02X" % ord(m.group()[0]) if ord(
-        m.group()[0]) < 256 else "%", source)[:100]
-    return "quota_" + (safe or "%")
+    """quota_<source>, its UTF-8 bytes other than [A-Za-z0-9_@-] written %XX (a name no
+    source can steer out of the state dir, one per source); a long one shortened with
+    its hash."""
+    data = source.encode("utf-8", "surrogateescape")
+    safe = "".join(chr(b) if b in _SAFE else "%%%02X" % b for b in data)
+    if len(safe) > 120:
+        safe = safe[:80] + "%%" + hashlib.sha256(data).hexdigest()[:32]
+    return "quota_" + safe
+
+
+def _source_of(file_name: str) -> Optional[str]:
+    """The source of a ledger's file name (None: a shortened one, not reversible)."""
+    text = file_name[len("quota_"):-len(".ledger")]
+    if "%%" in text:
+        return None
+    try:
+        return re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), text).encode(
+            "latin-1").decode("utf-8", "surrogateescape")
+    except (UnicodeError, ValueError):
+        return None
 
 
 def human(n: Optional[int]) -> str:
@@ -207,6 +228,7 @@ class Quotas:
         self.directory, self.limits, self.every = directory, limits, every
         self.ledgers: Dict[str, Ledger] = {}
         self.next_check = time.time() + min(every, 60.0)
+        self._discover()                    # every source's use shown from the start
 
     @classmethod
     def for_flow(cls, flow) -> Optional["Quotas"]:
@@ -221,11 +243,15 @@ class Quotas:
         return self.ledgers[source]
 
     def summary(self) -> dict:
-        """{source: {bytes, files, max_bytes, max_files}} of the sources seen so far."""
+        """{source: {bytes, files, max_bytes, max_files}} of the sources with a ledger."""
         out = {}
         for source, led in sorted(self.ledgers.items()):
             max_bytes, max_files = quotaspec.limits_for(self.limits, source)
-            out[source] = {"bytes": led.bytes, "files": len(led.sizes),
+            try:
+                used, files = led.usage()       # what the other instances added too
+            except OSError:
+                used, files = led.bytes, len(led.sizes)
+            out[source] = {"bytes": used, "files": files,
                            "max_bytes": max_bytes, "max_files": max_files}
         return out
 
@@ -255,14 +281,16 @@ class Quotas:
         known = {os.path.basename(led.path) for led in self.ledgers.values()}
         for name in names:
             if name.startswith("quota_") and name.endswith(".ledger") and name not in known:
-                source = re.sub(r"%([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)),
-                                name[len("quota_"):-len(".ledger")])
-                self.ledger(source)
+                source = _source_of(name)
+                if source is not None:
+                    self.ledger(source)
 
 
 def _quotas(flow) -> Optional[Quotas]:
-    if not hasattr(flow, "quota"):
-        flow.quota = Quotas.for_flow(flow)
+    """flow.quota, made again when a reload changed the options."""
+    spec = (tuple(getattr(flow.cfg, "quota", None) or ()), getattr(flow.cfg, "quota_check", None))
+    if getattr(flow, "quota_spec", None) != spec:
+        flow.quota_spec, flow.quota = spec, Quotas.for_flow(flow)
     return flow.quota
 
 
@@ -308,7 +336,7 @@ def guarded(step):
 
 
 def tick(flow):
-    """The engine's heartbeat: the drift check when due."""
-    q = getattr(flow, "quota", None)
+    """At each stats write: the drift check when due."""
+    q = _quotas(flow) if getattr(flow.cfg, "quota", None) else None
     if q is not None:
         q.tick(flow.log)

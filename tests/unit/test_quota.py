@@ -146,3 +146,26 @@ def test_no_quota_option_no_ledger(tmp_path):
     flow = _flow(tmp_path, "")
     quota.guarded(lambda f, w: None)(flow, _work(tmp_path, "a", 10 ** 12))
     assert not os.path.exists(flow.user_cache_dir)
+
+
+def test_a_reload_applies_new_limits_and_a_restart_shows_every_source(tmp_path):
+    flow = _flow(tmp_path, "alice=1000")
+    guarded = quota.guarded(lambda f, w: None)
+    guarded(flow, _work(tmp_path, "a", 900))
+    with pytest.raises(Outcome):
+        guarded(flow, _work(tmp_path, "b", 900))
+    flow.cfg.quota = ["alice=2000"]                   # what a reload does
+    guarded(flow, _work(tmp_path, "b", 900))
+    fresh = _flow(tmp_path, "alice=2000")           # a new process: no message yet
+    quota.tick(fresh)
+    assert fresh.quota.summary() == {"alice": {"bytes": 1800, "files": 2,
+                                               "max_bytes": 2000, "max_files": None}}
+
+
+@pytest.mark.parametrize("source", ["alice", "a.b", "a%41", "алиса", "x" * 300, "a/../b"])
+def test_ledger_names_are_one_per_source_and_read_back(source):
+    name = quota._file_name(source)
+    assert "/" not in name and "." not in name[6:] and len(name) < 140
+    back = quota._source_of(name + ".ledger")
+    assert back == source or (back is None and len(source) > 100)
+    assert quota._file_name("alicE") != quota._file_name("alice")
