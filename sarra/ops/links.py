@@ -321,6 +321,7 @@ def write_configs(pump: audit.Pump, dry_run: bool = False, report_daemons: bool 
             continue
         out.append(_finding(path, "missing" if have is None else "differs from %s" % FILE,
                             "write it", "written", text, dry_run, apply))
+    out += unknown_clusters(pump, root)
     for component in ("sarra", "shovel"):
         d = os.path.join(root, component)
         try:
@@ -335,6 +336,50 @@ def write_configs(pump: audit.Pump, dry_run: bool = False, report_daemons: bool 
             out.append(_finding(os.path.join(d, f), "no longer wanted by %s" % (
                 FILE if decl is not None else "a links.conf (there is none)"),
                 "delete it", "deleted", None, dry_run, apply))
+    return out
+
+
+#: options of a pump's own configurations that name clusters (they must be known here)
+CLUSTER_OPTIONS = ("to", "gateway_for", "gf", "msg_to_clusters", "msg_from_cluster")
+COMPONENTS = ("sarra", "shovel", "sender", "poll", "winnow", "watch", "post", "subscribe")
+
+
+def unknown_clusters(pump: audit.Pump, root: Optional[str] = None) -> List[audit.Finding]:
+    """A cluster named in one of this pump's configurations (to, gateway_for,
+    msg_to_clusters, msg_from_cluster) that is neither here nor behind a link: one finding
+    per file:line (its posts would go nowhere, or its routing would wait for nothing)."""
+    decl = getattr(pump, "links", None)
+    if decl is None:
+        return []
+    known = {decl.cluster, pump.host, "*"} | set(decl.beyond())
+    root = root or paths.config_dir()
+    out = []
+    for component in COMPONENTS:
+        d = os.path.join(root, component)
+        try:
+            names = sorted(f for f in os.listdir(d) if f.endswith(".conf"))
+        except OSError:
+            continue
+        for f in names:
+            path = os.path.join(d, f)
+            if _written_here(path):
+                continue            # ours: rewritten or deleted from links.conf
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    lines = fh.read().splitlines()
+            except OSError:
+                continue
+            for n, line in enumerate(lines, 1):
+                parsed = option_line(line)
+                if parsed is None or parsed[0] not in CLUSTER_OPTIONS:
+                    continue
+                bad = [c for w in parsed[1] for c in w.split(",") if c and c not in known]
+                if bad:
+                    out.append(audit.Finding(
+                        "config %s:%d" % (path, n), "%s names cluster %s, unknown to %s "
+                        "(known: %s)" % (parsed[0], ", ".join("'%s'" % c for c in bad),
+                                         decl.path, ", ".join(sorted(known - {"*"}))),
+                        setup=True))
     return out
 
 

@@ -221,3 +221,25 @@ def test_check_without_fix_writes_nothing(home):
     found = links.write_configs(pump, apply=False)
     assert found and {f.result for f in found if "ln_" in f.what} == {"found"}
     assert not os.path.exists(os.path.join(paths.config_dir(), "sarra", "ln_ingest.conf"))
+
+
+def test_sr_police_setup_refuses_a_loop_with_file_and_line(home, capsys):
+    from sarra.commands import audit as audit_cmd
+    write("admin.conf", "admin amqp://boss@b.example.org/\n")
+    path = write("links.conf", HEAD + "link pumpA amqp://x@h/ behind pumpC\n"
+                                      "link pumpC amqp://y@h/\n")
+    assert audit_cmd.main(["setup"]) == 2
+    err = capsys.readouterr().err
+    assert "%s:5: cluster 'pumpC' is already reached at %s:4" % (path, path) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_configuration_naming_an_unknown_cluster(home):
+    pump = pump_b(home)
+    p = write("sender/out.conf", "broker amqp://feeder@b.example.org/pump\n"
+                                 "to pumpC,pumpZ\n")
+    write("poll/ok.conf", "to pumpD\nmsg_to_clusters pumpA\n")
+    found = [f for f in links.write_configs(pump) if "pumpZ" in f.problem]
+    assert [f.what for f in found] == ["config %s:2" % p]
+    assert found[0].result == "found" and found[0].setup      # setup fails: exit 1
+    assert "to names cluster 'pumpZ', unknown to" in found[0].problem
