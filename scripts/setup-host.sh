@@ -10,7 +10,8 @@ REPO=$(pwd)
 log() { echo "setup-host: $*"; }
 
 # --- system packages --------------------------------------------------------
-PACKAGES="rabbitmq-server openssh-server openssl curl groff-base python3-venv python3-pip"
+# apache2: the web door of private data (tests/integration/test_private_data.py)
+PACKAGES="rabbitmq-server openssh-server openssl curl groff-base python3-venv python3-pip apache2"
 missing=""
 for p in $PACKAGES; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -21,6 +21,7 @@ from sarra.flow import readers
 from sarra.message import format_time
 
 PROGRAM = "sr_readers"
+OWN_OPTIONS = ("private", "withdraw")          # flags of this command, not options
 SYNOPSIS = ("sr_readers [-c config] [--post_broker URL] [--to CLUSTERS] "
             "<prefix> (<user,user,...> | --private | --withdraw)")
 
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     if common.wants_version(argv):
         return common.print_version(PROGRAM)
     if common.wants_help(argv):
-        common.print_help(PROGRAM, "post", SYNOPSIS)
+        common.print_help(PROGRAM, "readers", SYNOPSIS)
         return common.OK
     private, withdraw = "--private" in argv, "--withdraw" in argv
     argv = [a for a in argv if a not in ("--private", "--withdraw")]
@@ -82,3 +83,7 @@ def main(argv=None) -> int:
 def config_user(cfg) -> str:
     from sarra.broker.client import parse_url
     return parse_url(cfg.post_broker).user
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -165,8 +165,9 @@ OPTIONS: Tuple[Option, ...] = (
     _o("rename", ("rn",), STR, None, _P, "add a rename header (a dir if it ends with /)"),
     _o("base_dir", ("bd",), STR, None, _S + _P, "local root of file: relpaths / source files"),
     # --- posting ---
-    _o("post_broker", ("pb",), BROKER, None, PUBLISHERS, "broker to post to"),
-    _o("post_exchange", ("pe", "px"), STR, None, PUBLISHERS, "exchange to post to"),
+    _o("post_broker", ("pb",), BROKER, None, PUBLISHERS + ("readers",), "broker to post to"),
+    _o("post_exchange", ("pe", "px"), STR, None, PUBLISHERS + ("readers",),
+       "exchange to post to"),
     _o("post_exchange_suffix", (), STR, None, PUBLISHERS, "post_exchange := xs_<user>_<suffix>"),
     _o("post_exchange_split", ("pes", "pxs"), INT, 0, PUBLISHERS,
        "post to N exchanges <post_exchange>00..NN-1: the sum of the bytes of the sum header "
@@ -204,7 +205,8 @@ OPTIONS: Tuple[Option, ...] = (
        "canonicalise paths before posting"),
     _o("realpath_filter", ("fr",), BOOL, False, ("watch", "post"),
        "canonicalise paths before filtering"),
-    _o("to", (), STR, None, _P + ("sender",), "to_clusters header (default: post_broker host)"),
+    _o("to", (), STR, None, _P + ("sender", "readers"),
+       "to_clusters header (default: post_broker host)"),
     _o("cluster", ("cl", "from_cluster", "fc"), STR, None, _P + _S + ("shovel", "winnow"),
        "from_cluster value; with cluster_routing: the cluster the output lands on"),
     _o("cluster_aliases", ("ca",), LIST, [], _ROUTERS, "other names of cluster in to_clusters"),
@@ -213,7 +215,7 @@ OPTIONS: Tuple[Option, ...] = (
     _o("cluster_routing", (), BOOL, False, _ROUTERS,
        "keep only posts whose to_clusters names cluster, an alias or gateway_for; "
        "never pass on a message twice through one cluster (cluster_path header)"),
-    _o("source", (), STR, None, _P + _S, "default source header"),
+    _o("source", (), STR, None, _P + _S + ("readers",), "default source header"),
     _o("source_from_exchange", ("sfe",), BOOL, False, ("sarra",),
        "derive source from the xs_<user> exchange"),
     _o("fetch_schemes", (), LIST, ["http", "https", "sftp", "ftp", "ftps"], ("sarra",),

@@ -173,7 +173,8 @@ def own_options():
                 isinstance(t, ast.Name) and t.id == "OWN_OPTIONS" for t in node.targets):
             own = ast.literal_eval(node.value)
     return {"sr_police.8": set(own), "sr_report.1": set(_tuple("report", "OWN_OPTIONS")),
-            "sr.8": set(_tuple("srmonitor", "OWN_OPTIONS"))}
+            "sr.8": set(_tuple("srmonitor", "OWN_OPTIONS")),
+            "sr_readers.1": set(_tuple("readers", "OWN_OPTIONS"))}
 
 
 COMPONENT_OF = {page: comp for comp, page in PAGES.items()}
