@@ -256,7 +256,11 @@ def wanted_configs(pump: audit.Pump) -> Dict[Tuple[str, str], str]:
         if others:
             pull.append("gateway_for %s" % ",".join(others))
         pull += ["directory %s" % _word(decl.post_base_dir), "post_broker %s" % feeder,
-                 "post_exchange xpublic", "report_back on", "accept .*"]
+                 "post_exchange xpublic", "report_back on"]
+        if sources:     # a neighbour's post never lands in the tree of a source of ours
+            pull.append("# the trees of this pump's own sources are theirs alone")
+            pull += ["reject .*/[0-9]{8}/%s/.*" % re.escape(u) for u in sources]
+        pull.append("accept .*")
         out[("sarra", "ln_from_%s" % ln.name)] = _conf(pull)
         out[("shovel", "ln_reports2%s" % ln.name)] = _conf([
             "# reports about data that entered the network at %s go back to it" % (

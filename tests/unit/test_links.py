@@ -131,6 +131,9 @@ def test_wanted_configs(home):
     assert from_c["broker"] == ["amqp://b_on_c@c.example.org/"]
     assert from_c["gateway_for"] == ["pumpA"] and from_c["cluster_routing"] == ["on"]
     assert from_c["post_broker"] == ["amqp://feeder@b.example.org/pump"]
+    assert from_c["reject"] == [r".*/[0-9]{8}/eve/.*"]         # eve's tree is hers alone
+    assert want[("sarra", "ln_from_pumpC")].index("reject") < \
+        want[("sarra", "ln_from_pumpC")].index("accept .*")
     from_a = conf(want[("sarra", "ln_from_pumpA")])
     assert from_a["gateway_for"] == ["pumpC,pumpD,pumpE"]
     # reports about data from C, D, E go back to C as our account there
