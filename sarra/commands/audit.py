@@ -269,6 +269,8 @@ def _show(pump) -> int:
         print("user %s (%s)\n  configure %s\n  write     %s\n  read      %s" % (
             user, role, c, w, r))
     print("exchanges %s" % " ".join(pump.expected_exchanges()))
+    for line in links.describe(pump):        # links.conf: the neighbours, the configs
+        print(line)
     return common.OK
 
 

@@ -201,6 +201,22 @@ def refresh(pump: audit.Pump, path: Optional[str] = None) -> None:
         pump.peers.append(ln.peer_user)
 
 
+def describe(pump: audit.Pump) -> List[str]:
+    """What ``sr_police show`` prints of links.conf: the cluster, each link, the
+    configurations made from it."""
+    decl = pump.links
+    if decl is None:
+        return []
+    out = ["cluster %s (%s)" % (decl.cluster, decl.path)]
+    for ln in decl.links:
+        out.append("link %s %s%s, its account here %s" % (
+            ln.name, redact(ln.url), " behind %s" % ",".join(ln.behind) if ln.behind else "",
+            ln.peer_user))
+    out.append("configurations %s" % " ".join(
+        "%s/%s" % k for k in sorted(wanted_configs(pump))))
+    return out
+
+
 # ------------------------------------------------------------------ the configurations
 
 def _word(value: str) -> str:

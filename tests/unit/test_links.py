@@ -246,3 +246,12 @@ def test_a_configuration_naming_an_unknown_cluster(home):
     assert [f.what for f in found] == ["config %s:2" % p]
     assert found[0].result == "found" and found[0].setup      # setup fails: exit 1
     assert "to names cluster 'pumpZ', unknown to" in found[0].problem
+
+
+def test_show_describes_the_links(home):
+    pump = pump_b(home)
+    lines = links.describe(pump)
+    assert lines[0].startswith("cluster pumpB (") and lines[0].endswith("links.conf)")
+    assert lines[2] == ("link pumpC amqp://b_on_c@c.example.org/ behind pumpD,pumpE, its "
+                        "account here c_feed")
+    assert "sarra/ln_from_pumpA" in lines[-1] and "shovel/ln_pumpC2xreport" in lines[-1]
