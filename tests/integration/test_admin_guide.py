@@ -18,8 +18,14 @@ Substituted, because they need root or would harm the shared test broker:
 * nginx (mkdir/chown of /var/www/pump, site files, systemctl) and alice's web server:
   HTTP servers of tests/integration/servers.py on loopback; ``curl -sI`` a HEAD request;
 * ``systemctl enable --now sarra``: skipped (the guide's alternative to ``sr start``).
+
+"Linking pumps" runs too: pumps B and C (prompts ``sarra@pumpb$``, ``sarra@pumpc$``, their
+subscribers ``dave$`` and ``erin$``) are two more vhosts of the test broker
+(``pumpb.example.org/pump`` ...), each with its own HOME, data tree and HTTP server (for
+their nginx); their files go to their own HOME and tree.
 """
 
+import json
 import os
 import re
 import secrets
@@ -38,8 +44,12 @@ from tests.integration import servers
 
 GUIDE = REPO / "doc" / "admin-guide.rst"
 MARK = re.compile(r"^\.\. guide-test file (\w+) (\S+)\s*$")
-PROMPT = re.compile(r"^(#|sarra\$|alice\$|carol\$) (.*)$")
-NAMES = ("bunnymaster", "feeder", "alice", "bob", "carol", "anonymous")
+PROMPT = re.compile(r"^(#|sarra\$|alice\$|carol\$|sarra@pump[bc]\$|dave\$|erin\$) (.*)$")
+NAMES = ("bunnymaster", "feeder", "alice", "bob", "carol", "anonymous", "dave", "erin",
+         "pumpA", "pumpB", "pumpC")
+#: a prompt -> the HOME it runs in; the pumps of "Linking pumps" (their vhost and tree)
+WHO = {"sarra@pumpb": "sarrab", "sarra@pumpc": "sarrac"}
+PUMPS = {"sarra": "pump", "sarrab": "pumpb", "sarrac": "pumpc"}
 SKIPPED_ROOT = ("apt-get", "python3", "/opt/sarra/bin/pip", "ln", "adduser",
                 "rabbitmq-plugins", "chown", "rm", "systemctl")
 
@@ -82,8 +92,8 @@ def guide_steps(text):
         for line in block:
             m = PROMPT.match(line)
             if m:
-                steps.append(("run", "root" if m.group(1) == "#" else m.group(1)[:-1],
-                              m.group(2).strip()))
+                who = "root" if m.group(1) == "#" else m.group(1)[:-1]
+                steps.append(("run", WHO.get(who, who), m.group(2).strip()))
     return steps
 
 
@@ -114,12 +124,15 @@ class Guide:
         host, port, admin, admin_pw, _ = parse_broker_url(broker_url)
         self.tmp, self.tag = tmp, tag
         self.amqp = "%s:%d" % (host, port)
-        self.vhost = "sarra_guide_%s" % tag
         self.mgmt = os.environ.get("SARRA_TEST_MGMT", "http://%s:15672/" % host)
         self.api = self.mgmt + "api/"
         self.session = requests.Session()
         self.session.auth = (admin, admin_pw)
-        self.homes = {w: tmp / ("home_" + w) for w in ("sarra", "alice", "carol")}
+        self.homes = {w: tmp / ("home_" + w) for w in ("sarra", "alice", "carol", "sarrab",
+                                                       "sarrac", "dave", "erin")}
+        self.vhosts = {host: "sarra_guide_%s_%s" % (tag, host) for host in PUMPS.values()}
+        self.vhosts["pump"] = self.vhost = "sarra_guide_%s" % tag
+        self.trees = {host: tmp / "www" / host for host in PUMPS.values()}
         for h in self.homes.values():
             (h / ".config" / "sarra").mkdir(parents=True)
         self.tree = tmp / "www" / "pump"
@@ -136,6 +149,9 @@ class Guide:
                          % (shlex.quote(sys.executable), name, module))
             w.chmod(0o755)
         self.http = {"pump": None, "alice": servers.start_http(self.alice_out, self.logs)}
+        for host in ("pumpb", "pumpc"):     # their nginx, made as for the guide's pump
+            self.trees[host].mkdir(parents=True)
+            self.http[host] = servers.start_http(self.trees[host], self.logs)
         self.users_pw = {}              # rabbitmqctl add_user, for set_user_tags
         self.background = []
         self.outputs = []               # (who, command, CompletedProcess)
@@ -143,23 +159,29 @@ class Guide:
     def name(self, n):
         return n + self.tag
 
-    def sub(self, text):
-        """The guide's names and places -> the test's."""
+    def sub(self, text, who="sarra"):
+        """The guide's names and places -> the test's (``/var/www/pump``: the tree of the
+        pump whose admin ``who`` is)."""
         alice = self.http["alice"]
-        text = re.sub(r"@pump\.example\.org/pump\b", "@%s/%s" % (self.amqp, self.vhost), text)
+        for host, vhost in self.vhosts.items():
+            text = re.sub(r"@%s\.example\.org/pump\b" % host, "@%s/%s" % (self.amqp, vhost),
+                          text)
         text = text.replace("http://alice.example.org:8000/",
                             "http://%s:%d/" % (alice.host, alice.port))
-        if self.http["pump"]:
-            p = self.http["pump"]
-            text = text.replace("http://pump.example.org/", "http://%s:%d/" % (p.host, p.port))
-        text = text.replace("/var/www/pump", "@@TREE@@").replace("/home/alice", "@@ALICE@@")
-        text = text.replace("/home/carol", "@@CAROL@@")
+        for host, p in self.http.items():
+            if p and host.startswith("pump"):
+                text = text.replace("http://%s.example.org/" % host,
+                                    "http://%s:%d/" % (p.host, p.port))
+        text = text.replace("/var/www/pump", "@@TREE@@")
+        for w in ("alice", "carol", "dave", "erin"):
+            text = text.replace("/home/" + w, "@@%s@@" % w)
         # a name, not an option word at the start of a line (feeder amqp://...)
         text = re.sub(r"(?<=[^A-Za-z0-9@\n])(%s)(?![A-Za-z0-9])" % "|".join(NAMES),
                       lambda m: m.group(1) + self.tag, text)
-        return (text.replace("@@TREE@@", str(self.tree))
-                .replace("@@ALICE@@", str(self.homes["alice"]))
-                .replace("@@CAROL@@", str(self.homes["carol"])))
+        text = text.replace("@@TREE@@", str(self.trees[PUMPS.get(who, "pump")]))
+        for w in ("alice", "carol", "dave", "erin"):
+            text = text.replace("@@%s@@" % w, str(self.homes[w]))
+        return text
 
     def env(self, who):
         env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
@@ -171,9 +193,9 @@ class Guide:
 
     # -------------------------------------------------------------- steps
     def write(self, who, path, content):
-        path = Path(self.sub(path).replace("~", str(self.homes[who]), 1))
+        path = Path(self.sub(path, who).replace("~", str(self.homes[who]), 1))
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.sub(content))
+        path.write_text(self.sub(content, who))
         if path.name == "credentials.conf":
             path.chmod(0o600)
         if path.name == "audit.conf" and "SARRA_TEST_MGMT" in os.environ:
@@ -216,7 +238,7 @@ class Guide:
         assert r.status_code in (201, 204), (argv, r.status_code, r.text)
 
     def run(self, who, command):
-        command = self.sub(command)
+        command = self.sub(command, who)
         if re.search(r"\bforeground\b", command):
             p = subprocess.Popen(["bash", "-c", command], env=self.env(who),
                                  cwd=self.homes[who], stdout=subprocess.PIPE,
@@ -266,7 +288,8 @@ class Guide:
 
     def close(self):
         for who, stop in (("sarra", "sr stop"), ("sarra", "sr_police stop"),
-                          ("carol", "sr stop"), ("alice", "sr stop")):
+                          ("sarrab", "sr stop"), ("sarrac", "sr stop"), ("dave", "sr stop"),
+                          ("erin", "sr stop"), ("carol", "sr stop"), ("alice", "sr stop")):
             subprocess.run(["bash", "-c", stop], env=self.env(who), cwd=self.homes[who],
                            capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
         for _, _, p in self.background:
@@ -282,7 +305,8 @@ class Guide:
                 s.stop()
         for n in NAMES:
             self.session.delete(self.api + "users/" + self.name(n))
-        self.session.delete(self.api + "vhosts/" + quote(self.vhost, safe=""))
+        for vhost in self.vhosts.values():
+            self.session.delete(self.api + "vhosts/" + quote(vhost, safe=""))
 
 
 @pytest.fixture
@@ -332,3 +356,35 @@ def test_the_guide_in_order_loses_nothing(guide):
     assert re.search(r"%s\S*  201 Downloaded .*/obs/2026-11-27\.txt" % re.escape(report),
                      seen), "no report of carol's at alice's:\n%s\n%s" % (seen,
                                                                             guide.log_tail())
+
+    # Linking pumps: dave on B got the file for pumpB, erin on C the one for pumpC (through
+    # B), and their reports came home to alice: her summary counts them
+    day = time.strftime("%Y%m%d", time.gmtime())
+    for who, name in (("dave", "for-b.txt"), ("erin", "for-c.txt")):
+        want = (guide.alice_out / "obs" / name).read_bytes()
+        path = guide.homes[who] / "data" / day / guide.name("alice") / "obs" / name
+        deadline = time.monotonic() + 60
+        while not (path.exists() and path.read_bytes() == want) and \
+                time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert path.exists() and path.read_bytes() == want, \
+            "%s: no %s\n%s" % (who, name, guide.log_tail())
+
+    def summary():
+        r = guide.run("alice", "sr_report summary mine --json")
+        return {f["file"]: f for f in json.loads(r.stdout)["files"]}
+
+    def consumers(row):
+        return {d["consumer"].split("@")[0] for d in row.get("delivered", [])}
+    far = {guide.name("dave"), guide.name("erin")}
+    deadline = time.monotonic() + 30
+    rows = summary()
+    while not (guide.name("dave") in consumers(rows.get("/obs/for-b.txt", {}))
+               and far <= consumers(rows.get("/obs/for-c.txt", {}))) and \
+            time.monotonic() < deadline:
+        time.sleep(0.5)
+        rows = summary()
+    assert guide.name("dave") in consumers(rows.get("/obs/for-b.txt", {})), rows
+    assert far <= consumers(rows.get("/obs/for-c.txt", {})), rows
+    text = guide.run("alice", "sr_report summary mine").stdout
+    assert re.search(r"  delivered (\d+)/\1  /obs/for-c\.txt\n", text), text
