@@ -97,15 +97,17 @@ def _who(item) -> str:
 
 
 def text_lines(rows: List[Dict]) -> List[str]:
-    """One line per file, fields separated by two spaces, then a total line:
+    """One line per file, fields separated by two spaces, then a total line (the file
+    is ``source:path`` when the reports are about several sources' files: xreport):
 
     2026-11-27 14:02:07Z  delivered 2/3  /obs/a.txt  refused: carol@ws3 at pump (417 ...)  pending: ...
     """
     lines = []
     complete = refused = pending = 0
+    several = len({r["source"] for r in rows}) > 1     # xreport: name each file's source
     for r in rows:
         parts = [r["first_report"], "delivered %d/%d" % (len(r["delivered"]), r["expected"]),
-                 printable(r["file"])]
+                 ("%s:" % printable(r["source"]) if several else "") + printable(r["file"])]
         if r["refused"]:
             refused += 1
             parts.append("refused: " + ", ".join(

@@ -197,3 +197,12 @@ def test_summary_command_text_and_json(home, capsys):
 def test_sr_report_takes_the_consumer_actions_and_summary():
     from sarra.commands import common
     assert report_cmd.ACTIONS == common.CONSUMER_ACTIONS + ("summary",)
+
+
+def test_several_sources_name_each_file_source(tmp_path):
+    """The pump's feeder reading xreport sees every source's files: each line says whose."""
+    st = tracking.Store(str(tmp_path))
+    feed(st, rep("/d/a.txt", 201, "carol"), rep("/d/a.txt", 201, "carol", source="bob"))
+    lines = reportsummary.text_lines(reportsummary.summarize(st))
+    assert len(lines) == 3
+    assert sorted(l.split("  ")[2] for l in lines[:2]) == ["alice:/d/a.txt", "bob:/d/a.txt"]
