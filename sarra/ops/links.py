@@ -29,7 +29,7 @@ from sarra import paths
 from sarra.broker.client import parse_url, redact
 from sarra.config.names import ConfigError
 from sarra.config.words import option_line
-from sarra.ops import audit, webdoor
+from sarra.ops import audit, instances, webdoor
 
 FILE = "links.conf"
 #: first line of every configuration written from links.conf (how stale ones are known)
@@ -355,7 +355,8 @@ def write_configs(pump: audit.Pump, dry_run: bool = False, report_daemons: bool 
                 continue
             out.append(_finding(os.path.join(d, f), "no longer wanted by %s" % (
                 FILE if decl is not None else "a links.conf (there is none)"),
-                "delete it", "deleted", None, dry_run, apply))
+                "stop it and delete it", "stopped and deleted", None, dry_run, apply,
+                (component, f[:-5])))
     return out
 
 
@@ -403,8 +404,11 @@ def unknown_clusters(pump: audit.Pump, root: Optional[str] = None) -> List[audit
     return out
 
 
-def _finding(path, problem, action, done, text, dry_run, apply) -> audit.Finding:
+def _finding(path, problem, action, done, text, dry_run, apply,
+             running=None) -> audit.Finding:
     def fix():
+        if running is not None:         # a removed link: its processes go with it
+            instances.stop(*running)
         if text is None:
             os.unlink(path)
         else:

@@ -24,6 +24,7 @@ import urllib.parse
 from pathlib import Path
 
 import amqp
+import psutil
 import pytest
 
 from sarra.broker.admin import ManagementAPI
@@ -362,6 +363,19 @@ def test_three_linked_pumps(net, tmp_path):
                   sum(p.lines for p in (A, B, C)), sum(p.cred_lines for p in (A, B, C)),
                   statistics.median(lat), max(lat), time.monotonic() - t0))
         assert statistics.median(lat) < 2.0
+
+        # C leaves B's side: its admin drops the link; setup stops and deletes its configs
+        pids = [int(f.read_text().split()[0]) for f in
+                (C.home / ".cache" / "sarra").glob("*/ln_*/*.pid")]
+        assert len(pids) == 3, pids
+        C.write("links.conf", ["cluster %s" % C.cluster, "post_base_dir %s" % C.tree,
+                               "post_base_url http://%s:%d/" % (C.http.host, C.http.port)],
+                count=False)
+        r = C.run("sr_police", "setup")
+        assert r.stdout.count("-> stopped and deleted") == 3, r.stdout + r.stderr
+        assert not list(C.cfg.glob("*/ln_*.conf"))
+        assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                       for p in pids)
     finally:
         for t in (alice_reports, eve_reports, bob_sees):
             t.close()

@@ -173,7 +173,8 @@ def test_write_configs_follows_the_declaration(home):
     dry = links.write_configs(pump, dry_run=True)
     assert {f.result for f in dry} == {"would fix"}
     found = links.write_configs(pump)
-    gone = sorted(os.path.basename(f.what) for f in found if f.done == "deleted")
+    gone = sorted(os.path.basename(f.what) for f in found
+                  if f.done == "stopped and deleted")
     assert gone == ["ln_from_pumpC.conf", "ln_reports2pumpC.conf"]
     assert os.path.exists(os.path.join(d, "shovel", "ln_pumpC2xreport.conf.off"))
     ingest = open(os.path.join(d, "sarra", "ln_ingest.conf")).read()
