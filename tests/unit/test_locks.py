@@ -187,21 +187,49 @@ def test_every_module_imports_without_the_posix_only_parts():
     assert out.stdout.strip() == "ok", out.stdout + out.stderr
 
 
+def _guarded(node, parents):
+    """Is node inside a try whose handlers catch ImportError (or a parent of it)?"""
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.Try):
+            for h in node.handlers:
+                names = ([h.type] if not isinstance(h.type, ast.Tuple) else h.type.elts) \
+                    if h.type is not None else []
+                if h.type is None or any(isinstance(t, ast.Name) and t.id in (
+                        "ImportError", "ModuleNotFoundError", "Exception") for t in names):
+                    return True
+    return False
+
+
 def test_fcntl_is_imported_by_sarra_locks_only():
-    """Every lock goes through sarra.locks: no other module of sarra imports fcntl (nor
-    the other POSIX-only modules: pwd, grp, termios)."""
+    """Every lock goes through sarra.locks: no other module of sarra imports fcntl; the
+    other POSIX-only modules (pwd, grp, termios) only inside a try that catches
+    ImportError."""
     found = []
     for py in sorted((ROOT / "sarra").rglob("*.py")):
-        for node in ast.walk(ast.parse(py.read_text(encoding="utf-8"))):
+        tree = ast.parse(py.read_text(encoding="utf-8"))
+        parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+        for node in ast.walk(tree):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names = [node.module]
             for n in names:
-                if n.split(".")[0] in ("fcntl", "pwd", "grp", "termios"):
+                top = n.split(".")[0]
+                if top == "fcntl" or (top in ("pwd", "grp", "termios")
+                                      and not _guarded(node, parents)):
                     found.append(f"{py.relative_to(ROOT)}:{node.lineno}: {n}")
     assert found == ["sarra/locks.py:30: fcntl"]
+
+
+def test_guarded_imports_are_told_apart():
+    tree = ast.parse("try:\n    import grp\nexcept (ImportError, KeyError):\n    pass\n"
+                     "import pwd\n")
+    parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+    imports = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Import)),
+                     key=lambda n: n.lineno)
+    assert [_guarded(n, parents) for n in imports] == [True, False]
 
 
 def test_positional_io_fallbacks_leave_the_offset_alone(tmp_path):
