@@ -206,3 +206,26 @@ def test_several_sources_name_each_file_source(tmp_path):
     lines = reportsummary.text_lines(reportsummary.summarize(st))
     assert len(lines) == 3
     assert sorted(l.split("  ")[2] for l in lines[:2]) == ["alice:/d/a.txt", "bob:/d/a.txt"]
+
+
+class _Flow:
+    def __init__(self, directory):
+        import logging
+        self.step_state = tracking.Tracker()
+        self.user_cache_dir, self.no = directory, 1
+        self.log = logging.getLogger("sarra")
+
+    class _Work:
+        def __init__(self, msg):
+            self.msg = msg
+
+
+def test_record_writes_the_store_and_a_write_error_is_one_warning(tmp_path, caplog):
+    flow = _Flow(str(tmp_path / "state"))
+    tracking.record(flow, _Flow._Work(rep("/d/a.txt", 201, "carol")))
+    assert len(tracking.Store(str(tmp_path / "state")).load().recs) == 1
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    flow = _Flow(str(blocked / "state"))         # a directory that cannot be made
+    tracking.record(flow, _Flow._Work(rep("/d/a.txt", 201, "carol")))
+    assert "report summary: cannot write" in caplog.text
