@@ -19,7 +19,6 @@ _V03 = "v03 messages only: sarra posts v02, whose messages carry no file content
 #: says so. Code that starts acting on one of these for a component removes it (or that
 #: component) here; one sarra cannot honour is refused at start instead (config/v2refuse.py).
 NOT_ACTED_ON: Dict[str, Tuple[Tuple[str, ...], str]] = dict(
-    {n: (ALL, NOT_YET) for n in ("kbytes_ps",)},
     interface=(ALL, "v2 ignores it too (deprecated there: vip is enough)"),
     cache_stat=(ALL, "sarra's winnow logs its duplicate cache statistics at every heartbeat "
                      "(hb_cache plugin), whatever this says"),

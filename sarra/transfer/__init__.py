@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from sarra.paths import NOFOLLOW
 from sarra.redaction import hide_passwords
+from sarra.transfer import throttle
 
 __all__ = [
     'Transfer', 'TransferError', 'LocalWriteError', 'Endpoint', 'for_url', 'driver_class',
@@ -250,7 +251,7 @@ class LocalWriter:
         """Whether splice_from() may be used: Linux, and a hasher that hashes file ranges
         (update_range) or none."""
         from sarra.transfer import splice
-        return splice.AVAILABLE and (self.hasher is None or (
+        return splice.AVAILABLE and throttle.pacer is None and (self.hasher is None or (
             self.readable and hasattr(self.hasher, 'update_range')))
 
     def splice_from(self, sock, count, timeout, shown=''):
@@ -326,7 +327,11 @@ def check_source(scheme, local_path):
 def read_blocks(read, length, bufsize):
     """The one read loop of the drivers: blocks from ``read(n)`` (n at most ``bufsize``)
     until ``length`` bytes in all (None: until a read returns nothing) or a read returns
-    nothing first; the caller compares what it got with what it wanted."""
+    nothing first; the caller compares what it got with what it wanted. While this
+    process is paced (kbytes_ps: throttle.pacer), the blocks are small and paid for."""
+    pace = throttle.pacer
+    if pace is not None:
+        bufsize = pace.piece(bufsize)
     left = length
     while left is None or left > 0:
         data = read(bufsize if left is None else min(bufsize, left))
@@ -335,6 +340,8 @@ def read_blocks(read, length, bufsize):
         if left is not None:
             left -= len(data)
         yield data
+        if pace is not None:
+            pace.take(len(data))
 
 
 def read_local(local_path, offset=0, length=None, bufsize=1 << 20):

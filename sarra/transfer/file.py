@@ -9,6 +9,7 @@ from sarra.paths import NOFOLLOW, atomic_symlink
 
 from . import (FAILED, Transfer, TransferError, check_range, credential_value, decode_path,
                open_in_place, os_error, register, short_read, split_url)
+from . import throttle
 from .bounds import refuse_length
 
 
@@ -105,7 +106,10 @@ def _hash_only(fd, offset, want, hasher, bufsize):
 
 def _pump(sfd, dfd, offset, want, dst_offset, hasher, bufsize):
     done = 0
-    if hasher is None and hasattr(os, 'copy_file_range'):
+    pace = throttle.pacer       # kbytes_ps: small pieces, each paid for
+    if pace is not None:
+        bufsize = pace.piece(bufsize)
+    if hasher is None and pace is None and hasattr(os, 'copy_file_range'):
         try:
             while done < want:
                 n = os.copy_file_range(sfd, dfd, want - done, offset + done, dst_offset + done)
@@ -130,6 +134,8 @@ def _pump(sfd, dfd, offset, want, dst_offset, hasher, bufsize):
         if hasher is not None:
             hasher.update(chunk)
         done += n
+        if pace is not None:
+            pace.take(n)
     return done
 
 

@@ -23,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 from . import (FAILED, NOT_FOUND, LocalWriter, Transfer, TransferError, check_range,
                credential_flag, credential_user_password, credential_value, redact, register,
                short_read, split_url)
+from . import throttle
 from .bounds import REDIRECT, TransferRefused, refuse_encoding
 
 
@@ -173,7 +174,8 @@ class RequestsHttpTransfer(Transfer):
     def _copy_body(self, resp, out, skip, length, shown):
         import requests
         try:
-            skip, left, _ = _write_range(resp.iter_content(chunk_size=self.bufsize), out,
+            chunks = resp.iter_content(chunk_size=throttle.read_size(self.bufsize))
+            skip, left, _ = _write_range(throttle.paced(chunks, throttle.pacer), out,
                                          skip, length)
         except requests.exceptions.RequestException as e:
             raise TransferError(FAILED, 'http download failed: %s after %d bytes: %s'
@@ -564,9 +566,10 @@ class HttpTransfer(RequestsHttpTransfer):
     def _copy(self, ep, resp, out, skip, length, shown):
         # big bodies in bigger reads: fewer system calls and hand-overs to the hash thread
         if (resp.length or 0) < BIG_BODY:
-            chunks = _read_chunks(resp, self.bufsize)
+            chunks = _read_chunks(resp, throttle.read_size(self.bufsize))
         else:
-            chunks = _read_chunks(resp, max(self.bufsize, BIG_READ), out)
+            chunks = _read_chunks(resp, throttle.read_size(max(self.bufsize, BIG_READ)), out)
+        chunks = throttle.paced(chunks, throttle.pacer)        # kbytes_ps
         try:
             skip, left, extra = _write_range(chunks, out, skip, length)
         except (OSError, http.client.HTTPException) as e:

@@ -12,6 +12,7 @@ import paramiko
 from . import (FAILED, NOT_FOUND, LocalWriter, Transfer, TransferError, check_range,
                check_source, credential_flag, credential_user_password, credential_value,
                read_blocks, read_local, redact, register, remote_path, short_read, split_url)
+from . import throttle
 
 _CONNECTION_ERRORS = (EOFError, paramiko.SSHException, socket.error, OSError)
 
@@ -24,6 +25,13 @@ class _AcceptUnknownHost(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client, hostname, key):
         self.logger.debug('sftp: accepting unknown %s host key of %s', key.get_name(), hostname)
+
+
+def _in_flight(most):
+    """Read requests in flight: ``most``, or about a second's worth while this process
+    is paced (kbytes_ps): the server sends no more ahead of what is read."""
+    pace = throttle.pacer
+    return most if pace is None else max(2, min(most, int(pace.rate) // (32 << 10)))
 
 
 @register
@@ -141,7 +149,8 @@ class SftpTransfer(Transfer):
                     if want:
                         # pipelined reads of exactly [offset, offset+want)
                         f.seek(offset)
-                        f.prefetch(offset + want, max_concurrent_requests=self.max_requests)
+                        f.prefetch(offset + want, max_concurrent_requests=_in_flight(
+                            self.max_requests))
                     for data in read_blocks(f.read, want, self.bufsize):
                         out.write(data)
                         state['written'] = out.count

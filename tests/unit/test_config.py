@@ -592,7 +592,7 @@ ALL_IGNORED = sorted(n for n, (comps, _why) in options.NOT_ACTED_ON.items() if "
 
 
 def test_not_acted_on_set_lists_v2_stubs():
-    for name in ("kbytes_ps", "queue_share", "inline", "cache_stat"):
+    for name in ("interface", "queue_share", "inline", "cache_stat"):
         assert not options.acted_on(name, "subscribe"), name
         assert options.NOT_ACTED_ON[name][1], name      # each says why
     assert options.acted_on("prefetch", "subscribe")
@@ -613,9 +613,9 @@ def test_not_acted_on_option_in_file_warns_once(home, caplog, name):
 
 def test_not_acted_on_option_on_command_line_warns(home, caplog):
     with caplog.at_level(logging.WARNING):
-        load("subscribe", None, ["--kbytes_ps", "100", "--queue_share", "off", "--prefetch", "2"])
-    assert _not_acted_warnings(caplog, "kbytes_ps") == [
-        "command line: option 'kbytes_ps': " + options.ignored_text("kbytes_ps")]
+        load("subscribe", None, ["--interface", "eth1", "--queue_share", "off", "--prefetch", "2"])
+    assert _not_acted_warnings(caplog, "interface") == [
+        "command line: option 'interface': " + options.ignored_text("interface")]
     assert _not_acted_warnings(caplog, "queue_share") == [
         "command line: option 'queue_share': " + options.ignored_text("queue_share")]
     assert not _not_acted_warnings(caplog, "prefetch")
@@ -680,12 +680,12 @@ def test_post_base_url_round_robin_is_kept_whole(home, caplog):
 
 
 def test_show_marks_not_acted_on_options(home):
-    text = load("subscribe", None, [("kbytes_ps", "5")]).show()
+    text = load("subscribe", None, [("interface", "eth5")]).show()
     lines = {line.split()[0]: line for line in text.splitlines()}
-    for name in ("kbytes_ps", "inline", "cache_stat", "queue_share"):
+    for name in ("interface", "inline", "cache_stat", "queue_share"):
         assert lines[name].endswith(config.NOT_ACTED_MARK[:-1] + ": "
                                     + options.NOT_ACTED_ON[name][1] + "]"), name
-    assert lines["kbytes_ps"].split()[1:4] == ["5", "command", "line"]
+    assert lines["interface"].split()[1:4] == ["eth5", "command", "line"]
     for name in ("prefetch", "delete", "broker"):
         assert "not acted on" not in lines[name], name
     sender = load("sender").show()
