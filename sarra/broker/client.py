@@ -492,6 +492,9 @@ class Broker(BrokerConnection):
             return self._inbox.popleft()
         if self._consume_args is None:
             raise RuntimeError('Broker.get() called before Broker.consume()')
+        if timeout is not None and timeout <= 0:     # what has arrived already, no wait
+            return self._do(lambda: self._drain_ready() or
+                            (self._inbox.popleft() if self._inbox else None), 'receive')
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def receive():

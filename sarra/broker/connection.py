@@ -12,6 +12,7 @@ back (``_apply``, ``_start_consume``, ``_send_queued``, ``_settle``, ``_on_nack`
 
 import collections
 import re
+import select
 import socket
 import ssl
 import time
@@ -373,6 +374,28 @@ class BrokerConnection:
             self._last_tick = now
             if conn.heartbeat and self._conn is conn:
                 conn.heartbeat_tick()
+
+    def _drain_ready(self):
+        """Process the frames that are here already, without waiting, until one delivery
+        is whole: those in the transport's read buffer, then what the socket holds (one
+        recv of up to READ_CHUNK bytes; a frame cut short stays buffered for the next
+        read). Lets a consumer take every delivery that arrived as one batch."""
+        conn = self._conn
+        if conn is None or not conn.connected:
+            raise amqp_exc.RecoverableConnectionError('connection already closed')
+        transport = conn.transport
+        sock = getattr(transport, 'sock', None)
+        inbox = self._inbox
+        try:
+            while not inbox and self._conn is conn:
+                if _frame_buffered(transport):
+                    conn.blocking_read(None)    # in memory already: no wait, no syscall
+                elif sock is not None and select.select([sock], [], [], 0)[0]:
+                    conn.blocking_read(0.001)   # readable: a recv that does not wait
+                else:
+                    return
+        except socket.timeout:
+            pass
 
     def _stopping(self):
         if self.stop_event is not None and self.stop_event.is_set():

@@ -1,0 +1,103 @@
+"""A consumer takes as one batch every delivery that has already arrived (issue 20).
+
+The flow's gather asks the consumer for its first message with a wait, then for more with
+``get(0)``: "what is here already, no wait". That used to return only deliveries already
+decoded, i.e. none (a drain decodes one delivery), so every batch was one message: one ack
+write, one report write and, for a pump, one confirm wait per file. get(0) now decodes what
+sits in the read buffer or the socket without waiting. Real RabbitMQ on loopback.
+"""
+
+import time
+import uuid
+
+import amqp
+
+from sarra.broker.client import Broker
+
+
+def _queue_with(broker_url, amqp_channel, n):
+    q = "q_test_batching_" + uuid.uuid4().hex[:8]
+    amqp_channel.queue_declare(q, durable=False, auto_delete=False)
+    for i in range(n):
+        amqp_channel.basic_publish(amqp.Message("m%d" % i, application_headers={"i": str(i)}),
+                                   exchange="", routing_key=q)
+    return q
+
+
+def _consumer(broker_url, q, prefetch):
+    b = Broker(broker_url, reconnect=False)
+    b.connect()
+    b.consume(q, prefetch=prefetch)
+    return b
+
+
+def test_get_zero_takes_every_delivery_already_arrived(broker_url, amqp_channel):
+    q = _queue_with(broker_url, amqp_channel, 10)
+    b = _consumer(broker_url, q, 10)
+    try:
+        first = b.get(5)
+        assert first is not None and first.body == "m0"
+        time.sleep(0.3)                     # the other 9 are sent (prefetch 10) meanwhile
+        t0 = time.monotonic()
+        rest = []
+        while True:
+            d = b.get(0)
+            if d is None:
+                break
+            rest.append(d)
+        assert [d.body for d in rest] == ["m%d" % i for i in range(1, 10)]
+        assert time.monotonic() - t0 < 0.5     # nothing waited for
+        b.ack_many([first] + rest)           # one multiple ack settles the batch
+        assert not b._unacked
+    finally:
+        b.close()
+        amqp_channel.queue_delete(q)
+
+
+def test_get_zero_on_an_idle_queue_returns_at_once_and_keeps_consuming(broker_url,
+                                                                        amqp_channel):
+    q = _queue_with(broker_url, amqp_channel, 0)
+    b = _consumer(broker_url, q, 5)
+    try:
+        t0 = time.monotonic()
+        assert b.get(0) is None
+        assert b.get(0.0) is None
+        assert time.monotonic() - t0 < 0.2
+        amqp_channel.basic_publish(amqp.Message("late"), exchange="", routing_key=q)
+        d = b.get(5)
+        assert d is not None and d.body == "late"
+        b.ack_many([d])
+    finally:
+        b.close()
+        amqp_channel.queue_delete(q)
+
+
+def test_acked_batch_is_gone_unacked_rest_comes_back(broker_url, amqp_channel):
+    """Taking deliveries early changes nothing about acks: what was taken but not acked
+    when the consumer goes is delivered again."""
+    q = _queue_with(broker_url, amqp_channel, 6)
+    b = _consumer(broker_url, q, 6)
+    try:
+        got = [b.get(5)]
+        time.sleep(0.3)
+        while len(got) < 6:
+            d = b.get(0)
+            assert d is not None
+            got.append(d)
+        b.ack_many(got[:3])
+    finally:
+        b.close()
+    b2 = _consumer(broker_url, q, 6)
+    try:
+        again = [b2.get(5)]
+        time.sleep(0.3)
+        d = b2.get(0)
+        while d is not None:
+            again.append(d)
+            d = b2.get(0)
+        assert sorted(d.body for d in again) == ["m3", "m4", "m5"]
+        assert all(d.redelivered for d in again)
+        b2.ack_many(again)
+    finally:
+        b2.close()
+        amqp_channel.queue_delete(q)
