@@ -49,26 +49,23 @@ from typing import List, Optional
 from sarra.flow import cache as dupcache
 from sarra.flow import msgbounds
 from sarra import message, paths, plugin
-from sarra.flow import fetchpolicy, outlet, report, reset, retry, routing, sources
-from sarra.flow import monitor
+from sarra.flow import outlet, report, reset, retry, routing, sources
+from sarra.flow import drivers, monitor, statsfile
 from sarra.flow import saving, spool, standby
 from sarra.broker.frames import Undecodable
 from sarra.broker.client import Broker, BrokerAccessRefused, BrokerError, BrokerStopped
 from sarra.flow.attempts import Interruptible
-from sarra.flow.consumer import Consumer
 from sarra.flow.pluginview import PluginParent
-from sarra.flow import pacing, poststep, reload
+from sarra.flow import meter, pacing, poststep, reload
 from sarra.config.credentials import Credentials
 from sarra.message import Message, MessageError
 from sarra.flow.work import (Counters, Outcome, Result, TransferInterrupted, Work,  # noqa: F401
                              download_stopped)
 
-#: transfer drivers (each with its open connection) a flow keeps; one more closes them all
-MAX_DRIVERS = 64
+MAX_DRIVERS = drivers.MAX_DRIVERS
 #: retries are also taken after this many new messages, so a busy queue cannot starve them
 RETRY_EVERY = 100
-STATS_EVERY = 2.0      # seconds; health.STATS_EVERY (status current within a few s)
-RATE_WINDOW = 30.0     # seconds; messages/s in the stats file: over 30 to 60 s
+STATS_EVERY, RATE_WINDOW = statsfile.STATS_EVERY, statsfile.RATE_WINDOW
 
 
 class Flow:
@@ -155,7 +152,7 @@ class Flow:
                                         logger=self.log, hooks=self.hooks, parent=self)
         if self.source.consumes:
             self.reporter.probe()   # before consuming: a refusal must not touch deliveries
-            self.consumer = Consumer(cfg, self.broker, self.log)
+            self.consumer = meter.make_consumer(cfg, self.broker, self.log, self.stop_event)
             self.consumer.start()
         if self.preset.posts and cfg.post_broker:
             self.post_broker = spool.wrap(self, Broker(   # down: posts kept on disk
@@ -557,94 +554,18 @@ class Flow:
             pb.tick()
 
     def stats_tick(self, now: Optional[float] = None):
-        """Rewrite the stats file when something happened since its last write (a message,
-        or a batch taken or finished), at most every health.STATS_EVERY seconds, and
-        every STATS_EVERY while a batch is in hand: `sr status` is current within a few
-        seconds, an instance that holds messages and stops writing is hung."""
-        now = time.time() if now is None else now
-        if now - self._stats_at < STATS_EVERY:
-            return
-        if self.unacked or self.unacked != self._stats_unacked \
-                or (self.last_activity or 0) > self._stats_at:
-            self.write_stats()
+        """The stats file rewritten when due (statsfile.tick)."""
+        statsfile.tick(self, time.time() if now is None else now)
 
     def heartbeat(self):
-        now = time.time()
-        self.stats_tick(now)
-        if now < self._next_heartbeat:
-            return
-        self._next_heartbeat = now + (self.cfg.heartbeat or 300)
-        self.write_stats()
-        self.hooks.run("on_heartbeat")
-        self.source.heartbeat(now)
+        statsfile.heartbeat(self)
 
     def write_stats(self):
-        """Counters for `sr status` (messages/s, last activity), one small JSON per instance
-        (none for a one-shot command: no instance to show)."""
-        import json
-        if self.source.one_shot:
-            return
-        path = os.path.join(self.user_cache_dir, "sr_%s_%s_%02d.stats" % (
-            self.cfg.component, self.cfg.name or "-", self.no))
-        now = time.time()
-        data = dict(self.counters, time=now, last_activity=self.last_activity,
-                    retry_queue=len(self.retry), pid=os.getpid(), unacked=self.unacked,
-                    standby=bool(getattr(self, "standby", False)), **self.source.stats())
-        # the rate's window (health.rate): from a mark RATE_WINDOW to 2 * RATE_WINDOW old
-        mark = (now, self.counters["received"])
-        if self._stats_prev is None:
-            self._stats_prev = (mark, mark)
-        elif now - self._stats_prev[1][0] >= RATE_WINDOW:
-            self._stats_prev = (self._stats_prev[1], mark)
-        data["prev_time"], data["prev_received"] = self._stats_prev[0]
-        self._stats_at, self._stats_unacked = now, self.unacked
-        monitor.on_stats(self, data)        # bytes/s, lag, quota use; Prometheus metrics
-        try:
-            paths.atomic_write(path, json.dumps(data))
-        except OSError as e:
-            self.log.warning("cannot write %s: %s", path, e)
+        statsfile.write(self)
 
     def transfer_for(self, url: str, baseurl: Optional[str] = None):
-        """The pooled transfer driver for url (one per scheme/host/port/user, kept open).
-        Raises KeyError for a scheme no driver handles."""
-        pacing.apply(self)          # kbytes_ps: this process's transfers paced
-        if baseurl is not None:
-            t = self._by_base.get(baseurl)
-            if t is not None:
-                return t
-        from sarra import transfer
-        scheme = url.split(":", 1)[0].lower()
-        try:
-            transfer.driver_class(scheme)       # its module imported on first use
-        except transfer.TransferError:
-            raise KeyError(scheme) from None
-        if len(self._by_base) >= 8 * MAX_DRIVERS:
-            self._by_base.clear()
-        if len(self.transfers) >= MAX_DRIVERS \
-                and transfer.split_url(url).key not in self.transfers:
-            # one driver, and its open connection, per endpoint the messages name: a source
-            # naming thousands (users, ports, host names of its own) would hold as many
-            # sockets, until no instance could open a file for anyone (EMFILE)
-            for old in self.transfers.values():
-                try:
-                    old.close()
-                except Exception:
-                    pass
-            self.transfers.clear()
-            self._by_base.clear()
-            self._creds.clear()
-        t = transfer.for_url(url, self.transfers, credentials=self._credential_for,
-                             timeout=self.cfg.timeout or 300, logger=self.log)
-        if baseurl is not None:
-            self._by_base[baseurl] = t
-        return t
+        """The pooled transfer driver for url (drivers.py); KeyError: no such scheme."""
+        return drivers.transfer_for(self, url, baseurl)
 
     def _credential_for(self, url: str):
-        """credentials.conf entry for a transfer URL, cached per scheme://user@host:port
-        (entries never depend on the path); the drivers ask on every request."""
-        key = url.split("/", 3)[:3]
-        key = "/".join(key) if len(key) == 3 else url
-        cache = self._creds
-        if key not in cache:
-            cache[key] = self.credentials.lookup(url)
-        return fetchpolicy.lend(self, url, cache[key])     # a pump: only what is lent
+        return drivers.credential_for(self, url)
