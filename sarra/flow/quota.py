@@ -173,8 +173,8 @@ class Ledger:
                 if max_files is not None and old is None and files > max_files:
                     return (f"over quota: source {self.source} has {len(self.sizes)} of "
                             f"{max_files} files ({self.bytes} bytes used)"), old
-            if old != size:
-                self._append(path, size, now)
+            if old != size or now - self.times.get(path, now) > GRACE / 2:
+                self._append(path, size, now)   # (a file in blocks: its time kept fresh)
             return None, old
         finally:
             self._unlock(fd, lock)

@@ -169,3 +169,13 @@ def test_ledger_names_are_one_per_source_and_read_back(source):
     back = quota._source_of(name + ".ledger")
     assert back == source or (back is None and len(source) > 100)
     assert quota._file_name("alicE") != quota._file_name("alice")
+
+
+def test_a_file_whose_blocks_keep_coming_is_not_dropped_by_the_drift_check(tmp_path):
+    led = quota.Ledger(str(tmp_path), "alice")
+    final = str(tmp_path / "big")                   # assembled at its last block only
+    led.charge(final, 100, 100, None, now=1000.0)
+    led.charge(final, 100, 100, None, now=1000.0 + quota.GRACE * 0.9)     # a later block
+    led.check(now=1000.0 + quota.GRACE * 1.5)
+    assert led.usage() == (100, 1)
+    assert led.charge(final, 100, 100, None, now=1000.0 + quota.GRACE * 1.6)[0] is None
