@@ -95,7 +95,8 @@ def evaluate(rows: List[dict], limits: Dict[str, Threshold],
     not applicable; quota: {source: percent}); unknown: why a figure could not be read.
     Returns (code, the one line)."""
     if not rows:
-        return UNKNOWN, "SARRA UNKNOWN - no configuration to check"
+        why = "; ".join(unknown or ()) or "no configuration to check"
+        return UNKNOWN, f"SARRA UNKNOWN - {why}".replace("|", "/").replace("\n", " ")
     worst, problems, perf = OK, [], []
     for row in rows:
         label = row["label"]

@@ -63,6 +63,8 @@ def test_idle_threshold_and_unknown():
     limits["idle"] = check.Threshold(60, 600)
     assert check.evaluate([row(idle=700.0)], limits)[0] == check.CRITICAL
     assert check.evaluate([], limits)[0] == check.UNKNOWN
+    assert check.evaluate([], limits, ["no configuration matches x|y"]) == (
+        check.UNKNOWN, "SARRA UNKNOWN - no configuration matches x/y")
     code, line = check.evaluate([row()], limits, ["queue depth unknown for amqp://h/: refused"])
     assert code == check.UNKNOWN and "refused" in line
     code, _ = check.evaluate([row(queue=20000)], limits, ["queue depth unknown"])
