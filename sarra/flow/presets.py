@@ -54,6 +54,7 @@ def sarra_check(flow, work):
     goes back to the poster, never to the source it claimed to be."""
     msg, cfg = work.msg, flow.cfg
     owner = claimed = None
+    readers.fetch_as_reader(flow, work)     # restricted data: fetched as our account there
     if cfg.source_from_exchange and delivered_unbound(msg.exchange, cfg):
         raise Outcome(403, f"Forbidden: delivered from exchange {msg.exchange}, which this "
                            f"configuration does not bind (an exchange-to-exchange binding)")
@@ -82,7 +83,8 @@ PRESETS = {
     # a post older than the local copy: 304, never fetched (routing.newest_wins)
     "subscribe": Preset("subscribe", place=routing.newest_wins(download.destination),
                         work=download.download,
-                        posts=True, uncached=download.assembled, state=DownloadState),
+                        posts=True, uncached=download.assembled, state=DownloadState,
+                        check=readers.reader_check),    # xp_<user>: fetched as <user>
     # restricted data: its .htaccess before the file is written (readers.guarded)
     "sarra": Preset("sarra", place=readers.guarded(routing.newest_wins(download.destination)),
                     work=quota.guarded(download.download),     # quota.py: per source

@@ -32,6 +32,7 @@ import json
 import os
 import re
 import threading
+import urllib.parse
 from typing import Dict, List, Optional, Tuple
 
 from sarra import paths
@@ -240,6 +241,32 @@ def accept(flow, work, owner: Optional[str], claimed: Optional[str]) -> None:
     work.posts = [msg]      # passed on: the post step sends it to xp_<downstream account>
     raise Outcome(201, "Accepted: readers of %s %s" % (
         what, "withdrawn" if readers is None else "recorded"))
+
+
+# ------------------------------------------------------------------ reading restricted data
+
+def fetch_as_reader(flow, work) -> None:
+    """A message from ``xp_<user>`` is restricted data and the consumer is ``<user>`` (no
+    one else may read that exchange): its file is fetched as that account (the user put
+    in the URL's authority, http and https only, when it names none), so that the web
+    server's access rule lets it through with that account's credentials.conf entry
+    (``https://<user>:<password>@<host>/``). sr_sarra's and sr_subscribe's check step."""
+    msg = work.msg
+    if not msg.exchange.startswith("xp_") or msg.kind != "post":
+        return
+    user = msg.exchange[3:]
+    scheme, sep, rest = msg.baseurl.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not user:
+        return
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        return                  # a user is named already
+    msg.baseurl = "%s://%s@%s" % (scheme, urllib.parse.quote(user, safe=""), rest)
+
+
+def reader_check(flow, work) -> None:
+    """sr_subscribe's check step: :func:`fetch_as_reader`."""
+    fetch_as_reader(flow, work)
 
 
 # ------------------------------------------------------------------ the broker door

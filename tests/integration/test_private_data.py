@@ -1,7 +1,9 @@
 """Issue 22: alice on pump A declares bob the only reader of her data/ files; the data
-goes A -> B -> C (three vhosts of the local broker, routingkit.py). bob gets them on C;
-eve, a user of B and of C, sees no announcement of them; eve's forged declaration changes
-nothing; once alice withdraws the restriction, eve sees the files posted afterwards.
+goes A -> B -> C (three vhosts of the local broker, routingkit.py), each pump's tree
+served by a real Apache over HTTPS (private CA) and fetched by the next pump as its
+account there. bob gets the files on C; eve, a user of B and of C, sees no announcement
+of them and is refused each of their URLs; eve's forged declaration changes nothing; once
+alice withdraws the restriction, eve sees and reads the files posted afterwards.
 
     alice: sr_readers data/ bob --> A:xs_alice
     A: sr_sarra (ingest, downstream_accounts b_on_a) --> A:xp_b_on_a (declaration, data/)
@@ -11,13 +13,17 @@ nothing; once alice withdraws the restriction, eve sees the files posted afterwa
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import amqp
 import pytest
 
+from sarra.ops import webdoor
 from tests.integration.routingkit import Chain, UserTap
 from tests.integration.senderkit import Runner, make_files, md5, sr_post, wait_for
+from tests.integration.servers import free_port
 
 BIND_PRIVATE = """
     subtopic #
@@ -37,8 +43,22 @@ def runner(home, tmp_path):
 
 
 @pytest.fixture
-def chain(runner, uid, tmp_path, broker_url):
+def web_top():
+    """A directory Apache's user (www-data) can reach: not below the test's tmp_path."""
+    top = Path(tempfile.mkdtemp(prefix="sarra_web_"))
+    os.chmod(top, 0o755)
+    yield top
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def chain(runner, uid, tmp_path, broker_url, web_top):
+    need_apache()
     c = Chain(runner, uid, tmp_path, broker_url)
+    for name, p in c.pumps.items():        # trees Apache serves
+        p.tree = web_top / ("tree_" + name)
+        p.tree.mkdir(mode=0o755)
+        os.chmod(p.tree, 0o755)
     c.add_user("A", "alice", "source")
     c.add_user("A", "b_on_a", "subscriber")
     c.add_user("B", "eve", "source")
@@ -61,27 +81,73 @@ def rules(runner, config):
     if not found:
         return {}
     with open(found[0]) as f:
-        return json.load(f)
+        return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
 
 
-def start(chain, bob_dir):
+def web_chain(chain, top, monkeypatch):
+    """An Apache site per pump (what sr_police web writes: htpasswd of the pump's users,
+    HTTPS, AllowOverride AuthConfig); {pump: base URL}, the CA file, the Apache."""
+    run = top / "run"
+    run.mkdir()
+    os.chmod(run, 0o777)
+    ca, cert, key = private_ca(run)
+    os.chmod(key, 0o644)             # read by the server's user (www-data) in this test
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)     # the pumps and bob trust the CA
+    sites, urls = [], {}
+    for name, p in chain.pumps.items():
+        port = free_port()
+        users = {u: chain.passwords[u] for u, _ in p.users.values()}
+        web = top / ("web_" + name)
+        webdoor.write_web(users, str(p.tree), "127.0.0.1:%d" % port, cert, key,
+                          directory=str(web))
+        sites.append((port, web / webdoor.SITE_NAME))
+        urls[name] = "https://127.0.0.1:%d/" % port
+    apache = Apache(run, sites)
+    wait_for(lambda: all(fetch(u, ca)[0] for u in urls.values()), 20, "apache")
+    # each account fetches from the pump it reads as itself
+    chain.runner.credentials(*["https://%s:%s@%s" % (p.user(who), chain.passwords[p.user(who)],
+                                                      urls[name][len("https://"):])
+                               for name, p in chain.pumps.items() for who in p.users])
+    return urls, ca, apache
+
+
+def sarra(chain, name, pump, broker, base_url, exchange="xpublic", gateway_for="", extra=""):
+    p = chain.pumps[pump]
+    return chain.runner.config("sarra", name, """
+        broker %s
+        exchange %s
+        expire 5m
+        cluster %s
+        %s
+        cluster_routing on
+        directory %s
+        post_base_dir %s
+        post_base_url %s
+        post_broker %s
+        post_exchange xpublic
+        htaccess on
+        heartbeat 5
+        %s
+        accept .*
+    """ % (broker, exchange, pump, ("gateway_for %s" % gateway_for) if gateway_for else "",
+           p.tree, p.tree, base_url, p.url(), extra))
+
+
+def start(chain, bob_dir, urls):
     A, B, C = (chain.pumps[n] for n in "ABC")
     alice, eve = A.user("alice"), B.user("eve")
-    chain.sarra("A_ingest", "A", A.url(), exchange="xs_" + alice, gateway_for="B,C",
-                extra="source_from_exchange on\nfetch_schemes file\nbase_dir %s\n"
-                      "downstream_accounts %s\ntopic_prefix v02.adm\nsubtopic #\n"
-                      "topic_prefix v02.post\nsubtopic #" % (chain.tmp / "alice",
-                                                               A.user("b_on_a")))
-    chain.sarra("B_ingest", "B", B.url(), exchange="xs_" + eve, gateway_for="C",
-                extra="source_from_exchange on\nfetch_schemes file\nbase_dir %s\n"
-                      "downstream_accounts %s\ntopic_prefix v02.adm\nsubtopic #\n"
-                      "topic_prefix v02.post\nsubtopic #" % (chain.tmp / "eve",
-                                                               B.user("c_on_b")))
-    chain.sarra("B_from_A", "B", A.url("b_on_a"), gateway_for="C",
-                extra="downstream_accounts %s\n%s" % (
-                    B.user("c_on_b"), BIND_PRIVATE % ("xp_" + A.user("b_on_a"))))
-    chain.sarra("C_from_B", "C", B.url("c_on_b"),
-                extra=BIND_PRIVATE % ("xp_" + B.user("c_on_b")))
+    ingest = ("source_from_exchange on\nfetch_schemes file\nbase_dir %s\n"
+              "downstream_accounts %s\ntopic_prefix v02.adm\nsubtopic #\n"
+              "topic_prefix v02.post\nsubtopic #")
+    sarra(chain, "A_ingest", "A", A.url(), urls["A"], exchange="xs_" + alice,
+          gateway_for="B,C", extra=ingest % (chain.tmp / "alice", A.user("b_on_a")))
+    sarra(chain, "B_ingest", "B", B.url(), urls["B"], exchange="xs_" + eve, gateway_for="C",
+          extra=ingest % (chain.tmp / "eve", B.user("c_on_b")))
+    sarra(chain, "B_from_A", "B", A.url("b_on_a"), urls["B"], gateway_for="C",
+          extra="downstream_accounts %s\n%s" % (
+              B.user("c_on_b"), BIND_PRIVATE % ("xp_" + A.user("b_on_a"))))
+    sarra(chain, "C_from_B", "C", B.url("c_on_b"), urls["C"],
+          extra=BIND_PRIVATE % ("xp_" + B.user("c_on_b")))
     chain.runner.config("subscribe", "bob_C", """
         broker %s
         exchange xpublic
@@ -103,14 +169,25 @@ def start(chain, bob_dir):
     chain.start("shovel", shovels)
 
 
-def test_private_data_across_three_pumps(chain, runner, tmp_path):
+def test_private_data_across_three_pumps(chain, runner, tmp_path, web_top, monkeypatch):
     A, B, C = (chain.pumps[n] for n in "ABC")
     alice, bob, eve = A.user("alice"), C.user("bob"), B.user("eve")
+    eve_pw = chain.passwords[eve]
     src, bob_dir = tmp_path / "alice", tmp_path / "bob"
     (tmp_path / "eve").mkdir()
     src.mkdir()
     bob_dir.mkdir()
-    start(chain, bob_dir)
+    urls, ca, apache = web_chain(chain, web_top, monkeypatch)
+    try:
+        start(chain, bob_dir, urls)
+        run_chain(chain, runner, src, bob_dir, urls, ca, apache, alice, bob, eve, eve_pw)
+    finally:
+        runner.stop_all()
+        apache.stop()
+
+
+def run_chain(chain, runner, src, bob_dir, urls, ca, apache, alice, bob, eve, eve_pw):
+    A, B, C = (chain.pumps[n] for n in "ABC")
 
     def readers(*args):
         r = runner.run("sr_readers", *args)
@@ -137,13 +214,22 @@ def test_private_data_across_three_pumps(chain, runner, tmp_path):
         rels = ["data/" + r for r in files]
         pub = "pub/" + next(iter(open_files))
         wait_for(lambda: all((bob_dir / r).exists() for r in rels + [pub]), 60,
-                 "bob's downloads on C")
+                 "bob's downloads on C " + apache.log())
         assert all(md5(bob_dir / r) == files[r.split("/", 1)[1]] for r in rels)
         # eve, on B and on C, sees the unrestricted neighbour and nothing of data/
         for tap in taps:
             seen = [b.split()[2] for _, b, _ in tap.get(1, timeout=30)]
             seen += [b.split()[2] for _, b, _ in tap.get(20, timeout=2)]
             assert "/" + pub in seen and not [s for s in seen if "data/" in s], seen
+        # ... and is refused each URL, guessed from the neighbour's (same base URL)
+        for name in "BC":
+            assert fetch(urls[name] + pub, ca, (eve, eve_pw))[0] == 200
+            for rel in rels:
+                assert fetch(urls[name] + rel, ca)[0] == 401, rel
+                assert fetch(urls[name] + rel, ca, (eve, eve_pw))[0] in (401, 403), rel
+            assert fetch(urls[name] + "data/.htaccess", ca, (eve, eve_pw))[0] in (401, 403)
+        status, body = fetch(urls["C"] + rels[0], ca, (bob, chain.passwords[bob]))
+        assert status == 200 and md5_of(body) == files[rels[0].split("/", 1)[1]]
         # alice's reports: bob's downloads among them
         reports = alice_reports.get(40, timeout=20)
         by_bob = {b.split()[2] for _, b, _ in reports if b.split()[5] == bob}
@@ -157,6 +243,7 @@ def test_private_data_across_three_pumps(chain, runner, tmp_path):
         for config in ("B_from_A", "C_from_B", "B_ingest"):
             assert rules(runner, config).get(alice, {}).get("data/", {}).get(
                 "readers", [bob]) == [bob], config
+        assert fetch(urls["C"] + rels[0], ca, (eve, eve_pw))[0] in (401, 403)
 
         # withdrawn: what alice posts afterwards is public again
         readers("--post_broker", A.url("alice"), "--post_exchange", "xs_" + alice, "--to",
@@ -170,6 +257,11 @@ def test_private_data_across_three_pumps(chain, runner, tmp_path):
         for tap in taps:
             seen = [b.split()[2] for _, b, _ in tap.get(2, timeout=30)]
             assert len(seen) == 2 and all(s.startswith("/data/late/") for s in seen), seen
+        for name in "BC":
+            wait_for(lambda: all((chain.pumps[name].tree / s.lstrip("/")).exists()
+                                 for s in seen), 30, "the late files on " + name)
+            for s in seen:
+                assert fetch(urls[name] + s.lstrip("/"), ca, (eve, eve_pw))[0] == 200, s
     finally:
         for t in taps + [alice_reports]:
             t.close()
@@ -231,21 +323,22 @@ def need_apache():
 
 
 class Apache:
-    """Debian's apache2 with a config of its own (modules, loopback port, files in run),
-    including the site sr_police web wrote."""
+    """Debian's apache2 with a config of its own (modules, loopback ports, files in run),
+    including the sites sr_police web wrote: [(port, site config)]."""
 
-    def __init__(self, run, port, site):
+    def __init__(self, run, sites):
         import subprocess
         self.run = run
-        lines = ["ServerRoot /etc/apache2", "Listen 127.0.0.1:%d" % port,
-                 "ServerName 127.0.0.1", "PidFile %s/httpd.pid" % run,
-                 "ErrorLog %s/error.log" % run, "DefaultRuntimeDir %s" % run,
-                 "Mutex file:%s default" % run, "LogLevel warn"]
+        lines = ["ServerRoot /etc/apache2", "ServerName 127.0.0.1",
+                 "PidFile %s/httpd.pid" % run, "ErrorLog %s/error.log" % run,
+                 "DefaultRuntimeDir %s" % run, "Mutex file:%s default" % run,
+                 "LogLevel warn"]
+        lines += ["Listen 127.0.0.1:%d" % port for port, _ in sites]
         lines += ["LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so" % (m, m)
                   for m in MODULES]
         if os.geteuid() == 0:
             lines += ["User www-data", "Group www-data"]
-        lines.append("Include %s" % site)
+        lines += ["Include %s" % site for _, site in sites]
         conf = run / "httpd.conf"
         conf.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen([APACHE, "-f", str(conf), "-DFOREGROUND"],
@@ -321,7 +414,7 @@ def test_web_door_apache_https(runner, uid, tmp_path, broker_url):
                        "--web_key", key)
         assert r.returncode == 0, r.stdout + r.stderr
         assert (web / "htpasswd").read_text().count("$2y$") == 3, r.stdout
-        apache = Apache(run, port, web / "sarra-site.conf")
+        apache = Apache(run, [(port, web / "sarra-site.conf")])
         wait_for(lambda: fetch(base_url, ca)[0] in (200, 403, 404), 20, "apache " + apache.log())
 
         runner.config("sarra", "A_web", """

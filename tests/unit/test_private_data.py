@@ -204,3 +204,17 @@ def test_site_config_and_htpasswd(tmp_path, monkeypatch):
                              "/k.pem", directory=str(d)) == []
     assert webdoor.write_web({"bob": "new", "eve": "pw2"}, str(tmp_path), "*:443", "/c.pem",
                              "/k.pem", directory=str(d)) == [str(d / "htpasswd")]
+
+
+@pytest.mark.parametrize("exchange,baseurl,expected", [
+    ("xp_bob", "https://pumpc.example/", "https://bob@pumpc.example/"),
+    ("xp_b@x", "http://h:81/d/", "http://b%40x@h:81/d/"),
+    ("xp_bob", "https://carol@pumpc.example/", "https://carol@pumpc.example/"),
+    ("xp_bob", "sftp://pumpc.example/", "sftp://pumpc.example/"),
+    ("xpublic", "https://pumpc.example/", "https://pumpc.example/"),
+])
+def test_restricted_data_is_fetched_as_the_reader(tmp_path, exchange, baseurl, expected):
+    m = message.Message("20261205120000.0", baseurl, "/data/f", {"sum": "d,x"},
+                        exchange=exchange)
+    readers.fetch_as_reader(make_flow(tmp_path), types.SimpleNamespace(msg=m))
+    assert m.baseurl == expected
