@@ -65,6 +65,7 @@ def chain(runner, uid, tmp_path, broker_url, web_top):
     c.add_user("B", "c_on_b", "subscriber")
     c.add_user("C", "bob", "subscriber")
     c.add_user("C", "eve", "subscriber")
+    c.add_user("C", "carol", "subscriber")     # a reader the web refuses (no https line)
     c.build()
     for p in c.pumps.values():          # sr_police makes them: xp_<user> of every user
         for user, role in set(p.users.values()):
@@ -107,7 +108,8 @@ def web_chain(chain, top, monkeypatch):
     # each account fetches from the pump it reads as itself
     chain.runner.credentials(*["https://%s:%s@%s" % (p.user(who), chain.passwords[p.user(who)],
                                                       urls[name][len("https://"):])
-                               for name, p in chain.pumps.items() for who in p.users])
+                               for name, p in chain.pumps.items() for who in p.users
+                               if who != "carol"])
     return urls, ca, apache
 
 
@@ -160,12 +162,20 @@ def start(chain, bob_dir, urls):
         heartbeat 5
         accept .*
     """ % (C.url("bob"), C.user("bob"), bob_dir))
+    chain.runner.config("subscribe", "carol_C", """
+        broker %s
+        exchange xp_%s
+        subtopic #
+        expire 5m
+        directory %s
+        accept .*
+    """ % (C.url("carol"), C.user("carol"), chain.tmp / "carol"))
     shovels = (chain.local_report_shovels("C", "C_")
                + chain.local_report_shovels("A", "A_", peers=("b_on_a",))
                + chain.report_routes("C", "B", "c_on_b", "C_")
                + chain.report_routes("B", "A", "b_on_a", "B_"))
     chain.start("sarra", ["A_ingest", "B_ingest", "B_from_A", "C_from_B"])
-    chain.start("subscribe", ["bob_C"])
+    chain.start("subscribe", ["bob_C", "carol_C"])
     chain.start("shovel", shovels)
 
 
@@ -192,11 +202,12 @@ def run_chain(chain, runner, src, bob_dir, urls, ca, apache, alice, bob, eve, ev
     def readers(*args):
         r = runner.run("sr_readers", *args)
         assert r.returncode == 0, r.stdout + r.stderr
+    carol = C.user("carol")
     readers("--post_broker", A.url("alice"), "--post_exchange", "xs_" + alice, "--to", "C",
-            "data/", bob)
+            "data/", bob + "," + carol)
     wait_for(lambda: rules(runner, "C_from_B").get(alice), 60, "the declaration on C")
     for config in ("A_ingest", "B_from_A", "C_from_B"):
-        assert rules(runner, config)[alice]["data/"]["readers"] == [bob], config
+        assert rules(runner, config)[alice]["data/"]["readers"] == sorted([bob, carol])
 
     # eve cannot bind where the restricted posts go, whatever the subtopic
     for pump, account in ((B, "c_on_b"), (C, "bob")):
@@ -230,19 +241,22 @@ def run_chain(chain, runner, src, bob_dir, urls, ca, apache, alice, bob, eve, ev
             assert fetch(urls[name] + "data/.htaccess", ca, (eve, eve_pw))[0] in (401, 403)
         status, body = fetch(urls["C"] + rels[0], ca, (bob, chain.passwords[bob]))
         assert status == 200 and md5_of(body) == files[rels[0].split("/", 1)[1]]
-        # alice's reports: bob's downloads among them
-        reports = alice_reports.get(40, timeout=20)
-        by_bob = {b.split()[2] for _, b, _ in reports if b.split()[5] == bob}
-        assert {"/" + r for r in rels} <= by_bob, reports
+        # alice's reports: bob's downloads, and carol's reads the web server refused
+        reports = []
+        wait_for(lambda: reports.extend(alice_reports.get(1, timeout=0.2)) or (
+            {"/" + r for r in rels} <= {b.split()[2] for _, b, _ in reports
+                                        if b.split()[5] == bob and b.split()[3] == "201"}
+            and any(b.split()[5] == carol and "401" in h.get("message", "")
+                    for _, b, h in reports)), 40, "bob's and carol's reports")
 
         # a forged declaration from eve (claiming to be alice) changes nothing
         r = runner.run("sr_readers", "--post_broker", B.url("eve"), "--post_exchange",
                        "xs_" + eve, "--source", alice, "--to", "C", "data/", eve)
         assert r.returncode == 0, r.stderr
         wait_for(lambda: "claims source" in runner.log("B_ingest"), 30, "eve's refusal")
-        for config in ("B_from_A", "C_from_B", "B_ingest"):
-            assert rules(runner, config).get(alice, {}).get("data/", {}).get(
-                "readers", [bob]) == [bob], config
+        for config in ("B_from_A", "C_from_B"):
+            assert rules(runner, config)[alice]["data/"]["readers"] == sorted([bob, carol])
+        assert alice not in rules(runner, "B_ingest")
         assert fetch(urls["C"] + rels[0], ca, (eve, eve_pw))[0] in (401, 403)
 
         # withdrawn: what alice posts afterwards is public again
