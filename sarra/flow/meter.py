@@ -54,6 +54,13 @@ def exchange(cfg) -> str:
     return "xs_%s_%s_meter" % (cfg.broker_user(), cfg.name or "default")
 
 
+def queues(cfg) -> list:
+    """The meter's queues of a configuration (none without kbytes_ps_shared)."""
+    if not getattr(cfg, "kbytes_ps_shared", 0):
+        return []
+    return [upstream_queue(cfg), work_queue(cfg)]
+
+
 def announced_size(delivery) -> int:
     """Bytes a message announces (its part's length); 0 when it says none."""
     parts = (delivery.headers or {}).get("parts")

@@ -186,3 +186,41 @@ def test_options_act_now():
     assert options.acted_on("kbytes_ps", "subscribe")
     assert options.lookup("messageRateMax").name == "message_rate_max"
     assert options.lookup("kbytes_ps_shared") is not None
+
+
+# ---------------------------------------------------------------- the shared meter
+
+class _MeterCfg(_Cfg):
+    def broker_user(self):
+        return "alice"
+
+
+def test_meter_names_are_the_same_on_every_node():
+    from sarra.flow import meter
+    cfg = _MeterCfg(queue_name=None, program="sr_sender", name="far", kbytes_ps_shared=100)
+    assert meter.upstream_queue(cfg) == "q_alice.sr_sender.far.meter"
+    assert meter.work_queue(cfg) == "q_alice.sr_sender.far.metered"
+    assert meter.exchange(cfg) == "xs_alice_far_meter"
+    assert meter.queues(cfg) == ["q_alice.sr_sender.far.meter", "q_alice.sr_sender.far.metered"]
+    cfg.queue_name = "q_alice.mine"
+    assert meter.work_queue(cfg) == "q_alice.mine.metered"
+    cfg.kbytes_ps_shared = 0
+    assert meter.queues(cfg) == []
+
+
+def test_meter_counts_the_announced_part():
+    from sarra.flow import meter
+    d = types.SimpleNamespace(headers={"parts": "1,123456,1,0,0"})
+    assert meter.announced_size(d) == 123456
+    d.headers = {"parts": "i,1024,10,0,3"}          # one block of a file in blocks
+    assert meter.announced_size(d) == 1024
+    for h in ({}, {"parts": "garbage"}, None):      # a link, a removal, a hostile header
+        assert meter.announced_size(types.SimpleNamespace(headers=h)) == 0
+
+
+def test_unlimited_flow_consumes_its_own_queue(monkeypatch):
+    from sarra.flow import meter
+    made = []
+    monkeypatch.setattr(meter, "Consumer", lambda *a: made.append(a) or "plain")
+    cfg = _MeterCfg(kbytes_ps_shared=0)
+    assert meter.make_consumer(cfg, None, None, None) == "plain" and made
