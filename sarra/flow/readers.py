@@ -44,6 +44,7 @@ ADM_TOPIC = "v02.adm.readers"
 ADM_BASEURL = "adm:"
 WITHDRAW = "*"
 MAX_READERS = 64
+MAX_RULES = 100        # prefixes one source may restrict on a pump (its state file stays small)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 
@@ -231,6 +232,10 @@ def accept(flow, work, owner: Optional[str], claimed: Optional[str]) -> None:
         old = rules.get(source, prefix)
         unchanged = (old is None and readers is None) or (
             old is not None and readers is not None and old.get("readers") == readers)
+        if not unchanged and old is None and readers is not None \
+                and len(rules.data.get(source, {})) >= MAX_RULES:
+            raise Outcome(403, "Forbidden: %s has %d restricted prefixes here, at most %d"
+                          % (source, len(rules.data.get(source, {})), MAX_RULES))
         if not unchanged:
             rules.set(source, prefix, readers)
             refresh_htaccess(flow, rules, source, prefix, old)

@@ -218,3 +218,17 @@ def test_restricted_data_is_fetched_as_the_reader(tmp_path, exchange, baseurl, e
                         exchange=exchange)
     readers.fetch_as_reader(make_flow(tmp_path), types.SimpleNamespace(msg=m))
     assert m.baseurl == expected
+
+
+def test_a_source_restricts_a_bounded_number_of_prefixes(tmp_path):
+    flow = make_flow(tmp_path)
+    for i in range(readers.MAX_RULES):
+        with pytest.raises(Outcome) as o:
+            readers.accept(flow, adm("xs_alice", relpath="/d%d/" % i), "alice", None)
+        assert o.value.code == 201
+    with pytest.raises(Outcome) as o:
+        readers.accept(flow, adm("xs_alice", relpath="/more/"), "alice", None)
+    assert o.value.code == 403 and "at most" in o.value.text
+    with pytest.raises(Outcome) as o:      # changing or withdrawing one still works
+        readers.accept(flow, adm("xs_alice", relpath="/d0/", readers_="*"), "alice", None)
+    assert o.value.code == 201
