@@ -33,13 +33,17 @@ WINDOW = 3.0
 class Sampler(threading.Thread):
     """Bytes under a directory, sampled every 0.1 s until stopped: [(time, bytes)]."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, files=False):
         super().__init__(daemon=True)
         self.root, self.samples, self.done = Path(root), [], threading.Event()
+        self.files = files          # count files instead of bytes
 
     def total(self):
         n = 0
         for dirpath, _, names in os.walk(self.root):
+            if self.files:
+                n += len(names)
+                continue
             for name in names:
                 try:
                     n += os.lstat(os.path.join(dirpath, name)).st_size
@@ -104,6 +108,28 @@ def test_one_large_file_over_http_holds_kbytes_ps(sub_env, http_server):
     check_limit(samples, 256 * KIB, "one large file")
     # it did go at about the rate: 1.5 MiB at 256 KiB/s takes about 6 s
     assert took >= 1536 / 256 * 0.85, took
+
+
+def test_message_rate_max_holds(sub_env, http_server):
+    env = sub_env
+    env.src = http_server.root / env.uid
+    env.base_url = http_server.url + env.uid + "/"
+    env.src.mkdir()
+    tree = make_tree(env.src, 50, size=100, subdirs=1)
+    env.config("messageRateMax 10\nmirror off")
+    env.setup()
+    env.post(env.src)
+    sampler = Sampler(env.dst, files=True)
+    sampler.start()
+    t0 = time.monotonic()
+    env.foreground()
+    flat = {os.path.basename(rel): digest for rel, digest in tree.items()}
+    assert env.wait_files(flat, timeout=30) == {}, env.log_text()[-2000:]
+    took = time.monotonic() - t0
+    samples = sampler.stop()
+    most = most_in_window(samples, 2.0)
+    assert most <= 1.1 * 10 * 2.0 + 1, most      # at most 10 a second (+ one in hand)
+    assert took >= 49 / 10 * 0.9, took
 
 
 def md5_bytes(data):
