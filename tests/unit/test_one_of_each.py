@@ -57,7 +57,7 @@ def test_one_password_lookup():
 # ------------------------------------------------------------------ the list of components
 def test_one_list_of_components():
     """paths.COMPONENTS is the one list: setup.py installs exactly sr_<each> (plus the 2016
-    names and sr), each has its command module, the supervisor runs all but sr_post, and
+    names, sr and sr_readers), each has its command module, the supervisor runs all but sr_post, and
     the test suite's table of commands is setup.py's."""
     from sarra import paths
     from sarra.flow import presets
@@ -67,6 +67,7 @@ def test_one_list_of_components():
     want = {paths.program_name(c): c for c in paths.COMPONENTS}
     want.update({"sr_" + old: new for old, new in paths.COMPONENT_ALIASES.items()})
     want["sr"] = "sr"
+    want["sr_readers"] = "readers"      # a source's one-shot command: no configurations
     assert COMMANDS == want
     for module in set(COMMANDS.values()):
         assert (ROOT / "sarra" / "commands" / (module + ".py")).is_file(), module
