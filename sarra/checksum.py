@@ -6,9 +6,11 @@ file remainder, blktot counts the short last block).
 """
 
 import dataclasses
+import functools
 import hashlib
 import os
 import random
+import re
 import threading
 from typing import Callable, Dict, List, NamedTuple, Optional
 
@@ -52,6 +54,11 @@ def register(algo: str, factory: Callable) -> None:
     DATA_ALGOS[algo] = factory
 
 
+#: hex digits of each data algorithm's value, by factory (its digest size, found once)
+_HEX_LEN: Dict[Callable, int] = {}
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
 def parse_sum(text: str) -> Sum:
     """Parse a sum header; tolerates the bare flag v2 emits for partitioned n/0 posts."""
     if not isinstance(text, str) or not text or text != text.strip():
@@ -63,9 +70,12 @@ def parse_sum(text: str) -> Sum:
         raise ValueError("expected '<algo>,<value>'")
     if algo == "z" and not value:
         raise ValueError("'z' needs the algorithm to compute, e.g. 'z,d'")
-    if algo in DATA_ALGOS and value:
-        want = DATA_ALGOS[algo]().digest_size * 2
-        if len(value) != want or any(c not in "0123456789abcdefABCDEF" for c in value):
+    factory = DATA_ALGOS.get(algo)
+    if factory is not None and value:
+        want = _HEX_LEN.get(factory)
+        if want is None:    # a hasher made once per algorithm, not per message
+            want = _HEX_LEN[factory] = factory().digest_size * 2
+        if len(value) != want or not _HEX.fullmatch(value):
             raise ValueError(f"'{algo}' needs {want} hex digits")
     return Sum(algo, value)
 
@@ -99,8 +109,14 @@ class Parts:
 
     @classmethod
     def parse(cls, text: str) -> "Parts":
+        """A parts header read; the last few are remembered (read several times per
+        message; a Parts cannot be changed)."""
         if not isinstance(text, str):
             raise ValueError("expected text")
+        return _parse_parts(text) if cls is Parts else cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> "Parts":
         f = text.split(",")
         if not 2 <= len(f) <= 5:
             raise ValueError("expected '<method>,<bsz>,<blktot>,<brem>,<bno>'")
@@ -325,3 +341,8 @@ def sums_for_file(path: str, algo: str, parts: List[Parts], basename: str,
     if algo not in DATA_ALGOS:
         algo = "d"
     return [f"{algo},{v}" for v in hash_parts(path, algo, parts, bufsize)]
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_parts(text: str) -> Parts:
+    return Parts._parse(text)

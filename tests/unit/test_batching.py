@@ -101,3 +101,36 @@ def test_acked_batch_is_gone_unacked_rest_comes_back(broker_url, amqp_channel):
     finally:
         b2.close()
         amqp_channel.queue_delete(q)
+
+
+# ------------------------------------------------ per-message work done once, not per read
+
+def test_a_sum_header_does_not_make_a_hasher_each_time_it_is_read(monkeypatch):
+    import hashlib
+    from sarra import checksum
+    made = []
+
+    def counting():
+        made.append(1)
+        return hashlib.md5()
+    monkeypatch.setitem(checksum.DATA_ALGOS, "q", counting)
+    for i in range(5):
+        assert checksum.parse_sum("q,%032x" % i).value == "%032x" % i
+    assert len(made) <= 1
+    import pytest
+    with pytest.raises(ValueError):
+        checksum.parse_sum("q,%031xg" % 0)       # still checked every time
+    with pytest.raises(ValueError):
+        checksum.parse_sum("q,abc")
+
+
+def test_a_parts_header_read_again_is_not_parsed_again():
+    import pytest
+    from sarra import checksum
+    a = checksum.Parts.parse("i,1024,4,0,2")
+    assert checksum.Parts.parse("i,1024,4,0,2") is a      # frozen: shared safely
+    assert (a.method, a.bsz, a.blktot, a.brem, a.bno) == ("i", 1024, 4, 0, 2)
+    for bad in ("i,1024,4,0,4", "x,1", "i,0,4,0,1"):
+        for _ in range(2):                                 # refused every time
+            with pytest.raises(ValueError):
+                checksum.Parts.parse(bad)
