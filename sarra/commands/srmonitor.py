@@ -45,18 +45,34 @@ def instance_figures(component: str, name: str, now: float) -> List[dict]:
         if not s or s.get("pid") != pid:
             out.append({"instance": n, "pid": pid})
             continue
-        received = (s.get("received") or 0) - (s.get("prev_received") or 0)
-        failed = (s.get("failed") or 0) - (s.get("prev_failed") or 0)
-        out.append({
-            "instance": n, "pid": pid,
-            "msg_per_s": health.rate(s, now), "bytes_per_s": health.rate(s, now, "bytes"),
-            "lag": s.get("lag"), "lag_at": s.get("lag_at"),
-            "retry": int(s.get("retry_queue") or 0), "unacked": int(s.get("unacked") or 0),
-            "last_activity": s.get("last_activity"),
-            "failure_pct": 100.0 * failed / received if received > 0 else 0.0,
-            "quota": s.get("quota") or {},
-        })
+        out.append(_figures(n, pid, s, now))
     return out
+
+
+def failure_pct(s: dict) -> float:
+    """Percent of the messages taken (new and retried) that failed, over the stats file's
+    window; since the start when nothing came in the window and it began at the
+    process's first write (what came before that write counts then)."""
+    def delta(key):
+        return (s.get(key) or 0) - (s.get("prev_" + key) or 0)
+    taken, failed = delta("received") + delta("retried"), delta("failed")
+    if taken <= 0 and s.get("window_from_start"):
+        taken = (s.get("received") or 0) + (s.get("retried") or 0)
+        failed = s.get("failed") or 0
+    return min(100.0, 100.0 * failed / taken) if taken > 0 else 0.0
+
+
+def _figures(n: int, pid: int, s: dict, now: float) -> dict:
+    """One live instance's figures from its stats file."""
+    return {
+        "instance": n, "pid": pid,
+        "msg_per_s": health.rate(s, now), "bytes_per_s": health.rate(s, now, "bytes"),
+        "lag": s.get("lag"), "lag_at": s.get("lag_at"),
+        "retry": int(s.get("retry_queue") or 0), "unacked": int(s.get("unacked") or 0),
+        "last_activity": s.get("last_activity"),
+        "failure_pct": failure_pct(s),
+        "quota": s.get("quota") or {},
+    }
 
 
 def _lag(figs: List[dict], queue: Optional[int], now: float) -> Optional[float]:

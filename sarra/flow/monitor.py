@@ -4,9 +4,10 @@ Prometheus metrics.
 At each stats write (engine.write_stats; at least every STATS_EVERY seconds while busy,
 each heartbeat when idle) ``on_stats`` adds to the stats file:
 
-  * ``prev_bytes``, ``prev_failed``: bytes transferred and messages failed at the rate
-    window's mark (``prev_time``), so that `sr status` shows bytes/s as it shows
-    messages/s (health.rate) and `sr check` a recent failure rate;
+  * ``prev_bytes``, ``prev_failed``, ``prev_retried``: bytes transferred, messages
+    failed and retried at the rate window's mark (``prev_time``), so that `sr status`
+    shows bytes/s as it shows messages/s (health.rate) and `sr check` a recent failure
+    rate; ``window_from_start``: that mark is the first write of the process;
   * ``lag``, ``lag_at``: the age of the oldest message of the last batch taken from the
     queue when it was taken (now - its pubtime): with messages waiting, the oldest one
     is at least ``lag + (now - lag_at)`` old;
@@ -65,9 +66,13 @@ def on_stats(flow, data: dict):
     marks = getattr(flow, "_byte_marks", None)
     if marks is None:
         marks = flow._byte_marks = {}
-    marks[data["time"]] = (data.get("bytes", 0), data.get("failed", 0))
+    if not marks:
+        flow._first_stats = data["time"]
+    marks[data["time"]] = (data.get("bytes", 0), data.get("failed", 0), data.get("retried", 0))
     prev = data.get("prev_time")
-    data["prev_bytes"], data["prev_failed"] = marks.get(prev, (0, 0))
+    data["prev_bytes"], data["prev_failed"], data["prev_retried"] = marks.get(prev, (0, 0, 0))
+    # the window starts at the first write: what came before it counts too (srmonitor)
+    data["window_from_start"] = prev == getattr(flow, "_first_stats", None)
     for t in [t for t in marks if prev is not None and t < prev]:
         del marks[t]
     lag = getattr(flow, "lag_seen", None)

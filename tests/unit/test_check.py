@@ -153,3 +153,16 @@ def test_stats_gain_bytes_window_lag_and_metrics_file(tmp_path):
     assert strict_parse(prom.read_text())["sarra_transferred_bytes_total"][0][1] == 8192
     assert oct(prom.stat().st_mode & 0o777) == "0o644"       # node_exporter reads it
     assert [p.name for p in prom.parent.iterdir()] == [prom.name]   # no temporary left
+
+
+def test_failure_rate_over_the_window_counts_retries_and_the_start():
+    s = {"received": 110, "prev_received": 100, "retried": 10, "prev_retried": 0,
+         "failed": 25, "prev_failed": 20}
+    assert srmonitor.failure_pct(s) == 25.0            # 5 of 10 new + 10 retried
+    quiet = dict(s, prev_received=110, prev_retried=10, prev_failed=25)
+    assert srmonitor.failure_pct(quiet) == 0.0
+    # everything came before the first stats write: the totals since the start
+    young = dict(quiet, window_from_start=True)
+    assert srmonitor.failure_pct(young) == pytest.approx(100.0 * 25 / 120)
+    assert srmonitor.failure_pct({"received": 3, "failed": 9,
+                                  "window_from_start": True}) == 100.0
