@@ -301,8 +301,8 @@ def guarded(step):
     def work_step(flow, work):
         q = _quotas(flow)
         source = work.msg.headers.get("source")
-        if q is None or not source:
-            return step(flow, work)
+        if q is None or not source or quotaspec.limits_for(q.limits, source) == (None, None):
+            return step(flow, work)         # no quota for it: no ledger either
         algo, parts = work.msg.sum.algo, work.msg.parts
         if algo == "R":                     # a removal, or the old name of a rename
             step(flow, work)

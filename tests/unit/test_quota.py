@@ -106,6 +106,7 @@ def test_work_step_refuses_over_quota_with_403_and_others_pass(tmp_path):
     assert e.value.code == 403 and not e.value.retry
     assert "over quota" in e.value.text and "alice" in e.value.text
     guarded(flow, _work(tmp_path, "big", 5000, source="bob"))     # bob has no quota
+    assert not [n for n in os.listdir(flow.user_cache_dir) if "bob" in n]    # nor a ledger
     guarded(flow, _work(tmp_path, "b", 300, retry=object()))      # accepted before
     assert done == ["a", "big", "b"]
 
