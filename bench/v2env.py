@@ -25,6 +25,11 @@ class V2:
         """Path of a v2 entry point (sr_sarra, sr_subscribe, sr_shovel, sr_post, ...)."""
         return os.path.join(self.bin, program)
 
+    def argv(self, program):
+        """argv running a v2 entry point with the venv's python named (so that the process's
+        command line is argv itself: common.run_child then finds it and reads its RSS)."""
+        return [os.path.join(self.bin, "python"), self.cmd(program)]
+
     def version(self):
         r = subprocess.run([os.path.join(self.bin, "python"), "-c",
                             "from importlib.metadata import version; "
