@@ -134,3 +134,38 @@ def test_a_parts_header_read_again_is_not_parsed_again():
         for _ in range(2):                                 # refused every time
             with pytest.raises(ValueError):
                 checksum.Parts.parse(bad)
+
+
+# ------------------------------------------------ reports: no round trip, not held by the batch
+
+def test_a_report_leaves_when_its_work_ends_without_a_confirm_wait(broker_url, amqp_exchange,
+                                                                    amqp_tap, monkeypatch):
+    """Reports of a batch cost one confirm wait in all (the first report's, which checks the
+    exchange takes them), and each is written when its message is done, not at the end of
+    the batch: a crash (kill -9) mid-batch must not lose the reports of finished files."""
+    from sarra import message
+    from sarra.flow.report import Reporter
+    x = amqp_exchange("xr_test_batching_" + uuid.uuid4().hex[:8])
+    tap = amqp_tap(x)
+    b = Broker(broker_url, reconnect=False)
+    b.connect()
+    rep = Reporter(b, x, "tester")
+    waits = []
+    try:
+        for i in range(4):
+            msg = message.make_post("20240101000000.0", "http://h/", "d/f%d" % i,
+                                    {"sum": "d,d41d8cd98f00b204e9800998ecf8427e",
+                                     "parts": "1,0,1,0,0"})
+            rep.report(msg, 201, "Downloaded", time.time())
+            if i == 0:      # from the second report on: count the reporter's confirm waits
+                own = rep._own[1]
+                real = own.wait_confirms
+                monkeypatch.setattr(own, "wait_confirms",
+                                    lambda timeout=30: (waits.append(1), real(timeout))[1])
+        got = tap.get(4, timeout=3)      # no flush(): the batch is not over
+        assert [body.split()[2] for _, body, _ in got] == ["d/f0", "d/f1", "d/f2", "d/f3"]
+        assert [body.split()[3] for _, body, _ in got] == ["201"] * 4
+        assert waits == []
+    finally:
+        rep.close()
+        b.close()
