@@ -60,6 +60,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from sarra import message  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import floorline  # noqa: E402
 from sarra.broker.client import Broker  # noqa: E402
 
 BROKER = os.environ.get("SARRA_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672/")
@@ -656,6 +658,7 @@ def report(res, rss, a, big_size, md5s, tmp, disk, cpu=None):
             print(f"ours    sr_subscribe to {where}")
             print(f"                                   {s:6.0f} MiB/s ({med[sub]:.2f} s)  "
                   f"{100 * s / c:5.1f}% of curl (target 80%)  -> {'ok' if s >= 0.8 * c else 'BELOW'}")
+            print(floorline.floor_line(where, med[sub], med[cu], md5s)) if md5s else None
             cc, sc = _median_of(cpu, cu), _median_of(cpu, sub)
             if cc is not None and sc is not None and md5s:
                 # a verified download does at least curl's work and the hash's: spread
