@@ -35,6 +35,10 @@ from sarra.transfer.throttle import TokenBucket
 POLL = 0.05
 #: after a broker error, the meter starts again after this many seconds
 RESTART = 2.0
+#: a message counts for at most this many seconds of the rate: a size that lies (a hostile
+#: post read before any pump checked it) holds the flow back this long at most; a larger
+#: file is still held to the rate by its own instance's pacing
+MAX_CHARGE = 300.0
 
 
 def base_name(cfg) -> str:
@@ -162,7 +166,7 @@ class Meter(threading.Thread):
                 continue
             if not self.wait_room(work):
                 return
-            self.bucket.take(announced_size(d))
+            self.bucket.take(min(announced_size(d), self.bucket.rate * MAX_CHARGE))
             self.bucket.take(0)         # paid before it is released: no burst
             if self.stop_event.is_set():
                 return                  # unacked: the next meter releases it

@@ -224,3 +224,55 @@ def test_unlimited_flow_consumes_its_own_queue(monkeypatch):
     monkeypatch.setattr(meter, "Consumer", lambda *a: made.append(a) or "plain")
     cfg = _MeterCfg(kbytes_ps_shared=0)
     assert meter.make_consumer(cfg, None, None, None) == "plain" and made
+
+
+class _FakeBroker:
+    """What the meter uses of a Broker; get() hands out the deliveries, then stops."""
+
+    def __init__(self, deliveries, clock, stop):
+        self.deliveries, self.clock, self.stop = list(deliveries), clock, stop
+        self.released, self.acked = [], []
+
+    def sibling(self, **kw):
+        return self
+
+    def get(self, timeout):
+        if not self.deliveries:
+            self.stop.set()
+            return None
+        return self.deliveries.pop(0)
+
+    def declare_queue(self, name, passive=False, **kw):
+        return name, 0, 0
+
+    def publish(self, exchange, key, body, headers):
+        self.released.append((self.clock.now, headers["parts"]))
+
+    def ack(self, tag):
+        self.acked.append(tag)
+
+    def __getattr__(self, name):            # connect, bind, consume, wait_confirms, close
+        return lambda *a, **k: None
+
+
+def test_meter_releases_at_the_byte_rate_and_bounds_a_lying_size():
+    from sarra.flow import meter
+    clock, stop = Clock(), threading.Event()
+    sizes = [100 * 1024, 50 * 1024, 10 ** 15, 1024]       # the third one lies
+    deliveries = [types.SimpleNamespace(routing_key="v02.post.a", raw=b"x", delivery_tag=i,
+                                        headers={"parts": "1,%d,1,0,0" % n})
+                  for i, n in enumerate(sizes)]
+    b = _FakeBroker(deliveries, clock, stop)
+    cfg = _MeterCfg(kbytes_ps_shared=100, queue_name=None, program="sr_sender", name="m",
+                    durable=True, expire=0, message_ttl=0, bindings=[], instances=1,
+                    get=lambda k, d=None: d)
+    m = meter.Meter(cfg, b, __import__("logging").getLogger("t"), stop)
+    m.bucket = throttle.TokenBucket(100 * 1024, burst=0.0, clock=clock,
+                                    sleep=lambda s: clock.sleep(s) or False)
+    m.serve()
+    times = [t - 1000.0 for t, _ in b.released]
+    assert b.acked == [0, 1, 2, 3]              # each acked once released
+    assert times[0] == pytest.approx(1.0)       # paid before it goes: 100 KiB at 100 KiB/s
+    assert times[1] - times[0] == pytest.approx(0.5)
+    assert times[2] - times[1] == pytest.approx(meter.MAX_CHARGE)   # not 10**15 bytes' time
+    assert times[3] - times[2] == pytest.approx(0.01)
