@@ -11,3 +11,7 @@ def floor_line(where, ours_s, curl_s, hash_s):
     return ("goal    %s: ours %.2f s vs verified floor max(curl %.2f s, hash %.2f s) = %.2f s:"
             " %.2fx (goal <= %.1fx) -> %s" % (where, ours_s, curl_s, hash_s, floor, r, GOAL,
                                               "ok" if r <= GOAL else "ABOVE"))
+
+
+if __name__ == "__main__":
+    print("bench/floorline.py: a helper of bench/subscribe.py; nothing to measure here")

@@ -153,16 +153,26 @@ class System:
         self.v2home = None
         if v2 is not None:
             self._v2_configs()
+        self.conn = None
+        self.connect()
+        self.beam = broker_pid()
+        self.queues = {}
+        self.rss = {}
+
+    def connect(self):
+        """(Re)connect as admin; taps (exclusive): alice's posts (first pubtime) and her
+        reports (count)."""
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001 - it is gone already
+                pass
         self.conn = amqp.Connection(host=self.pump.netloc, userid=self.pump.admin,
                                     password=self.pump.admin_pw, virtual_host=self.pump.vhost)
         self.conn.connect()
         self.ch = self.conn.channel()
-        # taps (admin, exclusive): alice's posts (first pubtime) and her reports (count)
         self.post_tap = self._tap("xs_" + self.pump.users["alice"])
         self.report_tap = self._tap("xr_" + self.pump.users["alice"])
-        self.beam = broker_pid()
-        self.queues = {}
-        self.rss = {}
 
     def _tap(self, exchange):
         q, _, _ = self.ch.queue_declare("", exclusive=True, auto_delete=True)
@@ -257,7 +267,10 @@ class System:
         # queues, not consumers: v2 polls its queue with basic_get
         deadline = time.monotonic() + timeout
         while True:
-            qs = [q["name"] for q in self.pump.queues()]
+            try:
+                qs = [q["name"] for q in self.pump.queues()]
+            except OSError:             # the management API restarts now and then
+                qs = []
             for key, pre in prefixes.items():
                 self.queues[key] = [q for q in qs if q.startswith(pre)]
             if all(self.queues.values()):
@@ -348,7 +361,13 @@ class System:
             self.conn.close()
         except Exception:  # noqa: BLE001 - best effort
             pass
-        self.pump.close()
+        for _ in range(30):     # processes first, then vhost and users (management API)
+            try:
+                self.pump.close()
+                return
+            except OSError as e:
+                print("%s: cleaning up: %s; retrying" % (self.label, str(e)[:80]))
+                time.sleep(2)
 
 
 # ------------------------------------------------------------------ phases
@@ -424,8 +443,7 @@ def alone_phase(s, tag, n, size, timeout):
         return False
 
     rates["shovels"] = run(s.shovels, reports_done, lambda t0: n / (t_end["t"] - t0))
-    s.start_all()
-    s.find_queues()
+    s.start_all()               # queue names are kept: no management API call here
     return rates, cpu
 
 
@@ -490,6 +508,39 @@ def summary(label, res, n):
     return "\n".join(lines)
 
 
+def one_run(s, r, k, attempt, a):
+    """Chain and alone phases of run k; appends to r only when both completed."""
+    tag = "%d_%d" % (k, attempt)
+    rate, cpu = chain_phase(s, "c" + tag, a.files, a.size, a.timeout)
+    line = "run %d %-12s chain %6.0f files/s | CPU s/1000 files: %s" % (
+        k + 1, s.label, rate, fmt_cpu(cpu))
+    rates = acpu = None
+    if a.alone:
+        rates, acpu = alone_phase(s, "a" + tag, a.files, a.size, a.timeout)
+        line += " | alone files/s: " + ", ".join("%s %.0f" % kv for kv in rates.items())
+    r["chain"].append(rate)
+    r["cpu"].append(cpu)
+    if rates is not None:
+        r["alone"].append(rates)
+        r["alone_cpu"].append(acpu)
+    return line + " | " + load_line()
+
+
+def wait_broker(s, timeout=300):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            s.connect()
+            break
+        except (OSError, amqp.exceptions.AMQPError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+    s.start_all()                       # a stage stopped by an interrupted alone phase
+    time.sleep(3)
+    s.wait(lambda: s.quiet(s.daemons()), 300, "queues drained after the interruption")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=2000)
@@ -522,19 +573,15 @@ def main(argv=None):
                for s in systems}
         for k in range(a.runs):
             for s in systems:
-                r = res[s.label]
-                rate, cpu = chain_phase(s, "c%d" % k, a.files, a.size, a.timeout)
-                r["chain"].append(rate)
-                r["cpu"].append(cpu)
-                line = "run %d %-12s chain %6.0f files/s | CPU s/1000 files: %s" % (
-                    k + 1, s.label, rate, fmt_cpu(cpu))
-                if a.alone:
-                    rates, acpu = alone_phase(s, "a%d" % k, a.files, a.size, a.timeout)
-                    r["alone"].append(rates)
-                    r["alone_cpu"].append(acpu)
-                    line += " | alone files/s: " + ", ".join("%s %.0f" % kv
-                                                             for kv in rates.items())
-                print(line + " | " + load_line(), flush=True)
+                for attempt in range(3):
+                    try:
+                        print(one_run(s, res[s.label], k, attempt, a), flush=True)
+                        break
+                    except (OSError, amqp.exceptions.AMQPError, RuntimeError) as e:
+                        # the shared broker was restarted under us: wait, redo the run
+                        print("run %d %s: interrupted (%s); redone" % (
+                            k + 1, s.label, str(e).splitlines()[0][:100]), flush=True)
+                        wait_broker(s)
         for s in systems:
             if a.light:
                 res[s.label]["light"] = light_phase(s, "light", a.light, a.size, a.timeout)
