@@ -103,6 +103,22 @@ class MeteredConsumer(Consumer):
             self.meter.start()
 
 
+def declare(b, cfg, log):
+    """Declare the meter's queues, exchange and bindings (the meter, at start; the
+    ``setup`` action, so that what is posted before the first start is kept); returns
+    (upstream queue, work queue)."""
+    up, work = upstream_queue(cfg), work_queue(cfg)
+    args = dict(durable=cfg.durable, expire_s=cfg.expire or None,
+                message_ttl_s=cfg.message_ttl or None)     # as Consumer.declare
+    b.declare_queue(up, arguments={"x-single-active-consumer": True}, **args)
+    for ex, key in Consumer.bindings(_Upstream(cfg)):
+        b.bind(up, ex, key)
+    declare_exchange(b, cfg, log)
+    b.declare_queue(work, **args)
+    b.bind(work, exchange(cfg), "#")
+    return up, work
+
+
 def declare_exchange(broker, cfg, log):
     try:
         broker.declare_exchange(exchange(cfg))
@@ -148,15 +164,7 @@ class Meter(threading.Thread):
     def serve(self):
         cfg, b = self.cfg, self.broker
         b.connect()
-        up, work = upstream_queue(cfg), work_queue(cfg)
-        args = dict(durable=cfg.durable, expire_s=cfg.expire or None,
-                    message_ttl_s=cfg.message_ttl or None)     # as Consumer.declare
-        b.declare_queue(up, arguments={"x-single-active-consumer": True}, **args)
-        for ex, key in Consumer.bindings(_Upstream(cfg)):
-            b.bind(up, ex, key)
-        declare_exchange(b, cfg, self.log)
-        b.declare_queue(work, **args)
-        b.bind(work, exchange(cfg), "#")
+        up, work = declare(b, cfg, self.log)
         b.consume(up, prefetch=1)
         self.log.info("meter: waiting to be the flow's active meter on %s (%d KiB/s)",
                       up, cfg.kbytes_ps_shared)

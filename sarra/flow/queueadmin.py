@@ -5,6 +5,7 @@ Core, not a command: the functions return what they did and raise CredentialsErr
 BrokerError; the commands print and choose the exit code.
 """
 
+import logging
 import shutil
 from typing import List
 
@@ -25,6 +26,8 @@ def declare(cfg, bind: bool) -> str:
     """Declare the configuration's queue (and bind it); returns the queue's name."""
     b = connect(cfg)
     try:
+        if getattr(cfg, "kbytes_ps_shared", 0):     # the meter's queues (meter.py)
+            return meter.declare(b, cfg, logging.getLogger("sarra"))[0]
         c = consumer.Consumer(cfg, b)
         c.declare(bind=bind)
         return c.queue
