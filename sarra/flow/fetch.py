@@ -14,7 +14,7 @@ from sarra import checksum
 from sarra.oscompat import preadv
 from sarra.transfer import progress
 from sarra.transfer import LocalWriteError, TransferError, bounds, redact, split_url
-from sarra.flow import attempts
+from sarra.flow import attempts, pacing
 from sarra.flow.stepstate import DownloadState
 from sarra.flow.work import Outcome, TransferInterrupted
 
@@ -282,7 +282,7 @@ def _guard(flow, size, slots, key, url):
     cfg = flow.cfg
     if slots is None:
         return None
-    return bounds.Guard(size, cfg.transfer_min_rate, cfg.transfer_grace or 0, slots, key,
+    return bounds.Guard(size, pacing.min_rate(cfg), cfg.transfer_grace or 0, slots, key,
                         redact(url))
 
 

@@ -27,6 +27,13 @@ def byte_rate(cfg) -> int:
     return min(rates) * 1024 if rates else 0
 
 
+def min_rate(cfg) -> int:
+    """transfer_min_rate, or half this instance's byte rate when that is lower: a download
+    paced below transfer_min_rate is not cut as too slow."""
+    floor, rate = cfg.transfer_min_rate, byte_rate(cfg)
+    return min(floor, rate // 2) if rate else floor
+
+
 def apply(flow) -> None:
     """Set this process's byte pacer from the flow's configuration (before a transfer)."""
     rate = byte_rate(flow.cfg)

@@ -276,3 +276,12 @@ def test_meter_releases_at_the_byte_rate_and_bounds_a_lying_size():
     assert times[1] - times[0] == pytest.approx(0.5)
     assert times[2] - times[1] == pytest.approx(meter.MAX_CHARGE)   # not 10**15 bytes' time
     assert times[3] - times[2] == pytest.approx(0.01)
+
+
+def test_a_paced_download_is_not_cut_as_too_slow():
+    cfg = _Cfg(transfer_min_rate=4096, kbytes_ps=2, kbytes_ps_shared=0)
+    assert pacing.min_rate(cfg) == 1024             # half of 2 KiB/s, under the 4 KiB/s
+    cfg.kbytes_ps = 0
+    assert pacing.min_rate(cfg) == 4096
+    cfg.kbytes_ps = 1000
+    assert pacing.min_rate(cfg) == 4096
