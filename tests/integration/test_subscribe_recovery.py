@@ -48,7 +48,12 @@ def test_kill_9_half_way_then_restart_every_file_once(sub_env, http_server):
     assert 999 <= len(lines) <= 1000
     assert files_under(env.dst) == sorted(tree)        # no temporary file left behind
     codes = env.reports.codes()
-    assert codes.count(201) == len(lines) and set(codes) <= {201, 304}, sorted(set(codes))
+    # reports go out with their batch (report.py): the 201s of the batch in hand at the kill
+    # are lost, its messages come back and find their files in place (304); a batch is at
+    # most half of prefetch (25) here. Every file has its 201, or a 304 for one of those.
+    assert set(codes) <= {201, 304}, sorted(set(codes))
+    assert len(lines) - 13 <= codes.count(201) <= len(lines), (codes.count(201), len(lines))
+    assert codes.count(201) + codes.count(304) >= len(lines)
     assert env.queue_depth(env.queue_name()) == 0
 
 

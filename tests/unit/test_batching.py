@@ -136,13 +136,15 @@ def test_a_parts_header_read_again_is_not_parsed_again():
                 checksum.Parts.parse(bad)
 
 
-# ------------------------------------------------ reports: no round trip, not held by the batch
+# ------------------------------------------------ reports: no round trip per report
 
-def test_a_report_leaves_when_its_work_ends_without_a_confirm_wait(broker_url, amqp_exchange,
-                                                                    amqp_tap, monkeypatch):
+def test_the_reports_of_a_batch_go_in_one_write_without_a_confirm_wait(broker_url,
+                                                                       amqp_exchange,
+                                                                       amqp_tap, monkeypatch):
     """Reports of a batch cost one confirm wait in all (the first report's, which checks the
-    exchange takes them), and each is written when its message is done, not at the end of
-    the batch: a crash (kill -9) mid-batch must not lose the reports of finished files."""
+    exchange takes them) and go out together at flush() (settle, before the batch's acks):
+    written one by one, each would make a batch of one for the broker and the report
+    shovels downstream."""
     from sarra import message
     from sarra.flow.report import Reporter
     x = amqp_exchange("xr_test_batching_" + uuid.uuid4().hex[:8])
@@ -162,9 +164,11 @@ def test_a_report_leaves_when_its_work_ends_without_a_confirm_wait(broker_url, a
                 real = own.wait_confirms
                 monkeypatch.setattr(own, "wait_confirms",
                                     lambda timeout=30: (waits.append(1), real(timeout))[1])
-        got = tap.get(4, timeout=3)      # no flush(): the batch is not over
-        assert [body.split()[2] for _, body, _ in got] == ["d/f0", "d/f1", "d/f2", "d/f3"]
-        assert [body.split()[3] for _, body, _ in got] == ["201"] * 4
+        assert [body.split()[2] for _, body, _ in tap.get(4, timeout=0.5)] == ["d/f0"]
+        rep.flush()
+        got = tap.get(3, timeout=3)
+        assert [body.split()[2] for _, body, _ in got] == ["d/f1", "d/f2", "d/f3"]
+        assert [body.split()[3] for _, body, _ in got] == ["201"] * 3
         assert waits == []
     finally:
         rep.close()
