@@ -257,6 +257,9 @@ def _install(who_text: str, path: Optional[Path], level, logdays: int,
     handler.addFilter(_WhoFilter(who_text))
     handler.addFilter(RedactingFilter())
     handler.setFormatter(RedactingFormatter(LINE_FORMAT))
+    # LINE_FORMAT names no thread or process: a record need not look them up (a getpid()
+    # and a thread lookup per line, for a line or two per file moved)
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logger.addHandler(handler)
     logger.setLevel(parse_level(level))
     logger.propagate = False

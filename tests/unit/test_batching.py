@@ -173,3 +173,24 @@ def test_the_reports_of_a_batch_go_in_one_write_without_a_confirm_wait(broker_ur
     finally:
         rep.close()
         b.close()
+
+
+def test_a_log_line_does_not_look_up_its_process_and_thread(tmp_path, monkeypatch):
+    """A line or two is logged per file moved: the records skip what LINE_FORMAT never
+    shows (os.getpid(), the current thread)."""
+    import logging
+    import os
+    from sarra.ops import logs
+    for flag in ("logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, flag, getattr(logging, flag))   # restored afterwards
+    log = logs._install("sr_t/c/01", tmp_path / "t.log", "info", 1, 0o600)
+    calls = []
+    real = os.getpid
+    monkeypatch.setattr(os, "getpid", lambda: (calls.append(1), real())[1])
+    log.info("posted %s", "http://h/a")
+    assert calls == []
+    assert "posted http://h/a" in (tmp_path / "t.log").read_text()
+    for h in list(log.handlers):
+        if getattr(h, "_sarra_handler", False):
+            log.removeHandler(h)
+            h.close()
