@@ -172,6 +172,8 @@ class Meter(threading.Thread):
             d = b.get(1.0)
             if d is None:
                 continue
+            if not self.released:
+                self.log.info("meter: active, releasing at %d KiB/s", cfg.kbytes_ps_shared)
             if not self.wait_room(work):
                 return
             self.bucket.take(min(announced_size(d), self.bucket.rate * MAX_CHARGE))

@@ -249,3 +249,40 @@ def test_two_instances_and_two_hosts_share_one_limit(runner, env, sftp_server, t
     finally:
         other.stop_all()
         runner.run("sr_sender", "stop", env.name)
+
+
+def test_killed_meter_loses_nothing(runner, env, sftp_server):
+    """kill -9 of the instance whose meter is active: another instance's meter takes the
+    upstream queue over and every file still arrives (at least once)."""
+    files = make_files(env.src, 40, size=16 * KIB, prefix="m")      # 640 KiB: ~3 s
+    sub = "meterkill_%s" % env.name
+    sender_config(runner, env, _sftp(runner, sftp_server),
+                  "directory %s\nreport_back off\nkbytes_ps_shared 200\ninstances 2" % sub)
+    root = sftp_server.root / sub
+    root.mkdir()
+    try:
+        assert runner.run("sr_sender", "setup", env.name).returncode == 0
+        sr_post(runner, env.broker, env.exchange, env.base_url, env.src, [env.src])
+        r = runner.run("sr_sender", "start", env.name)
+        assert r.returncode == 0, r.stdout + r.stderr
+        log_dir = runner.home / ".cache" / "sarra" / "log"
+
+        def active():
+            for p in log_dir.glob("sr_sender_%s_*.log" % env.name):
+                if "meter: active" in p.read_text(errors="replace"):
+                    return p.name.rsplit("_", 1)[1].split(".")[0]     # instance number
+        n = wait_for(active, 20, "an active meter")
+        state = runner.home / ".cache" / "sarra" / "sender" / env.name
+        pid = int(wait_for(lambda: list(state.glob("*_%s.pid" % n)), 10, "pid file")[0]
+                  .read_text().split()[0])
+        wait_for(lambda: sum(1 for rel in files if (root / rel).exists()) >= 5, 20, "5 sent")
+        os.kill(pid, signal.SIGKILL)
+        # the survivor's meter goes on (the supervisor may also restart the killed one)
+        wait_for(lambda: all((root / rel).exists() for rel in files), 60, "40 files", 0.2)
+        for rel, digest in files.items():
+            assert md5(root / rel) == digest, rel
+        others = [p for p in log_dir.glob("sr_sender_%s_*.log" % env.name)
+                  if not p.name.endswith("_%s.log" % n)]
+        assert any("meter: active" in p.read_text(errors="replace") for p in others)
+    finally:
+        runner.run("sr_sender", "stop", env.name)
