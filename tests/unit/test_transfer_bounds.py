@@ -215,7 +215,7 @@ def _work(size, source="bob"):
     from types import SimpleNamespace
     from sarra.checksum import parse_sum
     msg = SimpleNamespace(url="http://h/f", download_url="http://h/f", baseurl="http://h/",
-                          parts=SimpleNamespace(filesize=size), headers={"source": source})
+                          parts=SimpleNamespace(filesize=size, method="1"), headers={"source": source})
     return SimpleNamespace(msg=msg, sum=parse_sum("d,d41d8cd98f00b204e9800998ecf8427e"))
 
 
