@@ -65,6 +65,8 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(exclude=["tests", "tests.*"]),
     include_package_data=True,
+    # the example configurations `sr_<component> list` shows and `add` copies
+    package_data={"sarra": ["examples/*/*.conf"]},
     install_requires=[
         # sarra uses private internals of these two (tests/unit/test_private_hooks.py lists
         # them): one major version at a time, moved after that test passes on the next

@@ -120,11 +120,13 @@ def list_action(component: str, name: Optional[str] = None) -> int:
     d = _dir(component)
     if not configs:
         print(f"{prog}: no configuration in {d}")
+        _print_examples(component)
         return 0
     print(f"{prog} configurations in {d}:")
     width = max(len(n) for n, _ in configs)
     for n, enabled in configs:
         print(f"  {n:<{width}}  {'enabled' if enabled else 'disabled'}")
+    _print_examples(component)
     return 0
 
 
@@ -142,9 +144,27 @@ def _list_plugins() -> int:
 
 
 def _examples_dirs(component: str) -> List[Path]:
-    pkg = Path(__file__).resolve().parent
+    """The packaged examples: sarra/examples/<component>/, then sarra/examples/."""
+    pkg = Path(__file__).resolve().parent.parent
     comp = paths.canonical_component(component)
     return [pkg / "examples" / comp, pkg / "examples"]
+
+
+def list_examples(component: str) -> List[str]:
+    """Names (without .conf) of the packaged example configurations of a component."""
+    d = _examples_dirs(component)[0]
+    try:
+        return sorted(p.name[:-len(CONF)] for p in d.iterdir() if p.name.endswith(CONF))
+    except OSError:
+        return []
+
+
+def _print_examples(component: str) -> None:
+    names = list_examples(component)
+    if names:
+        print(f"examples in {_examples_dirs(component)[0]} "
+              f"({_prog(component)} add <name> copies one):")
+        print("  " + "  ".join(names))
 
 
 def _find_source(component: str, file: str) -> Optional[Path]:

@@ -32,7 +32,8 @@ def test_list_configs_and_output(cdir, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("sr_subscribe configurations in ")
     assert out[1].split() == ["a", "disabled"] and out[2].split() == ["b", "enabled"]
-    assert len(out) == 3
+    assert out[3].startswith("examples in ") and "dd_mirror" in out[4]     # packaged ones
+    assert len(out) == 5
 
 
 def test_list_one_prints_content(cdir, capsys):
