@@ -5,7 +5,7 @@
 # tests/unit/test_completion.py keeps these action lists equal to the commands' own.
 
 _sarra_consumer_actions="foreground start stop restart reload status sanity cleanup declare setup list edit add remove rename enable disable show log"
-_sarra_file_actions="foreground start stop restart reload status sanity cleanup list edit add remove rename enable disable show"
+_sarra_file_actions="foreground start stop restart reload status sanity cleanup list edit add remove rename enable disable show log"
 _sarra_report_actions="$_sarra_consumer_actions summary"
 _sarra_audit_actions="setup declare check show foreground start stop restart status sanity web"
 _sarra_sr_actions="start stop restart status list sanity cleanup declare setup dump check"
