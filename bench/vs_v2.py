@@ -144,7 +144,7 @@ def bench_winnow(url, v2, products, runs, tmp):
         argv = ([sys.executable, "-m", "sarra.commands.winnow"] if who == "ours"
                 else v2.argv("sr_winnow")) + ["foreground", "w"]
         sides[who] = (argv, env, home, qn)
-    res = {"ours": [], "v2": []}
+    res = {"ours": [], "v2": [], "rss_ours": [], "rss_v2": []}
 
     def start(who):
         argv, env, home, _ = sides[who]
@@ -207,6 +207,7 @@ def bench_winnow(url, v2, products, runs, tmp):
                 until(lambda: count(ch, tap) >= products and count(ch, qn) == 0, 600,
                       "all products posted", who)
                 res[who].append(n / (time.monotonic() - t0))
+                res["rss_" + who].append(common.vm_hwm(p.pid) or 0)
                 stop(p)
                 extra = count(ch, tap) - products
                 if extra:
@@ -258,8 +259,9 @@ def main():
                 common.mb(statistics.median(r["rss_ours"])),
                 common.mb(statistics.median(r["rss_v2"]))))
         if "winnow" not in a.skip:
-            lines.append(ratio_summary("sr_winnow", bench_winnow(url, v2, a.products, a.runs,
-                                                                 tmp)))
+            r = bench_winnow(url, v2, a.products, a.runs, tmp)
+            lines.append(ratio_summary("sr_winnow", r) + "; peak RSS ours %s, v2 %s" % (
+                common.mb(max(r["rss_ours"])), common.mb(max(r["rss_v2"]))))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\n".join(lines))
