@@ -251,9 +251,14 @@ class Broker(BrokerConnection):
         return True
 
     def declare_queue(self, name, durable=True, expire_s=None, message_ttl_s=None,
-                      passive=False, arguments=None):
-        """Declare a queue; returns (name, message_count, consumer_count)."""
+                      passive=False, arguments=None, queue_type=None):
+        """Declare a queue; returns (name, message_count, consumer_count). queue_type
+        'quorum' declares a quorum queue (replicated over a cluster's nodes; always
+        durable); None or 'classic' declares it as before (no x-queue-type)."""
         args = dict(arguments or {})
+        if queue_type == 'quorum' and not passive:
+            args['x-queue-type'] = 'quorum'
+            durable = True
         if expire_s is not None:
             args['x-expires'] = int(round(float(expire_s) * 1000))
         if message_ttl_s is not None:

@@ -16,6 +16,7 @@ import select
 import socket
 import ssl
 import time
+import urllib.parse
 
 import amqp
 from amqp import exceptions as amqp_exc
@@ -126,6 +127,7 @@ class BrokerConnection:
     """Connection lifecycle and failure recovery of a :class:`sarra.broker.client.Broker`."""
 
     _no_password = False    # True when neither the URL nor password_lookup gave one
+    _node_index = 0         # the cluster node (parsed.nodes) connected to or tried next
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -227,22 +229,42 @@ class BrokerConnection:
                                         f'reconnect') from None
                 delay = min(delay * 2, self.backoff_max)
 
-    def _password(self):
+    def _password(self, node=None):
         password = self.parsed.password
         if password is None and self.password_lookup is not None:
             password = self.password_lookup(self.url)
+            if password is None and node is not None and self.parsed.others:
+                # a cluster URL: credentials.conf may name each node on its own line
+                vhost = urllib.parse.quote(node.vhost, safe='')
+                password = self.password_lookup(f'{node.scheme}://{node.user}@'
+                                                f'{node.hostport}/{vhost}')
         self._no_password = password is None and self.parsed.user != 'anonymous'
         if password is None:
             password = 'anonymous' if self.parsed.user == 'anonymous' else ''
         return password
 
     def _open(self):
-        u = self.parsed
+        """Connect to a node of the broker: with several (``amqp://u@h1,h2/``), from the
+        current one on, each in turn (failover); the first that answers is kept."""
+        nodes = len(self.parsed.nodes)
+        for tried in range(nodes):
+            index = self._node_index
+            try:
+                return self._open_node(self.parsed.node(index))
+            except _RetryableConnectFailure:
+                if tried == nodes - 1:
+                    raise
+                self._node_index = (index + 1) % nodes
+                self.log.warning('%s: node %s unreachable, trying %s', self.display,
+                                 self.parsed.node(self._node_index - 1).hostport,
+                                 self.parsed.node(self._node_index).hostport)
+
+    def _open_node(self, u):
         ssl_opt = False
         if u.scheme == 'amqps':
             ssl_opt = self.ssl_options or {'context': {'check_hostname': True},
                                            'server_hostname': u.host}
-        conn = amqp.Connection(host=u.hostport, userid=u.user, password=self._password(),
+        conn = amqp.Connection(host=u.hostport, userid=u.user, password=self._password(u),
                                virtual_host=u.vhost, login_method='PLAIN', ssl=ssl_opt,
                                connect_timeout=self.connect_timeout,
                                heartbeat=self.heartbeat or 0,
@@ -265,6 +287,8 @@ class BrokerConnection:
                 amqp_exc.AMQPError) as e:
             self._discard(conn)
             text = f'cannot connect to {self.display}: {_reason(e)}'
+            if u.hostport != self.parsed.hostport or self.parsed.others:
+                text = f'cannot connect to {self.display} (node {u.hostport}): {_reason(e)}'
             if isinstance(e, (ssl.SSLCertVerificationError, ValueError)):
                 raise BrokerError(text) from None        # retrying would not help
             raise _RetryableConnectFailure(text) from None
@@ -310,6 +334,8 @@ class BrokerConnection:
 
     def _connection_lost(self, exc, quiet=False):
         self._wbuf.reset()        # unsent frames: their messages are re-published anyway
+        if self.parsed.others:    # a node of a cluster died: reconnect to the next one
+            self._node_index = (self._node_index + 1) % len(self.parsed.nodes)
         conn, self._conn, self._chan = self._conn, None, None
         self._discard(conn)
         self._reset_channel_state()

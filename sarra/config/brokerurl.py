@@ -21,12 +21,24 @@ class BrokerURL:
     host: str
     port: int
     vhost: str
+    # further broker nodes of a cluster, ((host, port), ...): ``amqp://u@h1,h2:5673/``
+    others: tuple = ()
 
     @property
     def hostport(self):
         """``host:port`` as py-amqp wants it (IPv6 literals in brackets)."""
         host = f'[{self.host}]' if ':' in self.host else self.host
         return f'{host}:{self.port}'
+
+    @property
+    def nodes(self):
+        """Every node as (host, port), the first one named first."""
+        return ((self.host, self.port),) + tuple(self.others)
+
+    def node(self, index):
+        """This URL reduced to its node *index* (no others)."""
+        host, port = self.nodes[index % len(self.nodes)]
+        return dataclasses.replace(self, host=host, port=port, others=())
 
 
 def redact(url):
@@ -63,6 +75,8 @@ def parse_url(url):
     looked up in credentials.conf). Raises ValueError (one line, password removed).
     """
     shown = _display(url)
+    if ',' in url.partition('://')[2].split('/', 1)[0].rpartition('@')[2]:
+        return _parse_cluster_url(url, shown)
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
@@ -86,3 +100,23 @@ def parse_url(url):
     vhost = unquote(path) or '/'
     return BrokerURL(scheme, user, password, parts.hostname, port or DEFAULT_PORTS[scheme],
                      vhost)
+
+
+def _parse_cluster_url(url, shown):
+    """``scheme://[user[:password]@]h1[:p1],h2[:p2],.../vhost``: several nodes of one
+    broker cluster (tried in turn, as RabbitMQ clients do); user, password and vhost are
+    the same for all."""
+    scheme, _, rest = url.partition('://')
+    netloc, slash, path = rest.partition('/')
+    cred, at, hosts = netloc.rpartition('@')
+    nodes = []
+    for item in hosts.split(','):
+        if not item.strip():
+            raise ValueError(f'{shown}: broker URL has an empty host in its node list')
+        try:
+            first = parse_url(f'{scheme}://{cred}{at}{item}{slash}{path}')
+        except ValueError as e:     # name the whole URL, not the one node
+            raise ValueError(f'{shown}: {str(e).split(": ", 1)[-1]}') from None
+        nodes.append((first.host, first.port))
+    first = parse_url(f'{scheme}://{cred}{at}{hosts.split(",")[0]}{slash}{path}')
+    return dataclasses.replace(first, others=tuple(nodes[1:]))

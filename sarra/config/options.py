@@ -113,7 +113,9 @@ OPTIONS: Tuple[Option, ...] = (
     _o("help", ("h",), BOOL, False, ALL, "print this help"),
     _o("no", (), INT, 0, ALL, "instance number (set by the instance launcher)", lo=0),
     # --- consuming ---
-    _o("broker", ("b",), BROKER, None, _C + ("audit",), "AMQP URL to consume from"),
+    _o("broker", ("b",), BROKER, None, _C + ("audit",),
+       "AMQP URL to consume from; amqp://u@h1:5672,h2:5673/ names the nodes of a broker "
+       "cluster, tried in turn (failover)"),
     _o("exchange", ("ex",), STR, {"*": "xpublic", "report": None}, _C,
        "exchange for the following subtopic lines", order=True),
     _o("exchange_suffix", (), STR, None, _C, "exchange := xs_<brokeruser>_<suffix>"),
@@ -125,11 +127,19 @@ OPTIONS: Tuple[Option, ...] = (
     _o("queue_name", ("queue", "qn"), STR, None, _C, "queue to declare/consume"),
     _o("queue_suffix", (), STR, None, _C, "inserted in the generated queue name"),
     _o("queue_share", (), BOOL, True, _C, "2016 option, always true now (ignored)"),
+    _o("node_shares", (), INT, 0, _C,
+       "pump nodes: spread the work on N shard queues behind a consistent-hash exchange "
+       "(a file's directory picks its shard), each consumed by one node at a time "
+       "(single active consumer); 0 = one queue", lo=0, hi=1000),
     _o("durable", (), BOOL, True, _C, "declare a durable queue"),
     _o("expire", ("expiry",), DURATION, 300.0, _C,
        "queue x-expires (seconds here; 0 = never)", lo=0),
     _o("message_ttl", ("message-ttl",), DURATION, None, _C,
        "queue x-message-ttl (seconds here; 0 = none)", lo=0),
+    _o("queue_type", (), CHOICE, "classic", _C,
+       "classic | quorum: quorum declares a replicated queue (x-queue-type quorum, always "
+       "durable) that survives the loss of a broker node of a cluster",
+       choices=("classic", "quorum")),
     _o("prefetch", (), INT, {"*": 25, "winnow": 100}, _C,
        "basic.qos prefetch count; messages are handled and acked in batches of that size "
        "when the component posts (winnow: one transaction per batch), of half of it when not",

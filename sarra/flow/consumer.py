@@ -90,7 +90,8 @@ class Consumer:
         if cfg.declare_queue:
             name, count, consumers = self.broker.declare_queue(
                 self.queue, durable=cfg.durable, expire_s=cfg.expire or None,
-                message_ttl_s=cfg.message_ttl or None)
+                message_ttl_s=cfg.message_ttl or None,
+                queue_type=getattr(cfg, "queue_type", None))
             self.log.info("queue %s declared (%d messages waiting, %d consumers)",
                           name, count, consumers)
         if bind and cfg.bind_queue:
