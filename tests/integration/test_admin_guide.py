@@ -41,6 +41,7 @@ import requests
 
 from tests.conftest import COMMANDS, REPO, parse_broker_url
 from tests.integration import servers
+from tests.support import guidetext
 
 GUIDE = REPO / "doc" / "admin-guide.rst"
 MARK = re.compile(r"^\.\. guide-test file (\w+) (\S+)\s*$")
@@ -58,28 +59,7 @@ SKIPPED_ROOT = ("apt-get", "python3", "/opt/sarra/bin/pip", "ln", "adduser",
 
 def literal_blocks(text):
     """[(marker or None, [lines])] of the guide's literal blocks, in order."""
-    lines = text.splitlines()
-    out, marker, i = [], None, 0
-    while i < len(lines):
-        m = MARK.match(lines[i])
-        if m:
-            marker = (m.group(1), m.group(2))
-        elif lines[i].rstrip().endswith("::") and not lines[i].startswith(".. "):
-            i += 1
-            block = []
-            while i < len(lines) and (not lines[i].strip() or lines[i].startswith(" ")):
-                block.append(lines[i])
-                i += 1
-            while block and not block[-1].strip():
-                block.pop()
-            while block and not block[0].strip():
-                block.pop(0)
-            indent = min(len(b) - len(b.lstrip()) for b in block if b.strip())
-            out.append((marker, [b[indent:] for b in block]))
-            marker = None
-            continue
-        i += 1
-    return out
+    return guidetext.literal_blocks(text, MARK)
 
 
 def guide_steps(text):
