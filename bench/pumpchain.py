@@ -129,11 +129,24 @@ def tree_hwm(pid):
     return max(peaks) if peaks else None
 
 
-def broker_pid():
-    for p in psutil.process_iter(["name", "cmdline"]):      # not rabbitmqctl's own beam
-        if (p.info["name"] or "").startswith("beam") and "rabbit" in (p.info["cmdline"] or []):
-            return p.pid
+def broker_pid(port):
+    """The process listening on the broker's port (other RabbitMQ nodes may run too)."""
+    for c in psutil.net_connections("tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            return c.pid
     return None
+
+
+def code_line():
+    """Which sarra was measured: the commit, and whether the tree had changes."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(common.REPO)] + list(args),
+                              capture_output=True, text=True).stdout.strip()
+    dirty = git("status", "--porcelain", "--untracked-files=no", "sarra")
+    return "sarra at %s%s" % (git("rev-parse", "--short", "HEAD") or "?",
+                              " + uncommitted changes" if dirty else "")
 
 
 # ------------------------------------------------------------------ one system's pump
@@ -155,7 +168,7 @@ class System:
             self._v2_configs()
         self.conn = None
         self.connect()
-        self.beam = broker_pid()
+        self.beam = broker_pid(self.pump.port)
         self.queues = {}
         self.rss = {}
 
@@ -554,6 +567,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("pumpchain: terminated"))
+    code = code_line()              # at the start: the daemons run the code of that moment
     systems = []
     try:
         systems.append(System("sarra"))
@@ -588,8 +602,9 @@ def main(argv=None):
             for key in list(s.pump.procs):
                 s.note_rss(key)
             res[s.label]["rss"] = dict(s.rss)
-        out = ["== pumpchain %s UTC, %d files of %d B, %s" % (
-            time.strftime("%Y-%m-%d %H:%M", time.gmtime()), a.files, a.size, load_line())]
+        out = ["== pumpchain %s UTC, %d files of %d B, %s; %s" % (
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime()), a.files, a.size, load_line(),
+            code)]
         for s in systems:
             out.append(summary(s.label, res[s.label], a.files))
         if len(systems) == 2:
