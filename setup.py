@@ -83,7 +83,9 @@ setup(
     extras_require={
         # pyOpenSSL: pyftpdlib's TLS handler (the FTPS test server)
         # prometheus_client: its text parser reads the metrics files in the tests
-        "test": ["pytest", "hypothesis", "pyftpdlib", "pyOpenSSL", "prometheus_client"],
+        # wheel: `make dist` builds the wheel with the .venv's setuptools (no network)
+        "test": ["pytest", "hypothesis", "pyftpdlib", "pyOpenSSL", "prometheus_client",
+                 "wheel"],
     },
     entry_points={
         "console_scripts": [

@@ -12,6 +12,9 @@ log() { echo "setup-host: $*"; }
 # --- system packages --------------------------------------------------------
 # apache2: the web door of private data (tests/integration/test_private_data.py)
 PACKAGES="rabbitmq-server openssh-server openssl curl groff-base python3-venv python3-pip apache2"
+# make deb / make test-packaging: the Debian build tools, lintian, and debootstrap (the clean
+# Debian 12 chroot the .deb is installed in)
+PACKAGES="$PACKAGES debhelper dh-python python3-all python3-setuptools lintian debootstrap"
 missing=""
 for p in $PACKAGES; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
