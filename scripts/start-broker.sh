@@ -41,8 +41,18 @@ await_node() {
     return 1
 }
 
+# node_shares (pump nodes) routes through RabbitMQ's consistent-hash exchange: a plugin
+# shipped with rabbitmq-server, enabled beside the management plugin.
+HASH_PLUGIN=rabbitmq_consistent_hash_exchange
+hash_plugin() {
+    rabbitmq-plugins -q is_enabled $HASH_PLUGIN >/dev/null 2>&1 ||
+        rabbitmq-plugins -q enable $HASH_PLUGIN >/dev/null 2>&1 ||
+        log "could not enable $HASH_PLUGIN (node_shares needs it)" >&2
+}
+
 if amqp_port_open && api_answers; then
     log "broker already running (AMQP 127.0.0.1:$AMQP_PORT, management $MGMT_PORT)"
+    command -v rabbitmq-plugins >/dev/null 2>&1 && hash_plugin
     exit 0
 fi
 
@@ -58,7 +68,7 @@ if amqp_port_open || rabbitmqctl -q status >/dev/null 2>&1; then
         log "could not enable rabbitmq_management" >&2; exit 1; }
 else
     # Enable the plugin offline so the node starts with it.
-    rabbitmq-plugins -q enable --offline rabbitmq_management >/dev/null 2>&1 || true
+    rabbitmq-plugins -q enable --offline rabbitmq_management $HASH_PLUGIN >/dev/null 2>&1 || true
     log "starting rabbitmq-server"
     rabbitmq-server -detached || { log "rabbitmq-server -detached failed" >&2; exit 1; }
     await_node || exit 1
@@ -69,6 +79,7 @@ else
 fi
 
 wait_api || exit 1
+hash_plugin
 for _ in $(seq 1 30); do
     amqp_port_open && break
     sleep 1

@@ -50,6 +50,7 @@ class Delivery:
     redelivered: bool
     properties: dict     # other AMQP properties (content_type, delivery_mode, ...)
     undecodable: str = ''   # why the frame could not be decoded (see sarra.broker.frames)
+    consumer_tag: str = ''  # which consumer (node_shares: which shard queue, shares.py)
 
 
 def _as_text(value):
@@ -275,6 +276,11 @@ class Broker(BrokerConnection):
                  f"bind queue '{queue}' to exchange '{exchange}' with key '{key}'")
         self._declarations[decl] = decl
 
+    def bind_exchange(self, destination, source, key):
+        """Bind exchange *destination* to *source* (node_shares' hash exchange)."""
+        self._do(lambda: self._chan.exchange_bind(destination, source, key),
+                 f"bind exchange '{destination}' to exchange '{source}' with key '{key}'")
+
     def unbind(self, queue, exchange, key):
         """Remove a binding (a reloaded configuration no longer has it); not replayed."""
         self._do(lambda: self._chan.queue_unbind(queue, exchange, key),
@@ -487,8 +493,10 @@ class Broker(BrokerConnection):
         self._chan.basic_qos(0, prefetch, False)
         # A consumer cancelled by the broker (queue deleted) raises ConsumerCancelled,
         # handled like a lost connection: reconnect, re-declare, re-consume.
-        self._consumer_tag = self._chan.basic_consume(queue, no_ack=False,
-                                                      callback=self._on_deliver)
+        self.consumer_tags = {}         # queue -> tag (node_shares: one per shard queue)
+        for q in (queue if isinstance(queue, tuple) else (queue,)):
+            self._consumer_tag = self.consumer_tags[q] = self._chan.basic_consume(
+                q, no_ack=False, callback=self._on_deliver)
         self._consume_args = (queue, prefetch)
 
     def get(self, timeout=None):
@@ -593,4 +601,5 @@ class Broker(BrokerConnection):
         self._inbox.append(Delivery(
             exchange=info.get('exchange', ''), routing_key=info.get('routing_key', ''),
             body=body, raw=raw, headers=headers, delivery_tag=tag,
-            redelivered=bool(info.get('redelivered')), properties=props, undecodable=bad))
+            redelivered=bool(info.get('redelivered')), properties=props, undecodable=bad,
+            consumer_tag=info.get('consumer_tag') or ''))

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 from sarra import locks, message, paths
 from sarra.broker.client import Broker, BrokerError
+from sarra.flow import nodeshare
 
 
 @contextmanager
@@ -71,7 +72,8 @@ class Consumer:
         self.cfg = cfg
         self.broker = broker
         self.log = logger or logging.getLogger("sarra")
-        self.queue = queue_name(cfg)
+        self.queue = nodeshare.base_name(cfg) if nodeshare.shares(cfg) else queue_name(cfg)
+        self.balancer = nodeshare.Balancer(self) if nodeshare.shares(cfg) else None
 
     def bindings(self):
         # exchange_split (sr_winnow, v2 shards <exchange>00..): the shared queue binds the
@@ -87,6 +89,8 @@ class Consumer:
 
     def declare(self, bind: bool = True):
         cfg = self.cfg
+        if nodeshare.shares(cfg):       # pump nodes: shard queues behind a hash exchange
+            return nodeshare.declare(self, bind)
         if cfg.declare_queue:
             name, count, consumers = self.broker.declare_queue(
                 self.queue, durable=cfg.durable, expire_s=cfg.expire or None,
@@ -105,10 +109,17 @@ class Consumer:
 
     def start(self):
         self.declare(bind=True)
-        self.broker.consume(self.queue, prefetch=self.cfg.prefetch)
+        self.broker.consume(tuple(nodeshare.queues(self.cfg)) or self.queue,
+                            prefetch=self.cfg.prefetch)
 
     def get(self, timeout: float):
-        return self.broker.get(timeout)
+        if self.balancer is None:
+            return self.broker.get(timeout)
+        self.balancer.tick()        # node_shares: between batches, hand extra shards over
+        d = self.broker.get(timeout)
+        if d is not None:
+            self.balancer.delivered(d)
+        return d
 
     def ack(self, delivery):
         self.broker.ack(delivery.delivery_tag)

@@ -11,7 +11,7 @@ from typing import List
 
 from sarra.broker.client import Broker
 from sarra.config.credentials import Credentials
-from sarra.flow import consumer, meter
+from sarra.flow import consumer, meter, nodeshare
 from sarra.ops import instances
 
 
@@ -43,6 +43,7 @@ def cleanup(component: str, cfg) -> List[str]:
         instances.stop(component, cfg.name)
         names = [n for n in (cfg.queue_name, consumer.saved_queue(cfg)) if n]
         names += meter.queues(cfg)          # kbytes_ps_shared: the meter's two queues
+        names += nodeshare.cleanup(b, cfg)  # node_shares: the shards and hash exchange
         for q in dict.fromkeys(names):
             b.delete_queue(q)
         consumer.forget_queue(cfg)
