@@ -337,6 +337,20 @@ def test_the_guide_in_order_loses_nothing(guide):
                      seen), "no report of carol's at alice's:\n%s\n%s" % (seen,
                                                                             guide.log_tail())
 
+    # the pump's validation hooks (step 6): an empty file fetched then refused (on_file), a
+    # name refused before any fetch (on_message); neither reached xpublic nor carol
+    ingest = "".join(f.read_text(errors="replace") for f in (
+        guide.homes["sarra"] / ".cache" / "sarra" / "log").glob("sr_sarra_ingest_*.log"))
+    deadline = time.monotonic() + 30
+    while not ("empty_check: refused empty" in ingest and "name_check: refused" in ingest) \
+            and time.monotonic() < deadline:
+        time.sleep(0.3)
+        ingest = "".join(f.read_text(errors="replace") for f in (
+            guide.homes["sarra"] / ".cache" / "sarra" / "log").glob("sr_sarra_ingest_*.log"))
+    assert "empty_check: refused empty" in ingest and "bad name.txt" in ingest, ingest[-3000:]
+    for top in (guide.tree, carol_data):
+        assert not list(top.glob("**/empty.txt")) and not list(top.glob("**/bad name.txt"))
+
     # Linking pumps: dave on B got the file for pumpB, erin on C the one for pumpC (through
     # B), and their reports came home to alice: her summary counts them
     day = time.strftime("%Y%m%d", time.gmtime())
