@@ -17,6 +17,7 @@ import pytest
 
 from sarra import checksum, message
 from tests.conftest import command_argv, command_env
+from tests.integration.test_winnow import wenv  # noqa: F401  (fixture)
 from tests.integration.subkit import (  # noqa: F401  (fixtures)
     make_tree, md5, sub_env, wait_for)
 
@@ -169,3 +170,61 @@ def test_node_killed_mid_flow_hands_its_share_over(sub_env, http_server, tmp_pat
     counts = _on_file_counts(env)
     assert max(counts.values()) == 1                             # on_file never twice
     assert b.poll() is None
+
+
+def test_two_node_winnow_lets_one_copy_out(wenv, tmp_path):
+    """Two redundant sources (two exchanges, every product on both, the second copy a
+    little later) through sr_winnow on two hosts sharing the work with node_shares: once
+    the shards are spread (after a warm-up), exactly one copy of each product comes out."""
+    from tests.integration.test_winnow import publish as wpublish
+    env = wenv
+    env.config(f"node_shares {SHARES}\nprefetch 10")
+    env.cmd("setup", env.name)
+    home2 = _second_host(env, tmp_path)
+    procs = [env.start(1)]
+    log2 = tmp_path / "winnow-b.log"
+    with open(log2, "wb") as fh:
+        procs.append(subprocess.Popen(
+            command_argv("sr_winnow") + ["--no", "1", "foreground", env.name],
+            stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, env=command_env({"HOME": str(home2)}),
+            cwd=str(home2), start_new_session=True))
+    env.procs.append(procs[1])
+    rnd = random.Random(5)
+    ch = env.ch
+
+    def product(i, tag):
+        return f"/{tag}/{i % 40:02d}/p{i:05d}.grib", "d,%032x" % rnd.getrandbits(128)
+
+    # warm-up: single copies until both nodes hold shards
+    warm = 0
+    deadline = time.monotonic() + 60
+    log_b = lambda: log2.read_text(errors="replace")            # noqa: E731
+    while "handed to the next consumer" not in env.log(1) + log_b():
+        assert time.monotonic() < deadline, env.log(1)[-2000:]
+        for _ in range(20):
+            rel, s = product(warm, "warm")
+            wpublish(ch, env.xa, rel, s)
+            warm += 1
+        time.sleep(0.05)
+    got = env.tap.get(warm, timeout=30)
+    env.tap.get(10 * warm, timeout=1.0)
+    products = _files()
+    firsts = {}
+    for i in range(products):
+        rel, s = product(i, "obs")
+        a, b = (env.xa, env.xb) if rnd.random() < 0.5 else (env.xb, env.xa)
+        wpublish(ch, a, rel, s, baseurl="http://first.example/")
+        wpublish(ch, b, rel, s, baseurl="http://second.example/")
+        firsts[rel] = s
+    got = env.tap.get(products, timeout=60)
+    time.sleep(1.5)
+    got += env.tap.get(products, timeout=0.5)
+    rels = collections.Counter(body.split()[2] for _, body, _ in got)
+    dups = sorted(r for r, n in rels.items() if n > 1)
+    print(f"two-node winnow: {products} products, {len(set(firsts) - set(rels))} lost, "
+          f"{len(dups)} duplicated")
+    assert set(rels) == set(firsts) and dups == [], dups
+    # both nodes passed products
+    assert "handed to the next consumer" in env.log(1) + log_b()
+    for p in procs:
+        assert p.poll() is None
