@@ -44,7 +44,10 @@ mount --bind "$CACHE/archives" "$root/var/cache/apt/archives"; mounts+=("$root/v
 mount --bind "$CACHE/lists" "$root/var/lib/apt/lists"; mounts+=("$root/var/lib/apt/lists")
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 cp "$DEB" "$root/tmp/"
-cp "$HERE/tests/packaging/roundtrip.sh" "$HERE/tests/packaging/check-installed.sh" "$root/tmp/"
+cp "$HERE/tests/packaging/roundtrip.sh" "$HERE/tests/packaging/check-installed.sh" \
+   "$HERE/tests/packaging/debian_hooks.py" "$root/tmp/"
+mkdir -p "$root/tmp/hooks/tests/unit"
+cp "$HERE/tests/unit/test_private_hooks.py" "$root/tmp/hooks/tests/unit/"
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive "$@"; }
 
@@ -58,5 +61,7 @@ printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"; chmod +x "$root/u
 # the user guide must be installed once the tree has one
 guide=""; [ ! -e "$HERE/doc/user-guide.rst" ] || guide=1
 in_root SARRA_EXPECT_USER_GUIDE=$guide sh /tmp/check-installed.sh
+# Debian's python3-amqp and python3-paramiko still have what sarra uses of them
+in_root python3 /tmp/debian_hooks.py /tmp/hooks/tests/unit/test_private_hooks.py
 in_root runuser -u sarra -- sh /tmp/roundtrip.sh "$BROKER"
 echo "test-deb: OK"

@@ -34,6 +34,16 @@ def _in_flight(most):
     return most if pace is None else max(2, min(most, int(pace.rate) // (32 << 10)))
 
 
+def _prefetch(f, end, in_flight):
+    """Pipelined reads up to ``end``, at most ``in_flight`` requests at a time.  paramiko
+    before 3 (Debian 12's python3-paramiko 2.12) cannot bound them: its prefetch would ask
+    for the whole file at once and hold what arrives, so there the reads stay sequential."""
+    try:
+        f.prefetch(end, max_concurrent_requests=in_flight)
+    except TypeError:
+        pass
+
+
 @register
 class SftpTransfer(Transfer):
 
@@ -149,8 +159,7 @@ class SftpTransfer(Transfer):
                     if want:
                         # pipelined reads of exactly [offset, offset+want)
                         f.seek(offset)
-                        f.prefetch(offset + want, max_concurrent_requests=_in_flight(
-                            self.max_requests))
+                        _prefetch(f, offset + want, _in_flight(self.max_requests))
                     for data in read_blocks(f.read, want, self.bufsize):
                         out.write(data)
                         state['written'] = out.count

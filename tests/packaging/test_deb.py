@@ -26,4 +26,5 @@ def test_deb_builds_lintian_clean_installs_and_round_trips(tmp_path, broker_url)
     r = run_script([os.path.join(REPO, "scripts", "test-deb.sh"), debs[0], broker_url],
                    timeout=600)
     assert "check-installed: OK" in r.stdout
+    assert "debian_hooks: OK" in r.stdout       # Debian's python3-amqp/-paramiko suffice
     assert "roundtrip: OK" in r.stdout and "(/usr/bin/sr_post)" in r.stdout
