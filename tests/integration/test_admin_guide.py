@@ -100,8 +100,9 @@ def test_queues_are_made_before_the_first_post():
 # ------------------------------------------------------------------ running it
 
 class Guide:
-    def __init__(self, tmp, broker_url, tag):
+    def __init__(self, tmp, broker_url, tag, sftp=None):
         host, port, admin, admin_pw, _ = parse_broker_url(broker_url)
+        self.sftp = sftp            # alice's SFTP server of the data-less pump (S=0)
         self.tmp, self.tag = tmp, tag
         self.amqp = "%s:%d" % (host, port)
         self.mgmt = os.environ.get("SARRA_TEST_MGMT", "http://%s:15672/" % host)
@@ -143,6 +144,11 @@ class Guide:
         """The guide's names and places -> the test's (``/var/www/pump``: the tree of the
         pump whose admin ``who`` is)."""
         alice = self.http["alice"]
+        if self.sftp is not None:       # before the names: alice's server, carol's key
+            text = text.replace("sftp://alice@files.alice.example.org", "sftp://%s@%s:%d" % (
+                self.sftp.user, self.sftp.host, self.sftp.port))
+            text = text.replace("/home/alice/sftp", str(self.sftp.root))
+            text = text.replace("/home/carol/.ssh/alice_sftp", str(self.sftp.keyfile))
         for host, vhost in self.vhosts.items():
             text = re.sub(r"@%s\.example\.org/pump\b" % host, "@%s/%s" % (self.amqp, vhost),
                           text)
@@ -290,8 +296,8 @@ class Guide:
 
 
 @pytest.fixture
-def guide(tmp_path, broker_url):
-    g = Guide(tmp_path, broker_url, secrets.token_hex(4))
+def guide(tmp_path, broker_url, sftp_server):
+    g = Guide(tmp_path, broker_url, secrets.token_hex(4), sftp_server)
     yield g
     g.close()
 
@@ -350,6 +356,16 @@ def test_the_guide_in_order_loses_nothing(guide):
     assert "empty_check: refused empty" in ingest and "bad name.txt" in ingest, ingest[-3000:]
     for top in (guide.tree, carol_data):
         assert not list(top.glob("**/empty.txt")) and not list(top.glob("**/bad name.txt"))
+
+    # the data-less pump (S=0): carol fetched alice's file from alice's SFTP server, the
+    # pump stored nothing
+    s0 = carol_data / "obs" / "s0.txt"
+    deadline = time.monotonic() + 30
+    while not s0.exists() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert s0.exists() and s0.read_bytes() == (guide.sftp.root / "obs" / "s0.txt").read_bytes(), \
+        "carol: no obs/s0.txt from alice's sftp server\n" + guide.log_tail()
+    assert not list(guide.tree.glob("**/s0.txt"))
 
     # Linking pumps: dave on B got the file for pumpB, erin on C the one for pumpC (through
     # B), and their reports came home to alice: her summary counts them
