@@ -9,13 +9,9 @@ import sys
 import sysconfig
 
 from tests.packaging.conftest import REPO, run_script
+from tests.support.setupinfo import setup_commands
 
 import sarra
-
-# console scripts of setup.py (tests/unit/test_packaging_meta.py checks the list matches)
-COMMANDS = ["sr", "sr_post", "sr_watch", "sr_poll", "sr_subscribe", "sr_sarra", "sr_sender",
-            "sr_shovel", "sr_winnow", "sr_report", "sr_log", "sr_audit", "sr_police",
-            "sr_readers"]
 
 
 def _base_python():
@@ -46,7 +42,7 @@ def test_wheel_installs_in_fresh_venv_and_round_trips(tmp_path, broker_url):
     r = subprocess.run([str(bindir / "sr_post"), "--help"], capture_output=True, text=True,
                        env=env, timeout=60, cwd=str(tmp_path))
     assert r.returncode == 0 and r.stdout.startswith("usage: sr_post"), r.stdout + r.stderr
-    for c in COMMANDS:
+    for c in setup_commands():
         r = subprocess.run([str(bindir / c), "--version"], capture_output=True, text=True,
                            env=env, timeout=60, cwd=str(tmp_path))
         assert (r.returncode, r.stdout) == (0, "%s %s\n" % (c, v)), (c, r.stdout, r.stderr)
