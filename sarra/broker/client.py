@@ -490,6 +490,7 @@ class Broker(BrokerConnection):
         self._do(lambda: self._start_consume(queue, prefetch), f"consume from queue '{queue}'")
 
     def _start_consume(self, queue, prefetch):
+        # per consumer (node_shares' shards: each shard; quorum queues refuse global qos)
         self._chan.basic_qos(0, prefetch, False)
         # A consumer cancelled by the broker (queue deleted) raises ConsumerCancelled,
         # handled like a lost connection: reconnect, re-declare, re-consume.
