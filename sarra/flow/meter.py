@@ -109,7 +109,8 @@ def declare(b, cfg, log):
     (upstream queue, work queue)."""
     up, work = upstream_queue(cfg), work_queue(cfg)
     args = dict(durable=cfg.durable, expire_s=cfg.expire or None,
-                message_ttl_s=cfg.message_ttl or None)     # as Consumer.declare
+                message_ttl_s=cfg.message_ttl or None,     # as Consumer.declare
+                queue_type=getattr(cfg, "queue_type", None))
     b.declare_queue(up, arguments={"x-single-active-consumer": True}, **args)
     for ex, key in Consumer.bindings(_Upstream(cfg)):
         b.bind(up, ex, key)

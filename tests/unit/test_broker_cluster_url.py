@@ -96,3 +96,16 @@ def test_one_node_broker_keeps_its_node():
     b = _offline_broker('amqp://u:p@h1/')
     b._connection_lost(OSError(104, 'Connection reset by peer'), quiet=True)
     assert b._node_index == 0
+
+
+def test_password_of_a_cluster_url_from_its_own_line_or_the_nodes(tmp_path):
+    from sarra.config.credentials import Credentials
+    p = tmp_path / 'credentials.conf'
+    p.write_text('amqp://u:pw1@h1,h2:5673/\namqp://v:pw2@h2:5673/\n')
+    p.chmod(0o600)
+    creds = Credentials.load(str(p))
+    u = Broker('amqp://u@h1,h2:5673/', password_lookup=creds.password_for)
+    assert u._password(u.parsed.node(0)) == 'pw1'          # the line naming the cluster
+    v = Broker('amqp://v@h1,h2:5673/', password_lookup=creds.password_for)
+    assert v._password(v.parsed.node(1)) == 'pw2'          # the node's own line
+    assert v._password(v.parsed.node(0)) == '' and v._no_password
