@@ -52,7 +52,8 @@ in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LA
     DEBIAN_FRONTEND=noninteractive "$@"; }
 
 echo "test-deb: apt install ./$(basename "$DEB") in a fresh $SUITE chroot"
-in_root apt-get -q update > "$root/apt.log" 2>&1 || { cat "$root/apt.log" >&2; exit 1; }
+in_root apt-get -q update > "$root/apt.log" 2>&1 || {
+    tail -5 "$root/apt.log" >&2; skip "apt-get update in the chroot failed (no network to $MIRROR?)"; }
 # policy-rc.d: no service starts inside the chroot (the unit is disabled anyway)
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"; chmod +x "$root/usr/sbin/policy-rc.d"
 (cd "$root/tmp" && in_root sh -c "cd /tmp && apt install -y -q ./$(basename "$DEB")") \

@@ -25,6 +25,10 @@ have /usr/share/doc/sarra/admin-guide.rst.gz
 [ -z "${SARRA_EXPECT_USER_GUIDE:-}" ] || have /usr/share/doc/sarra/user-guide.rst.gz
 ls /usr/share/doc/sarra/examples/subscribe/*.conf >/dev/null 2>&1 ||
     no "no example configurations in /usr/share/doc/sarra/examples/subscribe/"
+# ... and the commands find them (sr_subscribe list names them, as a plain user would see)
+out=$(HOME=$(mktemp -d) sr_subscribe list 2>&1) || no "sr_subscribe list exited $?: $out"
+echo "$out" | grep -q "^examples in /usr/lib/python3/dist-packages/sarra/examples/subscribe" ||
+    no "sr_subscribe list does not show the packaged examples: $out"
 
 # the system user, its home and the directories sarra.service uses
 getent passwd sarra | grep -q ':/var/lib/sarra:' || no "no system user sarra with home /var/lib/sarra"
