@@ -174,3 +174,18 @@ def component_for_log():
 def quiet_third_party():
     for name in ("amqp", "paramiko", "urllib3", "requests"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def stop_unloadable(program, component, name, error) -> int:
+    """`stop` of a configuration that no longer loads (edited since its start): stop the
+    instances its state records, with a warning; without any, the load error (exit 2)."""
+    from sarra.config import parser as config
+    from sarra.ops import instances
+    cname = config.config_name(name)
+    st = instances.status(component, cname)
+    if not (st.running or st.expected):
+        return fail(program, str(error), USAGE)
+    fail(program, f"warning: {error} (acting on its recorded instances)", USAGE)
+    n = instances.stop(component, cname)
+    print(f"{program} {cname}: stopped {n} instance(s)")
+    return OK

@@ -100,6 +100,8 @@ def _one(action, name, pairs, no) -> int:
     try:
         cfg = config.load(COMPONENT, name, pairs)
     except config.ConfigError as e:
+        if action == "stop":        # its instances run the config they read at start
+            return common.stop_unloadable(PROGRAM, COMPONENT, name, e)
         return common.fail(PROGRAM, str(e), common.USAGE)
     cname = cfg.name or "-"
     if action == "show":

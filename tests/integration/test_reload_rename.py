@@ -248,5 +248,12 @@ def test_sr_watch_reload_action(watch_env):
         conf.write_text("\n".join(env.lines(["accept ["])) + "\n")
         r = watch("reload", name)
         assert r.returncode == 2 and f"{conf}:" in r.stderr, r.stderr
+        # the config no longer loads: stop still stops what its state records
+        r = watch("stop", name)
+        assert r.returncode == 0 and "stopped 1 instance(s)" in r.stdout, r.stdout + r.stderr
+        assert f"{conf}:" in r.stderr and "warning" in r.stderr, r.stderr
+        r = watch("stop", name)             # nothing left: the load error, exit 2
+        assert r.returncode == 2, r.stdout + r.stderr
     finally:
+        conf.write_text("\n".join(env.lines()) + "\n")
         watch("stop", name)
