@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from sarra import paths
-from sarra.checksum import Parts
+from sarra.checksum import Parts, parse_part_suffix
 from sarra.message import unescape
 from sarra.flow.reportguard import report_problem
 
@@ -54,6 +54,20 @@ def pump_of(baseurl: str) -> str:
     except ValueError:
         netloc = ""
     return _cut(netloc.rsplit("@", 1)[-1] or "-", MAX_WORD)
+
+
+def whole_name(name: str, parts) -> str:
+    """The file a block's report is about: a method-p block travels as its own part file
+    (``<name>.<bsz>.<blktot>.<brem>.<bno>.<algo>.Part``, partname.py), one file for all
+    its blocks; ``name`` unchanged when its suffix is not the one its parts header says."""
+    got = parse_part_suffix(name) if parts.method == "p" else None
+    if got is None:
+        return name
+    target, p = got[0], got[1]
+    if target.rsplit("/", 1)[-1] in ("", ".", "..") or (p.bsz, p.blktot, p.brem, p.bno) != (
+            parts.bsz, parts.blktot, parts.brem, parts.bno):
+        return name
+    return target
 
 
 class FileRec:
@@ -221,6 +235,7 @@ class Store:
             parts = None
         if parts is not None and parts.method in ("i", "p"):
             block, blocks = parts.bno, parts.blktot
+            name = whole_name(name, parts)
         user, host = _cut(rep.user, MAX_WORD), _cut(rep.host, MAX_WORD)
         return {"t": time.time() if now is None else now,
                 "s": _cut(h.get("source", "-"), MAX_WORD),

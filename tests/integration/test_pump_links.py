@@ -13,6 +13,7 @@ none of alice's reports. The median report latency is printed.
 """
 
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -237,6 +238,8 @@ def test_three_linked_pumps(net, tmp_path):
     C.write("subscribe/bob.conf", ["broker %s" % C.url(bob), "subtopic #",
                                    "directory %s" % bob_dir, "mirror on", "accept .*"],
             count=False)
+    # alice follows her files with sr_report on A (its summary store, `sr_report summary`)
+    A.write("report/mine.conf", ["broker %s" % A.url(alice)], count=False)
     alice_src = tmp_path / "alice"
     alice_src.mkdir()
     alice_http = servers.start_http(alice_src, tmp_path)
@@ -363,6 +366,21 @@ def test_three_linked_pumps(net, tmp_path):
                   sum(p.lines for p in (A, B, C)), sum(p.cred_lines for p in (A, B, C)),
                   statistics.median(lat), max(lat), time.monotonic() - t0))
         assert statistics.median(lat) < 2.0
+
+        # alice's sr_report summary says the same: each file (a file in parts is one
+        # file) delivered to bob, the removal too, nothing pending
+        r = A.run("sr_report", "summary", "mine", "--json", timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        rows = json.loads(r.stdout)["files"]
+        to_bob = {}
+        for row in rows:
+            x = row["file"].lstrip("/")
+            x = x.split("/", 2)[2] if x.startswith(day + "/") else x
+            assert not row["pending"] and not row["refused"], row
+            if any(d["consumer"].split("@")[0] == bob for d in row["delivered"]):
+                to_bob.setdefault(x, []).append(row)
+        assert sorted(to_bob) == sorted(files), rows
+        assert [len(to_bob[x]) for x in files] == [2 if x == gone else 1 for x in files]
 
         # C leaves B's side: its admin drops the link; setup stops and deletes its configs
         pids = [int(f.read_text().split()[0]) for f in
