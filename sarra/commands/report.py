@@ -42,10 +42,11 @@ def summary(argv) -> int:
         return common.fail(program, str(e), common.USAGE)
     store = tracking.load("report", cfg.name or names[0])
     rows = reportsummary.summarize(store, cfg.summary_window, cfg.summary_expect)
+    quota = reportsummary.quotas(store)
     if as_json:
-        print(reportsummary.as_json(rows))
+        print(reportsummary.as_json(rows, quota))
     else:
-        print("\n".join(reportsummary.text_lines(rows)))
+        print("\n".join(reportsummary.text_lines(rows, quota)))
     return common.OK
 
 

@@ -19,6 +19,7 @@ import socket
 import time
 
 from sarra.broker.client import Broker, BrokerStopped
+from sarra.flow import quotanote
 from sarra.message import MAX_HEADER_BYTES
 
 DOWNLOADED = (201, "Downloaded")
@@ -104,6 +105,7 @@ class Reporter:
             return
         rep = msg.to_report(code, fit_text(text), self.host, self.user,
                             max(0.0, time.time() - received))
+        quotanote.stamp(self.parent, rep)      # sr_sarra with quota: the source's use
         if self.hooks is not None and self.hooks.has("on_report"):
             saved = getattr(self.parent, "report_msg", None)
             self.parent.report_msg = rep

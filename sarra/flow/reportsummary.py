@@ -26,6 +26,7 @@ import json
 import time
 from typing import Dict, Iterable, List, Optional
 
+from sarra.flow import quotanote
 from sarra.flow.reportguard import printable
 
 
@@ -87,20 +88,39 @@ def summarize(store, window: float = 3600.0, expect: Optional[List[str]] = None)
     return out
 
 
-def as_json(rows: List[Dict]) -> str:
-    """The summary for scripts: {"files": [...]} in ASCII JSON."""
-    return json.dumps({"files": rows}, ensure_ascii=True, indent=1)
+def quotas(store) -> List[Dict]:
+    """The latest quota use and limit each pump reported per source (the ``quota`` header
+    of sr_sarra's reports, quotanote.py), one dict per (source, consumer)."""
+    out = []
+    for (source, consumer), (t, text, _) in sorted(store.quotas.items()):
+        q = quotanote.parse(text)
+        if q is not None:
+            out.append(dict(source=source, consumer=consumer, time=_when(t), **q))
+    return out
+
+
+def as_json(rows: List[Dict], quota: Optional[List[Dict]] = None) -> str:
+    """The summary for scripts: {"files": [...]} in ASCII JSON (and "quota": [...] when
+    a pump reported a quota of the source)."""
+    out = {"files": rows}
+    if quota:
+        out["quota"] = quota
+    return json.dumps(out, ensure_ascii=True, indent=1)
 
 
 def _who(item) -> str:
     return "%s at %s" % (printable(item["consumer"]), printable(item["pump"]))
 
 
-def text_lines(rows: List[Dict]) -> List[str]:
+def text_lines(rows: List[Dict], quota: Optional[List[Dict]] = None) -> List[str]:
     """One line per file, fields separated by two spaces, then a total line (the file
     is ``source:path`` when the reports are about several sources' files: xreport):
 
     2026-11-27 14:02:07Z  delivered 2/3  /obs/a.txt  refused: carol@ws3 at pump (417 ...)  pending: ...
+
+    and after the total line, the latest quota each pump reported for a source:
+
+    quota of alice at feeder@pump: 4096 of 5120 bytes (2026-11-27 14:02:07Z)
     """
     lines = []
     complete = refused = pending = 0
@@ -123,4 +143,10 @@ def text_lines(rows: List[Dict]) -> List[str]:
         lines.append("  ".join(parts))
     lines.append("%d file(s): %d delivered to every consumer expected, %d refused by some, "
                  "%d pending" % (len(rows), complete, refused, pending))
+    for q in quota or ():
+        files = "" if q["max_files"] is None else ", %d of %d files" % (q["files"],
+                                                                         q["max_files"])
+        lines.append("quota of %s at %s: %d of %s bytes%s (%s)" % (
+            printable(q["source"]), printable(q["consumer"]), q["bytes"],
+            "-" if q["max_bytes"] is None else q["max_bytes"], files, q["time"]))
     return lines

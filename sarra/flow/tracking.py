@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from sarra import paths
 from sarra.checksum import Parts, parse_part_suffix
 from sarra.message import unescape
+from sarra.flow import quotanote
 from sarra.flow.reportguard import report_problem
 
 MAX_NAME = 1024           # characters of a file's path kept
@@ -140,6 +141,7 @@ class Store:
         self.files: Dict[Tuple[str, str, str], FileRec] = {}
         self.recs: Dict[Tuple[Tuple[str, str, str], str], Rec] = {}
         self.consumers = set()
+        self.quotas: Dict[Tuple[str, str], list] = {}  # (source, consumer) -> [t, value, pump]
         self.lines = 0                  # lines in our own journal
         self._warned = False
 
@@ -199,6 +201,11 @@ class Store:
                 return
             self.consumers.add(consumer)
             rec = self.recs[rk] = Rec(key, consumer, d.get("w", "-"))
+        if "q" in d and quotanote.parse(d["q"]) is not None:     # the pump's quota word
+            qt, qk = float(d.get("qt", t)), (key[0], consumer)
+            if qk in self.quotas or len(self.quotas) < MAX_CONSUMERS:
+                if qt >= self.quotas.get(qk, [0.0])[0]:
+                    self.quotas[qk] = [qt, d["q"], _cut(d.get("w", "-"), MAX_WORD)]
         if "ok" in d:                   # a compacted record: its whole state
             rec.pump, rec.code, rec.text, rec.time = d["w"], int(d["r"]), d["m"], t
             rec.published = bool(d.get("pub"))
@@ -237,13 +244,16 @@ class Store:
             block, blocks = parts.bno, parts.blktot
             name = whole_name(name, parts)
         user, host = _cut(rep.user, MAX_WORD), _cut(rep.host, MAX_WORD)
-        return {"t": time.time() if now is None else now,
-                "s": _cut(h.get("source", "-"), MAX_WORD),
-                "p": _cut(msg.pubtime, MAX_WORD),
-                "f": _cut(name.rsplit("/", 1)[-1], MAX_WORD * 2),
-                "n": _cut(name, MAX_NAME), "c": "%s@%s" % (user, host),
-                "w": pump_of(msg.baseurl), "r": rep.code,
-                "m": _cut(h.get("message", ""), MAX_TEXT), "b": block, "k": blocks}
+        d = {"t": time.time() if now is None else now,
+             "s": _cut(h.get("source", "-"), MAX_WORD),
+             "p": _cut(msg.pubtime, MAX_WORD),
+             "f": _cut(name.rsplit("/", 1)[-1], MAX_WORD * 2),
+             "n": _cut(name, MAX_NAME), "c": "%s@%s" % (user, host),
+             "w": pump_of(msg.baseurl), "r": rep.code,
+             "m": _cut(h.get("message", ""), MAX_TEXT), "b": block, "k": blocks}
+        if quotanote.parse(h.get(quotanote.HEADER)) is not None:
+            d["q"] = h[quotanote.HEADER]
+        return d
 
     def add(self, msg, now: Optional[float] = None) -> bool:
         """Record report ``msg``: applied, and appended to our journal."""
@@ -282,6 +292,9 @@ class Store:
                  "f": f.base, "n": f.name, "c": consumer, "w": rec.pump, "r": rec.code,
                  "m": rec.text, "k": f.blocks, "ok": sorted(rec.ok), "pub": rec.published,
                  "fail": {str(b): v for b, v in rec.failed.items()}}
+            q = self.quotas.get((f.source, consumer))
+            if q is not None:
+                d["q"], d["qt"] = q[1], q[0]
             lines.append(json.dumps(d, ensure_ascii=True, separators=(",", ":")) + "\n")
         lines.sort(key=lambda s: json.loads(s)["t"])
         paths.atomic_write_lines(self.path, lines)
