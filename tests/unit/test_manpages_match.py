@@ -222,6 +222,8 @@ def _tuple(module, name):
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            if isinstance(node.value, ast.Attribute):     # ACTIONS = single.ACTIONS
+                return _tuple(node.value.value.id, node.value.attr)
             return tuple(ast.literal_eval(node.value))
     raise AssertionError("sarra/commands/%s.py has no %s" % (module, name))
 
