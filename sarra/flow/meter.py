@@ -90,6 +90,7 @@ class MeteredConsumer(Consumer):
     def __init__(self, cfg, broker, logger, stop_event):     # no generated queue name
         self.cfg, self.broker, self.log = cfg, broker, logger
         self.queue = work_queue(cfg)
+        self.balancer = None        # node_shares does not combine with the meter's one queue
         self.meter = Meter(cfg, broker, logger, stop_event)
 
     def bindings(self):
