@@ -11,9 +11,9 @@ import pytest
 
 from tests.integration.conftest import http_server  # noqa: F401  (fixture)
 from tests.integration.subkit import md5, sub_env, wait_for  # noqa: F401  (fixtures)
-from tests.integration.test_pump_nodes import (SHARES, _on_file_counts, _posts,
-                                               _publish_parted, _publish_tree, _run_node,
-                                               _second_host)
+from tests.integration.nodekit import (SHARES, _on_file_counts, _posts,
+                                       _publish_parted, _publish_tree, _run_node,
+                                       _second_host)
 
 FILES = int(os.environ.get("SARRA_NODES_FILES", 5000))
 

@@ -151,3 +151,21 @@ def pump_log(pump, key="sarra"):
     with open(os.path.join(pump.logs, key + ".log"), encoding="utf-8",
               errors="replace") as f:
         return f.read()
+
+
+def files_of(pump, role, names, size=2048):
+    """Files of random bytes in the role's source tree under q/: {name: md5}."""
+    d = os.path.join(pump.src[role], "q")
+    os.makedirs(d, exist_ok=True)
+    out = {}
+    for name in names:
+        data = os.urandom(size)
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+        out[name] = hashlib.md5(data).hexdigest()
+    return out
+
+
+def at_carol(pump, role, files):
+    """Where files_of's files land in a subscriber's tree (day/user/q/name): {path: md5}."""
+    return {os.path.join(today(), pump.users[role], "q", n): s for n, s in files.items()}

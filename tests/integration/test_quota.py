@@ -17,7 +17,8 @@ import pytest
 from sarra import checksum
 from tests.integration import pumpkit
 from tests.integration.procs import wait_for
-from tests.integration.pumpkit import publish_posts, today, wait_arrived
+from tests.integration.pumpkit import (at_carol, files_of,  # noqa: F401
+                                       publish_posts, today, wait_arrived)
 
 pytestmark = pytest.mark.broker
 
@@ -43,22 +44,6 @@ def sr(pump, *args):
     code = "import sys; sys.argv[0] = 'sr'; from sarra.commands.sr import main; sys.exit(main())"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                           text=True, env=pump.env, cwd=pump.home, timeout=60)
-
-
-def files_of(pump, role, names, size=2048):
-    d = os.path.join(pump.src[role], "q")
-    os.makedirs(d, exist_ok=True)
-    out = {}
-    for name in names:
-        data = os.urandom(size)
-        with open(os.path.join(d, name), "wb") as f:
-            f.write(data)
-        out[name] = hashlib.md5(data).hexdigest()
-    return out
-
-
-def at_carol(pump, role, files):
-    return {os.path.join(today(), pump.users[role], "q", n): s for n, s in files.items()}
 
 
 def refusals(reports):

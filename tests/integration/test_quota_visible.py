@@ -13,8 +13,7 @@ import os
 import pytest
 
 from tests.integration import pumpkit
-from tests.integration.test_quota import at_carol, files_of
-from tests.integration.pumpkit import wait_arrived
+from tests.integration.pumpkit import at_carol, files_of, wait_arrived
 
 pytestmark = pytest.mark.broker
 

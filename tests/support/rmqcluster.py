@@ -136,7 +136,8 @@ class RabbitCluster:
         out = open(node.log, 'ab')
         node.proc = subprocess.Popen([_tool('rabbitmq-server')], env=self._env(node),
                                      stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     cwd=str(node.base))    # its crash dumps stay there
         out.close()
 
     def _wait_ready(self, node):

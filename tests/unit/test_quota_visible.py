@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from sarra import message
 from sarra.flow import quotanote, reportsummary, tracking
-from tests.unit.test_report_summary import feed, rep
+from tests.support.reportfakes import feed, rep
 
 
 def flow_with(tmp_path, quota):

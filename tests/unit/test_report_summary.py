@@ -10,28 +10,10 @@ from sarra import message, paths
 from sarra.commands import report as report_cmd
 from sarra.flow import reportsummary, tracking
 from sarra.flow.presets import preset
-
-PUB = "20261205180000.5"
-
-
-def rep(relpath, code, user, host="ws.example.net", text="Downloaded", pub=PUB,
-        base="http://pump.example.org/", source="alice", parts=None, **extra):
-    headers = {"source": source, "from_cluster": "pumpA", "message": text,
-               "sum": "d,d41d8cd98f00b204e9800998ecf8427e"}
-    headers["parts"] = parts or "1,4,1,0,0"
-    headers.update(extra)
-    body = "%s %s %s %03d %s %s 0.010000" % (pub, base, relpath, code, host, user)
-    return message.decode("v02.report" + relpath.rsplit("/", 1)[0].replace("/", "."),
-                          body, headers, exchange="xr_alice")
-
+from tests.support.reportfakes import PUB, feed, rep  # noqa: F401
 
 def summary(store, **kw):
     return {r["file"]: r for r in reportsummary.summarize(store, **kw)}
-
-
-def feed(store, *reports, t0=1000.0, step=1.0):
-    for i, r in enumerate(reports):
-        assert store.add(r, now=t0 + i * step)
 
 
 def test_a_file_across_hops_is_one_file(tmp_path):

@@ -3,7 +3,7 @@
 is; a name whose suffix does not match its parts header is taken as it is."""
 
 from sarra.flow import reportsummary, tracking
-from tests.unit.test_report_summary import feed, rep
+from tests.support.reportfakes import feed, rep
 
 
 def parts_of(bno, method="p"):
