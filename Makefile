@@ -14,8 +14,12 @@ setup:
 
 # tests/packaging (marked `packaging`) builds and installs the .deb and the wheel: minutes
 # of its own, so it is `make test-packaging`, which .ci/run runs after `make test`
+# Three test processes (pytest-xdist; most tests wait on servers and the broker, not on
+# the CPUs), then, alone, the tests marked `serial` (they stop the shared broker).
 test: setup
-	$(PYTHON) -m pytest $(PYTEST_FLAGS) --ignore=tests/packaging --ignore=tests/cluster tests
+	$(PYTHON) -m pytest $(PYTEST_FLAGS) -n 3 --dist worksteal -m 'not serial' \
+		--ignore=tests/packaging --ignore=tests/cluster tests
+	$(PYTHON) -m pytest $(PYTEST_FLAGS) -m serial --ignore=tests/packaging --ignore=tests/cluster tests
 
 # tests/cluster (marked `cluster`): a real three-node RabbitMQ cluster on loopback (about
 # 30 s to start, then kill -9 of nodes mid-flow; issue 24), which .ci/run also runs

@@ -84,8 +84,10 @@ setup(
         # pyOpenSSL: pyftpdlib's TLS handler (the FTPS test server)
         # prometheus_client: its text parser reads the metrics files in the tests
         # wheel: `make dist` builds the wheel with the .venv's setuptools (no network)
-        "test": ["pytest", "hypothesis", "pyftpdlib", "pyOpenSSL", "prometheus_client",
-                 "wheel"],
+        # pytest-xdist: `make test` runs the tests in 3 processes (most of them wait on
+        # servers and the broker, not on the 2 CPUs)
+        "test": ["pytest", "pytest-xdist", "hypothesis", "pyftpdlib", "pyOpenSSL",
+                 "prometheus_client", "wheel"],
     },
     entry_points={
         "console_scripts": [

@@ -45,7 +45,7 @@ want=$(cat setup.py sarra/__init__.py | sha256sum | cut -d' ' -f1)
 
 venv_ok() {
     [ -x "$VENV/bin/python" ] &&
-        "$VENV/bin/python" -c 'import sarra, amqp, paramiko, requests, appdirs, psutil, setproctitle, watchdog, pytest, hypothesis, pyftpdlib, OpenSSL' 2>/dev/null
+        "$VENV/bin/python" -c 'import sarra, amqp, paramiko, requests, appdirs, psutil, setproctitle, watchdog, pytest, xdist, hypothesis, pyftpdlib, OpenSSL' 2>/dev/null
 }
 
 if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then

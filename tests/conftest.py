@@ -278,6 +278,9 @@ def pytest_configure(config):
         "markers", "broker: needs the RabbitMQ test broker (SARRA_TEST_BROKER); set on every "
         "test that uses the broker_url fixture, directly or through another fixture; "
         "-m 'not broker' runs the rest")
+    config.addinivalue_line(
+        "markers", "serial: stops or restarts the shared broker: run alone, after the tests "
+        "that run in parallel (make test: -m 'not serial' with pytest-xdist, then -m serial)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -94,6 +94,7 @@ def _rabbitmqctl(*args):
     assert r.returncode == 0, f"rabbitmqctl {' '.join(args)}: {r.stdout}{r.stderr}"
 
 
+@pytest.mark.serial       # stops the broker every other test shares
 def test_rabbitmq_restarted_in_the_middle(sub_env, http_server, broker_url):
     """The broker itself stops (every connection closed, the node down for a few seconds)
     and starts again: the subscriber reconnects to its durable queue and finishes, every
