@@ -17,8 +17,8 @@ setup:
 # Three test processes (pytest-xdist; most tests wait on servers and the broker, not on
 # the CPUs), then, alone, the tests marked `serial` (they stop the shared broker).
 test: setup
-	$(PYTHON) -m pytest $(PYTEST_FLAGS) -n 3 --dist worksteal -m 'not serial' \
-		--ignore=tests/packaging --ignore=tests/cluster tests
+	$(PYTHON) -m pytest $(PYTEST_FLAGS) --ignore=tests/packaging --ignore=tests/cluster \
+		-n 3 --dist worksteal -m 'not serial' tests
 	$(PYTHON) -m pytest $(PYTEST_FLAGS) -m serial --ignore=tests/packaging --ignore=tests/cluster tests
 
 # tests/cluster (marked `cluster`): a real three-node RabbitMQ cluster on loopback (about

@@ -189,3 +189,14 @@ def stop_unloadable(program, component, name, error) -> int:
     n = instances.stop(component, cname)
     print(f"{program} {cname}: stopped {n} instance(s)")
     return OK
+
+
+def version_or_help(argv, program, component, synopsis):
+    """--version or --help of a command without actions (sr_post, sr_readers): the exit
+    code once it is printed, else None."""
+    if wants_version(argv):
+        return print_version(program)
+    if wants_help(argv):
+        print_help(program, component, synopsis)
+        return OK
+    return None

@@ -40,11 +40,9 @@ def _paths_from(cfg, words, pipe):
 @common.pipe_safe
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if common.wants_version(argv):
-        return common.print_version(PROGRAM)
-    if common.wants_help(argv):
-        common.print_help(PROGRAM, "post", SYNOPSIS)
-        return common.OK
+    early = common.version_or_help(argv, PROGRAM, "post", SYNOPSIS)
+    if early is not None:
+        return early
     common.cli_warnings(PROGRAM)
     try:
         pairs, words, _ = common.split_argv(argv, actions=())

@@ -28,11 +28,9 @@ SYNOPSIS = ("sr_readers [-c config] [--post_broker URL] [--to CLUSTERS] "
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if common.wants_version(argv):
-        return common.print_version(PROGRAM)
-    if common.wants_help(argv):
-        common.print_help(PROGRAM, "readers", SYNOPSIS)
-        return common.OK
+    early = common.version_or_help(argv, PROGRAM, "readers", SYNOPSIS)
+    if early is not None:
+        return early
     private, withdraw = "--private" in argv, "--withdraw" in argv
     argv = [a for a in argv if a not in ("--private", "--withdraw")]
     try:

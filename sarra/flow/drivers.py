@@ -36,13 +36,7 @@ def transfer_for(flow, url: str, baseurl: Optional[str] = None):
         # one driver, and its open connection, per endpoint the messages name: a source
         # naming thousands (users, ports, host names of its own) would hold as many
         # sockets, until no instance could open a file for anyone (EMFILE)
-        for old in flow.transfers.values():
-            try:
-                old.close()
-            except Exception:
-                pass
-        flow.transfers.clear()
-        flow._by_base.clear()
+        close_all(flow)
         flow._creds.clear()
     t = transfer.for_url(url, flow.transfers, credentials=flow._credential_for,
                          timeout=flow.cfg.timeout or 300, logger=flow.log)
@@ -60,3 +54,15 @@ def credential_for(flow, url: str):
     if key not in cache:
         cache[key] = flow.credentials.lookup(url)
     return fetchpolicy.lend(flow, url, cache[key])     # a pump: only what is lent
+
+
+def close_all(flow) -> None:
+    """Close every pooled driver (its connection) and forget them: at a stop, a reload,
+    or when a flow holds too many."""
+    for t in flow.transfers.values():
+        try:
+            t.close()
+        except Exception:
+            pass
+    flow.transfers.clear()
+    flow._by_base.clear()

@@ -174,13 +174,7 @@ class Flow:
             self.preset.connected(self)
 
     def close(self):
-        for t in self.transfers.values():
-            try:
-                t.close()
-            except Exception:
-                pass
-        self.transfers.clear()
-        self._by_base.clear()
+        drivers.close_all(self)
         if self.reporter is not None:
             self.reporter.close()
         for b in (self.post_broker, self.broker):

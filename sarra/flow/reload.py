@@ -32,7 +32,7 @@ from sarra import message
 from sarra.broker.client import BrokerStopped
 from sarra.config.credentials import Credentials
 from sarra.flow import cache as dupcache
-from sarra.flow import routing
+from sarra.flow import drivers, routing
 from sarra.flow.pluginview import PluginParent
 from sarra.ops import logs
 
@@ -211,7 +211,7 @@ def _disconnect(flow, reconnect: bool) -> None:
     if reconnect:       # prefetched messages go back to the queue, unacked; the last
         flow.close()    # batch's posts are confirmed: nothing pending
     else:
-        _close_transfers(flow)
+        drivers.close_all(flow)
 
 
 def _install(flow, cfg, kept, previous, changed: Set[str]) -> None:
@@ -255,16 +255,6 @@ def _renew_source(flow) -> bool:
     flow.source = sources.make(flow)
     flow.source.start()
     return True
-
-
-def _close_transfers(flow) -> None:
-    for t in flow.transfers.values():
-        try:
-            t.close()
-        except Exception:
-            pass
-    flow.transfers.clear()
-    flow._by_base.clear()
 
 
 def _reset_state(flow, old, new, changed: Set[str]) -> None:
