@@ -12,6 +12,8 @@ log() { echo "setup-host: $*"; }
 # --- system packages --------------------------------------------------------
 # apache2: the web door of private data (tests/integration/test_private_data.py)
 PACKAGES="rabbitmq-server openssh-server openssl curl groff-base python3-venv python3-pip apache2"
+# iproute2: the vip tests put an address on lo and take it away (ip addr)
+PACKAGES="$PACKAGES iproute2"
 # make deb / make test-packaging: the Debian build tools, lintian, and debootstrap (the clean
 # Debian 12 chroot the .deb is installed in)
 PACKAGES="$PACKAGES debhelper dh-python python3-all python3-setuptools lintian debootstrap"

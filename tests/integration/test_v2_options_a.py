@@ -84,6 +84,7 @@ def queued(channel, queue):
 def lo_address():
     """Puts VIP on lo when called (root), and always takes it off again."""
     prereq.need_root("adding an address to lo")
+    prereq.need_tool("ip", "iproute2")
     added = []
 
     def add():
