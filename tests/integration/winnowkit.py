@@ -2,35 +2,21 @@
 fixture), announcements published raw, the captured v2 sample. Shared by
 tests/integration/test_winnow.py and test_pump_nodes.py."""
 
-import hashlib
 import json
 import os
-import random
 import signal
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import amqp
 import pytest
 
-from sarra import checksum, message
+from sarra import message
 from sarra.flow import winnow
-from sarra.flow.cache import cache_key
 from tests.conftest import REPO, amqp_connect, command_argv, command_env
+from tests.integration.subkit import wait_for  # noqa: F401  (test_winnow's too)
 
 SAMPLE = REPO / "tests" / "data" / "samples" / "v2_winnow.json"
-
-
-def wait_for(predicate, timeout=20.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def publish(ch, exchange, relpath, sumstr, size=100, pubtime=None, baseurl=None, extra=None):
