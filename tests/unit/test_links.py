@@ -11,16 +11,6 @@ from sarra.config.names import ConfigError
 from sarra.ops import audit, links
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    (h / ".config").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(h))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(h / ".config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(h / ".cache"))
-    return h
-
-
 def write(relpath, text):
     path = os.path.join(paths.config_dir(), relpath)
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -12,16 +12,6 @@ from sarra.config.parser import ConfigError, load
 from sarra.flow import outbound
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    (h / ".config").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(h))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(h / ".config"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(h / ".cache"))
-    return h
-
-
 def write(home, rel, text):
     path = os.path.join(paths.config_dir(), rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)
