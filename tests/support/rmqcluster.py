@@ -14,6 +14,13 @@ main broker). Nodes 2 and 3 join node 1 with ``rabbitmqctl join_cluster``.
     cluster.stop()
 
 Guest may log in from loopback (RabbitMQ's default), so the URLs use guest/guest.
+
+Standalone brokers (issue 21: pumps on brokers of their own) are the same nodes, not joined,
+each with the management plugin on a port of its own (guest is an administrator)::
+
+    brokers = RabbitCluster(workdir, clustered=False, management=True).start()
+    brokers.urls          # one independent broker per URL
+    brokers.nodes[i].mgmt_url   # 'http://127.0.0.1:<port>/' its management API
 """
 
 import os
@@ -52,10 +59,15 @@ def _tool(name):
 
 
 class Node:
-    def __init__(self, index, name, port, dist_port, base):
+    def __init__(self, index, name, port, dist_port, base, mgmt_port=None):
         self.index, self.name, self.port, self.dist_port = index, name, port, dist_port
         self.base = base
+        self.mgmt_port = mgmt_port      # the management API's port, when it has one
         self.proc = None
+
+    @property
+    def mgmt_url(self):
+        return 'http://%s:%d/' % (HOST, self.mgmt_port) if self.mgmt_port else None
 
     @property
     def url(self):
@@ -67,16 +79,19 @@ class Node:
 
 
 class RabbitCluster:
-    """Three RabbitMQ nodes clustered on loopback; see the module docstring."""
+    """Three RabbitMQ nodes clustered on loopback (or standalone: ``clustered=False``);
+    see the module docstring."""
 
-    def __init__(self, workdir, size=3, start_timeout=90):
+    def __init__(self, workdir, size=3, start_timeout=90, clustered=True, management=False):
         self.work = Path(workdir)
         self.size = size
         self.start_timeout = start_timeout
+        self.clustered, self.management = clustered, management
         tag = secrets.token_hex(3)
         self.home = self.work / 'home'
         self.nodes = [Node(i, 'sarra%d_%s@localhost' % (i + 1, tag), _free_port(),
-                           _free_port(), self.work / ('node%d' % (i + 1)))
+                           _free_port(), self.work / ('node%d' % (i + 1)),
+                           _free_port() if management else None)
                       for i in range(size)]
 
     # ------------------------------------------------------------------ urls
@@ -113,7 +128,8 @@ class RabbitCluster:
             RABBITMQ_LOG_BASE=str(node.base / 'log'),
             RABBITMQ_PID_FILE=str(node.base / 'pid'),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.work / 'enabled_plugins'),
-            RABBITMQ_CONFIG_FILE=str(self.work / 'rabbitmq'),   # .conf added by rabbitmq
+            # .conf added by rabbitmq; a node with a management port has its own
+            RABBITMQ_CONFIG_FILE=str((node.base if node.mgmt_port else self.work) / 'rabbitmq'),
             RABBITMQ_CONF_ENV_FILE=str(self.work / 'rabbitmq-env.conf'),
             RABBITMQ_ADVANCED_CONFIG_FILE=str(self.work / 'advanced.config'),
         )
@@ -148,7 +164,7 @@ class RabbitCluster:
                     node.name, node.proc.returncode, self._tail(node)))
             if _port_open(node.port):
                 r = self.ctl(node, 'await_startup', '--timeout', '30', check=False)
-                if r.returncode == 0:
+                if r.returncode == 0 and (not node.mgmt_port or _port_open(node.mgmt_port)):
                     return
             time.sleep(0.5)
         raise Missing('RabbitMQ node %s did not start within %d s: %s' % (
@@ -163,7 +179,8 @@ class RabbitCluster:
         return ' | '.join(text[-lines:])
 
     def start(self):
-        """Start the three nodes and cluster them; Missing (a skip) when impossible."""
+        """Start the nodes and cluster them (unless standalone); Missing (a skip) when
+        impossible."""
         _tool('rabbitmq-server')
         _tool('rabbitmqctl')
         if shutil.which('epmd') is None and not os.path.exists('/usr/lib/erlang'):
@@ -173,15 +190,24 @@ class RabbitCluster:
         cookie = self.home / '.erlang.cookie'
         cookie.write_text(secrets.token_hex(16).upper())
         cookie.chmod(0o400)
-        # consistent-hash exchange for the pump-node routing (no port of its own)
-        (self.work / 'enabled_plugins').write_text('[rabbitmq_consistent_hash_exchange].\n')
-        (self.work / 'rabbitmq.conf').write_text(
-            'loopback_users.guest = true\n'
-            'log.console = false\n'
-            'log.file.level = warning\n'
-            # the test machine's disk may be nearly full: do not block publishers
-            'disk_free_limit.absolute = 1\n'
-            'vm_memory_high_watermark.relative = 0.9\n')
+        # consistent-hash exchange for the pump-node routing (no port of its own); the
+        # management API (sr_police's) only when asked: each node then has its own port
+        (self.work / 'enabled_plugins').write_text('[rabbitmq_consistent_hash_exchange%s].\n'
+                                                   % (',rabbitmq_management'
+                                                      if self.management else ''))
+        conf = ('loopback_users.guest = true\n'
+                'log.console = false\n'
+                'log.file.level = warning\n'
+                # the test machine's disk may be nearly full: do not block publishers
+                'disk_free_limit.absolute = 1\n'
+                'vm_memory_high_watermark.relative = 0.9\n')
+        (self.work / 'rabbitmq.conf').write_text(conf)
+        for n in self.nodes:
+            if n.mgmt_port:
+                n.base.mkdir(parents=True, exist_ok=True)
+                (n.base / 'rabbitmq.conf').write_text(conf + 'management.tcp.ip = %s\n'
+                                                      'management.tcp.port = %d\n'
+                                                      % (HOST, n.mgmt_port))
         (self.work / 'rabbitmq-env.conf').write_text('')
         (self.work / 'advanced.config').write_text('[].\n')
         try:
@@ -189,6 +215,8 @@ class RabbitCluster:
                 self._spawn(n)
             for n in self.nodes:
                 self._wait_ready(n)
+            if not self.clustered:
+                return self
             first = self.nodes[0]
             for n in self.nodes[1:]:
                 self.ctl(n, 'stop_app')
