@@ -131,6 +131,10 @@ OPTIONS: Tuple[Option, ...] = (
        "pump nodes: spread the work on N shard queues behind a consistent-hash exchange "
        "(a file's directory picks its shard), each consumed by one node at a time "
        "(single active consumer); 0 = one queue", lo=0, hi=1000),
+    _o("nodes_state_dir", (), STR, None, ("winnow",),
+       "with node_shares: a directory all the pump nodes share (NFS): the claims of each "
+       "shard are kept there too, so that they follow the shard to the next node; default "
+       "none (claims kept per host)"),
     _o("durable", (), BOOL, True, _C, "declare a durable queue"),
     _o("expire", ("expiry",), DURATION, 300.0, _C,
        "queue x-expires (seconds here; 0 = never)", lo=0),
@@ -182,6 +186,9 @@ OPTIONS: Tuple[Option, ...] = (
     _o("post_exchange_split", ("pes", "pxs"), INT, 0, PUBLISHERS,
        "post to N exchanges <post_exchange>00..NN-1: the sum of the bytes of the sum header "
        "modulo N picks one (what sr_winnow's exchange_split reads)", lo=0, hi=100),
+    _o("post_exchange_by_source", (), BOOL, False, ("shovel",),
+       "post each message to <post_exchange><its source header> (post_exchange xr_: the "
+       "source's xr_<source>); one with no usable source header is not posted"),
     _o("post_topic_prefix", ("ptp",), STR, "v02.post", PUBLISHERS, "prefix of posted topics"),
     _o("post_base_url", ("pbu", "url", "u", "post_url"), URL, None, PUBLISHERS,
        "baseurl in posts; a comma list: posts take its URLs in turn (v2 round robin)"),

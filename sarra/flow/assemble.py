@@ -62,9 +62,11 @@ class Manifest:
 
     @contextmanager
     def locked(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)
         held = None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):      # never a fifo or a device
+                raise OSError(f"{self.path}: not a regular file")
             held = locks.acquire(fd, self.path)
             raw = b""
             while True:
@@ -179,12 +181,17 @@ def finish(temp: str, final: str, filesize: int) -> None:
     os.replace(temp, final)
 
 
-def prune(state_dir: str, max_age: float, now: float = None) -> int:
+def prune(state_dir: str, max_age: float, now: float = None, match=None,
+          beside: bool = False) -> int:
     """Remove manifests not touched for max_age seconds, with the temporary file of an
-    incomplete one; a manifest locked by another process is left alone. Returns how many."""
+    incomplete one; a manifest locked by another process is left alone. Returns how many.
+    ``match(name)``: which names are manifests (default: ``*.parts``); ``beside``: the
+    manifests sit in the data tree beside their temporary files and name them by base name
+    (nodeparts.py)."""
     now = time.time() if now is None else now
+    match = match or (lambda n: n.endswith(".parts"))
     try:
-        names = [n for n in os.listdir(state_dir) if n.endswith(".parts")]
+        names = [n for n in os.listdir(state_dir) if match(n)]
     except OSError:
         return 0
     removed = 0
@@ -193,7 +200,10 @@ def prune(state_dir: str, max_age: float, now: float = None) -> int:
         try:
             if now - os.stat(path).st_mtime < max_age:
                 continue
-            fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, os.O_RDWR | NOFOLLOW | os.O_NONBLOCK)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                continue
         except OSError:
             continue
         held = None
@@ -206,7 +216,10 @@ def prune(state_dir: str, max_age: float, now: float = None) -> int:
             except ValueError:
                 data = {}
             temp = data.get("temp") if isinstance(data, dict) else None
-            if temp and not data.get("complete"):
+            if beside and isinstance(temp, str):    # a base name, in this directory only
+                temp = os.path.join(state_dir, os.path.basename(temp)) \
+                    if os.path.basename(temp) not in ("", ".", "..") else None
+            if temp and isinstance(temp, str) and not data.get("complete"):
                 try:
                     if now - os.stat(temp).st_mtime >= max_age:
                         os.unlink(temp)

@@ -13,7 +13,7 @@ import os
 
 from sarra import checksum, paths, transfer
 from sarra.oscompat import pread, pwrite
-from sarra.flow import assemble, download, heldblocks, placement, report
+from sarra.flow import assemble, download, heldblocks, nodeparts, placement, report
 from sarra.flow.stepstate import DownloadState
 from sarra.flow.work import Outcome
 from sarra.paths import NOFOLLOW
@@ -39,7 +39,7 @@ def block(flow, work, final, parts):
     size = parts.filesize if parts.last or parts.brem != parts.bsz else None
     temp = placement.inflight_path(final, flow.cfg.inflight)
     download._temp_place(flow, work, temp)
-    man = manifest(flow, final)
+    man = manifest(flow, final, temp)
     with man.locked():
         st = man.state(gen)
         if st == "new" and man.supersedes(version):
@@ -94,7 +94,9 @@ def block(flow, work, final, parts):
     download._done(flow, work, final, complete=done)
 
 
-def manifest(flow, final):
+def manifest(flow, final, temp=None):
+    if temp is not None and nodeparts.shared(flow.cfg):    # pump nodes: on the data tree
+        return nodeparts.manifest(flow, final, temp)
     state = os.path.join(flow.user_cache_dir, "parts")
     st = DownloadState.of(flow)
     if not st.parts_pruned:             # once per process: old manifests go
@@ -115,6 +117,8 @@ def complete(flow, man, temp, final, msg, bno, filesize):
         raise Outcome(500, f"cannot complete {final} from {temp}: {e.strerror or e}",
                       retry=True) from None
     download._apply_meta(flow, msg, final)
+    if isinstance(man, nodeparts.TreeManifest):
+        nodeparts.completed(flow, temp)        # old manifests of the directory pruned
 
 
 def inode(path):

@@ -90,6 +90,8 @@ def check_work(flow, work):
         check_name(path)
         if getattr(flow.preset.work, "__module__", None) == "sarra.flow.download":
             check_name(temp_name(flow, work, path))     # a name that fits, its temp not
+            from sarra.flow import nodeparts
+            nodeparts.check(path)       # never the name of a block manifest (pump nodes)
     if flow.preset.posts and flow.post_broker is not None:
         check_postable(flow, work)
 

@@ -95,7 +95,8 @@ PRESETS = {
                      default_plugins=ROUTING, state=SendState, confirmed=senddone.settled),
     "shovel": Preset("shovel", posts=True, default_plugins=ROUTING),
     "winnow": Preset("winnow", posts=True, default_plugins=ROUTING,
-                     connected=winnow.connected, dedupe=winnow.dedupe, settled=winnow.settled),
+                     connected=winnow.connected, dedupe=winnow.dedupe, settled=winnow.settled,
+                     confirmed=winnow.confirmed),
     # every report accepted goes into the summary store first (tracking.py)
     "report": Preset("report", reports=False, check=tracking.record,
                      state=tracking.Tracker),

@@ -8,7 +8,6 @@ sr_winnow is the shared flow (flow.py) with three hooks of its preset (component
 ``dedupe``     in the place of the duplicate-cache check (after on_message): claims the
                message's key; the first claimant re-posts the message (or, with
                ``winnow_link``, a link announcement), every later one is dropped (304).
-``settled``    after the batch is settled: commits the transaction (posts and acks).
 
 Claims (:class:`ClaimStore`): one SQLite file per configuration in its state directory,
 shared by all the instances of the configuration, which consume from one queue. A claim
@@ -27,14 +26,15 @@ post broker the same as the broker (same host, port, vhost and user: the usual w
 the posts of a batch and the acks of its messages go in one AMQP transaction (tx.select /
 tx.commit on the consuming channel): either the broker has both (the messages are gone
 from the queue, the posts are out) or neither (the messages come back redelivered, find
-their own claims, and are posted then). Reports then go on the separate post connection.
-In that mode the claims of a batch are also one SQLite transaction, committed by the
-flow's cache flush in settle() just before the broker commit (another instance's claims
-wait for it: a few milliseconds); a crash before it leaves no claim at all.
+their own claims, and are posted then): the flow's batch transaction (batchtx.py), which
+holds the batch's reports too, and the posts of messages from the retry queue (their
+entries are done after the commit). In that mode the claims of a batch are also one
+SQLite transaction, committed by the cache flush batchtx makes just before the broker
+commit (another instance's claims wait for it: a few milliseconds); a crash before it
+leaves no claim at all.
 With another post broker, posts are confirmed before the acks and a claim is marked
 "confirmed" before the acks: a crash between a post reaching the broker and its confirm
-reaching us can post that product twice (never lose it). Announcements from the retry
-queue have no ack to commit with: they are posted that way too.
+reaching us can post that product twice (never lose it).
 
 Links (``winnow_link on``): the first path of each data checksum (``d``/``s`` of whole
 files) is remembered too; a first copy of a known checksum under another path is posted as
@@ -52,10 +52,10 @@ import time
 from typing import Optional, Tuple
 
 from sarra.flow import cache as dupcache
+from sarra.flow import nodeclaims
 from sarra import checksum
 from sarra.flow import report
-from sarra.broker.client import BrokerError, BrokerStopped
-from sarra.config.brokerurl import parse_url
+from sarra.flow import batchtx
 from sarra.message import MAX_HEADER_BYTES, Message
 from sarra.flow.work import Outcome
 
@@ -239,109 +239,7 @@ class ClaimStore:
 
 # -------------------------------------------------------------------- posting in a transaction
 
-def same_broker(a: Optional[str], b: Optional[str]) -> bool:
-    """Both URLs name one broker, vhost and user (then one channel can do both jobs)."""
-    if not a or not b:
-        return False
-    try:
-        x, y = parse_url(a), parse_url(b)
-    except ValueError:
-        return False
-    return ((x.scheme, x.host.lower(), x.port, x.vhost, x.user)
-            == (y.scheme, y.host.lower(), y.port, y.vhost, y.user))
-
-
-#: longest pause after a failed commit (seconds)
-COMMIT_BACKOFF_MAX = 30.0
-
-
-class TxPost:
-    """Stands in for the flow's post broker: the posts of a batch go on the consuming channel
-    in the AMQP transaction that also holds the batch's acks.
-
-    The channel is put in transaction mode before the first post of a channel incarnation
-    (so the acks that follow are part of the transaction); the posts themselves are kept
-    (by the Broker: tx_select, tx_publish, tx_commit) and written all at once by
-    :meth:`commit`, just before tx.commit (nobody can see them before the commit anyway).
-    A post for a message delivered on a channel since lost is not sent: that message was
-    not acked and comes back."""
-
-    def __init__(self, flow, broker, other=None):
-        self.flow, self.broker, self.other = flow, broker, other
-        self.log = flow.log
-        self._acks = []                # delivery tags to ack (one multiple ack) at commit
-        self._failed_commits = 0       # in a row: the pause after the next failure doubles
-        self.unconfirmed = 0
-
-    def tick(self):
-        """Posts go on the consuming connection, which the consumer keeps alive; this keeps
-        the other one (posts of messages from the retry queue) alive too."""
-        if self.other is not None:
-            self.other.tick()
-
-    def publish(self, exchange, routing_key, body, headers, persistent=True, expiration=None):
-        b = self.broker
-        work = self.flow.msg
-        if work is not None and work.delivery is None and self.other is not None:
-            # from the retry queue: no ack to commit with, and the flow marks it done before
-            # the commit; confirmed on the other connection first instead (at worst twice)
-            self.other.publish(exchange, routing_key, body, headers, persistent, expiration)
-            self.other.wait_confirms()
-            return
-        tag = getattr(getattr(work, "delivery", None), "delivery_tag", None)
-        if b.tx_select(tag):    # else delivered on a channel since lost: it comes back
-            b.tx_publish(exchange, routing_key, body, headers, persistent, expiration)
-
-    def wait_confirms(self, timeout=30):
-        """Nothing to wait for: the commit after the acks makes the posts visible."""
-
-    def ack_later(self, delivery):
-        """The flow's ack of a delivery: sent at commit, all the batch's in one frame."""
-        if self.broker.is_current(delivery):
-            self._acks.append(int(delivery.delivery_tag))
-
-    def commit(self):
-        """Send the batch's posts and acks and commit them together."""
-        acks, self._acks = self._acks, []
-        # every delivery up to the highest tag is the batch's: gather() takes them in
-        # order, and those given back were rejected one by one
-        try:
-            self.broker.tx_commit(acks)
-        except BrokerStopped:
-            raise
-        except BrokerError as e:
-            # the broker gives the batch back at once: without a pause, a refused post
-            # (a missing exchange) would be received and refused again hundreds of times
-            # a second. 1 s, doubling up to COMMIT_BACKOFF_MAX, until a commit succeeds.
-            delay = min(COMMIT_BACKOFF_MAX, 2.0 ** self._failed_commits)
-            self._failed_commits += 1
-            self.log.error("%s (the batch comes back from the queue and is posted then; "
-                           "next try in %g s)", e, delay)
-            self.flow.stop_event.wait(delay)
-        else:
-            self._failed_commits = 0
-
-    def close(self):
-        if self.other is not None:
-            self.other.close()
-
-
-class TxConsumer:
-    """Stands in for the flow's consumer when posting in transactions: acks go to
-    :meth:`TxPost.ack_later`; everything else is the consumer's."""
-
-    def __init__(self, consumer, tx: TxPost):
-        self._consumer, self._tx = consumer, tx
-
-    def __getattr__(self, name):
-        return getattr(self._consumer, name)
-
-    def ack(self, delivery):
-        self._tx.ack_later(delivery)
-
-    def ack_many(self, deliveries):
-        for d in deliveries:
-            self._tx.ack_later(d)
+same_broker = batchtx.same_broker       # where it was first (spool.py and tests import it)
 
 
 # -------------------------------------------------------------------- the preset's hooks
@@ -349,18 +247,20 @@ class TxConsumer:
 class Winnow:
     def __init__(self, store: ClaimStore, tx: bool, links: bool, basis: str):
         self.store, self.tx, self.links, self.basis = store, tx, links, basis
+        self.nodes = None           # node_shares + nodes_state_dir: nodeclaims.NodeClaims
+        self.confirmed = False      # the batch's posts confirmed and acks sent (settle)
 
 
 def connected(flow):
-    """Open the claim store in place of the flow's cache; post in transactions when the
-    post broker is the consumed broker."""
+    """Open the claim store in place of the flow's cache; the posts are in the batch's
+    transaction (batchtx.py) when the post broker is the consumed broker."""
     cfg, log = flow.cfg, flow.log
     lifetime = cfg.suppress_duplicates or 0
     if lifetime <= 0:
         log.warning("suppress_duplicates is off, but winnow needs its cache: using %g s",
                     DEFAULT_LIFETIME)
         lifetime = DEFAULT_LIFETIME
-    tx = flow.post_broker is not None and same_broker(cfg.broker, cfg.post_broker)
+    tx = flow.batchtx is not None and flow.batchtx.posts
     # in transaction mode a batch's claims are one database transaction too, committed
     # (by settle's flush) before the broker commit makes the batch's posts visible
     store = ClaimStore(os.path.join(flow.user_cache_dir, STORE_NAME), lifetime, batch=tx)
@@ -368,13 +268,9 @@ def connected(flow):
     if old is not None and hasattr(old, "close"):
         old.close()
     flow.cache = store
-    if tx:
-        if flow.reporter is not None:
-            flow.reporter.broker = flow.post_broker    # confirm mode stays off this channel
-        flow.post_broker = TxPost(flow, flow.broker, flow.post_broker)
-        flow.consumer = TxConsumer(flow.consumer, flow.post_broker)
     flow.winnow = Winnow(store, tx, bool(cfg.get("winnow_link", False)),
                          cfg.suppress_duplicates_basis or "path")
+    flow.winnow.nodes = nodeclaims.make(flow, store)     # claims that follow a shard
     log.info("winnow: claims in %s (lifetime %g s, shared by the instances); %s%s",
              store.path, lifetime,
              "posts and acks committed together (AMQP transactions)" if tx else
@@ -411,8 +307,10 @@ def dedupe(flow, work):
     again = work.again
     sumkey = digest(msg.headers["sum"]) if w.links and linkable(msg) else None
     reclaims = w.store.reclaims
+    who = who_of(msg)
+    shard = _shard_claims(flow, w, work)
     try:
-        first, earlier = w.store.claim(key, who_of(msg), again, sumkey, msg.path)
+        first, earlier = w.store.claim(key, who, again, sumkey, msg.path)
     except sqlite3.Error as e:
         raise Outcome(500, f"winnow claim store {w.store.path}: {e}", retry=True) from None
     if w.store.reclaims != reclaims:
@@ -422,6 +320,8 @@ def dedupe(flow, work):
     if not first:
         flow.counters["duplicates"] += 1
         raise Outcome(*report.DUPLICATE)
+    if w.nodes is not None:
+        w.nodes.claimed(shard, work, key, who)     # journaled once the batch is committed
     post = link_post(msg, earlier) if earlier is not None else None
     if post is not None:
         flow.counters["linked"] = flow.counters.get("linked", 0) + 1
@@ -434,8 +334,21 @@ def dedupe(flow, work):
         flow.log.warning("winnow: cannot sweep expired claims in %s: %s", w.store.path, e)
 
 
-def settled(flow, batch):
-    """After settle(): commit the transaction of the batch's posts and acks."""
-    p = flow.post_broker
-    if isinstance(p, TxPost):
-        p.commit()
+def _shard_claims(flow, w, work):
+    """node_shares with nodes_state_dir: the claims of the message's shard that other
+    nodes wrote are in the store before it is judged; returns the shard (or None)."""
+    if w.nodes is None:
+        return None
+    shard = w.nodes.shard_of(getattr(flow.consumer, "broker", None), work)
+    try:
+        w.nodes.sync(shard)
+    except (OSError, sqlite3.Error) as e:     # judged on this host's claims alone
+        flow.log.warning("winnow: cannot read the claims of shard %s in %s: %s",
+                         shard, w.nodes.dir, e)
+    return shard
+
+
+def confirmed(flow, batch):
+    """End of settle(): the batch's posts are confirmed and its acks sent (or, in
+    transaction mode, handed to the commit that follows)."""
+    flow.winnow.confirmed = True
