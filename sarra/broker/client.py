@@ -453,18 +453,19 @@ class Broker(BrokerConnection):
         up to the highest tag in ``acks`` (a batch taken in order), then commit them
         together. Nothing is committed when the channel was lost since tx_select() (the
         broker dropped it all); without a transaction on this channel the acks alone are
-        sent. Raises BrokerError when the broker refuses (the batch comes back)."""
+        sent. Raises BrokerError when the broker refuses (the batch comes back); False
+        when the channel was lost (nothing committed: the deliveries come back)."""
         generation = self._tx_generation
         posts, self._tx_posts = self._tx_posts, []
         acks = [int(t) for t in acks]
         if generation is None or generation != self._generation:
             generation = None           # no transaction on this channel: acks alone
             if not acks:
-                return
+                return True
 
         def commit():
             if generation is not None and self._generation != generation:
-                return          # connection lost meanwhile: the broker dropped it all
+                return False    # connection lost meanwhile: the broker dropped it all
             ch, conn, wbuf = self._chan, self._conn, self._wbuf
             channel, chunk = ch.channel_id, conn.frame_max - 8
             wbuf.active = True
@@ -481,7 +482,8 @@ class Broker(BrokerConnection):
                 wbuf.active = False
             if generation is not None:
                 ch.tx_commit()
-        self._do(commit, 'commit the posts and acks of a batch')
+            return True
+        return self._do(commit, 'commit the posts and acks of a batch')
 
     # ------------------------------------------------------------------ consuming
 

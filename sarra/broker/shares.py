@@ -37,6 +37,9 @@ def rejoin(broker, queue) -> int:
         for d in back:
             ch.basic_reject(int(d.delivery_tag), requeue=True)
             broker._unacked.discard(int(d.delivery_tag))
+        tx = getattr(broker, "_tx_generation", None)
+        if back and tx is not None and tx == broker._generation:
+            ch.tx_commit()      # a channel in transaction mode (batchtx): requeued now
         broker.consumer_tags[queue] = ch.basic_consume(queue, no_ack=False,
                                                        callback=broker._on_deliver)
         return len(back)

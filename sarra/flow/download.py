@@ -15,7 +15,7 @@ import posixpath
 import stat
 
 from sarra import checksum
-from sarra.flow import heldblocks, inplace, partname, placement, report, treeguard
+from sarra.flow import batchtx, heldblocks, inplace, partname, placement, report, treeguard
 from sarra.config.parser import expand_message_vars
 from sarra.flow.fetch import fetch as _fetch
 from sarra.flow.fetch import file_digest as _digest
@@ -297,7 +297,7 @@ def already_here(flow, work, path, why, part_file=False):
     if flow.post_broker is not None and work.again:
         work.local_path, work.new_file = path, os.path.basename(path)
         work.posts.append(repost(flow, work, path, part_file))
-    raise Outcome(*why)
+    raise Outcome(*batchtx.redone(flow, work, why))    # redelivered: its 201 never left
 
 
 def _done(flow, work, path, complete: bool, part_file: bool = False):

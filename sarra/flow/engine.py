@@ -49,7 +49,7 @@ from typing import List, Optional
 from sarra.flow import cache as dupcache
 from sarra.flow import msgbounds
 from sarra import message, paths, plugin
-from sarra.flow import outlet, report, reset, retry, routing, sources
+from sarra.flow import batchtx, outlet, report, reset, retry, routing, sources
 from sarra.flow import drivers, monitor, statsfile
 from sarra.flow import saving, spool, standby
 from sarra.broker.frames import Undecodable
@@ -96,6 +96,7 @@ class Flow:
         self.post_broker = None
         self._post_ticked = 0.0
         self.reporter = None
+        self.batchtx = None                 # a consumed batch's one transaction (batchtx.py)
         self.cache = None
         self._batch_keys = set()
         if cfg.suppress_duplicates:
@@ -170,6 +171,7 @@ class Flow:
                     if self.source.one_shot:
                         raise
                     self.log.warning("could not declare post exchange %s: %s", px, e)
+        self.batchtx = batchtx.start(self)     # posts, reports, acks: one commit a batch
         if self.preset.connected is not None:
             self.preset.connected(self)
 
@@ -218,6 +220,8 @@ class Flow:
                         self.post_broker.wait_confirms(
                             timeout=max(30.0, self.counters["posted"] / 1000.0))
                     break
+                elif self.batchtx is not None:
+                    self.batchtx.idle()         # malformed messages' acks and reports
                 self.reporter.tick()
                 self.tick_post_broker()
                 self.heartbeat()
@@ -336,7 +340,10 @@ class Flow:
             self.preset.settled(self, batch)
 
     def settle(self, batch: List[Work]):
-        """Make every outcome durable, then ack: posts confirmed, cache flushed, retries saved."""
+        """Make every outcome durable, then ack: posts confirmed, cache flushed, retries saved.
+        With a transaction (batchtx.py): retries saved, then posts, reports and acks
+        committed together, then the cache told and the retry entries done."""
+        tx = self.batchtx
         if self.post_broker is not None and not self.source.confirm_at_end \
                 and any(w.posts for w in batch):
             try:
@@ -345,14 +352,13 @@ class Flow:
                 raise
             except BrokerError as e:
                 self.source.failed(batch, e)  # the queue: back to it; a poster: posted again
+                if tx is not None:
+                    tx.abandon()                # the requeues are in the transaction
                 self.stop_event.wait(1.0)      # a refusing exchange must not spin the loop
                 return
-        if self.cache is not None:
-            for w in batch:
-                if w.cache_key is not None and w.outcome == Result.DONE:
-                    self.cache.check_and_add(w.cache_key)
-            self.cache.flush()
-        acks = []
+        if tx is None:
+            self._cache_done(batch)
+        acks, finished = [], []
         for w in batch:
             if w.outcome == Result.RETURNED:
                 if w.delivery is not None:
@@ -372,16 +378,33 @@ class Flow:
                         self.stop_event.wait(1.0)
                         continue
             elif w.retry_entry is not None:
-                self.retry.done(w.retry_entry)
+                finished.append(w)
             if w.delivery is not None:
                 acks.append(w.delivery)
-        if self.reporter is not None:
-            self.reporter.flush()        # the batch's reports: one write
-        if acks:
-            self._safe(self.consumer.ack_many, acks)     # one write, usually one frame
+        if tx is not None:
+            batch = tx.commit(batch, acks)      # only what it committed goes on
+            if batch is None:
+                return
+            self._cache_done(batch)
+        else:
+            if self.reporter is not None:
+                self.reporter.flush()        # the batch's reports: one write
+            if acks:
+                self._safe(self.consumer.ack_many, acks)     # one write, usually one frame
+        kept = set(map(id, batch))
+        for w in finished:
+            if id(w) in kept:
+                self.retry.done(w.retry_entry)
         self.source.done(batch)
         if self.preset.confirmed is not None:   # posts confirmed, acks sent (senddone.py)
             self.preset.confirmed(self, batch)
+
+    def _cache_done(self, batch: List[Work]):
+        if self.cache is not None:
+            for w in batch:
+                if w.cache_key is not None and w.outcome == Result.DONE:
+                    self.cache.check_and_add(w.cache_key)
+            self.cache.flush()
 
     def _safe(self, fn, *args):
         try:

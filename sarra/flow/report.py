@@ -8,7 +8,9 @@ tick(): once a second), their confirms not waited for after the first. Written o
 time, each would cost the broker and every report shovel downstream a batch of its own
 (measured: the chain's CPU per file back to what it was with batches of one). The price:
 a crash (kill -9) loses the reports of the batch in hand; its messages, not acked, come
-back and are reported again (304 for a file already in place).
+back and are reported again (304 for a file already in place). Not so when the flow
+commits its batches in AMQP transactions (batchtx.py, the usual case): reports after the
+first go in the batch's transaction, with its posts and acks.
 Reports go on a connection of their own (opened at the first report): a publish the broker
 refuses closes the channel it came on, and on the consumer's channel that would hand every
 unacknowledged delivery back to the queue (received again, downloaded twice).
@@ -79,6 +81,7 @@ class Reporter:
         self._confirmed = False
         self._own = None          # (broker it was made from, our Broker)
         self._ticked = 0.0
+        self.tx = None            # the batch's transaction, once a report was confirmed
 
     def _off(self, why) -> None:
         self.enabled = False
@@ -120,11 +123,17 @@ class Reporter:
             self.log.warning("%s: report not sent: %s", msg.relpath, e)
             return
         try:
+            if self._confirmed and self.tx is not None:     # batchtx.py: with the acks
+                self.tx.publish(self.exchange, topic, body, headers)
+                self.sent += 1
+                return
             b = self._publisher()
             b.publish(self.exchange, topic, body, headers)
             if not self._confirmed:
                 b.wait_confirms(timeout=30)
                 self._confirmed = True
+                if self.tx is not None:
+                    self.close()    # the rest go in the transactions: no connection of ours
             self.sent += 1
         except Exception as e:  # BrokerError, access refused, missing exchange
             if type(e).__name__ == "BrokerStopped":

@@ -248,7 +248,7 @@ class Winnow:
     def __init__(self, store: ClaimStore, tx: bool, links: bool, basis: str):
         self.store, self.tx, self.links, self.basis = store, tx, links, basis
         self.nodes = None           # node_shares + nodes_state_dir: nodeclaims.NodeClaims
-        self.confirmed = False      # the batch's posts confirmed and acks sent (settle)
+        self.confirmed = None       # the works settle() committed (confirmed hook)
 
 
 def connected(flow):
@@ -349,6 +349,16 @@ def _shard_claims(flow, w, work):
 
 
 def confirmed(flow, batch):
-    """End of settle(): the batch's posts are confirmed and its acks sent (or, in
-    transaction mode, handed to the commit that follows)."""
-    flow.winnow.confirmed = True
+    """End of settle(): ``batch`` holds the works whose posts and acks are committed (or
+    confirmed and sent); settled() journals their claims."""
+    flow.winnow.confirmed = batch
+
+
+def settled(flow, batch):
+    """After settle() (which committed the batch's transaction, batchtx.py, or waited for
+    its posts' confirms and sent its acks, then called :func:`confirmed`): the claims of
+    a committed batch appended to their shards' journals (nodeclaims.py)."""
+    w = flow.winnow
+    committed, w.confirmed = w.confirmed, None
+    if w.nodes is not None:
+        w.nodes.end_batch(committed)

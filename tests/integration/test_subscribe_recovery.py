@@ -2,6 +2,7 @@
 broker connection cut and restored, SIGTERM/SIGINT while idle, while a large download is
 streaming and while the server has gone silent."""
 
+import collections
 import os
 import shutil
 import signal
@@ -48,12 +49,12 @@ def test_kill_9_half_way_then_restart_every_file_once(sub_env, http_server):
     assert 999 <= len(lines) <= 1000
     assert files_under(env.dst) == sorted(tree)        # no temporary file left behind
     codes = env.reports.codes()
-    # reports go out with their batch (report.py): the 201s of the batch in hand at the kill
-    # are lost, its messages come back and find their files in place (304); a batch is at
-    # most half of prefetch (25) here. Every file has its 201, or a 304 for one of those.
+    # reports are committed with the acks of their batch (batchtx.py): the kill loses none;
+    # a file the killed batch put in place comes back and gets the 201 it never sent
     assert set(codes) <= {201, 304}, sorted(set(codes))
-    assert len(lines) - 13 <= codes.count(201) <= len(lines), (codes.count(201), len(lines))
-    assert codes.count(201) + codes.count(304) >= len(lines)
+    ones = collections.Counter(r["relpath"] for r in env.reports.items if r["code"] == 201)
+    assert len(ones) == len(tree) and set(ones.values()) == {1}, \
+        (len(ones), len(tree), [p for p, n in ones.items() if n > 1])
     assert env.queue_depth(env.queue_name()) == 0
 
 

@@ -1,7 +1,7 @@
 """The winnow step without a broker: the claim store (first writer wins across processes,
 expiry, persistence, redelivered claims, confirmed marks, links), link announcements, the
-flow with the winnow preset and fake queues, the transaction stand-in, and what the
-subscriber's download step does with a winnow link."""
+flow with the winnow preset and fake queues, and what the subscriber's download step does
+with a winnow link (the transaction winnow posts in: test_batchtx.py)."""
 
 import hashlib
 import multiprocessing
@@ -12,7 +12,7 @@ import pytest
 from sarra import checksum, message
 from sarra.flow import presets as components, download, winnow
 from sarra.config import parser as config
-from sarra.broker.client import Broker, Delivery, DeliveryTag
+from sarra.broker.client import Delivery, DeliveryTag
 from sarra.flow.cache import cache_key
 from sarra.flow.engine import Flow
 from sarra.flow.work import Outcome, Work
@@ -295,188 +295,6 @@ def test_flow_link_posts(home):
 def test_cache_off_still_winnows(home):
     flow = winnow_flow(home, [("suppress_duplicates", "off")])
     assert flow.cache.lifetime == winnow.DEFAULT_LIFETIME
-
-
-# ------------------------------------------------------------------ the transaction stand-in
-
-class FakeChannel:
-    channel_id = 1
-    is_open = True
-    connection = True
-
-    def __init__(self, log):
-        self.log = log
-
-    def tx_select(self):
-        self.log.append("select")
-
-    def tx_commit(self):
-        self.log.append("commit")
-
-
-class FrameLog:
-    """The transport under FakeBroker: the frames written, read back as ("publish",
-    exchange, body) and ("ack", tag, multiple)."""
-
-    def __init__(self, log):
-        self.log, self.publishing = log, None
-
-    def write(self, data):
-        data = bytes(data)
-        while data:
-            kind, size = data[0], int.from_bytes(data[3:7], "big")
-            payload, data = data[7:7 + size], data[8 + size:]
-            if kind == 1 and payload[:4] == b"\x00\x3c\x00\x28":       # basic.publish
-                n = payload[6]
-                self.publishing = [payload[7:7 + n].decode(), b"", None]
-            elif kind == 1 and payload[:4] == b"\x00\x3c\x00\x50":     # basic.ack
-                self.log.append(("ack", int.from_bytes(payload[4:12], "big"),
-                                 bool(payload[12] & 1)))
-            elif kind == 2:
-                self.publishing[2] = int.from_bytes(payload[4:12], "big")
-            elif kind == 3:
-                self.publishing[1] += payload
-            if self.publishing and len(self.publishing[1]) == self.publishing[2]:
-                self.log.append(("publish", *self.publishing[:2]))
-                self.publishing = None
-
-
-class FakeConnection:
-    frame_max, bytes_sent, connected = 131072, 0, True
-
-    def __init__(self, log):
-        self.transport = FrameLog(log)
-
-
-class Record(list):
-    """What the fake channel and transport saw; also the broker's logger."""
-
-    def __getattr__(self, name):
-        import logging
-        return getattr(logging.getLogger("test"), name)
-
-
-class FakeBroker(Broker):
-    """A real Broker on a fake connection: its transaction API at work, no network."""
-
-    def __init__(self):
-        super().__init__("amqp://u:p@localhost/", reconnect=False)
-        self.log = log = Record()
-        self._conn, self._chan = FakeConnection(log), FakeChannel(log)
-        self._chan_ready = True
-        self._wbuf.reset(self._conn.transport)
-        self._wbuf.limit = 0            # every frame reaches the transport at once
-
-
-class FakeFlow:
-    def __init__(self):
-        import logging
-        self.log = logging.getLogger("test")
-        self.msg = None
-
-
-def test_txpost_selects_once_per_channel_and_sends_posts_at_commit():
-    b, flow = FakeBroker(), FakeFlow()
-    tx = winnow.TxPost(flow, b)
-    tx.commit()
-    assert b.log == []                                    # nothing selected: nothing to commit
-    flow.msg = Work(message.make_post("20240101000000.0", "http://h/", "/a", {"sum": "0,1"}),
-                    delivery=delivery("/a"))
-    tx.publish("xo", "v02.post.a", "body1", {"sum": "0,1"})
-    tx.publish("xo", "v02.post.b", "body2", {"sum": "0,2"})
-    assert b.log == ["select"]
-    tx.wait_confirms()
-    tx.commit()
-    assert b.log == ["select", ("publish", "xo", b"body1"), ("publish", "xo", b"body2"),
-                     "commit"]
-    tx.commit()                                           # the next batch: acks only
-    assert b.log[-1] == "commit" and len(b.log) == 5
-
-
-def test_txpost_drops_posts_of_messages_from_a_lost_channel():
-    b, flow = FakeBroker(), FakeFlow()
-    tx = winnow.TxPost(flow, b)
-    flow.msg = Work(message.make_post("20240101000000.0", "http://h/", "/a", {"sum": "0,1"}),
-                    delivery=delivery("/a"))
-    tx.publish("xo", "k", "b1", {})
-    b._generation = 1                                     # reconnected: the tx is gone
-    tx.publish("xo", "k", "b2", {})                       # its message was from generation 0
-    tx.commit()
-    assert b.log == ["select"]
-    flow.msg.delivery = Delivery("xa", "k", "b", b"b", {}, DeliveryTag(5, 1), True, {})
-    tx.publish("xo", "k", "b3", {})
-    tx.commit()
-    assert b.log == ["select", "select", ("publish", "xo", b"b3"), "commit"]
-
-
-def test_txpost_pauses_after_a_failed_commit_doubling_until_one_succeeds():
-    """A commit the broker refuses (a missing exchange): the batch comes back at once, so
-    each failure is followed by a pause (1, 2, 4 s ...), reset by a successful commit."""
-    from sarra.broker.client import BrokerError
-    b, flow = FakeBroker(), FakeFlow()
-    waits = []
-
-    class Stop:
-        def wait(self, seconds):
-            waits.append(seconds)
-    flow.stop_event = Stop()
-    refuse = [True]
-
-    def do(op, what):
-        if what.startswith("commit") and refuse[0]:
-            raise BrokerError("exchange 'xo' not found")
-        return op()
-    b._do = do
-    tx = winnow.TxPost(flow, b)
-    flow.msg = Work(message.make_post("20240101000000.0", "http://h/", "/a", {"sum": "0,1"}),
-                    delivery=delivery("/a"))
-    for _ in range(3):
-        tx.publish("xo", "k", "b", {})
-        tx.commit()
-    assert waits == [1.0, 2.0, 4.0]
-    refuse[0] = False
-    tx.publish("xo", "k", "b", {})
-    tx.commit()
-    refuse[0] = True
-    tx.publish("xo", "k", "b", {})
-    tx.commit()
-    assert waits == [1.0, 2.0, 4.0, 1.0]
-    for _ in range(10):
-        tx.commit()
-    assert waits[-1] == winnow.COMMIT_BACKOFF_MAX
-
-
-def test_txpost_acks_a_batch_with_one_frame_inside_the_transaction():
-    b, flow = FakeBroker(), FakeFlow()
-    tx = winnow.TxPost(flow, b)
-    consumer = winnow.TxConsumer(FakeConsumer(), tx)
-    assert consumer.queue == "q_test"                     # the rest is the consumer's
-    ds = [delivery(f"/{i}") for i in range(3)]
-    b._unacked.update(int(d.delivery_tag) for d in ds)
-    b._unacked.add(10 ** 7)                               # delivered later, not in the batch
-    consumer.ack(ds[1])
-    consumer.ack(ds[0])
-    tx.commit()                                           # nothing posted: no transaction
-    assert b.log == [("ack", int(ds[1].delivery_tag), True)]
-    flow.msg = Work(message.make_post("20240101000000.0", "http://h/", "/2", {"sum": "0,1"}),
-                    delivery=ds[2])
-    tx.publish("xo", "k", "b", {})
-    consumer.ack(ds[2])
-    consumer.ack(Delivery("xa", "k", "b", b"b", {}, DeliveryTag(3, 7), False, {}))  # stale
-    tx.commit()
-    assert b.log[1:] == ["select", ("publish", "xo", b"b"), ("ack", int(ds[2].delivery_tag),
-                                                            True), "commit"]
-    assert b._unacked == {10 ** 7}
-
-
-def test_txpost_posts_retries_on_the_other_connection_confirmed():
-    b, flow, other = FakeBroker(), FakeFlow(), FakePostBroker()
-    tx = winnow.TxPost(flow, b, other)
-    flow.msg = Work(message.make_post("20240101000000.0", "http://h/", "/r", {"sum": "0,1"}))
-    tx.publish("xo", "k", "20240101000000.0 http://h/ /r", {"sum": "0,1"})
-    assert other.published == [("xo", "/r", "0,1")] and other.confirmed == 1
-    tx.commit()
-    assert b.log == []
 
 
 # ------------------------------------------------------------------ subscribers and links

@@ -1,0 +1,216 @@
+"""A consumed batch's posts, reports and acks committed together: one AMQP transaction.
+
+A flow that consumes a queue ends each batch with three writes: its posts, its reports, its
+acks. Written one after the other (posts confirmed, reports, then acks), a process killed
+(kill -9) or a broker node lost between the posts and the acks makes the broker deliver the
+batch again: it is done again and announced a second time downstream, and the reports of
+the batch in hand are lost.
+
+When they go to the broker, vhost and user the flow consumes from (the usual pump: sr_sarra
+consuming xs_<source> and posting on xpublic; reports always do), they go on the consuming
+channel in transaction mode (``tx.select`` once per channel incarnation, one ``tx.commit``
+per batch): the broker makes the batch's posts, reports and acks happen together or not at
+all. A process killed before the commit leaves nothing behind: the broker drops what was
+not committed and delivers the messages again; they are done again (a file already in
+place is announced then: download.already_here). Automatic, no option: ``Flow.connect``
+calls :func:`start`; a flow posting to another broker keeps publisher confirms there
+(waited for before the commit, its spool unchanged) and commits its reports and acks;
+a flow with neither reports nor posts to the consumed broker acks as before.
+
+* posts: kept by the Broker (``tx_publish``) and written just before the commit;
+* reports: all but the first one, which is confirmed on the reporter's own connection (a
+  report exchange we may not write to switches reports off, report.py, instead of closing
+  the consuming channel); reports.py publishes through :attr:`BatchTx.publish`;
+* acks, and the requeues of a stop: in the same commit, the acks in one frame;
+* after the commit only, and only for the messages it acked (or taken from the retry
+  queue): retry entries marked done, the duplicate cache told (a message that comes back
+  after a kill is not a duplicate of itself: its post was never made), ``source.done`` and
+  the preset's ``confirmed`` (sr_sender's ``delete``); ``Flow.settle`` does that with what
+  :meth:`BatchTx.commit` returns.
+
+A post or report for a message delivered on a channel since lost (a reconnection) is
+dropped: that message was not acked, it comes back and is done again (``Broker.tx_select``).
+A commit the broker refuses (a missing exchange) is followed by a pause, 1 s doubling up to
+COMMIT_BACKOFF_MAX until one succeeds: the batch would come back at once otherwise. A
+commit whose reply is lost with the connection may have happened or not; taken as not: the
+retry entries are kept (done again at worst, never lost).
+
+sr_winnow posts this way too (winnow.py: its claims are committed to SQLite by the cache
+flush just before the broker commit). Sources that build their messages (sr_post, sr_watch,
+sr_poll) have no consuming channel: they are unchanged.
+"""
+
+from typing import List, Optional
+
+from sarra.broker.client import Broker, BrokerError, BrokerStopped
+from sarra.config.brokerurl import parse_url
+from sarra.flow import report
+
+#: longest pause after a failed commit (seconds)
+COMMIT_BACKOFF_MAX = 30.0
+
+
+def same_broker(a: Optional[str], b: Optional[str]) -> bool:
+    """Both URLs name one broker, vhost and user (then one channel can do both jobs)."""
+    if not a or not b:
+        return False
+    try:
+        x, y = parse_url(a), parse_url(b)
+    except ValueError:
+        return False
+    return ((x.scheme, x.host.lower(), x.port, x.vhost, x.user)
+            == (y.scheme, y.host.lower(), y.port, y.vhost, y.user))
+
+
+def redone(flow, work, why):
+    """The report of a message whose bytes were already in place (download.already_here):
+    ``why`` (a 304), but the 201 its first delivery earned when it comes back redelivered to
+    a flow that commits its reports with its acks: that delivery placed the file and was
+    killed (or lost its channel) before the commit, so its 201 never left."""
+    d = work.delivery
+    if getattr(flow, "batchtx", None) is None or d is None or not d.redelivered:
+        return why
+    return report.DOWNLOADED
+
+
+def start(flow) -> Optional["BatchTx"]:
+    """Called by Flow.connect once the connections are up: the flow's transaction (its
+    post broker and reporter then publish into it), or None when it has nothing to put in
+    one (no consuming channel, or neither reports nor posts to the consumed broker)."""
+    broker, cfg = flow.broker, flow.cfg
+    if not flow.source.consumes or not isinstance(broker, Broker) or flow.consumer is None:
+        return None
+    posts = flow.post_broker is not None and same_broker(cfg.broker, cfg.post_broker)
+    reporter = flow.reporter
+    reports = reporter is not None and reporter.enabled
+    if not (posts or reports):
+        return None
+    tx = BatchTx(flow, broker, posts)
+    if posts:
+        flow.post_broker = TxPost(tx, flow.post_broker)
+    if reports:
+        reporter.tx = tx
+    flow.consumer = TxConsumer(flow.consumer, tx)
+    flow.log.debug("batches committed in AMQP transactions (%s and acks)",
+                   "posts, reports" if posts and reports else "posts" if posts else "reports")
+    return tx
+
+
+class BatchTx:
+    """The transaction of the batch in hand on the consuming Broker."""
+
+    def __init__(self, flow, broker, posts: bool = True):
+        self.flow, self.broker, self.posts = flow, broker, posts
+        self.log = flow.log
+        self._acks = []                 # delivery tags acked outside settle (malformed)
+        self._failed_commits = 0        # in a row: the pause after the next failure doubles
+        self._open = False              # published into since the last commit
+
+    def publish(self, exchange, routing_key, body, headers, persistent=True,
+                expiration=None):
+        """Add a post or a report about the message in hand (``flow.msg``) to the batch's
+        transaction; dropped when that message came on a channel since lost."""
+        work = self.flow.msg
+        tag = getattr(getattr(work, "delivery", None), "delivery_tag", None)
+        b = self.broker
+        if b.tx_select(tag):
+            b.tx_publish(exchange, routing_key, body, headers, persistent, expiration)
+            self._open = True
+
+    def ack_later(self, delivery) -> None:
+        """An ack outside a batch's settle (a malformed message): sent at the next commit."""
+        if self.broker.is_current(delivery):
+            self._acks.append(int(delivery.delivery_tag))
+
+    def commit(self, batch: List, acks: List) -> Optional[List]:
+        """Commit the batch's posts and reports with the acks of ``acks`` (deliveries);
+        returns the works of the batch whose outcome is now committed (those delivered on
+        the current channel, and those from the retry queue), or None when nothing was."""
+        b = self.broker
+        flow = self.flow
+        if flow.cache is not None:
+            flow.cache.flush()          # winnow's claims: before their posts can be seen
+        current = [d for d in acks if b.is_current(d)]
+        tags, self._acks = self._acks + [int(d.delivery_tag) for d in current], []
+        self._open = False
+        try:
+            done = b.tx_commit(tags)
+        except BrokerStopped:
+            raise
+        except BrokerError as e:
+            self._pause(e)
+            return None
+        self._failed_commits = 0
+        if done is False:           # the channel was lost: the broker dropped it all
+            self.log.info("connection lost before the commit: the batch comes back")
+            return None
+        return [w for w in batch if w.delivery is None or b.is_current(w.delivery)]
+
+    def idle(self) -> None:
+        """Between batches: commit what was put in the transaction outside one (the acks
+        and reports of malformed messages, a plugin's post), so that prefetch is freed."""
+        if self._acks or self._open:
+            self.commit([], [])
+
+    def abandon(self) -> None:
+        """The batch goes back to the queue (its posts to another broker were refused):
+        its requeues committed now (its reports too: they will be sent again)."""
+        self.commit([], [])
+
+    def _pause(self, e) -> None:
+        # the broker gives the batch back at once: without a pause, a refused post (a
+        # missing exchange) would be received and refused again hundreds of times a second
+        delay = min(COMMIT_BACKOFF_MAX, 2.0 ** self._failed_commits)
+        self._failed_commits += 1
+        self.log.error("%s (the batch comes back from the queue and is done again then; "
+                       "next try in %g s)", e, delay)
+        self.flow.stop_event.wait(delay)
+
+
+class TxPost:
+    """Stands in for the flow's post broker when posts go in the transaction: publish adds
+    to it; wait_confirms has nothing to wait for (the commit makes the posts visible).
+    Declarations, ticks and the rest go to the post connection (``other``), kept for them:
+    a refused declaration must not close the consuming channel."""
+
+    unconfirmed = 0
+
+    def __init__(self, tx: BatchTx, other=None):
+        self.tx, self.other = tx, other
+
+    def __getattr__(self, name):
+        if self.other is None:
+            raise AttributeError(name)
+        return getattr(self.other, name)
+
+    def publish(self, exchange, routing_key, body, headers, persistent=True, expiration=None):
+        self.tx.publish(exchange, routing_key, body, headers, persistent, expiration)
+
+    def wait_confirms(self, timeout=30):
+        """Nothing to wait for: the commit after the acks makes the posts visible."""
+
+    def tick(self):
+        if self.other is not None:
+            self.other.tick()
+
+    def close(self):
+        if self.other is not None:
+            self.other.close()
+
+
+class TxConsumer:
+    """Stands in for the flow's consumer: acks outside settle wait for the next commit
+    (settle passes its acks to :meth:`BatchTx.commit`); the rest is the consumer's."""
+
+    def __init__(self, consumer, tx: BatchTx):
+        self._consumer, self._tx = consumer, tx
+
+    def __getattr__(self, name):
+        return getattr(self._consumer, name)
+
+    def ack(self, delivery):
+        self._tx.ack_later(delivery)
+
+    def ack_many(self, deliveries):
+        for d in deliveries:
+            self._tx.ack_later(d)
