@@ -146,7 +146,8 @@ OPTIONS: Tuple[Option, ...] = (
        choices=("classic", "quorum")),
     _o("prefetch", (), INT, {"*": 25, "winnow": 100}, _C,
        "basic.qos prefetch count; messages are handled and acked in batches of that size "
-       "when the component posts (winnow: one transaction per batch), of half of it when not",
+       "when the component posts, of half of it when not; a batch's reports, posts to the "
+       "broker consumed from, and acks are one AMQP transaction",
        lo=1, hi=65535),
     _o("declare_queue", ("dq",), BOOL, True, _C, "declare the queue"),
     _o("bind_queue", ("bq",), BOOL, True, _C, "bind the queue"),

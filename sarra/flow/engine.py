@@ -9,7 +9,9 @@ posted, so that the broker sends the next batch while this one is worked on; a b
 acks go in one write): the posts of a batch are
 confirmed by the broker (pipelined) and the duplicate cache flushed before any message of
 the batch is acked, so an ack always means "finished" or "durably recorded in the retry
-queue" (an fsynced append, retry.py). A message is acked in exactly one of these cases:
+queue" (an fsynced append, retry.py). Posts to the broker consumed from, reports and acks
+are one AMQP transaction a batch (batchtx.py: nothing announced twice after a kill -9; the
+cache is told after its commit). A message is acked in exactly one of these cases:
 done (whatever the report code), rejected (filters, on_message), malformed, or written to
 the retry queue. A stop request returns the unfinished messages to the broker instead.
 
