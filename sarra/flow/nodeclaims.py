@@ -11,8 +11,9 @@ e.g. NFS): ``<shard queue>.<epoch>.claims``, one line per product passed
 (``<key hex> <claim time> <who>``). No lock spans hosts: the broker delivers a shard to one
 consumer at a time, so one writer appends to a shard's journal at a time.
 
-* written after the batch is committed (winnow.settled: posts and acks in the broker), the
-  batch's claims of each shard in one append;
+* written after the batch is committed (the posts and acks in the broker: winnow.confirmed
+  gets the works committed, winnow.settled writes), the batch's claims of each shard in
+  one append;
 * read before a message of a shard is judged, at most once per batch and shard: one open
   and fstat (close-to-open consistency on NFS), and the lines another consumer added since
   this process last read or wrote the file, put into the host's claim store (confirmed).
@@ -134,16 +135,18 @@ class NodeClaims:
         if shard is not None:
             self.pending.append((shard, key, self.clock(), who, work))
 
-    def end_batch(self, committed: bool) -> int:
-        """After the batch: its claims (messages done) appended to their shards'
-        journals when the batch was committed; returns how many lines were written."""
+    def end_batch(self, committed) -> int:
+        """After the batch: the claims of the works committed (a list of works; True: all
+        of them; None or False: none) that were done appended to their shards' journals;
+        returns how many lines were written."""
         pending, self.pending = self.pending, []
         self.synced.clear()
         if not committed:
             return 0
+        ids = None if committed is True else set(map(id, committed))
         by_shard = defaultdict(list)
         for shard, key, t, who, work in pending:
-            if work.outcome == Result.DONE:
+            if work.outcome == Result.DONE and (ids is None or id(work) in ids):
                 by_shard[shard].append(b"%s %.3f %d\n" % (key.hex().encode(), t, who))
         n = 0
         for shard, lines in by_shard.items():

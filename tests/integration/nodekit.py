@@ -34,12 +34,22 @@ def _second_host(env, tmp_path):
     return home2
 
 
-def _run_node(env, home, tag):
+def host_env(home):
+    """The environment of a process of the "host" whose HOME is ``home``: the test's
+    XDG_* variables point into the first HOME, so they are set to this one's too (its own
+    configuration, state and log directories)."""
+    h = str(home)
+    return command_env({"HOME": h, "XDG_CONFIG_HOME": os.path.join(h, ".config"),
+                        "XDG_CACHE_HOME": os.path.join(h, ".cache"),
+                        "XDG_DATA_HOME": os.path.join(h, ".local", "share")})
+
+
+def _run_node(env, home, tag, component="subscribe"):
     log = env.tmp / f"node-{tag}.log"
     fh = open(log, "wb")
-    p = subprocess.Popen(command_argv("sr_subscribe") + ["foreground", env.name],
+    p = subprocess.Popen(command_argv(f"sr_{component}") + ["foreground", env.name],
                          stdin=subprocess.DEVNULL, stdout=fh, stderr=fh,
-                         env=command_env({"HOME": str(home)}), cwd=str(home),
+                         env=host_env(home), cwd=str(home),
                          start_new_session=True)
     fh.close()
     env.procs.append(p)
@@ -62,10 +72,10 @@ def _publish_tree(env, http_server, count, subdirs=30, seed=0):
     return {f"{sub}/{rel}": d for rel, d in tree.items()}
 
 
-def _publish_parted(env, http_server, n, size=300_000, bsz=64 << 10, seed=1):
-    """n files in blocks, each file's blocks shuffled among all; {rel: md5}."""
+def _parted_posts(env, http_server, n, size=300_000, bsz=64 << 10):
+    """n files in blocks served by http_server: ({rel: md5}, {rel: [its block posts]})."""
     sub = f"p{env.uid}"
-    out, msgs = {}, []
+    out, posts = {}, {}
     for k in range(n):
         rel = f"{sub}/d{k}/big{k}.bin"
         path = http_server.root / rel
@@ -73,10 +83,17 @@ def _publish_parted(env, http_server, n, size=300_000, bsz=64 << 10, seed=1):
         path.write_bytes(os.urandom(size))
         parts = checksum.plan_parts(size, bsz)
         sums = checksum.hash_parts(str(path), "d", parts)
-        msgs += [message.make_post(message.now(), http_server.url, "/" + rel, {
+        posts[rel] = [message.make_post(message.now(), http_server.url, "/" + rel, {
             "sum": "d," + s, "parts": str(p), "mtime": "20240315123456.5", "mode": "644"})
             for p, s in zip(parts, sums)]
         out[rel] = md5(path)
+    return out, posts
+
+
+def _publish_parted(env, http_server, n, size=300_000, bsz=64 << 10, seed=1):
+    """n files in blocks, each file's blocks shuffled among all; {rel: md5}."""
+    out, posts = _parted_posts(env, http_server, n, size, bsz)
+    msgs = [m for rel in posts for m in posts[rel]]
     random.Random(seed).shuffle(msgs)
     for m in msgs:
         env.publish_msg(m)
@@ -92,6 +109,27 @@ def _config(env, prefetch=10, sleep=0.02):
     env.config(extra=f"node_shares {SHARES}\nprefetch {prefetch}\ncount_file_sleep {sleep}\n"
                "mirror on",
                report=False)
+
+
+def _sarra_config(env, extra):
+    """The sub_env's configuration run by sr_sarra, the pump's own component (its source
+    checks: the source is the exchange's owner), in .config/sarra/sarra/; report_back off,
+    on_file and on_part counted. Declare it with _component_cmd(env, "sarra", "setup")."""
+    path = env.config(extra=extra, report=False, count_files="parts")
+    d = env.home / ".config" / "sarra" / "sarra"
+    d.mkdir(parents=True, exist_ok=True)
+    os.replace(path, d / path.name)
+    return d / path.name
+
+
+def _component_cmd(env, component, *args, check=True):
+    """`sr_<component> <args> <config>` under the test's HOME."""
+    r = subprocess.run(command_argv(f"sr_{component}") + [*map(str, args), env.name],
+                       capture_output=True, text=True, timeout=60, env=command_env(),
+                       cwd=str(env.home), stdin=subprocess.DEVNULL)
+    if check and r.returncode:
+        raise AssertionError(f"sr_{component} {args}: {r.returncode}\n{r.stdout}{r.stderr}")
+    return r
 
 
 def _posts(tap, quiet=1.5):

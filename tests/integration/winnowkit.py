@@ -14,6 +14,7 @@ import pytest
 from sarra import message
 from sarra.flow import winnow
 from tests.conftest import REPO, amqp_connect, command_argv, command_env
+from tests.integration import nodekit
 from tests.integration.subkit import wait_for  # noqa: F401  (test_winnow's too)
 
 SAMPLE = REPO / "tests" / "data" / "samples" / "v2_winnow.json"
@@ -65,23 +66,26 @@ class WinnowEnv:
                                  f"{r.returncode}\n{r.stdout}{r.stderr}")
         return r
 
-    def start(self, no, component="winnow", name=None):
-        """Instance `no` of the config (`sr_<component> --no N foreground`), own session."""
+    def start(self, no, component="winnow", name=None, home=None):
+        """Instance `no` of the config (`sr_<component> --no N foreground`), own session;
+        ``home``: run as another host (its own HOME: copy .config there first)."""
         name = name or self.name
-        started = self.log(no, component, name).count("started, queue")
+        home = Path(home or self.home)
+        started = self.log(no, component, name, home).count("started, queue")
         log = self.tmp / f"{component}_{name}_{no}_{len(self.procs)}.out"
         with open(log, "wb") as fh:
             p = subprocess.Popen(command_argv(f"sr_{component}") + ["--no", str(no),
                                  "foreground", name], stdin=subprocess.DEVNULL, stdout=fh,
-                                 stderr=fh, env=command_env(), cwd=str(self.home),
-                                 start_new_session=True)
+                                 stderr=fh, env=nodekit.host_env(home),
+                                 cwd=str(home), start_new_session=True)
         self.procs.append(p)
-        assert wait_for(lambda: self.log(no, component, name).count("started, queue")
-                        > started, 30), self.log(no, component, name)[-3000:] + log.read_text()
+        assert wait_for(lambda: self.log(no, component, name, home).count("started, queue")
+                        > started, 30), (self.log(no, component, name, home)[-3000:]
+                                         + log.read_text())
         return p
 
-    def log(self, no=1, component="winnow", name=None):
-        path = (self.home / ".cache" / "sarra" / "log"
+    def log(self, no=1, component="winnow", name=None, home=None):
+        path = (Path(home or self.home) / ".cache" / "sarra" / "log"
                 / f"sr_{component}_{name or self.name}_{no:02d}.log")
         try:
             return path.read_text(errors="replace")

@@ -155,3 +155,15 @@ def test_make_needs_node_shares_and_the_directory(tmp_path):
     assert nodeclaims.make(flow(nodes_state_dir=str(tmp_path)), store) is None
     nc = nodeclaims.make(flow(node_shares=8, nodes_state_dir=str(tmp_path / "n")), store)
     assert nc.dir == str(tmp_path / "n" / "winnow" / "w1")
+
+
+def test_only_the_works_the_commit_kept_are_written(tmp_path):
+    """settle() hands the confirmed hook the works it committed (those delivered on a
+    channel since lost come back): only their claims are journaled."""
+    clock = Clock()
+    sa, a = _host(tmp_path, "a", tmp_path / "shared", clock)
+    kept, lost = _done(), _done()
+    a.sync(SHARD)
+    a.claimed(SHARD, kept, os.urandom(16), 1)
+    a.claimed(SHARD, lost, os.urandom(16), 1)
+    assert a.end_batch([kept]) == 1
