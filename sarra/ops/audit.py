@@ -145,7 +145,7 @@ class Pump:
         return list(dict.fromkeys(want))
 
     def owns_exchange(self, name: str) -> bool:
-        """Is an xs_/xr_/xl_ exchange one of a declared user's (or declared)?"""
+        """Is an xs_/xr_/xp_/xl_ exchange one of a declared user's (or declared)?"""
         if name in self.exchanges or name in STANDARD_EXCHANGES:
             return True
         users = list(self.roles)
@@ -153,6 +153,8 @@ class Pump:
             return any(re.fullmatch(xs_pattern(u, users), name) for u in users)
         if name.startswith("xr_"):
             return name[3:] in self.users("source")
+        if name.startswith("xp_"):           # a user's private data (readers.py)
+            return name[3:] in self.users(*ORDINARY)
         if name.startswith("xl_"):           # 2016 per-user log exchanges: tolerated
             return name[3:] in self.users(*ORDINARY)
         return True

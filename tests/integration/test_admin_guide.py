@@ -22,7 +22,10 @@ Substituted, because they need root or would harm the shared test broker:
 "Linking pumps" runs too: pumps B and C (prompts ``sarra@pumpb$``, ``sarra@pumpc$``, their
 subscribers ``dave$`` and ``erin$``) are two more vhosts of the test broker
 (``pumpb.example.org/pump`` ...), each with its own HOME, data tree and HTTP server (for
-their nginx); their files go to their own HOME and tree.
+their nginx); their files go to their own HOME and tree. Its "Removing a pump" runs once
+the chain of three delivered and reported: C is taken out as the guide says, and what the
+guide promises is checked (the link's processes, configurations, queues, account and
+exchanges gone on B, A no longer routing to C, A and B still a working pair).
 """
 
 import json
@@ -36,6 +39,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import psutil
 import pytest
 import requests
 
@@ -51,6 +55,8 @@ NAMES = ("bunnymaster", "feeder", "alice", "bob", "carol", "anonymous", "dave", 
 #: a prompt -> the HOME it runs in; the pumps of "Linking pumps" (their vhost and tree)
 WHO = {"sarra@pumpb": "sarrab", "sarra@pumpc": "sarrac"}
 PUMPS = {"sarra": "pump", "sarrab": "pumpb", "sarrac": "pumpc"}
+#: the heading of the section that takes pump C out of the chain
+REMOVAL = "\nRemoving a pump, and mistakes\n"
 SKIPPED_ROOT = ("apt-get", "python3", "/opt/sarra/bin/pip", "ln", "adduser",
                 "rabbitmq-plugins", "chown", "rm", "systemctl")
 
@@ -161,6 +167,9 @@ class Guide:
         text = text.replace("/var/www/pump", "@@TREE@@")
         for w in ("alice", "carol", "dave", "erin"):
             text = text.replace("/home/" + w, "@@%s@@" % w)
+        # the link configurations named after a cluster: ln_reports2pumpC, ln_pumpC2xreport
+        text = re.sub(r"(?<=reports2)(pump[ABC])(?![A-Za-z0-9])|(pump[ABC])(?=2xreport)",
+                      lambda m: (m.group(1) or m.group(2)) + self.tag, text)
         # a name, not an option word at the start of a line (feeder amqp://...)
         text = re.sub(r"(?<=[^A-Za-z0-9@\n])(%s)(?![A-Za-z0-9])" % "|".join(NAMES),
                       lambda m: m.group(1) + self.tag, text)
@@ -236,8 +245,11 @@ class Guide:
                            capture_output=True, text=True, timeout=120,
                            stdin=subprocess.DEVNULL)
         self.outputs.append((who, command, r))
-        assert r.returncode == 0, "%s$ %s\nexit %d\n%s%s\n%s" % (
-            who, command, r.returncode, r.stdout, r.stderr, self.log_tail())
+        # a command the guide says exits otherwise: "...  # exit status 1: ..."
+        status = re.search(r"#.*\bexit status (\d+)", command)
+        assert r.returncode == (int(status.group(1)) if status else 0), \
+            "%s$ %s\nexit %d\n%s%s\n%s" % (who, command, r.returncode, r.stdout, r.stderr,
+                                           self.log_tail())
         return r
 
     def follow(self, steps):
@@ -315,8 +327,16 @@ def _what(out):
 
 
 def test_the_guide_in_order_loses_nothing(guide):
-    steps = guide_steps(GUIDE.read_text())
-    guide.follow(steps)
+    text = GUIDE.read_text()
+    # "Removing a pump" runs once the chain of three is checked, the sections after it then
+    cut = text.index(REMOVAL)
+    end = cut + re.compile(r"\n[^\n]+\n=+\n").search(text, cut).start()
+    guide.follow(guide_steps(text[:cut]))
+    check_linked_pumps(guide)
+    before = removal_before(guide)
+    guide.follow(guide_steps(text[cut:end]))
+    check_removal(guide, before)
+    guide.follow(guide_steps(text[end:]))
 
     # sr_police --dry-run setup on the fresh vhost said what the real run then did
     dry = guide.output_of("sarra", "sr_police --dry-run setup")[0].stdout
@@ -367,8 +387,10 @@ def test_the_guide_in_order_loses_nothing(guide):
         "carol: no obs/s0.txt from alice's sftp server\n" + guide.log_tail()
     assert not list(guide.tree.glob("**/s0.txt"))
 
-    # Linking pumps: dave on B got the file for pumpB, erin on C the one for pumpC (through
-    # B), and their reports came home to alice: her summary counts them
+
+def check_linked_pumps(guide):
+    """Linking pumps: dave on B got the file for pumpB, erin on C the one for pumpC
+    (through B), and their reports came home to alice: her summary counts them."""
     day = time.strftime("%Y%m%d", time.gmtime())
     for who, name in (("dave", "for-b.txt"), ("erin", "for-c.txt")):
         want = (guide.alice_out / "obs" / name).read_bytes()
@@ -398,3 +420,60 @@ def test_the_guide_in_order_loses_nothing(guide):
     assert far <= consumers(rows.get("/obs/for-c.txt", {})), rows
     text = guide.run("alice", "sr_report summary mine").stdout
     assert re.search(r"  delivered (\d+)/\1  /obs/for-c\.txt\n", text), text
+
+
+def _arrived(guide, who, name, timeout=60):
+    """alice's obs/<name> whole in <who>'s data directory (waits up to timeout)."""
+    day = time.strftime("%Y%m%d", time.gmtime())
+    want = (guide.alice_out / "obs" / name).read_bytes()
+    path = guide.homes[who] / "data" / day / guide.name("alice") / "obs" / name
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_bytes() == want) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return path.exists() and path.read_bytes() == want
+
+
+def _pids(home, pattern):
+    return [int(f.read_text().split()[0]) for f in
+            (home / ".cache" / "sarra").glob("*/%s/*.pid" % pattern)]
+
+
+def _alive(pids):
+    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+
+
+def removal_before(guide):
+    """What runs on B for the link to C before the guide removes it (its pids)."""
+    pids = _pids(guide.homes["sarrab"], "ln_*%s*" % guide.name("pumpC"))
+    assert len(_alive(pids)) == 3, (pids, guide.log_tail())
+    return pids
+
+
+def check_removal(guide, pids):
+    """C taken out as "Removing a pump" says: on B, the link's three processes stopped,
+    their configurations deleted, their queues (B's two, ln_from_pumpC's on C) deleted,
+    the account pumpC and its exchanges deleted, ln_from_pumpA rewritten without C; on A,
+    no configuration routes to C any more; B's sr_police check finds nothing left to fix;
+    alice's next file for B reaches dave."""
+    pc, pb = guide.name("pumpC"), guide.name("pumpB")
+    b_cfg, a_cfg = (guide.homes[w] / ".config" / "sarra" for w in ("sarrab", "sarra"))
+    assert not _alive(pids), pids
+    assert not list(b_cfg.glob("*/ln_*%s*.conf" % pc))
+    from_a = b_cfg / "sarra" / ("ln_from_%s.conf" % guide.name("pumpA"))
+    assert from_a.exists() and pc not in from_a.read_text(), from_a.read_text()
+    for f in a_cfg.glob("*/ln_*.conf"):
+        assert pc not in f.read_text(), (f, f.read_text())
+
+    def get(path):
+        return guide.session.get(guide.api + path, timeout=10)
+    vb, vc = (quote(guide.vhosts[h], safe="") for h in ("pumpb", "pumpc"))
+    assert not [q["name"] for q in get("queues/" + vb).json() if pc in q["name"]]
+    assert not [q["name"] for q in get("queues/" + vc).json()
+                if q["name"].startswith("q_%s." % pb)]
+    assert get("users/" + pc).status_code == 404
+    for x in ("xs_", "xp_"):
+        assert get("exchanges/%s/%s%s" % (vb, x, pc)).status_code == 404, x + pc
+    r = guide.run("sarrab", "sr_police check")
+    assert "pumpC" not in r.stdout, r.stdout
+    assert _arrived(guide, "dave", "after-c.txt"), \
+        "dave: no after-c.txt once C left\n" + guide.log_tail()
