@@ -10,14 +10,24 @@
   bytes of its ``sum`` header modulo N, two digits (pump-topology.md §6): every post of
   one checksum lands on the same shard, which one sr_winnow instance with
   ``exchange_split`` reads.
+* ``post_exchange_by_source on``: a post goes to ``<post_exchange><source>``, its ``source``
+  header appended (sr_police's one report routing shovel: xreport to ``xr_<source>``, one
+  read per report). A missing, empty or unsafe name (``/ # *``, blanks, control characters)
+  is refused (Outcome 403: acked, never posted), so no report lands on another exchange;
+  which sources may pass is the shovel's ``msg_by_source`` list.
 
 Core: the flow engine's one post step (flow.engine, every component) calls it; no I/O.
 """
 
 import itertools
+import re
 from typing import List, Optional
 
 from sarra.flow.poster import public_base_url
+from sarra.flow.work import Outcome
+
+#: a source name that may end an exchange name (no AMQP topic characters, no path)
+_SOURCE_NAME = re.compile(r"[^\s/#*\x00-\x1f\x7f]{1,200}")
 
 
 def first_url(value: Optional[str]) -> Optional[str]:
@@ -42,6 +52,7 @@ class Outbound:
     def __init__(self, cfg, log=None):
         self.exchange = cfg.post_exchange
         self.split = int(getattr(cfg, "post_exchange_split", 0) or 0)
+        self.by_source = bool(getattr(cfg, "post_exchange_by_source", False))
         urls = base_urls(getattr(cfg, "post_base_url", None))
         self._rr = None
         if len(urls) > 1:
@@ -83,7 +94,18 @@ class Outbound:
     def exchange_for(self, headers, exchange: Optional[str] = None) -> str:
         """The exchange a post goes to: post_exchange, or its shard with post_exchange_split."""
         x = exchange or self.exchange
+        if self.by_source:
+            x += source_suffix(headers)
         if self.split <= 0:
             return x
         return "%s%02d" % (x, shard(str(headers.get("sum", "")), self.split))
 
+
+
+def source_suffix(headers) -> str:
+    """The ``source`` header as the end of an exchange name; Outcome 403 when unusable."""
+    src = headers.get("source")
+    if not isinstance(src, str) or not _SOURCE_NAME.fullmatch(src) or src in (".", ".."):
+        raise Outcome(403, "Forbidden: no usable source header to route by (%r)"
+                      % (src if not isinstance(src, str) else src[:40],))
+    return src

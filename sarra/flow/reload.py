@@ -44,7 +44,7 @@ CONSUMING = frozenset({
 #: options whose change reopens the posting connection (and, as Flow.connect makes both,
 #: the consuming one)
 POSTING = frozenset({"post_broker", "post_exchange", "declare_exchange",
-                     "post_exchange_split"})
+                     "post_exchange_split", "post_exchange_by_source"})
 #: options a reload does not apply (the reason, logged)
 NOT_RELOADED = {"statehost": "restart to move the state files"}
 #: acted on by the reload action, not inside an instance

@@ -206,8 +206,13 @@ def post_exchanges(cfg) -> List[str]:
     pe = getattr(cfg, "post_exchange", None)
     if not pe:
         return []
+    if getattr(cfg, "post_exchange_by_source", False):     # <pe><source> of each source kept
+        pe = ["%s%s" % (pe, s) for v in getattr(cfg, "msg_by_source", None) or ()
+              for s in str(v).replace(",", " ").split()]
+    else:
+        pe = [pe]
     n = getattr(cfg, "post_exchange_split", 0) or 0
-    return ["%s%02d" % (pe, i) for i in range(n)] if n > 0 else [pe]
+    return ["%s%02d" % (x, i) for x in pe for i in range(n)] if n > 0 else pe
 
 
 class ConfigRefused(Exception):
@@ -265,7 +270,7 @@ def report_shovels(feeder_url: str, cluster: str,
     out = {}
     for origin, url, exchange in routes:
         if origin == cluster:
-            continue            # reports about our own data stay here (rr_xreport2<source>)
+            continue            # reports about our own data stay here (rr_xreport_route)
         name = "rr_xreport2cluster_%s" % "".join(c if c.isalnum() or c in "-_." else "_"
                                                   for c in origin)
         out[name] = "\n".join([

@@ -28,6 +28,7 @@ from sarra import paths
 from sarra.broker.client import parse_url, redact
 from sarra.config.parser import ConfigError
 from sarra.broker.admin import ApiError, ManagementAPI, api_url_for, password_matches
+from sarra.ops import reportroute
 
 ROLES = ("admin", "feeder", "source", "subscriber")
 ORDINARY = ("source", "subscriber")
@@ -484,15 +485,22 @@ def _call(fn, *args, **kwargs) -> Callable[[], None]:
 
 # ------------------------------------------------------------------ report routing shovels
 
-def report_shovels(pump: Pump) -> Dict[str, str]:
-    """{config name: text} of the report routing shovels (reports.md §5.1)."""
+def _report_common(feeder: str) -> List[str]:
+    """The bindings and post broker every report shovel has.
+
+    reports.md §1-2: reports are v02.report.#, v02.log.# from 2016-era peers, and v02.post
+    for a v2 consumer's report on a root-level file (its topic was never changed); on
+    xs_<user> posts with that key are dropped by msg_by_user (a report has 7 fields)."""
+    return ["topic_prefix v02.report", "subtopic #", "topic_prefix v02.log", "subtopic #",
+            "topic_prefix v02", "subtopic post", "post_broker %s" % feeder]
+
+
+def report_shovels(pump: Pump, left_out: Iterable[str] = ()) -> Dict[str, str]:
+    """{config name: text} of the report routing shovels (reports.md §5.1): rr_<user>2xreport
+    per user, one rr_xreport_route for every source but ``left_out`` (reportroute.py)."""
     feeder = redact(pump.feeder_url)
     out = {}
-    # reports.md §1-2: reports are v02.report.#, v02.log.# from 2016-era peers, and v02.post
-    # for a v2 consumer's report on a root-level file (its topic was never changed); on
-    # xs_<user> posts with that key are dropped by msg_by_user (a report has 7 fields)
-    common = ["topic_prefix v02.report", "subtopic #", "topic_prefix v02.log", "subtopic #",
-              "topic_prefix v02", "subtopic post", "post_broker %s" % feeder]
+    common = _report_common(feeder)
     for user in pump.users(*ORDINARY):
         if user in pump.peers:
             continue        # a neighbour relays others' reports: links.py's ln_<pump>2xreport
@@ -505,39 +513,62 @@ def report_shovels(pump: Pump) -> Dict[str, str]:
             "broker %s" % feeder, "exchange xs_%s" % user] + common + [
             "post_exchange xreport", "on_message msg_by_user", "msg_by_user %s" % user,
             "report_back off", ""])
-    for user in pump.users("source"):
-        name = "rr_xreport2%s" % user
-        out[name] = "\n".join([
-            "# Written by sr_police: copy the reports about %s's data from xreport" % user,
-            "# to xr_%s, where %s reads them (sr_report)." % (user, user),
-            "# Rename to %s.conf.off to stop routing (sr_police will not rewrite it)." % name,
-            "broker %s" % feeder, "exchange xreport"] + common + [
-            "post_exchange xr_%s" % user, "on_message msg_by_source",
-            "msg_by_source %s" % user, "report_back off", ""])
+    sources = [u for u in pump.users("source") if u not in set(left_out)]
+    if sources:
+        out[reportroute.ROUTE] = reportroute.route_text(feeder, sources, common)
     return out
 
 
 def write_report_shovels(pump: Pump, dry_run: bool = False,
                          directory: Optional[str] = None) -> List[Finding]:
-    """Write the missing rr_* shovel configs (never over a file or its .off twin)."""
+    """Write the missing rr_* shovel configs (never over a file or its .off twin); rewrite
+    rr_xreport_route when the sources changed and it is as sr_police wrote it; retire the
+    per-source rr_xreport2<source> of earlier versions (reportroute.py)."""
     if not pump.feeder_url:
         return [Finding("report routing", "report_daemons is on but no 'feeder' URL is "
                         "configured (the shovels run as the feeder)")]
     directory = directory or paths.component_config_dir("shovel")
+    feeder, common = redact(pump.feeder_url), _report_common(redact(pump.feeder_url))
+    old, kept = reportroute.old_shovels(directory, feeder, pump.users("source"), common)
     out = []
-    for name, text in report_shovels(pump).items():
+    for name, text in report_shovels(pump, left_out=kept).items():
         path = os.path.join(directory, name + ".conf")
-        if os.path.exists(path) or os.path.exists(path + ".off"):
+        if os.path.exists(path + ".off"):
             continue
-        f = Finding("shovel config %s" % path, "missing", "write it", "written",
-                    _call(paths.atomic_write, path, text, 0o644), setup=True)
-        if dry_run:
-            f.result = "would fix"
-        else:
-            try:
-                f.fix()
-                f.result = "fixed"
-            except OSError as e:
-                f.result, f.error = "failed", "%s: %s" % (path, e.strerror or e)
-        out.append(f)
+        if not os.path.exists(path):
+            out.append(_applied(Finding("shovel config %s" % path, "missing", "write it",
+                                        "written", _call(paths.atomic_write, path, text,
+                                                         0o644), setup=True), dry_run, path))
+            continue
+        if name != reportroute.ROUTE:
+            continue
+        have = reportroute.read_text(path)
+        if have != text and reportroute.is_untouched_route(have, feeder, common):
+            out.append(_applied(Finding("shovel config %s" % path, "the sources routed "
+                                        "changed", "rewrite it", "rewritten (reloaded)",
+                                        _call(reportroute.rewrite, path, text), setup=True),
+                                dry_run, path))
+    for path, name in old:
+        out.append(_applied(Finding("shovel config %s" % path, "one shovel per source "
+                                    "(each reads every report); %s routes them all" %
+                                    reportroute.ROUTE, "stop it and delete it",
+                                    "stopped and deleted", _call(reportroute.retire, path,
+                                                                 name), setup=True),
+                            dry_run, path))
+    for source, (stopped, why) in sorted(kept.items()):
+        if not stopped:
+            out.append(Finding("report routing of source '%s'" % source, "%s; %s leaves it "
+                               "out (rename it .off or remove it)" % (why, reportroute.ROUTE)))
     return out
+
+
+def _applied(f: Finding, dry_run: bool, path: str) -> Finding:
+    if dry_run:
+        f.result = "would fix"
+        return f
+    try:
+        f.fix()
+        f.result = "fixed"
+    except OSError as e:
+        f.result, f.error = "failed", "%s: %s" % (path, e.strerror or e)
+    return f

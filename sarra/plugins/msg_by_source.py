@@ -3,8 +3,11 @@
 Option: ``msg_by_source <source>`` (repeatable, or a comma-separated list). Posts and
 reports alike are kept when their ``source`` header is one of the names, dropped
 otherwise (also when the header is missing). sr_police's report routing shovel
-``rr_xreport2<source>`` reads xreport with it and copies the source's reports to
-xr_<source>. With no ``msg_by_source`` option every message is dropped (error logged once).
+``rr_xreport_route`` reads xreport with it, the list of the pump's sources, and with
+``post_exchange_by_source on`` posts each report it keeps to xr_<its source>: one read per
+report however many sources. There a report naming no listed source (or none) is dropped
+with a warning, once per name (at most 100 names; then once). With no ``msg_by_source``
+option every message is dropped (error logged once).
 """
 
 from sarra.plugin import plugin_logger
@@ -14,6 +17,9 @@ from sarra.plugins.msg_by_user import message_of, wanted
 OPTIONS = ("msg_by_source",)
 
 _warned = set()
+#: names already warned about (routing by source), bounded: an attacker's names flood nothing
+_unknown = set()
+MAX_NAMES = 100
 
 
 def on_message(parent):
@@ -26,4 +32,32 @@ def on_message(parent):
         return False
     msg = message_of(parent)
     headers = getattr(msg, "headers", None) or {}
-    return headers.get("source") in sources
+    source = headers.get("source")
+    if source in sources:
+        return True
+    if _routing(parent):
+        _warn_unknown(parent, source)
+    return False
+
+
+def _routing(parent) -> bool:
+    getter = getattr(parent, "get_option", None)
+    value = getter("post_exchange_by_source", False) if callable(getter) else \
+        getattr(parent, "post_exchange_by_source", False)
+    return value is True
+
+
+def _warn_unknown(parent, source) -> None:
+    """Once per name: a report about a source this pump does not route to."""
+    key = source if isinstance(source, str) else None
+    if key in _unknown or len(_unknown) > MAX_NAMES:
+        return
+    _unknown.add(key)
+    if len(_unknown) > MAX_NAMES:
+        text = "msg_by_source: more reports about unknown sources; no longer named"
+    elif key is None:
+        text = "msg_by_source: a report with no source header dropped (once)"
+    else:
+        text = "msg_by_source: a report about %r, not a source routed here, dropped " \
+               "(once per name)" % key[:60]
+    plugin_logger(parent, "msg_by_source").warning("%s", text)

@@ -411,17 +411,17 @@ def test_report_shovels_written_once(home, tmp_path):
     found = audit.write_report_shovels(pump, directory=str(d))
     names = sorted(os.listdir(d))
     assert names == ["rr_alice22xreport.conf", "rr_alice2xreport.conf",
-                     "rr_carol2xreport.conf", "rr_xreport2alice.conf",
-                     "rr_xreport2alice2.conf"]
+                     "rr_carol2xreport.conf", "rr_xreport_route.conf"]
     text = (d / "rr_carol2xreport.conf").read_text()
     assert "secret" not in text
     lines = [l for l in text.splitlines() if not l.startswith("#")]
     assert lines.index("exchange xs_carol") < lines.index("subtopic #")
     assert "msg_by_user carol" in lines and "post_exchange xreport" in lines
     assert "report_back off" in lines and "on_message msg_by_user" in lines
-    text = (d / "rr_xreport2alice.conf").read_text()
-    assert "post_exchange xr_alice" in text and "msg_by_source alice" in text
-    assert len(found) == 5
+    text = (d / "rr_xreport_route.conf").read_text()
+    assert "post_exchange xr_" in text and "msg_by_source alice,alice2" in text
+    assert "post_exchange_by_source on" in text
+    assert len(found) == 4
     os.rename(d / "rr_carol2xreport.conf", d / "rr_carol2xreport.conf.off")
     assert audit.write_report_shovels(pump, directory=str(d)) == []
     pump.feeder_url = None
@@ -432,11 +432,12 @@ def test_shovel_config_parses(home):
     pump = make_pump()
     for name, text in audit.report_shovels(pump).items():
         write("shovel/%s.conf" % name, text)
-    cfg = config.load("shovel", "rr_xreport2alice", warn_unknown=False)
-    assert cfg.exchange == "xreport" and cfg.post_exchange == "xr_alice"
+    cfg = config.load("shovel", "rr_xreport_route", warn_unknown=False)
+    assert cfg.exchange == "xreport" and cfg.post_exchange == "xr_"
+    assert cfg.post_exchange_by_source is True
     assert [b.key for b in cfg.bindings] == ["v02.report.#", "v02.log.#", "v02.post"]
     assert cfg.report_back is False and cfg.plugins["on_message"] == ["msg_by_source"]
-    assert cfg.msg_by_source == ["alice"]
+    assert cfg.msg_by_source == ["alice,alice2"]
 
 
 # ------------------------------------------------------------------ plugins

@@ -48,7 +48,7 @@ def test_parse_and_peers(home):
     assert "xs_c_feed" in pump.expected_exchanges()
     # their reports are relayed by ln_*2xreport, not filtered by rr_<user>2xreport
     assert set(audit.report_shovels(pump)) == {"rr_eve2xreport", "rr_carol2xreport",
-                                               "rr_xreport2eve"}
+                                               "rr_xreport_route"}
 
 
 def test_no_links_conf_is_a_standalone_pump(home):
@@ -143,7 +143,7 @@ def test_write_configs_follows_the_declaration(home):
     # 7 from links.conf + rr_* shovels (links imply report routing)
     assert len(written) == 7 + 3, [f.line() for f in found]
     d = paths.config_dir()
-    assert os.path.exists(os.path.join(d, "shovel", "rr_xreport2eve.conf"))
+    assert os.path.exists(os.path.join(d, "shovel", "rr_xreport_route.conf"))
     assert not os.path.exists(os.path.join(d, "shovel", "rr_pumpA2xreport.conf"))
     assert links.write_configs(pump) == []                       # second run: no change
     # a hand-written file is never overwritten; a .off twin stops the writing
