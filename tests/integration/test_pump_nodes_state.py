@@ -8,6 +8,7 @@ products passed (sarra/flow/nodeclaims.py): one copy of each out."""
 import collections
 import os
 import random
+import re
 import shutil
 import signal
 import time
@@ -128,3 +129,44 @@ def test_two_winnow_nodes_with_nodes_state_dir_let_one_copy_out_across_a_kill(we
     assert journaled                # written after each commit, before the kill
     assert "claims of each shard also in" in env.log(1, home=home2)
     assert b.poll() is None
+
+
+def test_winnow_shards_handed_to_a_joining_node_keep_their_claims(wenv, tmp_path):
+    """Node a passes the first copy of each product; node b joins and the Balancer hands
+    it half the shards (under load); the second copies then reach b for those shards:
+    with nodes_state_dir b drops them all."""
+    env = wenv
+    shared = tmp_path / "shared-state"
+    env.config(f"node_shares {SHARES}\nprefetch 10\nnodes_state_dir {shared}")
+    env.cmd("setup", env.name)
+    home2 = tmp_path / "host2"
+    shutil.copytree(env.home / ".config", home2 / ".config")
+    env.start(1)
+    rnd = random.Random(13)
+    products = [(f"/obs/{i % 40:02d}/p{i:05d}.grib", "d,%032x" % rnd.getrandbits(128))
+                for i in range(200)]
+    for rel, s in products:
+        wpublish(env.ch, env.xa, rel, s, baseurl="http://first.example/")
+    assert len(env.tap.get(len(products), timeout=60)) == len(products)
+    b = env.start(1, home=home2)
+    warm, deadline = 0, time.monotonic() + 60
+    while "handed to the next consumer" not in env.log(1):     # load until a hands over
+        assert time.monotonic() < deadline, env.log(1)[-2000:]
+        for _ in range(20):
+            wpublish(env.ch, env.xa, f"/warm/{warm % 40:02d}/w{warm:05d}", "d,%032x" % warm)
+            warm += 1
+        time.sleep(0.05)
+    env.tap.get(warm, timeout=30)
+    env.tap.get(10 * warm, timeout=1.0)
+    for rel, s in products:
+        wpublish(env.ch, env.xb, rel, s, baseurl="http://second.example/")
+    got = env.tap.get(len(products), timeout=3.0)
+    again = sorted(body.split()[2] for _, body, _ in got)
+    assert b.poll() is None
+    env.stop(b)
+    m = re.search(r"stopped: .*duplicates=(\d+)", env.log(1, home=home2))
+    dropped = int(m.group(1)) if m else 0
+    print(f"winnow shards handed to a joining node: {len(products)} products, "
+          f"{len(again)} passed again; {dropped} second copies dropped by the joining node")
+    assert again == [], again[:5]
+    assert dropped > 0, env.log(1, home=home2)[-2000:]     # b judged second copies
