@@ -206,7 +206,11 @@ def make(flow, store):
     from sarra.flow import nodeshare
     cfg = flow.cfg
     d = cfg.get("nodes_state_dir") if hasattr(cfg, "get") else None
-    if not d or not nodeshare.shares(cfg):
+    if not d:
+        return None
+    if not nodeshare.shares(cfg):
+        flow.log.warning("nodes_state_dir %s is ignored without node_shares (one queue: "
+                         "the claims stay in this host's state directory)", d)
         return None
     d = os.path.join(os.path.expanduser(str(d)), "winnow", cfg.name or "-")
     nc = NodeClaims(d, store, flow.log)

@@ -123,3 +123,24 @@ def test_prune_beside_removes_old_manifests_and_their_temp_in_that_directory_onl
     assert victim.read_text() == "x"            # "../victim": its base name, here only
     assert "f0.tmp" in left                      # named a.tmp: not f0's temp
     assert "f2.tmp" not in left                  # an incomplete file's temp goes with it
+
+
+def test_the_download_step_refuses_a_posted_manifest_name(tmp_path):
+    """msgbounds.check_work, before any transfer of sr_sarra / sr_subscribe: a source
+    cannot plant (or overwrite) a block manifest by posting a file of that name."""
+    from sarra import message
+    from sarra.flow import download, msgbounds
+    flow = types.SimpleNamespace(
+        preset=types.SimpleNamespace(work=download.download, posts=False),
+        cfg=types.SimpleNamespace(inflight=".tmp", inplace=True), post_broker=None)
+    name = nodeparts.name_of(str(tmp_path / "d" / "big.bin"))
+    for rel, code in ((f"d/{name}", 403), ("d/big.bin", None)):
+        msg = message.make_post(message.now(), "http://h/", "/" + rel,
+                                {"sum": "d," + "0" * 32, "parts": "1,10,1,0,0"})
+        work = types.SimpleNamespace(local_path=str(tmp_path / rel), msg=msg)
+        try:
+            msgbounds.check_work(flow, work)
+            got = None
+        except Outcome as e:
+            got = e.code
+        assert got == code, rel
