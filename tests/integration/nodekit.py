@@ -132,12 +132,17 @@ def _component_cmd(env, component, *args, check=True):
     return r
 
 
-def _posts(tap, quiet=1.5):
-    """relpath -> how many posts of it came out, read until quiet."""
+def _posts(tap, quiet=1.5, by_part=False):
+    """relpath (by_part: (relpath, parts header)) -> how many posts of it came out, read
+    until quiet."""
     out = collections.Counter()
     while True:
         got = tap.get(1000, timeout=quiet)
         if not got:
             return out
-        for _, body, _ in got:
-            out[body.split(" ")[2].lstrip("/")] += 1
+        for _, body, headers in got:
+            rel = body.split(" ")[2].lstrip("/")
+            if by_part:
+                parts = headers.get("parts", "")
+                rel = (rel, parts.decode() if isinstance(parts, bytes) else parts)
+            out[rel] += 1
