@@ -2,6 +2,7 @@
 """The pump as a chain, as an operator runs it, and its CPU cost per file: sarra beside MetPX v2.
 
     bench/pumpchain.py [--files 2000] [--size 1024] [--runs 3] [--no-v2] [--light 100]
+                       [--sources 2]
 
 Each system gets a fresh pump (scripts/pump_demo.Pump: its own vhost made by `sr_police setup`,
 report_daemons on, so the rr_* report-routing shovels run as in the admin guide), alice's and the
@@ -23,6 +24,8 @@ Runs alternate sarra, v2, sarra, v2... Each run has two phases:
 
 Then a light-load phase on each pump: LIGHT files posted one sr_post call each ~0.1 s apart,
 latency = ctime on carol's disk - pubtime (p50, p99); and every daemon's peak RSS (VmHWM).
+--sources N declares N sources (alice, bob and N-2 more; only alice posts): each gets the
+report routing sr_police gives a source, so that its cost per source shows.
 Prints the load average (the machine may be shared: CPU seconds are robust to that, wall-clock
 rates are not), each run, then the medians. --figures FILE appends the medians there.
 Goals (issue 20): chain >= 3x v2's files/s and >= 70 % of the slowest stage alone; light-load
@@ -151,15 +154,35 @@ def code_line():
 
 # ------------------------------------------------------------------ one system's pump
 
+def add_sources(pump, n):
+    """n more sources on the pump beside alice and bob (they post nothing; each gets the
+    report routing sr_police gives a source): sr_police setup again."""
+    if n <= 0:
+        return
+    names = ["src%02d%s" % (i, pump.tag) for i in range(n)]
+    for name in names:
+        pump.users["src%02d" % names.index(name)] = name
+        pump.pw[name] = os.urandom(8).hex()
+    with open(os.path.join(pump.cfgdir, "admin.conf"), "a") as f:
+        f.write("declare source %s\n" % " ".join(names))
+    with open(os.path.join(pump.cfgdir, "credentials.conf"), "a") as f:
+        f.write("".join("amqp://%s:%s@%s/%s\n" % (u, pump.pw[u], pump.netloc, pump.vhost)
+                        for u in names))
+    r = pump.run("sr_police", "setup", timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("sr_police setup exited %d: %s" % (r.returncode, r.stdout + r.stderr))
+
+
 class System:
     """A pump (own vhost) run by sarra's daemons or by v2's."""
 
-    def __init__(self, label, v2=None):
+    def __init__(self, label, v2=None, sources=2):
         self.label, self.v2 = label, v2
         self.pump = Pump()
         if v2 is not None:      # v2 takes a broker URL's whole path as the vhost: '/...'
             self.pump.vhost = "/" + self.pump.vhost
         self.pump.setup()
+        add_sources(self.pump, sources - 2)
         self.pump.start_http()
         self.pump.configure()
         self.shovels = self.pump.rr_shovels()
@@ -564,25 +587,28 @@ def main(argv=None):
     ap.add_argument("--no-alone", dest="alone", action="store_false")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--figures", help="append the summary to this file")
+    ap.add_argument("--sources", type=int, default=2,
+                    help="sources declared on the pump (alice posts; each has its report "
+                         "routing; default 2: alice and bob)")
     a = ap.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("pumpchain: terminated"))
     code = code_line()              # at the start: the daemons run the code of that moment
     systems = []
     try:
-        systems.append(System("sarra"))
+        systems.append(System("sarra", sources=a.sources))
         if a.v2:
             v2 = v2env.find()
             if isinstance(v2, str):
                 print("v2 skipped: " + v2)
             else:
-                systems.append(System("v2 %s" % v2.version(), v2))
+                systems.append(System("v2 %s" % v2.version(), v2, sources=a.sources))
         for s in systems:
             s.start_all()
             s.find_queues()
             chain_phase(s, "warmup", 50, a.size, a.timeout)     # connections, caches, dirs
-        print("pumpchain: %d files of %d B per run, %d runs; %s" % (a.files, a.size, a.runs,
-                                                                    load_line()), flush=True)
+        print("pumpchain: %d files of %d B per run, %d runs, %d sources; %s" % (
+            a.files, a.size, a.runs, a.sources, load_line()), flush=True)
         res = {s.label: {"chain": [], "cpu": [], "alone": [], "alone_cpu": [], "light": []}
                for s in systems}
         for k in range(a.runs):

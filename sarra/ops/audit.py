@@ -512,7 +512,7 @@ def report_shovels(pump: Pump, left_out: Iterable[str] = ()) -> Dict[str, str]:
             "# Rename to %s.conf.off to stop routing (sr_police will not rewrite it)." % name,
             "broker %s" % feeder, "exchange xs_%s" % user] + common + [
             "post_exchange xreport", "on_message msg_by_user", "msg_by_user %s" % user,
-            "report_back off", ""])
+            "report_back off", reportroute.NO_POST_LOG[0], reportroute.NO_POST_LOG[1], ""])
     sources = [u for u in pump.users("source") if u not in set(left_out)]
     if sources:
         out[reportroute.ROUTE] = reportroute.route_text(feeder, sources, common)
@@ -529,7 +529,7 @@ def write_report_shovels(pump: Pump, dry_run: bool = False,
                         "configured (the shovels run as the feeder)")]
     directory = directory or paths.component_config_dir("shovel")
     feeder, common = redact(pump.feeder_url), _report_common(redact(pump.feeder_url))
-    old, kept = reportroute.old_shovels(directory, feeder, pump.users("source"), common)
+    old, kept = reportroute.old_shovels(directory, feeder, pump.users("source"))
     out = []
     for name, text in report_shovels(pump, left_out=kept).items():
         path = os.path.join(directory, name + ".conf")

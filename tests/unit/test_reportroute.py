@@ -128,13 +128,31 @@ def make_pump(sources=("alice", "alice2")):
     return audit.Pump("amqp://boss@h/", "amqp://feeder:secret@h/", roles, [], "http://h:15672/")
 
 
+#: rr_xreport2<source>.conf as sr_police wrote it before (commit 39ba2dc)
+OLD = """# Written by sr_police: copy the reports about %s's data from xreport
+# to xr_%s, where %s reads them (sr_report).
+# Rename to rr_xreport2%s.conf.off to stop routing (sr_police will not rewrite it).
+broker amqp://feeder@h/
+exchange xreport
+topic_prefix v02.report
+subtopic #
+topic_prefix v02.log
+subtopic #
+topic_prefix v02
+subtopic post
+post_broker amqp://feeder@h/
+post_exchange xr_%s
+on_message msg_by_source
+msg_by_source %s
+report_back off
+"""
+
+
 def old_version_files(pump, d):
     """The rr_xreport2<source> files an earlier sr_police wrote."""
-    feeder = "amqp://feeder@h/"
-    common = audit._report_common(feeder)
     d.mkdir(parents=True, exist_ok=True)
     for s in pump.users("source"):
-        (d / ("rr_xreport2%s.conf" % s)).write_text(reportroute.old_text(feeder, s, common))
+        (d / ("rr_xreport2%s.conf" % s)).write_text(OLD % (s, s, s, s, s, s))
 
 
 def test_one_routing_shovel_for_every_source(home):
@@ -149,6 +167,9 @@ def test_one_routing_shovel_for_every_source(home):
     assert cfg.exchange == "xreport" and cfg.post_exchange == "xr_"
     assert cfg.post_exchange_by_source is True and cfg.report_back is False
     assert routing.post_exchanges(cfg) == ["xr_alice", "xr_alice2"]
+    assert cfg.plugins["on_post"] == []             # no log line per report
+    carol = config.load("shovel", "rr_carol2xreport", warn_unknown=False)
+    assert carol.plugins["on_post"] == [] and carol.plugins["on_message"] == ["msg_by_user"]
     assert "secret" not in shovels[reportroute.ROUTE]
 
 
