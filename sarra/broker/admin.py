@@ -17,8 +17,6 @@ import json
 import urllib.parse
 from typing import Dict, List, Optional
 
-import requests
-
 __all__ = ["ApiError", "ManagementAPI", "api_url_for", "password_matches"]
 
 DEFAULT_API_PORTS = {"amqp": 15672, "amqps": 15671}
@@ -85,6 +83,7 @@ class ManagementAPI:
         self.base = base_url if base_url.endswith("/") else base_url + "/"
         self.display = self.base + "api/"
         self.timeout = timeout
+        import requests     # here: only sr_police's commands call the API (~7 MB of RSS)
         self._session = requests.Session()
         self._session.auth = (user, password or "")
         self._session.verify = verify
@@ -101,6 +100,7 @@ class ManagementAPI:
     def _call(self, method: str, path: str, body=None, missing_ok: bool = False):
         url = self.base + "api/" + path
         shown = "%s %s" % (method, url)
+        import requests
         try:
             r = self._session.request(method, url, timeout=self.timeout,
                                       data=None if body is None else json.dumps(body))

@@ -113,6 +113,12 @@ class _HashThread:
         finally:
             if self.range_fd is not None:
                 os.close(self.range_fd)
+                self.range_fd = None
+            # the buffers go now, not with the last reference to this object: the
+            # _Progress holding it is in a reference cycle (its update_range) that waits
+            # for the garbage collector, and a batch of blocks kept 2 MiB each (measured)
+            self.range_buf = None
+            self.free = queue.Queue()
 
     def _hash_range(self, start, end):
         """Hash [start, end) of the file from the page cache (it was spliced there)."""

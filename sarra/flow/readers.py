@@ -38,7 +38,6 @@ from typing import Dict, List, Optional, Tuple
 from sarra import paths
 from sarra.flow.work import Outcome
 from sarra.message import Message, unescape
-from sarra.ops.webdoor import HTACCESS, htaccess_text
 
 ADM_TOPIC = "v02.adm.readers"
 ADM_BASEURL = "adm:"
@@ -348,6 +347,9 @@ def write_htaccess_for(flow, rules: Rules, source: str, prefix: str, rule: Dict,
     base = getattr(cfg, "post_base_dir", None)
     if not getattr(cfg, "htaccess", False) or not base:
         return
+    # here, not at the top: ops.webdoor brings sr_police's audit (the management API
+    # client, requests) into every daemon's memory otherwise
+    from sarra.ops.webdoor import HTACCESS, htaccess_text
     rel_dir = (head + prefix).rstrip("/")
     directory = os.path.join(base, rel_dir) if rel_dir else base
     text = htaccess_text(source, prefix, allowed(flow, source, rule))
@@ -376,6 +378,7 @@ def refresh_htaccess(flow, rules: Rules, source: str, prefix: str,
     base = getattr(cfg, "post_base_dir", None)
     if not getattr(cfg, "htaccess", False) or not base or not old:
         return
+    from sarra.ops.webdoor import HTACCESS, htaccess_text     # see write_htaccess_for
     new = rules.get(source, prefix)
     for rel_dir in old.get("dirs", []):
         target = os.path.join(base, rel_dir, HTACCESS) if rel_dir else os.path.join(base, HTACCESS)
