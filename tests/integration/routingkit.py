@@ -135,10 +135,10 @@ class Chain:
         return names
 
     def local_report_shovels(self, pump, prefix, peers=()):
-        """rr_<user>2xreport for each user, rr_xreport2<source> for each source (as
+        """rr_<user>2xreport for each user, one rr_xreport_route for the sources (as
         sr_police writes them); not for the accounts of downstream pumps (peers)."""
         p = self.pumps[pump]
-        names = []
+        names, sources = [], []
         for who, (user, role) in p.users.items():
             if who in peers:
                 continue
@@ -155,18 +155,21 @@ class Chain:
             """ % (p.url(), user, user))
             names.append(n)
             if role == "source":
-                n = "%srr_xreport2%s" % (prefix, user)
-                self.runner.config("shovel", n, """
-                    broker %s
-                    exchange xreport
-                    topic_prefix v02.report
-                    subtopic #
-                    post_exchange xr_%s
-                    on_message msg_by_source
-                    msg_by_source %s
-                    report_back off
-                """ % (p.url(), user, user))
-                names.append(n)
+                sources.append(user)
+        if sources:
+            n = "%srr_xreport_route" % prefix
+            self.runner.config("shovel", n, """
+                broker %s
+                exchange xreport
+                topic_prefix v02.report
+                subtopic #
+                post_exchange xr_
+                post_exchange_by_source on
+                on_message msg_by_source
+                msg_by_source %s
+                report_back off
+            """ % (p.url(), ",".join(sources)))
+            names.append(n)
         return names
 
     def start(self, component, names):

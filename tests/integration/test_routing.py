@@ -13,7 +13,7 @@ by its own HTTP server:
 
 Reports: C rr_bob2xreport -> C:xreport -> (report shovel for cluster A -> xs_c_on_b)
 B:xs_c_on_b -> peer shovel -> B:xreport -> ("A ... xs_b_on_a") A:xs_b_on_a -> peer shovel
--> A:xreport -> rr_xreport2alice -> A:xr_alice, where alice reads them.
+-> A:xreport -> rr_xreport_route -> A:xr_alice, where alice reads them.
 
 The chain (Pump, Chain, build_chain...) is in routingkit.py, shared with bench/chain.py.
 """
