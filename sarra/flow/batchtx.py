@@ -203,10 +203,14 @@ class TxConsumer:
     (settle passes its acks to :meth:`BatchTx.commit`); the rest is the consumer's."""
 
     def __init__(self, consumer, tx: BatchTx):
-        self._consumer, self._tx = consumer, tx
+        object.__setattr__(self, "_consumer", consumer)
+        object.__setattr__(self, "_tx", tx)
 
     def __getattr__(self, name):
         return getattr(self._consumer, name)
+
+    def __setattr__(self, name, value):        # reload.py sets consumer.cfg
+        setattr(self._consumer, name, value)
 
     def ack(self, delivery):
         self._tx.ack_later(delivery)

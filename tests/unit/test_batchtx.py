@@ -203,6 +203,8 @@ def test_acks_outside_a_batch_go_with_the_next_commit_or_when_idle():
     tx = batchtx.BatchTx(flow, b)
     consumer = batchtx.TxConsumer(FakeConsumer(), tx)
     assert consumer.queue == "q_test"                     # the rest is the consumer's
+    consumer.cfg = "new"                                  # reload.py: the consumer's own
+    assert consumer._consumer.cfg == "new"
     bad, ds = delivery("/malformed"), [delivery(f"/{i}") for i in range(2)]
     b._unacked.update(int(d.delivery_tag) for d in [bad] + ds)
     b._unacked.add(10 ** 7)                               # delivered later, not in the batch
