@@ -25,16 +25,12 @@ import time
 
 from sarra.broker.client import BrokerAccessRefused, BrokerError, BrokerStopped
 from sarra.flow import retry
+from sarra.flow.batchtx import same_broker
 
 #: seconds between two tries of a post broker that is down
 RETRY_EVERY = 5.0
 #: entries replayed (published, then confirmed, then removed) at a time
 REPLAY_BATCH = 100
-
-
-def _same_broker(a, b) -> bool:
-    from sarra.flow.winnow import same_broker
-    return same_broker(a, b)
 
 
 def wrap(flow, broker):
@@ -44,7 +40,7 @@ def wrap(flow, broker):
     source = getattr(flow, "source", None)
     if source is not None and (not source.consumes or source.one_shot):
         return broker
-    if _same_broker(flow.cfg.broker, flow.cfg.post_broker):
+    if same_broker(flow.cfg.broker, flow.cfg.post_broker):
         return broker
     path = os.path.join(flow.user_cache_dir, "sr_%s_%s_%02d.posts" % (
         flow.cfg.component, flow.cfg.name or "-", flow.no))

@@ -55,7 +55,6 @@ from sarra.flow import cache as dupcache
 from sarra.flow import nodeclaims
 from sarra import checksum
 from sarra.flow import report
-from sarra.flow import batchtx
 from sarra.message import MAX_HEADER_BYTES, Message
 from sarra.flow.work import Outcome
 
@@ -235,11 +234,6 @@ class ClaimStore:
         db, self.db = self.db, None
         if db is not None:
             db.close()
-
-
-# -------------------------------------------------------------------- posting in a transaction
-
-same_broker = batchtx.same_broker       # where it was first (spool.py and tests import it)
 
 
 # -------------------------------------------------------------------- the preset's hooks

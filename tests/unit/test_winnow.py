@@ -10,7 +10,7 @@ import os
 import pytest
 
 from sarra import checksum, message
-from sarra.flow import presets as components, download, winnow
+from sarra.flow import presets as components, batchtx, download, winnow
 from sarra.config import parser as config
 from sarra.broker.client import Delivery, DeliveryTag
 from sarra.flow.cache import cache_key
@@ -198,11 +198,11 @@ def test_no_link_post_when_the_link_is_too_long():
 
 
 def test_same_broker():
-    assert winnow.same_broker("amqp://u:p@H:5672/", "amqp://u@h/")
-    assert not winnow.same_broker("amqp://u@h/", "amqp://v@h/")
-    assert not winnow.same_broker("amqp://u@h/", "amqp://u@h/other")
-    assert not winnow.same_broker("amqp://u@h/", "amqps://u@h/")
-    assert not winnow.same_broker("amqp://u@h/", None)
+    assert batchtx.same_broker("amqp://u:p@H:5672/", "amqp://u@h/")
+    assert not batchtx.same_broker("amqp://u@h/", "amqp://v@h/")
+    assert not batchtx.same_broker("amqp://u@h/", "amqp://u@h/other")
+    assert not batchtx.same_broker("amqp://u@h/", "amqps://u@h/")
+    assert not batchtx.same_broker("amqp://u@h/", None)
 
 
 # ------------------------------------------------------------------ the flow, confirm mode
