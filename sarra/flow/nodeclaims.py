@@ -30,6 +30,7 @@ a duplicate).
 
 import os
 import re
+import sqlite3
 import time
 from collections import defaultdict
 
@@ -105,8 +106,9 @@ class NodeClaims:
         finally:
             os.close(fd)
         whole = raw.rfind(b"\n") + 1     # a torn last line (a writer killed) waits
-        self.offsets[path] = seen + whole
-        return self._import(raw[:whole].split(b"\n"))
+        n = self._import(raw[:whole].split(b"\n"))
+        self.offsets[path] = seen + whole   # lines not put in (sqlite3.Error) read again
+        return n
 
     def _import(self, lines) -> int:
         cutoff = self.clock() - self.store.lifetime
@@ -124,9 +126,14 @@ class NodeClaims:
         own = not db.in_transaction         # in batch mode: part of the batch's transaction
         if own:
             run(lambda: db.execute("BEGIN IMMEDIATE"))
-        db.executemany(_IMPORT, rows)
-        if own:
-            run(lambda: db.execute("COMMIT"))
+        try:
+            db.executemany(_IMPORT, rows)
+            if own:
+                run(lambda: db.execute("COMMIT"))
+        except sqlite3.Error:
+            if own and db.in_transaction:   # never left open: the next BEGIN would fail
+                db.execute("ROLLBACK")
+            raise
         self.imported += len(rows)
         return len(rows)
 
@@ -152,10 +159,11 @@ class NodeClaims:
         for shard, lines in by_shard.items():
             try:
                 n += self._append(shard, lines)
-            except OSError as e:
+            except (OSError, sqlite3.Error) as e:   # a locked or full database: the
+                # daemon goes on (winnow.settled must not raise)
                 self.log.error("winnow: cannot write the claims of shard %s in %s: %s (the "
                                "next node holding it may pass these products again)",
-                               shard, self.dir, e.strerror or e)
+                               shard, self.dir, getattr(e, "strerror", None) or e)
         self.written += n
         return n
 
