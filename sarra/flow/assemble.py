@@ -12,6 +12,7 @@ the temporary file of one that never completed) once they are older than the age
 which no block of theirs can come back (queue expiry, retry ttl).
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -47,6 +48,11 @@ def order(mtime: Optional[str], pubtime: Optional[str]) -> float:
     return 0.0
 
 
+class NotAManifest(OSError):
+    """Something other than a regular file (a directory, a link, a fifo...) is where a
+    manifest should be: no retry can help (inplace.py fails the block's message once)."""
+
+
 class Manifest:
     """The record of verified blocks for one target file: its generation, how new that
     version is, each block's announced sum ('' for sums not of the data), and the file
@@ -62,11 +68,18 @@ class Manifest:
 
     @contextmanager
     def locked(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)
+        except OSError as e:    # a directory, or a link (NOFOLLOW: ELOOP, EMLINK on BSD)
+            if e.errno in (errno.EISDIR, errno.ELOOP, errno.EMLINK):
+                raise NotAManifest(e.errno, f"not a regular file ({e.strerror})",
+                                   os.path.basename(self.path)) from None
+            raise
         held = None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):      # never a fifo or a device
-                raise OSError(f"{self.path}: not a regular file")
+                raise NotAManifest(errno.EINVAL, "not a regular file",
+                                   os.path.basename(self.path))
             held = locks.acquire(fd, self.path)
             raw = b""
             while True:

@@ -10,6 +10,7 @@ the same sum, wherever the local file ends) is copied from it rather than downlo
 """
 
 import os
+from contextlib import ExitStack
 
 from sarra import checksum, paths, transfer
 from sarra.oscompat import pread, pwrite
@@ -40,7 +41,7 @@ def block(flow, work, final, parts):
     temp = placement.inflight_path(final, flow.cfg.inflight)
     download._temp_place(flow, work, temp)
     man = manifest(flow, final, temp)
-    with man.locked():
+    with locked(man):
         st = man.state(gen)
         if st == "new" and man.supersedes(version):
             raise Outcome(304, "not modified3: block of an older version of the file than "
@@ -81,7 +82,7 @@ def block(flow, work, final, parts):
         ino = os.fstat(fd).st_ino
     finally:
         os.close(fd)
-    with man.locked():
+    with locked(man):
         if man.state(gen) == "complete":
             raise Outcome(304, "not modified3: file completed by another instance")
         if man.state(gen) != "partial" or inode(temp) != ino:
@@ -92,6 +93,19 @@ def block(flow, work, final, parts):
             complete(flow, man, temp, final, msg, bno, parts.filesize)
     work.code, work.text = report.INSERTED
     download._done(flow, work, final, complete=done)
+
+
+def locked(man):
+    """``man.locked()``; something other than a regular file where the manifest should be
+    (a directory, a link, a fifo) fails this block's message once (500, not retried: no
+    retry can help, the admin must remove it), never a retry loop."""
+    stack = ExitStack()
+    try:
+        stack.enter_context(man.locked())
+    except assemble.NotAManifest as e:
+        raise Outcome(500, f"cannot keep the block manifest of {os.path.basename(man.final)}: "
+                           f"{e.filename} is {e.strerror} (remove it)", failed=True) from None
+    return stack
 
 
 def manifest(flow, final, temp=None):

@@ -89,9 +89,11 @@ def check_work(flow, work):
     if path is not None:
         check_name(path)
         if getattr(flow.preset.work, "__module__", None) == "sarra.flow.download":
-            check_name(temp_name(flow, work, path))     # a name that fits, its temp not
+            temp = temp_name(flow, work, path)
+            check_name(temp)            # a name that fits, its temp not
             from sarra.flow import nodeparts
-            nodeparts.check(path)       # never the name of a block manifest (pump nodes)
+            # never a name of a block manifest's family (pump nodes), nor its temp's
+            nodeparts.check(path, temp)
     if flow.preset.posts and flow.post_broker is not None:
         check_postable(flow, work)
 

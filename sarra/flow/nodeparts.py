@@ -15,9 +15,13 @@ Its name is hidden and in the family of our own temporary names, never a product
 ``.*.sarra-tmp`` name: watch/ready.py; a web server's index hides dot files). Its length
 is fixed (it fits wherever the temporary file fits); it is derived from the final path
 only, whose directory download.py has already checked to be inside the tree, and it holds
-base names only (``final``, ``temp``: no path of the server is shown). A message naming
-a file of that family is refused (403, :func:`check`): no source can plant or overwrite a
-manifest. The manifest is opened without following a link (assemble.Manifest.locked).
+base names only (``final``, ``temp``: no path of the server is shown). A message whose
+local path, or the temporary name derived from it (whatever ``inflight``: ``.<name>.sarra-tmp``
+by default, ``.<name>``, ``<name><suffix>``, ``<dir>/<name>``), has a component holding
+``sarra-parts-`` (any case) is refused (403, :func:`check`): no source can plant, overwrite or
+block a manifest, with a file or a directory of its name. The manifest is opened without
+following a link, and only as a regular file (assemble.Manifest.locked): anything else where
+a manifest should be fails that block's message once, never a retry loop (inplace.py).
 
 A completed manifest is kept (tiny) so that a redelivered block of a finished file is
 recognised; each process prunes a directory's old manifests (and the temporary file of one
@@ -29,6 +33,7 @@ import hashlib
 import os
 import re
 import time
+from typing import Optional
 
 from sarra.flow import assemble
 from sarra.flow.nodeshare import shares
@@ -37,6 +42,8 @@ from sarra.flow.work import Outcome
 
 PREFIX = ".sarra-parts-"
 SUFFIX = ".sarra-tmp"
+#: no component of a posted name, or of its temporary name, may hold this (any case)
+FAMILY = "sarra-parts-"
 _NAME = re.compile(r"\A\.sarra-parts-[0-9a-f]{40}\.sarra-tmp\Z")
 #: seconds between two prunes of one directory by one process
 PRUNE_EVERY = 600.0
@@ -58,12 +65,17 @@ def is_manifest_name(name: str) -> bool:
     return bool(_NAME.match(name))
 
 
-def check(path: str) -> None:
-    """403 for a local name that is one of our manifests' (whatever the flow: a tree may be
-    shared by pump nodes later)."""
-    if is_manifest_name(os.path.basename(path)):
-        raise Outcome(403, "Forbidden: a name of the pump's own block manifests: %r"
-                      % os.path.basename(path)[:80])
+def check(path: str, temp: Optional[str] = None) -> None:
+    """403 for a local path, or its temporary name ``temp``, with a component of our
+    manifests' family, whatever the flow (a tree may be shared by pump nodes later). The
+    whole path: its directory may hold message fields too (``${SOURCE}``)."""
+    for p in (path, temp):
+        if not p:
+            continue
+        for c in p.split(os.sep):
+            if FAMILY in c.lower():
+                raise Outcome(403, "Forbidden: a name of the family of the pump's own block "
+                                   "manifests (%s): %r" % (FAMILY, c[:80]))
 
 
 class TreeManifest(assemble.Manifest):
