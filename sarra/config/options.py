@@ -189,7 +189,8 @@ OPTIONS: Tuple[Option, ...] = (
        "modulo N picks one (what sr_winnow's exchange_split reads)", lo=0, hi=100),
     _o("post_exchange_by_source", (), BOOL, False, ("shovel",),
        "post each message to <post_exchange><its source header> (post_exchange xr_: the "
-       "source's xr_<source>); one with no usable source header is not posted"),
+       "source's xr_<source>); one with no usable source header, or whose exchange does "
+       "not exist (asked first), is not posted (refused, acked)"),
     _o("post_topic_prefix", ("ptp",), STR, "v02.post", PUBLISHERS, "prefix of posted topics"),
     _o("post_base_url", ("pbu", "url", "u", "post_url"), URL, None, PUBLISHERS,
        "baseurl in posts; a comma list: posts take its URLs in turn (v2 round robin)"),

@@ -15,13 +15,14 @@ from typing import List
 
 from sarra.broker.client import BrokerError, BrokerStopped
 from sarra.flow import cache as dupcache
-from sarra.flow import msgbounds, outbound, readers
+from sarra.flow import msgbounds, outbound, readers, sourcex
 from sarra.flow.work import Outcome, Result, Work
 from sarra.message import MessageError
 
 
 def publish(flow, work: Work, exchange: str, persistent: bool, on_post: bool) -> None:
     out = outbound.Outbound.of(flow.cfg, flow.log)      # header, round robin, split
+    refused = []
     for p in work.posts:
         flow.msg = work
         work.outgoing = p
@@ -35,10 +36,17 @@ def publish(flow, work: Work, exchange: str, persistent: bool, on_post: bool) ->
         except MessageError as e:   # a permanent failure: reported once, not retried
             raise Outcome(msgbounds.TOO_LARGE, f"Payload Too Large: {e.field} not "
                                                f"posted: {e.reason}") from None
+        x = out.exchange_for(headers, exchange)
+        if out.by_source and not sourcex.exists(flow, x):   # xr_<gone source>: never
+            sourcex.refuse(flow, work, x)                   # the whole batch refused
+            refused.append(p)
+            continue
         # restricted data and declarations: xp_<reader> exchanges only (readers.py)
-        for x in readers.exchanges_for(flow, p, out.exchange_for(headers, exchange)):
+        for x in readers.exchanges_for(flow, p, x):
             flow.post_broker.publish(x, topic, body, headers, persistent=persistent)
         flow.counters["posted"] += 1
+    if refused:
+        work.posts = [p for p in work.posts if all(p is not r for r in refused)]
 
 
 def post_built(flow, batch: List[Work]) -> bool:

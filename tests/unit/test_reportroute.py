@@ -38,6 +38,9 @@ class FakeBroker:
     def publish(self, exchange, topic, body, headers, persistent=True):
         self.published.append((exchange, headers.get("source")))
 
+    def exchange_exists(self, name):       # every xr_ there (sourcex.py asks first)
+        return True
+
 
 def fake_flow(cfg):
     return types.SimpleNamespace(cfg=cfg, log=logging.getLogger("t"), msg=None,
