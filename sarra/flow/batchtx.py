@@ -20,7 +20,8 @@ a flow with neither reports nor posts to the consumed broker acks as before.
 * posts: kept by the Broker (``tx_publish``) and written just before the commit;
 * reports: all but the first one, which is confirmed on the reporter's own connection (a
   report exchange we may not write to switches reports off, report.py, instead of closing
-  the consuming channel); reports.py publishes through :attr:`BatchTx.publish`;
+  the consuming channel, and may be sent twice); report.Reporter publishes the others
+  through :meth:`BatchTx.publish`;
 * acks, and the requeues of a stop: in the same commit, the acks in one frame;
 * after the commit only, and only for the messages it acked (or taken from the retry
   queue): retry entries marked done, the duplicate cache told (a message that comes back
@@ -33,7 +34,12 @@ dropped: that message was not acked, it comes back and is done again (``Broker.t
 A commit the broker refuses (a missing exchange) is followed by a pause, 1 s doubling up to
 COMMIT_BACKOFF_MAX until one succeeds: the batch would come back at once otherwise. A
 commit whose reply is lost with the connection may have happened or not; taken as not: the
-retry entries are kept (done again at worst, never lost).
+retry entries are kept (done again at worst, never lost). Messages recorded in the retry
+queue by a batch whose commit failed come back too: done twice at worst.
+
+Cost (bench/pumpchain.py, 3 runs each at the same load, 2,000 files): chain 307 files/s and
+5.5 CPU s per 1,000 files with confirms then acks, 355 files/s and 3.7 s with transactions
+(one commit a batch instead of a confirm a post; no reporter connection of its own).
 
 sr_winnow posts this way too (winnow.py: its claims are committed to SQLite by the cache
 flush just before the broker commit). Sources that build their messages (sr_post, sr_watch,
