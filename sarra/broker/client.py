@@ -15,13 +15,14 @@ import collections
 import dataclasses
 import logging
 import time
-from struct import pack
 
 from amqp import exceptions as amqp_exc
 
 from sarra.broker import frames as amqpframes
 from sarra.broker.connection import (BrokerAccessRefused, BrokerConnection, BrokerError,  # noqa: F401
                                      BrokerNotFound, BrokerStopped, _WriteBuffer)
+from sarra.broker.wire import (_ack_frame, _ack_frames, _as_text, _content_header,  # noqa: F401
+                               _frames, _publish_args)    # (the frame tests read them here)
 from sarra.config.brokerurl import DEFAULT_PORTS, BrokerURL, _display, parse_url, redact  # noqa: F401
 
 __all__ = ['BrokerError', 'BrokerAccessRefused', 'BrokerNotFound', 'BrokerStopped', 'BrokerURL',
@@ -51,97 +52,6 @@ class Delivery:
     properties: dict     # other AMQP properties (content_type, delivery_mode, ...)
     undecodable: str = ''   # why the frame could not be decoded (see sarra.broker.frames)
     consumer_tag: str = ''  # which consumer (node_shares: which shard queue, shares.py)
-
-
-def _as_text(value):
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode('utf-8', 'replace')
-    if value is None:
-        return ''
-    return str(value)
-
-
-# ---------------------------------------------------------------------------- publish frames
-# basic.publish is written here rather than by py-amqp's generic serializer (a third of the
-# cost of a post): the bytes are exactly those py-amqp writes for
-# ``basic_publish(Message(body, content_type='text/plain', content_encoding='utf-8',
-# application_headers=headers, delivery_mode=2), exchange, key)`` (the frame tests compare
-# them).  A publication is (method arguments, content header, body), channel-independent,
-# so messages re-published on a new channel reuse it.
-
-_BASIC = 60
-_PUBLISH = pack('>HHH', _BASIC, 40, 0)      # basic.publish, reserved ticket 0
-_FRAME_END = b'\xce'
-# property flags (AMQP 0-9-1 basic class order) and the two fixed short strings
-_F_TYPE, _F_ENCODING, _F_HEADERS, _F_MODE, _F_EXPIRATION = (0x8000, 0x4000, 0x2000, 0x1000,
-                                                             0x0100)
-_TYPE_AND_ENCODING = b'\x0atext/plain\x05utf-8'
-_KEY_PREFIX = {}                                 # header name -> its encoded table entry start
-
-
-def _shortstr(text, what):
-    raw = text.encode('utf-8', 'surrogatepass')
-    if len(raw) > 255:
-        raise BrokerError(f'{what} {text[:40]!r}...: {len(raw)} bytes, AMQP allows 255')
-    return bytes((len(raw),)) + raw
-
-
-def _publish_args(exchange, routing_key):
-    """basic.publish method payload: ticket, exchange, routing key, mandatory/immediate off."""
-    return b''.join((_PUBLISH, _shortstr(exchange or '', 'exchange'),
-                     _shortstr(routing_key or '', 'routing key'), b'\x00'))
-
-
-def _key_prefix(key):
-    prefix = _KEY_PREFIX.get(key)
-    if prefix is None:
-        name = key if type(key) is str else str(key)
-        prefix = _shortstr(name, 'header name') + b'S'     # every value is a long string
-        if len(_KEY_PREFIX) < 512:
-            _KEY_PREFIX[key] = prefix
-    return prefix
-
-
-def _content_header(size, headers, persistent, expiration):
-    """Content header payload: class, body size, property flags and properties."""
-    table, known = [], _KEY_PREFIX
-    for k, v in (headers or {}).items():
-        raw = (v if type(v) is str else _as_text(v)).encode('utf-8', 'surrogatepass')
-        table += (known.get(k) or _key_prefix(k), len(raw).to_bytes(4, 'big'), raw)
-    table = b''.join(table)
-    flags = _F_TYPE | _F_ENCODING | _F_HEADERS
-    tail = b''
-    if persistent:
-        flags |= _F_MODE
-        tail = b'\x02'
-    if expiration is not None:
-        flags |= _F_EXPIRATION
-        tail += _shortstr(str(expiration), 'expiration')
-    return b''.join((pack('>HHQH', _BASIC, 0, size, flags), _TYPE_AND_ENCODING,
-                     len(table).to_bytes(4, 'big'), table, tail))
-
-
-def _frames(channel, chunk, args, header, body):
-    """The method, content header and body frames of one publication on ``channel``
-    (bodies longer than ``chunk``, frame_max - 8, are split as py-amqp splits them)."""
-    out = [pack('>BHI', 1, channel, len(args)), args, _FRAME_END,
-           pack('>BHI', 2, channel, len(header)), header, _FRAME_END]
-    size = len(body)
-    if size <= chunk:
-        if size:
-            out += (pack('>BHI', 3, channel, size), body, _FRAME_END)
-    else:
-        for i in range(0, size, chunk):
-            piece = body[i:i + chunk]
-            out += (pack('>BHI', 3, channel, len(piece)), piece, _FRAME_END)
-    return b''.join(out)
-
-
-def _ack_frame(channel, tag, multiple):
-    """basic.ack (class 60, method 80) as one method frame."""
-    return pack('>BHIHHQB', 1, channel, 13, _BASIC, 80, tag, 1 if multiple else 0) + _FRAME_END
 
 
 # ---------------------------------------------------------------------------- broker
@@ -449,41 +359,54 @@ class Broker(BrokerConnection):
                                body))
 
     def tx_commit(self, acks=()):
-        """Write the transaction's messages and one ``multiple`` ack of every delivery
-        up to the highest tag in ``acks`` (a batch taken in order), then commit them
-        together. Nothing is committed when the channel was lost since tx_select() (the
-        broker dropped it all); without a transaction on this channel the acks alone are
-        sent. Raises BrokerError when the broker refuses (the batch comes back); False
-        when the channel was lost (nothing committed: the deliveries come back)."""
+        """Write the transaction's messages and the acks of ``acks`` (deliveries or tags;
+        those of a channel since lost are left out: _ack_frames), then commit them together.
+        Nothing is committed when the channel was lost since tx_select() (the broker dropped
+        it all); without a transaction on this channel the acks alone are sent. Raises
+        BrokerError when the broker refuses (nothing committed: the batch comes back).
+        Returns True once committed; False when the channel was lost before the commit
+        left (nothing committed: the deliveries come back); None when it was lost after
+        (the commit may have happened or not)."""
         generation = self._tx_generation
         posts, self._tx_posts = self._tx_posts, []
-        acks = [int(t) for t in acks]
+        acks = [t.delivery_tag if isinstance(t, Delivery) else t for t in acks]
+        acks = [(getattr(t, 'generation', None), int(t)) for t in acks]
         if generation is None or generation != self._generation:
             generation = None           # no transaction on this channel: acks alone
             if not acks:
                 return True
+        sent = []
 
         def commit():
-            if generation is not None and self._generation != generation:
-                return False    # connection lost meanwhile: the broker dropped it all
+            if sent or (generation is not None and self._generation != generation):
+                return None if sent else False  # lost meanwhile: the broker dropped it all
             ch, conn, wbuf = self._chan, self._conn, self._wbuf
             channel, chunk = ch.channel_id, conn.frame_max - 8
+            tags = [t for g, t in acks if g in (None, self._generation)]
+            frames, mine = _ack_frames(channel, self._unacked, tags)
             wbuf.active = True
             try:
                 for content in posts:
                     wbuf.write(_frames(channel, chunk, *content))
                     conn.bytes_sent += 1            # what py-amqp's frame writer counts
-                if acks:
-                    top = max(acks)
-                    wbuf.write(_ack_frame(channel, top, True))
+                if mine:
+                    wbuf.write(frames)
                     conn.bytes_sent += 1
-                    self._unacked.difference_update([t for t in self._unacked if t <= top])
+                    self._unacked.difference_update(mine)
             finally:
                 wbuf.active = False
             if generation is not None:
+                sent.append(True)
                 ch.tx_commit()
             return True
-        return self._do(commit, 'commit the posts and acks of a batch')
+        try:
+            return self._do(commit, 'commit the posts and acks of a batch')
+        except BrokerStopped:
+            raise
+        except BrokerError:
+            if sent and not (self._conn is not None and self._conn.connected):
+                return None     # lost (reconnect off) after the commit left: in doubt
+            raise
 
     # ------------------------------------------------------------------ consuming
 
@@ -547,20 +470,13 @@ class Broker(BrokerConnection):
             return       # nothing can be outstanding: the broker redelivers them
 
         def settle():
-            unacked = self._unacked
-            mine = [t for t in tags if t in unacked]
+            frames, mine = _ack_frames(self._chan.channel_id, self._unacked, tags)
             if not mine:
                 return
-            top = max(mine)
-            chosen = set(mine)
-            if all(t in chosen for t in unacked if t <= top):
-                frames = _ack_frame(self._chan.channel_id, top, True)
-            else:
-                frames = b''.join(_ack_frame(self._chan.channel_id, t, False) for t in mine)
             self._wbuf.flush()
             self._conn.transport.write(frames)
             self._conn.bytes_sent += 1            # what py-amqp's frame writer counts
-            unacked.difference_update(mine)
+            self._unacked.difference_update(mine)
 
         self._do(settle, 'ack')
 

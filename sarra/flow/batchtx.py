@@ -22,7 +22,14 @@ a flow with neither reports nor posts to the consumed broker acks as before.
   report exchange we may not write to switches reports off, report.py, instead of closing
   the consuming channel, and may be sent twice); report.Reporter publishes the others
   through :meth:`BatchTx.publish`;
-* acks, and the requeues of a stop: in the same commit, the acks in one frame;
+* acks, and the requeues of a stop: in the same commit, the acks in one frame (a
+  ``multiple`` ack) when they are every delivery in hand up to the highest, else one frame
+  each (Broker.tx_commit). The engine takes its batches from the inbox in delivery order
+  and a malformed message's ack joins the next commit, so on one channel a batch's acks
+  are all the deliveries in hand up to the highest; the check is what keeps a multiple
+  ack from dropping one still in the inbox should that change. An ack is kept with its
+  channel's generation and checked when the commit is written: a tag of a channel since
+  lost names another delivery on the new one;
 * after the commit only, and only for the messages it acked (or taken from the retry
   queue): retry entries marked done, the duplicate cache told (a message that comes back
   after a kill is not a duplicate of itself: its post was never made), ``source.done`` and
@@ -108,7 +115,7 @@ class BatchTx:
     def __init__(self, flow, broker, posts: bool = True):
         self.flow, self.broker, self.posts = flow, broker, posts
         self.log = flow.log
-        self._acks = []                 # delivery tags acked outside settle (malformed)
+        self._acks = []                 # deliveries acked outside settle (malformed)
         self._failed_commits = 0        # in a row: the pause after the next failure doubles
         self._open = False              # published into since the last commit
 
@@ -124,9 +131,10 @@ class BatchTx:
             self._open = True
 
     def ack_later(self, delivery) -> None:
-        """An ack outside a batch's settle (a malformed message): sent at the next commit."""
-        if self.broker.is_current(delivery):
-            self._acks.append(int(delivery.delivery_tag))
+        """An ack outside a batch's settle (a malformed message): sent at the next commit
+        if its channel is still the current one then (kept with its generation: a tag of
+        a lost channel names another delivery on the new one)."""
+        self._acks.append(delivery)
 
     def commit(self, batch: List, acks: List) -> Optional[List]:
         """Commit the batch's posts and reports with the acks of ``acks`` (deliveries);
@@ -136,8 +144,9 @@ class BatchTx:
         flow = self.flow
         if flow.cache is not None:
             flow.cache.flush()          # winnow's claims: before their posts can be seen
-        current = [d for d in acks if b.is_current(d)]
-        tags, self._acks = self._acks + [int(d.delivery_tag) for d in current], []
+        current = [d for d in self._acks + list(acks) if b.is_current(d)]
+        self._acks = []
+        tags = [d.delivery_tag for d in current]    # with their generation: tx_commit
         self._open = False
         try:
             done = b.tx_commit(tags)
@@ -147,7 +156,7 @@ class BatchTx:
             self._pause(e)
             return None
         self._failed_commits = 0
-        if done is False:           # the channel was lost: the broker dropped it all
+        if not done:                # the channel was lost: dropped, or in doubt (None)
             self.log.info("connection lost before the commit: the batch comes back")
             return None
         return [w for w in batch if w.delivery is None or b.is_current(w.delivery)]

@@ -2,117 +2,17 @@
 without a broker: a real Broker on a fake connection (its transaction API at work, the
 frames it writes read back), and the flow engine's settle() on it."""
 
-import hashlib
-
 import pytest
 
 from sarra import message
-from sarra.broker.client import Broker, BrokerError, Delivery, DeliveryTag
+from sarra.broker.client import BrokerError, Delivery, DeliveryTag
 from sarra.config import parser as config
 from sarra.flow import batchtx, download, report
 from sarra.flow import presets as components
 from sarra.flow.engine import Flow
 from sarra.flow.work import Outcome, Result, Work
 from tests.support.flowfakes import FakeConsumer
-
-_tag = iter(range(1, 10 ** 6))
-
-
-def delivery(relpath, redelivered=False, generation=0):
-    h = {"sum": "d," + hashlib.md5(relpath.encode()).hexdigest(), "parts": "1,1,1,0,0"}
-    topic, body, hdrs = message.make_post("20240101000000.0", "http://h/", relpath, h).encode()
-    return Delivery("xs_a", topic, body, body.encode(), hdrs,
-                    DeliveryTag(next(_tag), generation), redelivered, {})
-
-
-class FakeChannel:
-    channel_id = 1
-    is_open = True
-    connection = True
-
-    def __init__(self, log):
-        self.log = log
-
-    def tx_select(self):
-        self.log.append("select")
-
-    def tx_commit(self):
-        self.log.append("commit")
-
-
-class FrameLog:
-    """The transport under FakeBroker: the frames written, read back as ("publish",
-    exchange, body) and ("ack", tag, multiple)."""
-
-    def __init__(self, log):
-        self.log, self.publishing = log, None
-
-    def write(self, data):
-        data = bytes(data)
-        while data:
-            kind, size = data[0], int.from_bytes(data[3:7], "big")
-            payload, data = data[7:7 + size], data[8 + size:]
-            if kind == 1 and payload[:4] == b"\x00\x3c\x00\x28":       # basic.publish
-                n = payload[6]
-                self.publishing = [payload[7:7 + n].decode(), b"", None]
-            elif kind == 1 and payload[:4] == b"\x00\x3c\x00\x50":     # basic.ack
-                self.log.append(("ack", int.from_bytes(payload[4:12], "big"),
-                                 bool(payload[12] & 1)))
-            elif kind == 2:
-                self.publishing[2] = int.from_bytes(payload[4:12], "big")
-            elif kind == 3:
-                self.publishing[1] += payload
-            if self.publishing and len(self.publishing[1]) == self.publishing[2]:
-                self.log.append(("publish", *self.publishing[:2]))
-                self.publishing = None
-
-
-class FakeConnection:
-    frame_max, bytes_sent, connected = 131072, 0, True
-
-    def __init__(self, log):
-        self.transport = FrameLog(log)
-
-
-class Record(list):
-    """What the fake channel and transport saw; also the broker's logger."""
-
-    def __getattr__(self, name):
-        import logging
-        return getattr(logging.getLogger("test"), name)
-
-
-class FakeBroker(Broker):
-    """A real Broker on a fake connection: its transaction API at work, no network."""
-
-    def __init__(self):
-        super().__init__("amqp://u:p@localhost/", reconnect=False)
-        self.log = log = Record()
-        self._conn, self._chan = FakeConnection(log), FakeChannel(log)
-        self._chan_ready = True
-        self._wbuf.reset(self._conn.transport)
-        self._wbuf.limit = 0            # every frame reaches the transport at once
-
-
-class Waits(list):
-    def wait(self, seconds):
-        self.append(seconds)
-
-    def is_set(self):
-        return False
-
-
-class FakeFlow:
-    def __init__(self):
-        import logging
-        self.log = logging.getLogger("test")
-        self.msg = None
-        self.cache = None
-        self.stop_event = Waits()
-
-
-def work_of(d):
-    return Work(message.decode(d.routing_key, d.body, d.headers, d.exchange), delivery=d)
+from tests.support.txfakes import FakeBroker, FakeFlow, Waits, delivery, work_of
 
 
 # ------------------------------------------------------------------ the transaction
@@ -123,6 +23,7 @@ def test_posts_select_once_per_channel_and_are_written_at_commit():
     assert tx.commit([], []) == []
     assert b.log == []                                    # nothing selected: nothing to commit
     d = delivery("/a")
+    b._unacked.add(int(d.delivery_tag))
     flow.msg = work_of(d)
     post = batchtx.TxPost(tx)
     post.publish("xo", "v02.post.a", "body1", {"sum": "0,1"})
@@ -242,6 +143,7 @@ def test_reports_after_the_first_confirmed_one_go_in_the_transaction():
     rep = report.Reporter(own, "xr", "u")
     rep.tx = tx
     m = work_of(delivery("/a"))
+    b._unacked.add(int(m.delivery.delivery_tag))
     flow.msg = m
     rep.report(m.msg, 201, "Downloaded", 0.0)
     assert own.published == ["xr"] and own.confirmed == 1 and b.log == []
@@ -324,6 +226,7 @@ def test_settle_tells_the_cache_only_what_the_commit_made_durable(home):
     flow.broker._do = real
     flow.broker._generation = 0
     flow.broker._tx_generation = None
+    flow.broker._unacked.clear()                           # a new channel: nothing in hand
     w2 = done_work(flow, "/a", ("d,1", "/a"), redelivered=True)
     flow.settle([w2])
     assert ("d,1", "/a") in flow.cache

@@ -150,7 +150,7 @@ POSTS = [("xo", "v02.post.a", "20240101000000.0 http://h/ /a",
 @pytest.mark.parametrize("frame_max", [131072, 4096])
 def test_tx_commit_writes_what_py_amqp_wrote(frame_max):
     b = fake_broker(frame_max)
-    b._unacked.update({4, 5, 6, 9})
+    b._unacked.update({5, 6, 9})
     assert b.tx_select(DeliveryTag(5, 0)) is True
     for exchange, key, body, headers in POSTS:
         b.tx_publish(exchange, key, body, headers)
@@ -184,7 +184,7 @@ def test_tx_commit_without_a_transaction_sends_the_acks_alone():
     b.tx_commit([])
     assert b._chan.calls == [] and b._conn.transport.data == b""
     b._unacked.update({1, 2})
-    b.tx_commit([2])
+    b.tx_commit([2, 1])
     b._wbuf.flush()
     assert bytes(b._conn.transport.data) == py_amqp_bytes(131072, 3, [], 2)
     assert b._chan.calls == [] and b._unacked == set()
