@@ -122,11 +122,16 @@ class Reporter:
         except ValueError as e:   # MessageError: a header a plugin broke
             self.log.warning("%s: report not sent: %s", msg.relpath, e)
             return
-        try:
-            if self._confirmed and self.tx is not None:     # batchtx.py: with the acks
+        if self._confirmed and self.tx is not None:     # batchtx.py: with the acks
+            try:
                 self.tx.publish(self.exchange, topic, body, headers)
                 self.sent += 1
-                return
+            except Exception as e:  # a channel error: not a refusal of reports (first one was)
+                if type(e).__name__ == "BrokerStopped":
+                    raise
+                self.log.warning("%s: report not sent: %s", msg.relpath, e)
+            return
+        try:
             b = self._publisher()
             b.publish(self.exchange, topic, body, headers)
             if not self._confirmed:
