@@ -41,8 +41,11 @@ dropped: that message was not acked, it comes back and is done again (``Broker.t
 A commit the broker refuses (a missing exchange) is followed by a pause, 1 s doubling up to
 COMMIT_BACKOFF_MAX until one succeeds: the batch would come back at once otherwise. A
 commit whose reply is lost with the connection may have happened or not; taken as not: the
-retry entries are kept (done again at worst, never lost). Messages recorded in the retry
-queue by a batch whose commit failed come back too: done twice at worst.
+retry entries are kept (done again at worst, never lost). A failed message written to the
+retry queue before a commit that surely did not happen (refused, or the channel lost
+before it left), or whose delivery's channel was lost, comes back from the queue: its
+retry entry is removed (:meth:`BatchTx.commit`), or it would be done and posted twice;
+in doubt the entry is kept.
 
 Cost (bench/pumpchain.py, 3 runs each at the same load, 2,000 files): chain 307 files/s and
 5.5 CPU s per 1,000 files with confirms then acks, 355 files/s and 3.7 s with transactions
@@ -53,14 +56,22 @@ flush just before the broker commit). Sources that build their messages (sr_post
 sr_poll) have no consuming channel: they are unchanged.
 """
 
-from typing import List, Optional
+import collections
+import os
+import time
+from typing import List, Optional, Sequence
 
 from sarra.broker.client import Broker, BrokerError, BrokerStopped
 from sarra.config.brokerurl import parse_url
 from sarra.flow import report
+from sarra.flow.work import Result
 
 #: longest pause after a failed commit (seconds)
 COMMIT_BACKOFF_MAX = 30.0
+#: messages remembered as placed here in a batch whose commit did not (surely) happen
+PLACED_MAX = 10000
+#: when this process started: a file changed since was placed by it (see redone)
+STARTED = time.time()
 
 
 def same_broker(a: Optional[str], b: Optional[str]) -> bool:
@@ -75,15 +86,43 @@ def same_broker(a: Optional[str], b: Optional[str]) -> bool:
             == (y.scheme, y.host.lower(), y.port, y.vhost, y.user))
 
 
-def redone(flow, work, why):
-    """The report of a message whose bytes were already in place (download.already_here):
-    ``why`` (a 304), but the 201 its first delivery earned when it comes back redelivered to
-    a flow that commits its reports with its acks: that delivery placed the file and was
-    killed (or lost its channel) before the commit, so its 201 never left."""
+def redone(flow, work, why, path=None):
+    """The report of a message whose bytes are already in place at ``path`` (download.
+    already_here: the file holds this message's sum): ``why`` (a 304), or the 201 its
+    first delivery earned and never sent: with reports committed with the acks, a delivery
+    that placed the file and lost its commit (a kill, a lost channel) comes back
+    redelivered. Redelivered is not enough: every unacked delivery comes back so, those
+    still unprocessed in prefetch too, whose file an older message may have placed. So a
+    redelivered message gets the 201 when
+
+    * this process placed its file in a batch whose commit did not (surely) happen
+      (:attr:`BatchTx.placed`: exact), or
+    * the file last changed before this process started (the instance before it, killed
+      before its commit, may have placed it) but not before the message was published
+      (then an older message placed it). Without a record of the killed instance's work,
+      a file an older message placed after this one was published still gets the 201.
+
+    Otherwise (a file placed by this process for another message) the 304 it is."""
     d = work.delivery
-    if getattr(flow, "batchtx", None) is None or d is None or not d.redelivered:
+    tx = getattr(flow, "batchtx", None)
+    if tx is None or d is None or not d.redelivered:
+        return why
+    if _identity(work) in tx.placed:
+        return report.DOWNLOADED
+    try:
+        changed = os.lstat(path).st_ctime
+        published = work.msg.pubtime_epoch
+    except (OSError, TypeError, ValueError, OverflowError):
+        return why
+    if changed >= STARTED or changed < published:
         return why
     return report.DOWNLOADED
+
+
+def _identity(work):
+    """What tells a message from another one about the same file: path, time and sum."""
+    m = work.msg
+    return (m.relpath, m.pubtime, m.headers.get("sum"))
 
 
 def start(flow) -> Optional["BatchTx"]:
@@ -99,6 +138,8 @@ def start(flow) -> Optional["BatchTx"]:
     if not (posts or reports):
         return None
     tx = BatchTx(flow, broker, posts)
+    if getattr(flow, "batchtx", None) is not None:      # connected again: kept
+        tx.placed = flow.batchtx.placed
     if posts:
         flow.post_broker = TxPost(tx, flow.post_broker)
     if reports:
@@ -118,6 +159,8 @@ class BatchTx:
         self._acks = []                 # deliveries acked outside settle (malformed)
         self._failed_commits = 0        # in a row: the pause after the next failure doubles
         self._open = False              # published into since the last commit
+        #: messages whose file this process placed in a batch not (surely) committed
+        self.placed = collections.OrderedDict()
 
     def publish(self, exchange, routing_key, body, headers, persistent=True,
                 expiration=None):
@@ -136,10 +179,13 @@ class BatchTx:
         a lost channel names another delivery on the new one)."""
         self._acks.append(delivery)
 
-    def commit(self, batch: List, acks: List) -> Optional[List]:
+    def commit(self, batch: List, acks: List, added: Sequence = ()) -> Optional[List]:
         """Commit the batch's posts and reports with the acks of ``acks`` (deliveries);
         returns the works of the batch whose outcome is now committed (those delivered on
-        the current channel, and those from the retry queue), or None when nothing was."""
+        the current channel, and those from the retry queue), or None when nothing was.
+        ``added``: (work, retry entry) of the batch's failed messages written to the retry
+        queue: an entry whose message was surely not acked is removed (it comes back from
+        the queue: done twice, posted twice otherwise); in doubt it is kept."""
         b = self.broker
         flow = self.flow
         if flow.cache is not None:
@@ -153,13 +199,33 @@ class BatchTx:
         except BrokerStopped:
             raise
         except BrokerError as e:
+            self._back(batch, added, (), None)
             self._pause(e)
             return None
         self._failed_commits = 0
-        if not done:                # the channel was lost: dropped, or in doubt (None)
+        if not done:                # the channel was lost: dropped (False), or in doubt (None)
+            self._back(batch, added, () if done is False else current, None)
             self.log.info("connection lost before the commit: the batch comes back")
             return None
+        self._back(batch, added, current, current)
         return [w for w in batch if w.delivery is None or b.is_current(w.delivery)]
+
+    def _back(self, batch, added, maybe, acked) -> None:
+        """After a commit: the deliveries not in ``maybe`` (the acks that may have been
+        committed) surely come back from the queue: their retry entries are removed. Those
+        not in ``acked`` (surely committed; None: none was) may come back: the files they
+        placed are remembered (:func:`redone`)."""
+        maybe = {id(d) for d in maybe}
+        acked = set() if acked is None else {id(d) for d in acked}
+        for w, entry in added:
+            if w.delivery is not None and id(w.delivery) not in maybe:
+                self.flow.retry.done(entry)
+        for w in batch:
+            if w.delivery is not None and id(w.delivery) not in acked \
+                    and w.outcome == Result.DONE and getattr(w, "code", None) == 201:
+                self.placed[_identity(w)] = True
+                while len(self.placed) > PLACED_MAX:
+                    self.placed.popitem(last=False)
 
     def idle(self) -> None:
         """Between batches: commit what was put in the transaction outside one (the acks

@@ -297,7 +297,7 @@ def already_here(flow, work, path, why, part_file=False):
     if flow.post_broker is not None and work.again:
         work.local_path, work.new_file = path, os.path.basename(path)
         work.posts.append(repost(flow, work, path, part_file))
-    raise Outcome(*batchtx.redone(flow, work, why))    # redelivered: its 201 never left
+    raise Outcome(*batchtx.redone(flow, work, why, path))   # redelivered: its 201 never left
 
 
 def _done(flow, work, path, complete: bool, part_file: bool = False):

@@ -360,7 +360,7 @@ class Flow:
                 return
         if tx is None:
             self._cache_done(batch)
-        acks, finished = [], []
+        acks, finished, added = [], [], []
         for w in batch:
             if w.outcome == Result.RETURNED:
                 if w.delivery is not None:
@@ -372,7 +372,7 @@ class Flow:
                 else:
                     try:
                         topic, body, headers = w.msg.encode(allow_long_headers=True)
-                        self.retry.add(topic, body, headers, w.msg.exchange)
+                        added.append((w, self.retry.add(topic, body, headers, w.msg.exchange)))
                     except (OSError, MessageError) as e:
                         self.log.error("cannot record %s for retry (%s); returning it to the queue",
                                        w.msg.path, e)
@@ -384,7 +384,7 @@ class Flow:
             if w.delivery is not None:
                 acks.append(w.delivery)
         if tx is not None:
-            batch = tx.commit(batch, acks)      # only what it committed goes on
+            batch = tx.commit(batch, acks, added)   # only what it committed goes on
             if batch is None:
                 return
             self._cache_done(batch)
