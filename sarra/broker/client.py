@@ -372,13 +372,15 @@ class Broker(BrokerConnection):
         acks = [t.delivery_tag if isinstance(t, Delivery) else t for t in acks]
         acks = [(getattr(t, 'generation', None), int(t)) for t in acks]
         if generation is None or generation != self._generation:
-            generation = None           # no transaction on this channel: acks alone
+            # no transaction on this channel: acks alone (the posts of a lost channel's
+            # transaction went with it: sent now, outside one, they would be made twice)
+            generation, posts = None, []
             if not acks:
                 return True
-        sent = []
+        sent, start = [], self._generation
 
         def commit():
-            if sent or (generation is not None and self._generation != generation):
+            if sent or self._generation != start:
                 return None if sent else False  # lost meanwhile: the broker dropped it all
             ch, conn, wbuf = self._chan, self._conn, self._wbuf
             channel, chunk = ch.channel_id, conn.frame_max - 8

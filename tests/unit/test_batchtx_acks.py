@@ -57,3 +57,14 @@ def test_acks_of_a_channel_lost_under_the_commit_are_dropped_by_the_broker():
     b._do = do
     b.tx_commit([DeliveryTag(2, 0)])
     assert [x for x in b.log if x[0] == "ack"] == [] and b._unacked == {1, 2, 3}
+
+
+def test_the_posts_of_a_lost_channels_transaction_are_not_sent_on_the_new_one():
+    """Posts put in the transaction, then the channel lost (a requeue noticed it): the
+    commit on the new channel has no transaction; those posts must not go out there."""
+    b = FakeBroker()
+    assert b.tx_select(DeliveryTag(1, 0))
+    b.tx_publish("xo", "k", "post of a message that comes back", {})
+    b._generation, b._unacked = 1, {1}
+    assert b.tx_commit([DeliveryTag(1, 1)]) is True
+    assert b.log == ["select", ("ack", 1, True)]
