@@ -112,8 +112,7 @@ class _HashThread:
                     self.free.put(data.obj)
         finally:
             if self.range_fd is not None:
-                os.close(self.range_fd)
-                self.range_fd = None
+                os.close(self.range_fd)     # (the number stays: ranges were hashed)
             # the buffers go now, not with the last reference to this object: the
             # _Progress holding it is in a reference cycle (its update_range) that waits
             # for the garbage collector, and a batch of blocks kept 2 MiB each (measured)
