@@ -99,7 +99,9 @@ def _rabbitmqctl(*args):
 def test_rabbitmq_restarted_in_the_middle(sub_env, http_server, broker_url):
     """The broker itself stops (every connection closed, the node down for a few seconds)
     and starts again: the subscriber reconnects to its durable queue and finishes, every
-    file once and intact. Needs the test broker to be this machine's own node."""
+    file once and intact. Needs the test broker to be this machine's own node. Two runs
+    must not overlap: a broker stopped again as the stop comes makes the subscriber exit 3
+    ("stop requested while waiting for the broker"), as designed (engine.Flow.run)."""
     u = urllib.parse.urlsplit(broker_url)
     if shutil.which("rabbitmqctl") is None or u.hostname not in ("127.0.0.1", "localhost"):
         pytest.skip("the test broker is not a RabbitMQ node of this machine")
