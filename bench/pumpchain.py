@@ -49,6 +49,7 @@ import amqp  # noqa: E402
 import psutil  # noqa: E402
 
 from scripts.pump_demo import Pump  # noqa: E402
+from sarra.ops.reportroute import ROUTE  # noqa: E402
 
 RSS_LIMIT = 40_000_000
 
@@ -154,6 +155,14 @@ def code_line():
 
 # ------------------------------------------------------------------ one system's pump
 
+def _route_sources(text):
+    """The sources named by the routing shovel's msg_by_source line."""
+    for ln in text.splitlines():
+        if ln.startswith("msg_by_source "):
+            return [x for x in ln.split(None, 1)[1].split(",") if x]
+    return []
+
+
 def add_sources(pump, n):
     """n more sources on the pump beside alice and bob (they post nothing; each gets the
     report routing sr_police gives a source): sr_police setup again."""
@@ -223,19 +232,35 @@ class System:
         for sub in ("sarra", "subscribe", "shovel"):
             os.makedirs(os.path.join(cfg, sub), exist_ok=True)
         ours, theirs = "%s/%s" % (p.netloc, p.vhost), p.netloc + p.vhost
+        v2_shovels = [n for n in self.shovels if n != ROUTE]
         for rel in ["credentials.conf", "admin.conf"] + ["shovel/%s.conf" % name
                                                          for name in self.shovels]:
             with open(os.path.join(p.cfgdir, rel)) as f:
                 text = f.read().replace(ours, theirs)
+            if rel == "shovel/%s.conf" % ROUTE:
+                # v2 knows no post_exchange_by_source: it routes as its sr_audit does, one
+                # rr_xreport2<source> shovel per source, each reading every report
+                for src in _route_sources(text):
+                    name = "rr_xreport2" + src
+                    v2_shovels.append(name)
+                    one = "".join(
+                        "post_exchange xr_%s\n" % src if ln.startswith("post_exchange xr_") else
+                        "msg_by_source %s\n" % src if ln.startswith("msg_by_source ") else ln
+                        for ln in text.splitlines(True)
+                        if not ln.startswith(("post_exchange_by_source", "on_post None")))
+                    with open(os.path.join(cfg, "shovel", name + ".conf"), "w") as f:
+                        f.write(one)
+                continue
             # v2's msg_by_user plugin stops its shovel (KeyError 'user') on these reports:
             # v2's rr_<user>2xreport shovels run without that filter
             text = "".join(ln for ln in text.splitlines(True)
-                           if not ln.startswith(("on_message msg_by_user", "msg_by_user")))
+                           if not ln.startswith(("on_message msg_by_user", "msg_by_user", "on_post None")))
             with open(os.path.join(cfg, rel), "w") as f:
                 f.write(text)
             os.chmod(os.path.join(cfg, rel), 0o600)
         with open(os.path.join(cfg, "default.conf"), "w") as f:
             f.write("report_daemons True\n")       # v2 skips rr_* shovels otherwise
+        self.shovels = sorted(v2_shovels)
         b = "amqp://%%s@%s" % theirs
         with open(os.path.join(cfg, "sarra", "ingest.conf"), "w") as f:
             f.write("broker %s\nexchange xs_%s\nsubtopic #\nsource_from_exchange on\n"
