@@ -87,16 +87,24 @@ def test_sarra_nodes_finish_files_in_parts_after_a_node_is_killed(
         _component_cmd(env, "sarra", "cleanup", check=False)
 
 
-def test_two_winnow_nodes_with_nodes_state_dir_let_one_copy_out_across_a_kill(wenv, tmp_path):
-    """Node a alone holds every shard and passes the first copy of each product; it is
-    killed; node b (its own claim store) takes the shards over and must drop every second
-    copy, and pass once the products new to both."""
-    env = wenv
+def _winnow_on_two_hosts(env, tmp_path):
+    """The winnow configuration with node_shares and a shared nodes_state_dir, set up,
+    and a second host's HOME with the same configuration; returns (that HOME, the shared
+    state directory)."""
     shared = tmp_path / "shared-state"
     env.config(f"node_shares {SHARES}\nprefetch 10\nnodes_state_dir {shared}")
     env.cmd("setup", env.name)
     home2 = tmp_path / "host2"
     shutil.copytree(env.home / ".config", home2 / ".config")
+    return home2, shared
+
+
+def test_two_winnow_nodes_with_nodes_state_dir_let_one_copy_out_across_a_kill(wenv, tmp_path):
+    """Node a alone holds every shard and passes the first copy of each product; it is
+    killed; node b (its own claim store) takes the shards over and must drop every second
+    copy, and pass once the products new to both."""
+    env = wenv
+    home2, shared = _winnow_on_two_hosts(env, tmp_path)
     a = env.start(1)
     rnd = random.Random(11)
     products = [(f"/obs/{i % 40:02d}/p{i:05d}.grib", "d,%032x" % rnd.getrandbits(128))
@@ -136,11 +144,7 @@ def test_winnow_shards_handed_to_a_joining_node_keep_their_claims(wenv, tmp_path
     it half the shards (under load); the second copies then reach b for those shards:
     with nodes_state_dir b drops them all."""
     env = wenv
-    shared = tmp_path / "shared-state"
-    env.config(f"node_shares {SHARES}\nprefetch 10\nnodes_state_dir {shared}")
-    env.cmd("setup", env.name)
-    home2 = tmp_path / "host2"
-    shutil.copytree(env.home / ".config", home2 / ".config")
+    home2, shared = _winnow_on_two_hosts(env, tmp_path)
     env.start(1)
     rnd = random.Random(13)
     products = [(f"/obs/{i % 40:02d}/p{i:05d}.grib", "d,%032x" % rnd.getrandbits(128))
