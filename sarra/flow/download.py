@@ -15,7 +15,8 @@ import posixpath
 import stat
 
 from sarra import checksum
-from sarra.flow import batchtx, heldblocks, inplace, partname, placement, report, treeguard
+from sarra.flow import (batchtx, heldblocks, inplace, nodeparts, partname, placement, report,
+                        treeguard)
 from sarra.config.parser import expand_message_vars
 from sarra.flow.fetch import fetch as _fetch
 from sarra.flow.fetch import file_digest as _digest
@@ -415,6 +416,7 @@ def _remove(flow, work, final):
             target = placement.check_inside(new_dir, new_file, work.root)
         except placement.PlacementError as e:
             raise Outcome(403, f"Forbidden: {e}") from None
+        nodeparts.check(target)     # a rename never lands where a block manifest lives
         if os.path.lexists(final):
             _move(flow, work, final, new_dir, target)
             work.code, work.text = report.MOVED

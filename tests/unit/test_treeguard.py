@@ -239,3 +239,18 @@ def escaping(top):
     real_top = os.path.realpath(top)
     return [os.path.join(d, n) for d, ds, fs in os.walk(top) for n in ds + fs
             if not (os.path.realpath(os.path.join(d, n)) + "/").startswith(real_top + "/")]
+
+
+def test_newname_onto_a_block_manifest_is_refused(tmp_path):
+    """A removal's newname is a local name too: it may not take the place of a block
+    manifest of the pump nodes (nodeparts), whose name anyone can compute from a path."""
+    from sarra.flow import nodeparts
+    dst = tmp_path / "dst"
+    flow = _flow(dst)
+    (dst / "a").mkdir(parents=True)
+    (dst / "a" / "f").write_text("mine")
+    victim = nodeparts.name_of(str(dst / "a" / "big"))
+    (dst / "a" / victim).write_text("{}")
+    code, text = _run(flow, "/a/f", _moved_to("/a/" + victim))
+    assert code == 403 and "manifest" in text, text
+    assert (dst / "a" / victim).read_text() == "{}" and (dst / "a" / "f").read_text() == "mine"
