@@ -99,6 +99,8 @@ class Broker(BrokerConnection):
         self._returned = 0
         self._tx_generation = None       # channel incarnation in transaction mode
         self._tx_posts = []              # encoded messages of the open transaction
+        self._tx_dropped = False         # posts of a lost channel's transaction dropped
+        self.tx_dropped = False          # ... by the last tx_commit() (see there)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -344,6 +346,8 @@ class Broker(BrokerConnection):
             if self._tx_generation != self._generation:
                 self._chan.tx_select()
                 self._tx_generation = self._generation
+                if self._tx_posts:      # the lost channel's transaction: never committed
+                    self._tx_dropped = True
                 self._tx_posts = []
             return True
         return self._do(select, 'select transaction mode')
@@ -366,14 +370,19 @@ class Broker(BrokerConnection):
         BrokerError when the broker refuses (nothing committed: the batch comes back).
         Returns True once committed; False when the channel was lost before the commit
         left (nothing committed: the deliveries come back); None when it was lost after
-        (the commit may have happened or not)."""
+        (the commit may have happened or not). ``tx_dropped`` then says whether posts made
+        since the last commit went with a lost channel's transaction (never made: a post
+        whose message does not come back from the queue must be made again)."""
         generation = self._tx_generation
         posts, self._tx_posts = self._tx_posts, []
+        self.tx_dropped, self._tx_dropped = self._tx_dropped, False
         acks = [t.delivery_tag if isinstance(t, Delivery) else t for t in acks]
         acks = [(getattr(t, 'generation', None), int(t)) for t in acks]
         if generation is None or generation != self._generation:
             # no transaction on this channel: acks alone (the posts of a lost channel's
             # transaction went with it: sent now, outside one, they would be made twice)
+            if posts:
+                self.tx_dropped = True
             generation, posts = None, []
             if not acks:
                 return True

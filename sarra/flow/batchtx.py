@@ -159,6 +159,7 @@ class BatchTx:
         self._acks = []                 # deliveries acked outside settle (malformed)
         self._failed_commits = 0        # in a row: the pause after the next failure doubles
         self._open = False              # published into since the last commit
+        self._retried = {}              # id(work from the retry queue) -> channel posted on
         #: messages whose file this process placed in a batch not (surely) committed
         self.placed = collections.OrderedDict()
 
@@ -172,6 +173,8 @@ class BatchTx:
         if b.tx_select(tag):
             b.tx_publish(exchange, routing_key, body, headers, persistent, expiration)
             self._open = True
+            if work is not None and getattr(work, "delivery", None) is None:
+                self._retried.setdefault(id(work), set()).add(b.generation)
 
     def ack_later(self, delivery) -> None:
         """An ack outside a batch's settle (a malformed message): sent at the next commit
@@ -192,6 +195,7 @@ class BatchTx:
             flow.cache.flush()          # winnow's claims: before their posts can be seen
         current = [d for d in self._acks + list(acks) if b.is_current(d)]
         self._acks = []
+        retried, self._retried = self._retried, {}
         tags = [d.delivery_tag for d in current]    # with their generation: tx_commit
         self._open = False
         try:
@@ -208,7 +212,14 @@ class BatchTx:
             self.log.info("connection lost before the commit: the batch comes back")
             return None
         self._back(batch, added, current, current)
-        return [w for w in batch if w.delivery is None or b.is_current(w.delivery)]
+        # posts dropped with a lost channel's transaction (the broker says so): a message
+        # from the retry queue (no delivery to come back) that posted on that channel is
+        # not committed: its retry entry stays, it is done again
+        lost = set()
+        if getattr(b, "tx_dropped", False):
+            lost = {i for i, gens in retried.items() if gens - {b.generation}}
+        return [w for w in batch if (b.is_current(w.delivery) if w.delivery is not None
+                                     else id(w) not in lost)]
 
     def _back(self, batch, added, maybe, acked) -> None:
         """After a commit: the deliveries not in ``maybe`` (the acks that may have been
