@@ -10,10 +10,12 @@ So before a post goes to a per-source exchange the flow knows that the exchange 
 passive declare on the post connection (never the consuming channel: batchtx.TxPost passes
 it to its own connection), remembered while the connections stay the same (their channel
 generations: a channel lost, e.g. to a commit refused because the exchange went away since,
-asks again). A missing one (or one we may not write to) is asked again after
-MISSING_RECHECK seconds. The post to a missing exchange is not made: its message is
-refused (403, acked, :func:`refuse`), logged once per exchange name (at most MAX_NAMES
-names are named), and the other sources' reports go on.
+asks again; not the post channel that a refused question itself costs). Unconfirmed
+publishes are confirmed before a question (a refusal would have them published again).
+A missing one (or one we may not write to) is asked again after MISSING_RECHECK seconds.
+The post to a missing exchange is not made: its message is refused (403, acked,
+:func:`refuse`), logged once per exchange name (at most MAX_NAMES names are named), and
+the other sources' reports go on.
 
 Core: poststep.publish calls :func:`exists` and :func:`refuse`; no argv, no printing.
 """
@@ -32,7 +34,8 @@ MAX_LOGGED = 100
 
 class _Known:
     def __init__(self):
-        self.seen = {}          # exchange -> (generations, exists, monotonic time)
+        self.seen = {}          # exchange -> (exists, monotonic time)
+        self.generations = None     # of the connections the answers in ``seen`` came on
         self.logged = set()
 
 
@@ -56,18 +59,26 @@ def exists(flow, exchange: str, clock=time.monotonic) -> bool:
         return True             # nothing to ask (a spool keeps the posts of an outage)
     k = _known(flow)
     now = clock()
+    if k.generations != _generations(flow):     # a connection changed: all asked again
+        k.seen.clear()
+        k.generations = _generations(flow)
     got = k.seen.get(exchange)
-    if got is not None and got[0] == _generations(flow) and (
-            got[1] or now - got[2] < MISSING_RECHECK):
-        return got[1]
+    if got is not None and (got[0] or now - got[1] < MISSING_RECHECK):
+        return got[0]
+    if getattr(pb, "unconfirmed", 0):
+        # a refused declare closes the channel: its unconfirmed publishes (already
+        # routed, most likely) would be published again on the next one (duplicates)
+        pb.wait_confirms()
     try:
         ok = bool(pb.exchange_exists(exchange))
     except (BrokerNotFound, BrokerAccessRefused):
         ok = False              # refused: a post there would close the channel too
+        # that costs the post channel (a new generation): not a reason to ask again
+        # about the other exchanges (the answers stand)
+        k.generations = _generations(flow)
     if len(k.seen) >= MAX_NAMES:
         k.seen.clear()
-    # read after the question: a refused passive declare costs that channel (a new one)
-    k.seen[exchange] = (_generations(flow), ok, now)
+    k.seen[exchange] = (ok, now)
     return ok
 
 
