@@ -6,7 +6,12 @@ import logging
 
 from sarra import message
 from sarra.broker.client import Broker, Delivery, DeliveryTag
+from sarra.config import parser as config
+from sarra.flow import batchtx
+from sarra.flow import presets as components
+from sarra.flow.engine import Flow
 from sarra.flow.work import Work
+from tests.support.flowfakes import FakeConsumer
 
 _tag = iter(range(1, 10 ** 6))
 
@@ -104,3 +109,22 @@ class FakeFlow:
 
 def work_of(d):
     return Work(message.decode(d.routing_key, d.body, d.headers, d.exchange), delivery=d)
+
+
+class Reporting:
+    """A reporter stand-in: reports on, no transaction yet (batchtx.start sets ``tx``)."""
+    enabled, tx = True, None
+
+
+def tx_flow(home, extra=()):
+    """An sr_subscribe flow (reports on) whose consuming Broker is fake, with its batch
+    transaction started."""
+    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
+                                          ("exchange", "xs_a"),
+                                          ("directory", str(home / "dst")), *extra])
+    flow = Flow(cfg, components.preset("subscribe"))
+    flow.broker, flow.consumer = FakeBroker(), FakeConsumer()
+    flow.reporter = Reporting()
+    flow.batchtx = batchtx.start(flow)
+    flow.stop_event = Waits()
+    return flow

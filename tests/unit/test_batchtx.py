@@ -12,7 +12,8 @@ from sarra.flow import presets as components
 from sarra.flow.engine import Flow
 from sarra.flow.work import Outcome, Result, Work
 from tests.support.flowfakes import FakeConsumer
-from tests.support.txfakes import FakeBroker, FakeFlow, Waits, delivery, work_of
+from tests.support.txfakes import (FakeBroker, FakeFlow, Reporting, Waits, delivery,
+                                   work_of)
 
 
 # ------------------------------------------------------------------ the transaction
@@ -161,10 +162,6 @@ def flow_of(home, component="sarra", extra=()):
                                         ("exchange", "xs_a"),
                                         ("directory", str(home / "dst")), *extra])
     return Flow(cfg, components.preset(component))
-
-
-class Reporting:
-    enabled, tx = True, None
 
 
 @pytest.mark.parametrize("post_broker, reports, posts_in, on", [

@@ -3,29 +3,8 @@ a transaction on a channel lost later in the same batch: the broker dropped that
 its retry entry must stay (sarra/broker/client.py tx_select/tx_commit, sarra/flow/batchtx.py
 commit). Otherwise the post is never made."""
 
-from sarra.config import parser as config
-from sarra.flow import batchtx
-from sarra.flow import presets as components
-from sarra.flow.engine import Flow
 from sarra.flow.work import Result, Work
-from tests.support.flowfakes import FakeConsumer
-from tests.support.txfakes import FakeBroker, Waits, delivery, work_of
-
-
-class Reporting:
-    enabled, tx = True, None
-
-
-def tx_flow(home):
-    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
-                                          ("exchange", "xs_a"),
-                                          ("directory", str(home / "dst"))])
-    flow = Flow(cfg, components.preset("subscribe"))
-    flow.broker, flow.consumer = FakeBroker(), FakeConsumer()
-    flow.reporter = Reporting()
-    flow.batchtx = batchtx.start(flow)
-    flow.stop_event = Waits()
-    return flow
+from tests.support.txfakes import delivery, tx_flow, work_of
 
 
 def post(flow, w, body):

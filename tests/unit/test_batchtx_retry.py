@@ -7,30 +7,9 @@ import time
 
 from sarra import message
 from sarra.broker.client import BrokerError, Delivery, DeliveryTag
-from sarra.config import parser as config
 from sarra.flow import batchtx, report
-from sarra.flow import presets as components
-from sarra.flow.engine import Flow
-from sarra.flow.work import Result, Work
-from tests.support.flowfakes import FakeConsumer
-from tests.support.txfakes import FakeBroker, Waits, delivery, work_of
-
-
-class Reporting:
-    enabled, tx = True, None
-
-
-def tx_flow(home):
-    """An sr_subscribe flow (reports on) whose consuming Broker is fake."""
-    cfg = config.load("subscribe", None, [("broker", "amqp://u:p@localhost/"),
-                                          ("exchange", "xs_a"),
-                                          ("directory", str(home / "dst"))])
-    flow = Flow(cfg, components.preset("subscribe"))
-    flow.broker, flow.consumer = FakeBroker(), FakeConsumer()
-    flow.reporter = Reporting()
-    flow.batchtx = batchtx.start(flow)
-    flow.stop_event = Waits()
-    return flow
+from sarra.flow.work import Result
+from tests.support.txfakes import delivery, tx_flow, work_of
 
 
 def work(flow, relpath, outcome, generation=0):
